@@ -1,0 +1,22 @@
+//! Compiles `proto/` with protox (no system `protoc`) into Rust types and tonic
+//! services, and writes the file descriptor set that server reflection serves.
+
+use prost::Message;
+use std::{env, path::PathBuf};
+
+const PROTOS: &[&str] = &[
+    "proto/fedreg/v1/objects.proto",
+    "proto/fedreg/v1/registry.proto",
+    "proto/fedreg/v1/peering.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("fedreg_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .generate_default_stubs(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Bearer-token authentication and role checks, as a tower layer.
+//!
+//! Every call but health checks and reflection needs
+//! `authorization: Bearer <token>`. The token's hash is looked up in the
+//! store; the caller's [`Principal`] is put in the request extensions for
+//! the services that need to know who calls (GetPeerData). Peer tokens may
+//! call only the peering service; everything else needs an admin token.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use tonic::Status;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use crate::error::Error;
+use crate::store::Store;
+use crate::store::tokens::{self, Role};
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The token's id.
+    pub token_id: i64,
+    /// The token's role.
+    pub role: Role,
+    /// For a peer token: the peer.
+    pub peer_id: Option<i64>,
+}
+
+/// Paths open without a token.
+const OPEN_PREFIXES: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
+/// Paths a peer token may call.
+const PEER_PREFIXES: &[&str] = &["/fedreg.v1.PeeringService/"];
+/// How often a token's last-used time is written, at most.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Layer adding [`AuthService`] around a service.
+#[derive(Clone)]
+pub struct AuthLayer {
+    store: Store,
+    touched: Arc<Mutex<HashMap<i64, Instant>>>,
+}
+
+impl AuthLayer {
+    /// Authenticates against the tokens in `store`.
+    pub fn new(store: Store) -> AuthLayer {
+        AuthLayer {
+            store,
+            touched: Arc::default(),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// Checks the caller's token before passing the call on.
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl<S> Service<Request<Body>> for AuthService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        // The clone is the ready one for this call (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
+                return inner.call(request).await;
+            }
+            let header = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.to_str().map(str::to_owned).unwrap_or_default());
+            match layer.authorize(header, &path).await {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
+                    inner.call(request).await
+                }
+                Err(e) => Ok(Status::from(e).into_http()),
+            }
+        })
+    }
+}
+
+impl AuthLayer {
+    async fn authorize(&self, header: Option<String>, path: &str) -> Result<Principal, Error> {
+        let header = header.ok_or_else(|| {
+            Error::Unauthenticated(
+                "missing authorization header: send `authorization: Bearer <token>`".into(),
+            )
+        })?;
+        let secret = Some(header.as_str())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                Error::Unauthenticated("authorization header must be `Bearer <token>`".into())
+            })?;
+        let mut conn = self.store.read().await?;
+        let token = tokens::find_by_secret(&mut conn, secret)
+            .await?
+            .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))?;
+        let role = Role::parse(&token.role)?;
+        let allowed = match role {
+            Role::Admin => true,
+            Role::Peer => PEER_PREFIXES.iter().any(|p| path.starts_with(p)),
+        };
+        if !allowed {
+            return Err(Error::PermissionDenied(format!(
+                "token {} has role {}, which may not call {path}",
+                token.token_id,
+                role.as_str()
+            )));
+        }
+        drop(conn);
+        self.touch(token.token_id).await;
+        Ok(Principal {
+            token_id: token.token_id,
+            role,
+            peer_id: token.peer_id,
+        })
+    }
+
+    /// Records the token's use, at most once per [`TOUCH_INTERVAL`].
+    async fn touch(&self, token_id: i64) {
+        let due = {
+            let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            match touched.get(&token_id) {
+                Some(last) if now.duration_since(*last) < TOUCH_INTERVAL => false,
+                _ => {
+                    touched.insert(token_id, now);
+                    true
+                }
+            }
+        };
+        if due {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Ok(mut conn) = store.write().await
+                    && let Err(e) = tokens::touch(&mut conn, token_id).await
+                {
+                    tracing::debug!(error = %e, token_id, "recording token use");
+                }
+            });
+        }
+    }
+}

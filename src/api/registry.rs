@@ -1,0 +1,29 @@
+//! `fedreg.v1.RegistryService`: the admin API of local objects.
+
+use crate::proto::v1 as pb;
+use crate::proto::v1::registry_service_server::RegistryService;
+use crate::registry::sites;
+use crate::store::Store;
+
+use super::delegate_service;
+
+/// Serves the registry's objects to admins.
+#[derive(Clone)]
+pub struct RegistryApi {
+    store: Store,
+}
+
+impl RegistryApi {
+    /// A service over `store`.
+    pub fn new(store: Store) -> RegistryApi {
+        RegistryApi { store }
+    }
+}
+
+delegate_service!(RegistryApi, RegistryService {
+    create_site(pb::CreateSiteRequest) -> pb::Site => sites::create;
+    get_site(pb::GetSiteRequest) -> pb::Site => sites::get;
+    list_sites(pb::ListRequest) -> pb::ListSitesResponse => sites::list;
+    update_site(pb::UpdateSiteRequest) -> pb::Site => sites::update;
+    delete_site(pb::DeleteRequest) -> pb::DeleteResponse => sites::delete;
+});

@@ -1,0 +1,111 @@
+//! The domain error: what went wrong, in terms a caller can act on.
+//!
+//! Every layer below the gRPC surface returns [`Error`]; `api::status`
+//! turns it into a `tonic::Status` in one place. Validation errors name the
+//! field and the offending value.
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+/// Result with the domain error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field has a value that is not allowed.
+    #[error("invalid {field} {value:?}: {reason}")]
+    InvalidArgument {
+        /// The field, as named in the API.
+        field: &'static str,
+        /// The rejected value.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// The value of a unique field is already taken.
+    #[error("{field} {value:?} already exists")]
+    AlreadyExists {
+        /// The field, as named in the API.
+        field: &'static str,
+        /// The value already taken.
+        value: String,
+    },
+    /// The object looked up does not exist.
+    #[error("no {what} with {field} {value}")]
+    NotFound {
+        /// The kind of object.
+        what: &'static str,
+        /// The field used to look it up.
+        field: &'static str,
+        /// The value looked up.
+        value: String,
+    },
+    /// The object is in a state that forbids the operation (e.g. foreign).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// No valid credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials without the needed role.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The operation conflicts with one already running.
+    #[error("{0}")]
+    Aborted(String),
+    /// A dependency (database, peer) cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else: a bug or a database failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// An [`Error::InvalidArgument`] for `field` with `value`.
+    pub fn invalid(field: &'static str, value: impl ToString, reason: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`Error::NotFound`] for the `what` whose `field` is `value`.
+    pub fn not_found(what: &'static str, field: &'static str, value: impl ToString) -> Error {
+        Error::NotFound {
+            what,
+            field,
+            value: value.to_string(),
+        }
+    }
+
+    /// An [`Error::AlreadyExists`] for `field` with `value`.
+    pub fn exists(field: &'static str, value: impl ToString) -> Error {
+        Error::AlreadyExists {
+            field,
+            value: value.to_string(),
+        }
+    }
+}
+
+impl From<DieselError> for Error {
+    fn from(e: DieselError) -> Self {
+        match &e {
+            // Backstops for races past the explicit checks: the database's own
+            // message names the table and column.
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                Error::AlreadyExists {
+                    field: "unique field",
+                    value: info.message().to_owned(),
+                }
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, info) => {
+                Error::FailedPrecondition(format!(
+                    "reference to a missing object: {}",
+                    info.message()
+                ))
+            }
+            _ => Error::Internal(format!("database: {e}")),
+        }
+    }
+}

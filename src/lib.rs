@@ -1,0 +1,21 @@
+//! fedreg: a federation service for testbed registries.
+//!
+//! A registry holds sites, persons (with keys and roles), nodes and slices.
+//! Registries federate: each is the authority for its own objects and keeps a
+//! read-only cache of its peers' objects. fedreg serves the local objects to
+//! peers (`GetPeerData`, a server stream) and refreshes its cache of each peer
+//! (`RefreshPeer`), atomically.
+//!
+//! Layers, data flowing one way:
+//! - [`api`]: the gRPC surface (services, auth and logging layers, status mapping);
+//! - [`registry`]: validation and the operations of the admin API;
+//! - [`store`]: diesel repositories, one copy of each query for both backends;
+//! - [`server`] and [`cli`]: process wiring, the `fedreg` command.
+
+pub mod api;
+pub mod cli;
+pub mod error;
+pub mod proto;
+pub mod registry;
+pub mod server;
+pub mod store;

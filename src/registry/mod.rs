@@ -1,0 +1,112 @@
+//! The operations of the admin API: validation, read-only rules for foreign
+//! objects, and the transactions that apply each change.
+//!
+//! Operations take the generated request messages as their input (they are
+//! plain data) and return the generated object messages, so the gRPC
+//! services stay one line per method. One module per kind of object.
+
+pub mod sites;
+pub mod validate;
+
+use prost_types::Timestamp;
+
+use crate::error::{Error, Result};
+use crate::proto::v1 as pb;
+use crate::store::listing::{Origin, Page};
+
+/// Default and largest page sizes of listings.
+const DEFAULT_PAGE_SIZE: i32 = 100;
+const MAX_PAGE_SIZE: i32 = 1000;
+
+/// Turns a [`pb::ListRequest`] into a store [`Page`].
+pub fn page(req: &pb::ListRequest) -> Result<Page> {
+    let origin = match (req.peer_id, pb::Scope::try_from(req.scope)) {
+        (Some(peer_id), Ok(pb::Scope::Unspecified | pb::Scope::Foreign)) => Origin::Peer(peer_id),
+        (Some(peer_id), Ok(pb::Scope::Local)) => {
+            return Err(Error::invalid(
+                "peer_id",
+                peer_id,
+                "cannot be combined with scope SCOPE_LOCAL",
+            ));
+        }
+        (None, Ok(pb::Scope::Unspecified)) => Origin::All,
+        (None, Ok(pb::Scope::Local)) => Origin::Local,
+        (None, Ok(pb::Scope::Foreign)) => Origin::Foreign,
+        (_, Err(_)) => return Err(Error::invalid("scope", req.scope, "unknown scope")),
+    };
+    let limit = match req.page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+        n => {
+            return Err(Error::invalid(
+                "page_size",
+                n,
+                format!("must be between 0 and {MAX_PAGE_SIZE}"),
+            ));
+        }
+    };
+    let after_id = if req.page_token.is_empty() {
+        0
+    } else {
+        decode_page_token(&req.page_token)?
+    };
+    Ok(Page {
+        origin,
+        after_id,
+        limit: i64::from(limit),
+    })
+}
+
+/// The token of the page after one whose last id is `last_id`, or empty
+/// when the page was not full (there is nothing after it).
+pub fn next_page_token(page: &Page, returned: usize, last_id: Option<i64>) -> String {
+    match last_id {
+        Some(id) if returned as i64 == page.limit => hex::encode(format!("after:{id}")),
+        _ => String::new(),
+    }
+}
+
+fn decode_page_token(token: &str) -> Result<i64> {
+    hex::decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|s| s.strip_prefix("after:").and_then(|id| id.parse().ok()))
+        .ok_or_else(|| {
+            Error::invalid(
+                "page_token",
+                token,
+                "not a token returned by a previous listing",
+            )
+        })
+}
+
+/// Fails with FAILED_PRECONDITION when `peer_id` says the object is foreign.
+pub fn require_local(what: &str, name: &str, peer_id: Option<i64>) -> Result<()> {
+    match peer_id {
+        None => Ok(()),
+        Some(peer) => Err(Error::FailedPrecondition(format!(
+            "{what} {name} is cached from peer {peer} and is read-only here; change it at its authority"
+        ))),
+    }
+}
+
+/// The `Origin` message of an object, set when it is foreign.
+pub fn origin(peer_id: Option<i64>, peer_object_id: Option<i64>) -> Option<pb::Origin> {
+    Some(pb::Origin {
+        peer_id: peer_id?,
+        peer_object_id: peer_object_id?,
+    })
+}
+
+/// Unix seconds as a protobuf timestamp.
+pub fn timestamp(secs: i64) -> Option<Timestamp> {
+    Some(Timestamp {
+        seconds: secs,
+        nanos: 0,
+    })
+}
+
+/// A protobuf timestamp as Unix seconds.
+pub fn seconds(ts: &Timestamp) -> i64 {
+    ts.seconds
+}

@@ -1,0 +1,191 @@
+//! Sites: create, read, update, delete.
+
+use crate::error::{Error, Result};
+use crate::proto::v1 as pb;
+use crate::registry::{self, validate};
+use crate::store::sites::{self, NewSite, SiteChanges, SiteRelations, SiteRow};
+use crate::store::{DbConn, Store, now};
+
+/// The message of a stored site with its relations.
+pub fn to_message(row: SiteRow, rel: SiteRelations) -> pb::Site {
+    pb::Site {
+        site_id: row.site_id,
+        login_base: row.login_base,
+        name: row.name,
+        abbreviated_name: row.abbreviated_name,
+        enabled: row.enabled,
+        is_public: row.is_public,
+        max_slices: row.max_slices,
+        max_slivers: row.max_slivers,
+        latitude: row.latitude,
+        longitude: row.longitude,
+        url: row.url,
+        ext_consortium_id: row.ext_consortium_id,
+        origin: registry::origin(row.peer_id, row.peer_site_id),
+        date_created: registry::timestamp(row.date_created),
+        last_updated: registry::timestamp(row.last_updated),
+        person_ids: rel.person_ids,
+        primary_person_ids: rel.primary_person_ids,
+        node_ids: rel.node_ids,
+        slice_ids: rel.slice_ids,
+    }
+}
+
+/// Reads a site and its relations as a message.
+pub async fn load(conn: &mut DbConn, row: SiteRow) -> Result<pb::Site> {
+    let mut rels = sites::relations(conn, &[row.site_id]).await?;
+    let rel = rels.remove(&row.site_id).unwrap_or_default();
+    Ok(to_message(row, rel))
+}
+
+/// The site with this id, or NOT_FOUND.
+pub async fn require(conn: &mut DbConn, site_id: i64) -> Result<SiteRow> {
+    sites::by_id(conn, site_id)
+        .await?
+        .ok_or_else(|| Error::not_found("site", "site_id", site_id))
+}
+
+async fn ensure_login_base_free(conn: &mut DbConn, login_base: &str) -> Result<()> {
+    match sites::by_login_base(conn, login_base).await? {
+        Some(_) => Err(Error::exists("login_base", login_base)),
+        None => Ok(()),
+    }
+}
+
+/// Creates a local site.
+pub async fn create(store: &Store, req: pb::CreateSiteRequest) -> Result<pb::Site> {
+    let now = now();
+    let site = NewSite {
+        peer_id: None,
+        peer_site_id: None,
+        login_base: validate::login_base(&req.login_base)?,
+        name: validate::required_text("name", &req.name, 254)?,
+        abbreviated_name: validate::optional_text("abbreviated_name", &req.abbreviated_name, 50)?,
+        enabled: req.enabled.unwrap_or(true),
+        is_public: req.is_public.unwrap_or(true),
+        max_slices: validate::non_negative("max_slices", req.max_slices.unwrap_or(10))?,
+        max_slivers: validate::non_negative("max_slivers", req.max_slivers.unwrap_or(1000))?,
+        latitude: req.latitude.map(validate::latitude).transpose()?,
+        longitude: req.longitude.map(validate::longitude).transpose()?,
+        url: validate::optional_text("url", &req.url, 254)?,
+        ext_consortium_id: req.ext_consortium_id,
+        date_created: now,
+        last_updated: now,
+    };
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            ensure_login_base_free(c, &site.login_base).await?;
+            let row = sites::insert(c, &site).await?;
+            load(c, row).await
+        })
+    })
+    .await
+}
+
+/// Gets a site by id or login_base.
+pub async fn get(store: &Store, req: pb::GetSiteRequest) -> Result<pb::Site> {
+    let mut conn = store.read().await?;
+    let row = match req.key {
+        Some(pb::get_site_request::Key::SiteId(id)) => require(&mut conn, id).await?,
+        Some(pb::get_site_request::Key::LoginBase(lb)) => sites::by_login_base(&mut conn, &lb)
+            .await?
+            .ok_or_else(|| Error::not_found("site", "login_base", lb))?,
+        None => return Err(Error::invalid("key", "", "set site_id or login_base")),
+    };
+    load(&mut conn, row).await
+}
+
+/// Lists sites.
+pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListSitesResponse> {
+    let page = registry::page(&req)?;
+    let mut conn = store.read().await?;
+    let rows = sites::list(&mut conn, page).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.site_id).collect();
+    let mut rels = sites::relations(&mut conn, &ids).await?;
+    let next_page_token = registry::next_page_token(&page, rows.len(), ids.last().copied());
+    let sites = rows
+        .into_iter()
+        .map(|row| {
+            let rel = rels.remove(&row.site_id).unwrap_or_default();
+            to_message(row, rel)
+        })
+        .collect();
+    Ok(pb::ListSitesResponse {
+        sites,
+        next_page_token,
+    })
+}
+
+/// Changes a local site.
+pub async fn update(store: &Store, req: pb::UpdateSiteRequest) -> Result<pb::Site> {
+    let changes = SiteChanges {
+        login_base: req
+            .login_base
+            .as_deref()
+            .map(validate::login_base)
+            .transpose()?,
+        name: req
+            .name
+            .as_deref()
+            .map(|v| validate::required_text("name", v, 254))
+            .transpose()?,
+        abbreviated_name: req
+            .abbreviated_name
+            .as_deref()
+            .map(|v| validate::optional_text("abbreviated_name", v, 50))
+            .transpose()?,
+        enabled: req.enabled,
+        is_public: req.is_public,
+        max_slices: req
+            .max_slices
+            .map(|v| validate::non_negative("max_slices", v))
+            .transpose()?,
+        max_slivers: req
+            .max_slivers
+            .map(|v| validate::non_negative("max_slivers", v))
+            .transpose()?,
+        latitude: req.latitude.map(validate::latitude).transpose()?.map(Some),
+        longitude: req
+            .longitude
+            .map(validate::longitude)
+            .transpose()?
+            .map(Some),
+        url: req
+            .url
+            .as_deref()
+            .map(|v| validate::optional_text("url", v, 254))
+            .transpose()?,
+        ext_consortium_id: req.ext_consortium_id.map(Some),
+        last_updated: Some(now()),
+    };
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            let current = require(c, req.site_id).await?;
+            registry::require_local("site", &current.login_base, current.peer_id)?;
+            if let Some(lb) = &changes.login_base
+                && *lb != current.login_base
+            {
+                ensure_login_base_free(c, lb).await?;
+            }
+            let row = sites::update(c, req.site_id, &changes).await?;
+            load(c, row).await
+        })
+    })
+    .await
+}
+
+/// Deletes a local site with its nodes and slices.
+pub async fn delete(store: &Store, req: pb::DeleteRequest) -> Result<pb::DeleteResponse> {
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            let current = require(c, req.id).await?;
+            registry::require_local("site", &current.login_base, current.peer_id)?;
+            sites::delete(c, req.id).await?;
+            Ok(pb::DeleteResponse {})
+        })
+    })
+    .await
+}

@@ -1,0 +1,270 @@
+//! The server process: storage, services, layers, listener and shutdown.
+//!
+//! [`start`] opens (and migrates) the database, takes the data directory's
+//! lock when the database is an SQLite file in it, makes sure an admin token
+//! exists, binds the listener and serves until [`RunningServer::shutdown`]:
+//! then it stops accepting calls, lets the calls in flight finish and
+//! returns. Tests start servers the same way on port 0.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, ServerTlsConfig};
+
+use crate::api::auth::AuthLayer;
+use crate::api::logging::LoggingLayer;
+use crate::api::registry::RegistryApi;
+use crate::api::tokens::TokenApi;
+use crate::error::{Error, Result};
+use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::proto::v1::registry_service_server::RegistryServiceServer;
+use crate::proto::v1::token_service_server::TokenServiceServer;
+use crate::store::Store;
+use crate::store::tokens::{self, Role};
+
+/// File in the data directory holding the first admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// File in the data directory locked by the server using it.
+const LOCK_FILE: &str = "fedreg.lock";
+/// The SQLite database file in the data directory.
+const SQLITE_FILE: &str = "fedreg.db";
+
+/// How a server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database, the admin token and lock files.
+    pub data_dir: PathBuf,
+    /// `postgres://...` to use PostgreSQL; `None` for SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// This registry's name, sent to peers.
+    pub registry_name: String,
+    /// PEM certificate and key to serve TLS; plain HTTP/2 when `None`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Default largest fraction of a peer's cache a refresh may delete.
+    pub max_delete_fraction: f64,
+}
+
+impl ServerConfig {
+    /// A configuration with the defaults for `data_dir`: SQLite, loopback port 50051.
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: data_dir.into(),
+            database_url: None,
+            registry_name: "fedreg".into(),
+            tls: None,
+            max_delete_fraction: 0.5,
+        }
+    }
+
+    /// The database URL: the configured one, or the SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        database_url(&self.data_dir, self.database_url.as_deref())
+    }
+}
+
+/// The database URL for a data directory and an optional explicit URL.
+pub fn database_url(data_dir: &Path, explicit: Option<&str>) -> String {
+    match explicit {
+        Some(url) => url.to_owned(),
+        None => data_dir.join(SQLITE_FILE).to_string_lossy().into_owned(),
+    }
+}
+
+/// State shared by the services of one server.
+pub struct App {
+    /// The database.
+    pub store: Store,
+    /// The configuration the server started with.
+    pub config: ServerConfig,
+}
+
+/// A server started by [`start`].
+pub struct RunningServer {
+    addr: SocketAddr,
+    app: Arc<App>,
+    admin_token: Option<String>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<()>>,
+    _lock: Option<File>,
+}
+
+impl RunningServer {
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (database and configuration).
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// The admin token created at this start, when there was none before.
+    pub fn new_admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    /// Stops accepting calls, waits for the calls in flight, and returns.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the server stops.
+    pub async fn wait(self) -> Result<()> {
+        self.task
+            .await
+            .map_err(|e| Error::Internal(format!("server task: {e}")))?
+    }
+}
+
+/// Opens storage, binds the listener and starts serving in the background.
+pub async fn start(config: ServerConfig) -> Result<RunningServer> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        Error::Unavailable(format!(
+            "creating data directory {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let url = config.database_url();
+    let lock = if crate::store::is_postgres_url(&url) {
+        None
+    } else {
+        Some(lock_data_dir(&config.data_dir)?)
+    };
+    let store = Store::open(&url).await?;
+    let admin_token = ensure_admin_token(&store, &config.data_dir).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Unavailable(format!("listening on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+    let app = Arc::new(App { store, config });
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(serve(app.clone(), listener, stopped));
+    tracing::info!(%addr, backend = ?app.store.kind(), "fedreg listening");
+    Ok(RunningServer {
+        addr,
+        app,
+        admin_token,
+        stop,
+        task,
+        _lock: lock,
+    })
+}
+
+async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<()> {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<RegistryServiceServer<RegistryApi>>()
+        .await;
+    health.set_serving::<TokenServiceServer<TokenApi>>().await;
+
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &app.config.tls {
+        let read = |p: &PathBuf| {
+            std::fs::read(p)
+                .map_err(|e| Error::Unavailable(format!("reading {}: {e}", p.display())))
+        };
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| Error::Unavailable(format!("TLS configuration: {e}")))?;
+    }
+    let store = app.store.clone();
+    let router = builder
+        .layer(LoggingLayer)
+        .layer(AuthLayer::new(store.clone()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(RegistryServiceServer::new(RegistryApi::new(store.clone())))
+        .add_service(TokenServiceServer::new(TokenApi::new(store.clone())));
+
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        tracing::info!("shutting down: finishing calls in flight");
+    };
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| Error::Internal(format!("server: {e}")))
+}
+
+/// Locks the data directory so that a second server cannot use the same
+/// SQLite files; the lock dies with the process.
+fn lock_data_dir(data_dir: &Path) -> Result<File> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = File::create(&path)
+        .map_err(|e| Error::Unavailable(format!("creating lock file {}: {e}", path.display())))?;
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(file),
+        Err(fs4::TryLockError::WouldBlock) => Err(Error::Aborted(format!(
+            "another fedreg server is using data directory {} (lock {} is held); stop it or pick another --data-dir",
+            data_dir.display(),
+            path.display()
+        ))),
+        Err(fs4::TryLockError::Error(e)) => Err(Error::Unavailable(format!(
+            "locking {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Creates the first admin token when none exists, writes it to
+/// `ADMIN_TOKEN_FILE` in the data directory (readable by its owner only) and
+/// returns it.
+async fn ensure_admin_token(store: &Store, data_dir: &Path) -> Result<Option<String>> {
+    let mut conn = store.write().await?;
+    if tokens::any_admin(&mut conn).await? {
+        return Ok(None);
+    }
+    let (secret, _) = tokens::create(&mut conn, "initial admin", Role::Admin, None).await?;
+    write_private(&data_dir.join(ADMIN_TOKEN_FILE), &format!("{secret}\n"))?;
+    Ok(Some(secret))
+}
+
+/// Writes `contents` to a new file readable and writable by its owner only.
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| Error::Unavailable(format!("writing {}: {e}", path.display())))?;
+    // An existing file keeps its mode on open: tighten it too.
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| Error::Unavailable(format!("restricting {}: {e}", path.display())))?;
+    file.write_all(contents.as_bytes())
+        .map_err(|e| Error::Unavailable(format!("writing {}: {e}", path.display())))
+}

@@ -1,0 +1,284 @@
+//! Storage: one repository layer over PostgreSQL and SQLite.
+//!
+//! # One copy of each query for both backends
+//!
+//! diesel's `MultiConnection` derive would be the natural way to write a query
+//! once for several backends, but it exists only for diesel's synchronous
+//! connections; diesel-async has no multi-backend connection. The options
+//! seen in other projects are (a) generic functions bounded on
+//! `AsyncConnection<Backend = B>` plus a `where` clause per query (the bounds
+//! grow with every query and leak into every caller), (b) duplicating the
+//! repositories per backend, or (c) an enum of connections and a macro that
+//! expands one query body once per variant. fedreg uses (c): [`DbConn`]
+//! borrows as a [`Db`] (one variant per backend) and [`with_db!`] matches on
+//! it, so each query is written once and type-checked against both backends
+//! at compile time. Where a backend needs different SQL (bulk loading, locks)
+//! the match is written out and the difference is visible in one place.
+//!
+//! # Connections
+//!
+//! PostgreSQL: a bb8 pool of `AsyncPgConnection` (pure-Rust driver, no
+//! libpq); every caller gets a pooled connection. SQLite: a bb8 pool of
+//! reader connections and one writer connection behind a mutex, all in WAL
+//! mode with foreign keys on and a busy timeout. One writer per process means
+//! SQLite writers queue in order instead of failing with `SQLITE_BUSY`, and
+//! readers never wait for a writer (WAL). [`Store::read`] and
+//! [`Store::write`] hand out the right kind.
+//!
+//! Transactions go through diesel-async's transaction manager
+//! ([`DbConn::transaction`]), so a connection dropped mid-transaction (a
+//! cancelled call) is marked broken and never returns to the pool.
+
+pub mod schema;
+
+pub mod listing;
+pub mod peers;
+pub mod sites;
+pub mod tokens;
+
+mod migrate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::SqliteConnection;
+use diesel_async::pooled_connection::bb8::{Pool, PooledConnection};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
+use futures_util::FutureExt;
+use scoped_futures::ScopedBoxFuture;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::error::{Error, Result};
+
+pub use migrate::run_migrations;
+
+/// An SQLite connection usable from async code.
+pub type SqliteAsync = SyncConnectionWrapper<SqliteConnection>;
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// PostgreSQL through diesel-async's `AsyncPgConnection`.
+    Postgres,
+    /// Embedded SQLite through `SyncConnectionWrapper`.
+    Sqlite,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Backend>,
+}
+
+enum Backend {
+    Postgres {
+        pool: Pool<AsyncPgConnection>,
+    },
+    Sqlite {
+        readers: Pool<SqliteAsync>,
+        writer: Arc<Mutex<SqliteAsync>>,
+    },
+}
+
+/// A connection checked out of a [`Store`].
+pub enum DbConn {
+    /// A pooled PostgreSQL connection.
+    Pg(PooledConnection<'static, AsyncPgConnection>),
+    /// A pooled SQLite reader.
+    SqliteRead(PooledConnection<'static, SqliteAsync>),
+    /// The SQLite writer, held exclusively.
+    SqliteWrite(OwnedMutexGuard<SqliteAsync>),
+}
+
+/// A connection borrowed as its concrete backend type, for [`with_db!`].
+pub enum Db<'a> {
+    /// PostgreSQL.
+    Pg(&'a mut AsyncPgConnection),
+    /// SQLite.
+    Sqlite(&'a mut SqliteAsync),
+}
+
+/// Runs one query body against whichever backend a [`DbConn`] holds.
+///
+/// `with_db!(conn, |c| sites::table.count().get_result(c).await)` expands the
+/// body once per backend, with `c` bound to the concrete connection type.
+#[macro_export]
+macro_rules! with_db {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn.db() {
+            $crate::store::Db::Pg($c) => $body,
+            $crate::store::Db::Sqlite($c) => $body,
+        }
+    };
+}
+
+/// Pragmas applied to every SQLite connection: foreign keys enforced, a busy
+/// timeout for the rare cross-process writer, WAL so readers never block.
+/// `synchronous` stays at SQLite's default (FULL).
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;";
+
+impl Store {
+    /// Opens the database at `url` (`postgres://...` or an SQLite file path)
+    /// and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Store> {
+        let store = Store::connect(url).await?;
+        run_migrations(url).await?;
+        Ok(store)
+    }
+
+    /// Opens the database at `url` without migrating it.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let backend = if is_postgres_url(url) {
+            let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+            let pool = Pool::builder()
+                .max_size(16)
+                .connection_timeout(Duration::from_secs(10))
+                .build(manager)
+                .await
+                .map_err(|e| Error::Unavailable(format!("connecting to PostgreSQL: {e}")))?;
+            // Fail now, with a clear message, rather than on the first call.
+            pool.get()
+                .await
+                .map_err(|e| Error::Unavailable(format!("connecting to PostgreSQL: {e}")))?;
+            Backend::Postgres { pool }
+        } else {
+            let mut config = ManagerConfig::<SqliteAsync>::default();
+            config.custom_setup = Box::new(|url| establish_sqlite(url.to_owned()).boxed());
+            let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+            let writer = establish_sqlite(url.to_owned())
+                .await
+                .map_err(|e| Error::Unavailable(format!("opening SQLite database {url}: {e}")))?;
+            let readers = Pool::builder()
+                .max_size(8)
+                .connection_timeout(Duration::from_secs(10))
+                .build(manager)
+                .await
+                .map_err(|e| Error::Unavailable(format!("opening SQLite database {url}: {e}")))?;
+            Backend::Sqlite {
+                readers,
+                writer: Arc::new(Mutex::new(writer)),
+            }
+        };
+        Ok(Store {
+            inner: Arc::new(backend),
+        })
+    }
+
+    /// The database behind this store.
+    pub fn kind(&self) -> BackendKind {
+        match *self.inner {
+            Backend::Postgres { .. } => BackendKind::Postgres,
+            Backend::Sqlite { .. } => BackendKind::Sqlite,
+        }
+    }
+
+    /// A connection for reading; never waits for a writer.
+    pub async fn read(&self) -> Result<DbConn> {
+        match &*self.inner {
+            Backend::Postgres { pool } => {
+                Ok(DbConn::Pg(pool.get_owned().await.map_err(pool_error)?))
+            }
+            Backend::Sqlite { readers, .. } => Ok(DbConn::SqliteRead(
+                readers.get_owned().await.map_err(pool_error)?,
+            )),
+        }
+    }
+
+    /// A connection for writing. On SQLite this is the single writer and
+    /// waits until the previous writer is done.
+    pub async fn write(&self) -> Result<DbConn> {
+        match &*self.inner {
+            Backend::Postgres { pool } => {
+                Ok(DbConn::Pg(pool.get_owned().await.map_err(pool_error)?))
+            }
+            Backend::Sqlite { writer, .. } => {
+                Ok(DbConn::SqliteWrite(writer.clone().lock_owned().await))
+            }
+        }
+    }
+}
+
+fn pool_error(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(format!("database connection: {e}"))
+}
+
+/// Whether `url` names a PostgreSQL database rather than an SQLite file.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+async fn establish_sqlite(url: String) -> diesel::ConnectionResult<SqliteAsync> {
+    let mut conn = SqliteAsync::establish(&url).await?;
+    conn.batch_execute(SQLITE_PRAGMAS)
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+impl DbConn {
+    /// Borrows the connection as its concrete backend type.
+    pub fn db(&mut self) -> Db<'_> {
+        match self {
+            DbConn::Pg(c) => Db::Pg(c),
+            DbConn::SqliteRead(c) => Db::Sqlite(c),
+            DbConn::SqliteWrite(c) => Db::Sqlite(c),
+        }
+    }
+
+    /// The database behind this connection.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            DbConn::Pg(_) => BackendKind::Postgres,
+            DbConn::SqliteRead(_) | DbConn::SqliteWrite(_) => BackendKind::Sqlite,
+        }
+    }
+
+    /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back
+    /// when it returns `Err`. If the future is dropped half-way the
+    /// connection is marked broken and never reused.
+    pub async fn transaction<'a, T, E, F>(&'a mut self, f: F) -> std::result::Result<T, E>
+    where
+        F: for<'r> FnOnce(&'r mut DbConn) -> ScopedBoxFuture<'a, 'r, std::result::Result<T, E>>
+            + Send
+            + 'a,
+        T: Send + 'a,
+        E: From<Error> + Send + 'a,
+    {
+        with_db!(self, |c| begin(c).await).map_err(|e| E::from(Error::from(e)))?;
+        match f(self).await {
+            Ok(value) => {
+                with_db!(self, |c| commit(c).await).map_err(|e| E::from(Error::from(e)))?;
+                Ok(value)
+            }
+            Err(e) => {
+                // The caller's error is the one worth reporting; a failed
+                // rollback leaves the connection marked broken.
+                let _ = with_db!(self, |c| rollback(c).await);
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn begin<C: AsyncConnection>(c: &mut C) -> diesel::QueryResult<()> {
+    C::TransactionManager::begin_transaction(c).await
+}
+
+async fn commit<C: AsyncConnection>(c: &mut C) -> diesel::QueryResult<()> {
+    C::TransactionManager::commit_transaction(c).await
+}
+
+async fn rollback<C: AsyncConnection>(c: &mut C) -> diesel::QueryResult<()> {
+    C::TransactionManager::rollback_transaction(c).await
+}
+
+/// Current time as Unix seconds, the unit of every time column.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,299 @@
+//! Test harness: real fedreg servers on loopback ports, each with its own
+//! fresh database, on SQLite or PostgreSQL.
+//!
+//! PostgreSQL tests use the server at `FEDREG_TEST_PG` (default
+//! `postgres://postgres@127.0.0.1:5432`), creating one database per test and
+//! dropping it afterwards. When no server is reachable they skip loudly,
+//! except under `CI=true`, where they fail.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use fedreg::proto::v1::peer_service_client::PeerServiceClient;
+use fedreg::proto::v1::peering_service_client::PeeringServiceClient;
+use fedreg::proto::v1::registry_service_client::RegistryServiceClient;
+use fedreg::proto::v1::token_service_client::TokenServiceClient;
+use fedreg::server::{RunningServer, ServerConfig};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// The database a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite in the server's temporary data directory.
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server.
+    Postgres,
+}
+
+/// Defines one `#[tokio::test]` per backend for each listed async function
+/// `fn(Backend)`, in modules `sqlite` and `postgres`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::common::postgres_available().await {
+                        super::$name($crate::common::Backend::Postgres).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+fn pg_base() -> String {
+    std::env::var("FEDREG_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Whether PostgreSQL tests can run; panics under `CI=true` when they cannot.
+pub async fn postgres_available() -> bool {
+    match AsyncPgConnection::establish(&format!("{}/postgres", pg_base())).await {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("PostgreSQL at {} is required under CI=true: {e}", pg_base());
+            }
+            eprintln!(
+                "\n*** SKIPPED: PostgreSQL at {} is not reachable ({e}); set FEDREG_TEST_PG ***\n",
+                pg_base()
+            );
+            false
+        }
+    }
+}
+
+/// A database created for one test and dropped when this is dropped.
+pub struct PgTestDb {
+    name: String,
+}
+
+impl PgTestDb {
+    /// Creates a fresh, empty database.
+    pub async fn create() -> PgTestDb {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "fedreg_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            rand_suffix()
+        );
+        let mut conn = AsyncPgConnection::establish(&format!("{}/postgres", pg_base()))
+            .await
+            .expect("connect to PostgreSQL");
+        conn.batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        PgTestDb { name }
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> String {
+        format!("{}/{}", pg_base(), self.name)
+    }
+}
+
+impl Drop for PgTestDb {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let admin = format!("{}/postgres", pg_base());
+        // Drop runs outside any runtime guarantee: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = AsyncPgConnection::establish(&admin).await.ok()?;
+                conn.batch_execute(&sql).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+/// A client channel that sends a bearer token with every call.
+pub type Authed = InterceptedService<Channel, BearerToken>;
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+pub struct BearerToken(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl BearerToken {
+    /// Sends `token`; `None` sends no header.
+    pub fn new(token: Option<&str>) -> BearerToken {
+        BearerToken(token.map(|t| format!("Bearer {t}").parse().expect("ascii token")))
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A fedreg server running in this process on a loopback port.
+pub struct TestServer {
+    /// The running server.
+    pub server: Option<RunningServer>,
+    /// Its admin token.
+    pub admin_token: String,
+    /// The database it uses.
+    pub backend: Backend,
+    /// Its database URL.
+    pub database_url: String,
+    /// Its data directory.
+    pub data_dir: tempfile::TempDir,
+    pg: Option<PgTestDb>,
+}
+
+impl TestServer {
+    /// Starts a server named `fedreg` with a fresh database.
+    pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_named(backend, "fedreg").await
+    }
+
+    /// Starts a server with the given registry name and a fresh database.
+    pub async fn start_named(backend: Backend, name: &str) -> TestServer {
+        TestServer::start_with(backend, |config| config.registry_name = name.into()).await
+    }
+
+    /// Starts a server after `tune` adjusts its configuration.
+    pub async fn start_with(backend: Backend, tune: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgTestDb::create().await),
+        };
+        let mut config = ServerConfig::new(data_dir.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.database_url = pg.as_ref().map(PgTestDb::url);
+        tune(&mut config);
+        let database_url = config.database_url();
+        let server = fedreg::server::start(config).await.expect("server starts");
+        let admin_token = server
+            .new_admin_token()
+            .expect("fresh database gets an admin token")
+            .to_owned();
+        TestServer {
+            server: Some(server),
+            admin_token,
+            backend,
+            database_url,
+            data_dir,
+            pg,
+        }
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.as_ref().expect("server running").addr()
+    }
+
+    /// The server's URL, as a peer would store it.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// A channel to the server.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    async fn authed(&self, token: Option<&str>) -> Authed {
+        InterceptedService::new(self.channel().await, BearerToken::new(token))
+    }
+
+    /// A registry client with the admin token.
+    pub async fn registry(&self) -> RegistryServiceClient<Authed> {
+        RegistryServiceClient::new(self.authed(Some(&self.admin_token)).await)
+    }
+
+    /// A registry client with the given token (or none).
+    pub async fn registry_as(&self, token: Option<&str>) -> RegistryServiceClient<Authed> {
+        RegistryServiceClient::new(self.authed(token).await)
+    }
+
+    /// A token client with the admin token.
+    pub async fn tokens(&self) -> TokenServiceClient<Authed> {
+        TokenServiceClient::new(self.authed(Some(&self.admin_token)).await)
+    }
+
+    /// A peer-management client with the admin token.
+    pub async fn peers(&self) -> PeerServiceClient<Authed> {
+        PeerServiceClient::new(self.authed(Some(&self.admin_token)).await)
+    }
+
+    /// A peering client with the given token.
+    pub async fn peering_as(&self, token: Option<&str>) -> PeeringServiceClient<Authed> {
+        PeeringServiceClient::new(self.authed(token).await)
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// Asserts that `result` failed with `code` and that its message contains
+/// every one of `needles` (the field name and the value, typically).
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    needles: &[&str],
+) {
+    match result {
+        Ok(v) => panic!("expected {code:?}, got Ok({v:?})"),
+        Err(status) => {
+            assert_eq!(
+                status.code(),
+                code,
+                "wrong code; message: {}",
+                status.message()
+            );
+            for needle in needles {
+                assert!(
+                    status.message().contains(needle),
+                    "message {:?} does not mention {needle:?}",
+                    status.message()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! `fedreg-bench`: times federation between two real fedreg servers.
+//!
+//! Starts a serving and a refreshing registry (child processes, loopback),
+//! fills the serving one with a data set of the reference federation test,
+//! then times on the refreshing one: the first refresh, a refresh with
+//! nothing changed, a refresh after 1% changed, GetPeerData alone, and the
+//! floor: the same rows bulk-loaded into the same schema by the database's
+//! fastest plain method, in the same run. Prints a markdown table (and JSON
+//! with `--json`).
+//!
+//! `fedreg-bench serve ...` runs a fedreg server (used for the children).
+
+mod data;
+mod servers;
+mod shapes;
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use clap::Parser;
+use fedreg::proto::v1 as pb;
+use fedreg::store::Store;
+
+use servers::{Database, Registry};
+use shapes::Shape;
+
+/// Benchmark of RefreshPeer and GetPeerData between two fedreg servers.
+#[derive(Debug, Parser)]
+#[command(name = "fedreg-bench")]
+struct Args {
+    /// Data set: mini, normal, big or huge (REFERENCE.md's federation test).
+    #[arg(long, default_value = "huge")]
+    size: String,
+    /// Multiplies the data set's object counts (memberships keep their ratios).
+    #[arg(long, default_value_t = 1)]
+    scale: usize,
+    /// sqlite, postgres, or both.
+    #[arg(long, default_value = "both")]
+    backend: String,
+    /// Runs per step; the table shows the median.
+    #[arg(long)]
+    runs: Option<usize>,
+    /// PostgreSQL server for the postgres backend (databases are created on it).
+    #[arg(
+        long,
+        env = "FEDREG_BENCH_PG",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    pg_url: String,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// One line of the results table.
+#[derive(Debug, Clone)]
+struct Measure {
+    size: String,
+    backend: String,
+    step: &'static str,
+    seconds: f64,
+    objects: usize,
+    bytes: Option<u64>,
+    floor_ratio: Option<f64>,
+    peak_mib: Option<f64>,
+    changes: Option<i64>,
+    phases: String,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).is_some_and(|a| a == "serve") {
+        let logs = std::env::var("FEDREG_LOG").unwrap_or_else(|_| "warn".into());
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(logs))
+            .with_writer(std::io::stderr)
+            .init();
+        let cli = fedreg::cli::Cli::parse_from(
+            std::iter::once("fedreg".to_owned()).chain(argv[1..].iter().cloned()),
+        );
+        return match fedreg::cli::run(cli).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fedreg: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let args = Args::parse();
+    match run(&args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fedreg-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args) -> Result<(), String> {
+    let shape = Shape::named(&args.size, args.scale.max(1)).ok_or_else(|| {
+        format!(
+            "unknown size {:?}: use mini, normal, big or huge",
+            args.size
+        )
+    })?;
+    let runs = args
+        .runs
+        .unwrap_or(if shape.objects() > 100_000 { 1 } else { 3 })
+        .max(1);
+    let backends: Vec<&str> = match args.backend.as_str() {
+        "both" => vec!["sqlite", "postgres"],
+        "sqlite" => vec!["sqlite"],
+        "postgres" => vec!["postgres"],
+        other => {
+            return Err(format!(
+                "unknown backend {other:?}: use sqlite, postgres or both"
+            ));
+        }
+    };
+    eprintln!(
+        "data set {}: {} objects, {} memberships; {runs} run(s) per step",
+        shape.label(),
+        shape.objects(),
+        shape.memberships()
+    );
+    let mut results = Vec::new();
+    for backend in backends {
+        results.extend(bench_backend(args, shape, backend, runs).await?);
+    }
+    println!("{}", table(&results));
+    if let Some(path) = &args.json {
+        std::fs::write(path, json(&results))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// Compact phase timers of a report: `transport 0.120 · sites 0.010 ...`.
+fn phases(report: &pb::RefreshReport) -> String {
+    report
+        .timers
+        .iter()
+        .filter(|t| t.seconds >= 0.0005)
+        .map(|t| format!("{} {:.3}", t.phase, t.seconds))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// Rows the refresh wrote, by the report's counters.
+fn changes(report: &pb::RefreshReport) -> i64 {
+    report
+        .classes
+        .iter()
+        .map(|c| c.added + c.updated + c.deleted)
+        .sum::<i64>()
+        + report
+            .relations
+            .iter()
+            .map(|r| r.added + r.removed)
+            .sum::<i64>()
+}
+
+async fn refresh(r: &Registry, peer_id: i64) -> Result<(f64, pb::RefreshReport), String> {
+    let started = Instant::now();
+    let report = r
+        .peers()
+        .refresh_peer(pb::RefreshPeerRequest {
+            peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
+            force: false,
+        })
+        .await
+        .map_err(|e| format!("RefreshPeer: {e}"))?
+        .into_inner();
+    let seconds = started.elapsed().as_secs_f64();
+    if report.outcome != pb::RefreshOutcome::Applied as i32 {
+        return Err(format!(
+            "refresh not applied: {} {}",
+            report.outcome, report.reason
+        ));
+    }
+    Ok((seconds, report))
+}
+
+async fn bench_backend(
+    args: &Args,
+    shape: Shape,
+    backend: &str,
+    runs: usize,
+) -> Result<Vec<Measure>, String> {
+    let work = servers::work_dir().join(backend);
+    let _ = std::fs::remove_dir_all(&work);
+    let serving_db = Database::create(backend, &args.pg_url, "fedreg_bench_serving").await?;
+    let refreshing_db = Database::create(backend, &args.pg_url, "fedreg_bench_refreshing").await?;
+    let (s_dir, r_dir) = (work.join("serving"), work.join("refreshing"));
+    std::fs::create_dir_all(&s_dir).map_err(|e| e.to_string())?;
+
+    eprintln!("[{backend}] filling the serving registry");
+    let s_url = serving_db.url(&s_dir);
+    fedreg::store::run_migrations(&s_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    data::load(&s_url, &data::tables(shape, None)).await?;
+    let serving_store = Store::connect(&s_url).await.map_err(|e| e.to_string())?;
+    data::bump_sequences(&mut serving_store.write().await.map_err(|e| e.to_string())?).await?;
+
+    let s = Registry::start("serving", &s_dir, &s_url).await?;
+    let r = Registry::start("refreshing", &r_dir, &refreshing_db.url(&r_dir)).await?;
+    let (mut peer_id, token) = servers::peer(&r, &s).await?;
+    let label = shape.label();
+    let objects = shape.objects();
+    let mut out = Vec::new();
+    let measure =
+        |step, seconds, objects, bytes, peak_mib, report: Option<&pb::RefreshReport>| Measure {
+            size: label.clone(),
+            backend: backend.to_owned(),
+            step,
+            seconds,
+            objects,
+            bytes,
+            floor_ratio: None,
+            peak_mib,
+            changes: report.map(changes),
+            phases: report.map(phases).unwrap_or_default(),
+        };
+
+    eprintln!("[{backend}] first refresh");
+    let (mut times, mut peak, mut last) = (Vec::new(), 0f64, None);
+    for run in 0..runs {
+        if run > 0 {
+            r.peers()
+                .delete_peer(pb::DeletePeerRequest { peer_id })
+                .await
+                .map_err(|e| format!("DeletePeer: {e}"))?;
+            peer_id = servers::create_peer_record(&r, &s, &token).await?;
+        }
+        r.reset_peak_memory();
+        let (t, report) = refresh(&r, peer_id).await?;
+        peak = peak.max(r.peak_memory_mib().unwrap_or(0.0));
+        times.push(t);
+        last = Some(report);
+    }
+    out.push(measure(
+        "first refresh",
+        median(times),
+        objects,
+        None,
+        Some(peak),
+        last.as_ref(),
+    ));
+
+    eprintln!("[{backend}] nothing changed");
+    let (mut times, mut peak, mut last) = (Vec::new(), 0f64, None);
+    for _ in 0..runs {
+        r.reset_peak_memory();
+        let (t, report) = refresh(&r, peer_id).await?;
+        peak = peak.max(r.peak_memory_mib().unwrap_or(0.0));
+        times.push(t);
+        last = Some(report);
+    }
+    out.push(measure(
+        "nothing changed",
+        median(times),
+        objects,
+        None,
+        Some(peak),
+        last.as_ref(),
+    ));
+
+    eprintln!("[{backend}] 1% changed");
+    let (mut times, mut peak, mut last) = (Vec::new(), 0f64, None);
+    for round in 0..runs {
+        let mut conn = serving_store.write().await.map_err(|e| e.to_string())?;
+        data::change_one_percent(&mut conn, shape, round).await?;
+        drop(conn);
+        r.reset_peak_memory();
+        let (t, report) = refresh(&r, peer_id).await?;
+        peak = peak.max(r.peak_memory_mib().unwrap_or(0.0));
+        times.push(t);
+        last = Some(report);
+    }
+    out.push(measure(
+        "1% changed",
+        median(times),
+        objects,
+        None,
+        Some(peak),
+        last.as_ref(),
+    ));
+
+    eprintln!("[{backend}] GetPeerData alone");
+    let (mut times, mut peak, mut sent, mut bytes) = (Vec::new(), 0f64, 0usize, 0u64);
+    for _ in 0..runs {
+        s.reset_peak_memory();
+        let started = Instant::now();
+        let mut stream = s
+            .peering(&token)
+            .get_peer_data(pb::GetPeerDataRequest::default())
+            .await
+            .map_err(|e| format!("GetPeerData: {e}"))?
+            .into_inner();
+        (sent, bytes) = (0, 0);
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|e| format!("GetPeerData stream: {e}"))?
+        {
+            bytes += prost::Message::encoded_len(&chunk) as u64;
+            if let Some(pb::peer_data_chunk::Part::Batch(b)) = &chunk.part {
+                sent += b.sites.len()
+                    + b.keys.len()
+                    + b.persons.len()
+                    + b.nodes.len()
+                    + b.slices.len()
+                    + b.peer_nodes.len();
+            }
+        }
+        times.push(started.elapsed().as_secs_f64());
+        peak = peak.max(s.peak_memory_mib().unwrap_or(0.0));
+    }
+    out.push(measure(
+        "GetPeerData alone (serving peak)",
+        median(times),
+        sent,
+        Some(bytes),
+        Some(peak),
+        None,
+    ));
+    s.stop().await;
+    r.stop().await;
+
+    eprintln!("[{backend}] floor: bulk load of the same rows");
+    let mut times = Vec::new();
+    for run in 0..runs {
+        let floor_db = Database::create(backend, &args.pg_url, "fedreg_bench_floor").await?;
+        let dir = work.join(format!("floor-{run}"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let url = floor_db.url(&dir);
+        fedreg::store::run_migrations(&url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let store = Store::connect(&url).await.map_err(|e| e.to_string())?;
+        data::execute(
+            &mut store.write().await.map_err(|e| e.to_string())?,
+            "INSERT INTO peers (peer_id, peername, peer_url, date_created) VALUES (1, 'serving', 'http://127.0.0.1:1', 0)",
+        )
+        .await?;
+        drop(store);
+        let tables = data::tables(shape, Some(1));
+        let started = Instant::now();
+        data::load(&url, &tables).await?;
+        times.push(started.elapsed().as_secs_f64());
+        floor_db.drop_database().await;
+    }
+    let floor = median(times);
+    let mut floor_measure = measure(
+        "floor (bulk load, same schema)",
+        floor,
+        objects + shape.memberships(),
+        None,
+        None,
+        None,
+    );
+    floor_measure.floor_ratio = Some(1.0);
+    for m in &mut out {
+        if !m.step.starts_with("GetPeerData") {
+            m.floor_ratio = Some(m.seconds / floor);
+        }
+    }
+    out.push(floor_measure);
+    serving_db.drop_database().await;
+    refreshing_db.drop_database().await;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(out)
+}
+
+fn table(results: &[Measure]) -> String {
+    let mut t = String::from(
+        "| size | backend | step | wall s (median) | objects/s | × floor | peak MiB | rows written | phases (s) |\n|---|---|---|---:|---:|---:|---:|---:|---|\n",
+    );
+    for m in results {
+        let rate = m.objects as f64 / m.seconds;
+        let rate = match m.bytes {
+            Some(b) => format!("{rate:.0} ({:.1} MB/s)", b as f64 / m.seconds / 1e6),
+            None => format!("{rate:.0}"),
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {:.3} | {} | {} | {} | {} | {} |",
+            m.size,
+            m.backend,
+            m.step,
+            m.seconds,
+            rate,
+            m.floor_ratio.map(|r| format!("{r:.2}")).unwrap_or_default(),
+            m.peak_mib.map(|p| format!("{p:.0}")).unwrap_or_default(),
+            m.changes.map(|c| c.to_string()).unwrap_or_default(),
+            m.phases
+        );
+    }
+    t
+}
+
+fn json(results: &[Measure]) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let opt = |v: Option<f64>| v.map(|x| format!("{x}")).unwrap_or_else(|| "null".into());
+    let items: Vec<String> = results
+        .iter()
+        .map(|m| {
+            format!(
+                "{{\"size\":{},\"backend\":{},\"step\":{},\"seconds\":{},\"objects\":{},\"bytes\":{},\"floor_ratio\":{},\"peak_mib\":{},\"rows_written\":{},\"phases\":{}}}",
+                quote(&m.size),
+                quote(&m.backend),
+                quote(m.step),
+                m.seconds,
+                m.objects,
+                m.bytes.map(|b| b.to_string()).unwrap_or_else(|| "null".into()),
+                opt(m.floor_ratio),
+                opt(m.peak_mib),
+                m.changes.map(|c| c.to_string()).unwrap_or_else(|| "null".into()),
+                quote(&m.phases)
+            )
+        })
+        .collect();
+    format!("[\n  {}\n]\n", items.join(",\n  "))
+}

@@ -34,12 +34,13 @@ impl Database {
                 let mut admin = AsyncPgConnection::establish(&format!("{pg_base}/postgres"))
                     .await
                     .map_err(|e| format!("PostgreSQL at {pg_base}: {e}"))?;
-                admin
-                    .batch_execute(&format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-                    ))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                // One statement each: DROP/CREATE DATABASE cannot share a transaction.
+                for sql in [
+                    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    format!("CREATE DATABASE {name}"),
+                ] {
+                    admin.batch_execute(&sql).await.map_err(|e| e.to_string())?;
+                }
                 Ok(Database::Postgres {
                     base: pg_base.to_owned(),
                     name: name.to_owned(),

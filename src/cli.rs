@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// --force (per-peer setting overrides it).
     #[arg(long, env = "FEDREG_MAX_DELETE_FRACTION", default_value_t = 0.5)]
     pub max_delete_fraction: f64,
+    /// Seconds to wait for the next message of a peer during a refresh
+    /// before giving up on it (the cache is then left as it was).
+    #[arg(long, env = "FEDREG_PEER_TIMEOUT", default_value_t = 60)]
+    pub peer_timeout: u64,
 }
 
 /// `fedreg token ...`
@@ -140,6 +144,7 @@ async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
         registry_name: args.name,
         tls: args.tls_cert.zip(args.tls_key),
         max_delete_fraction: args.max_delete_fraction,
+        peer_timeout: std::time::Duration::from_secs(args.peer_timeout.max(1)),
     };
     let token_file = config.data_dir.join(server::ADMIN_TOKEN_FILE);
     let running = server::start(config).await?;

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod cli;
 pub mod error;
+pub mod peering;
 pub mod proto;
 pub mod registry;
 pub mod server;

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,10 +21,16 @@ use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::api::auth::AuthLayer;
 use crate::api::logging::LoggingLayer;
+use crate::api::peering::PeeringApi;
+use crate::api::peers::PeerApi;
 use crate::api::registry::RegistryApi;
 use crate::api::tokens::TokenApi;
 use crate::error::{Error, Result};
+use crate::peering::refresh::Refresher;
+use crate::peering::schedule;
 use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::proto::v1::peer_service_server::PeerServiceServer;
+use crate::proto::v1::peering_service_server::PeeringServiceServer;
 use crate::proto::v1::registry_service_server::RegistryServiceServer;
 use crate::proto::v1::token_service_server::TokenServiceServer;
 use crate::store::Store;
@@ -51,6 +58,8 @@ pub struct ServerConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Default largest fraction of a peer's cache a refresh may delete.
     pub max_delete_fraction: f64,
+    /// Longest wait for the next message of a peer's `GetPeerData` stream.
+    pub peer_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -63,6 +72,7 @@ impl ServerConfig {
             registry_name: "fedreg".into(),
             tls: None,
             max_delete_fraction: 0.5,
+            peer_timeout: Duration::from_secs(60),
         }
     }
 
@@ -86,6 +96,8 @@ pub struct App {
     pub store: Store,
     /// The configuration the server started with.
     pub config: ServerConfig,
+    /// Runs peer refreshes.
+    pub refresher: Refresher,
 }
 
 /// A server started by [`start`].
@@ -150,8 +162,19 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
-    let app = Arc::new(App { store, config });
+    let refresher = Refresher {
+        store: store.clone(),
+        data_dir: config.data_dir.clone(),
+        default_max_delete_fraction: config.max_delete_fraction,
+        idle_timeout: config.peer_timeout,
+    };
+    let app = Arc::new(App {
+        store,
+        config,
+        refresher,
+    });
     let (stop, stopped) = watch::channel(false);
+    tokio::spawn(schedule::run(app.refresher.clone(), stopped.clone()));
     let task = tokio::spawn(serve(app.clone(), listener, stopped));
     tracing::info!(%addr, backend = ?app.store.kind(), "fedreg listening");
     Ok(RunningServer {
@@ -184,6 +207,10 @@ async fn serve(
         .set_serving::<RegistryServiceServer<RegistryApi>>()
         .await;
     health.set_serving::<TokenServiceServer<TokenApi>>().await;
+    health.set_serving::<PeerServiceServer<PeerApi>>().await;
+    health
+        .set_serving::<PeeringServiceServer<PeeringApi>>()
+        .await;
 
     let mut builder = tonic::transport::Server::builder();
     if let Some((cert, key)) = &app.config.tls {
@@ -204,7 +231,12 @@ async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(RegistryServiceServer::new(RegistryApi::new(store.clone())))
-        .add_service(TokenServiceServer::new(TokenApi::new(store.clone())));
+        .add_service(TokenServiceServer::new(TokenApi::new(store.clone())))
+        .add_service(PeerServiceServer::new(PeerApi::new(app.refresher.clone())))
+        .add_service(PeeringServiceServer::new(PeeringApi::new(
+            store.clone(),
+            app.config.registry_name.clone(),
+        )));
 
     let shutdown = async move {
         let _ = stopped.wait_for(|stop| *stop).await;

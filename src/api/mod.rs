@@ -6,6 +6,8 @@
 
 pub mod auth;
 pub mod logging;
+pub mod peering;
+pub mod peers;
 pub mod registry;
 pub mod status;
 pub mod tokens;

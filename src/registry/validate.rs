@@ -140,6 +140,24 @@ fn truncate(value: &str, max: usize) -> String {
     }
 }
 
+// PEERING-TEMP: replaced by the registry's own validators on merge.
+/// A key line.
+pub fn ssh_key(field: &'static str, _key_type: &str, key: &str) -> Result<String> {
+    let v = key.trim();
+    if v.split_whitespace().count() < 2 {
+        return Err(Error::invalid(field, v, "not an OpenSSH public key line"));
+    }
+    Ok(v.to_owned())
+}
+
+/// A slice name and its login_base.
+pub fn slice_name(value: &str) -> Result<(String, String)> {
+    let (base, _) = value
+        .split_once('_')
+        .ok_or_else(|| Error::invalid("name", value, "must be <login_base>_<name>"))?;
+    Ok((value.to_owned(), base.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

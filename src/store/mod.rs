@@ -31,6 +31,7 @@
 
 pub mod schema;
 
+pub mod cache;
 pub mod listing;
 pub mod peers;
 pub mod sites;
@@ -75,6 +76,7 @@ pub struct Store {
 enum Backend {
     Postgres {
         pool: Pool<AsyncPgConnection>,
+        url: String,
     },
     Sqlite {
         readers: Pool<SqliteAsync>,
@@ -83,6 +85,9 @@ enum Backend {
 }
 
 /// A connection checked out of a [`Store`].
+// One lives per call, on the stack of its task: boxing the larger variant
+// would only add an allocation per checkout.
+#[allow(clippy::large_enum_variant)]
 pub enum DbConn {
     /// A pooled PostgreSQL connection.
     Pg(PooledConnection<'static, AsyncPgConnection>),
@@ -110,6 +115,26 @@ macro_rules! with_db {
         match $conn.db() {
             $crate::store::Db::Pg($c) => $body,
             $crate::store::Db::Sqlite($c) => $body,
+        }
+    };
+}
+
+/// Executes a multi-row `INSERT` (optionally with `ON CONFLICT`) on
+/// whichever backend a [`DbConn`] holds; returns the affected row count.
+///
+/// diesel emits multi-row inserts for SQLite only through its synchronous
+/// `ExecuteDsl`, so on SQLite the statement runs on the wrapped synchronous
+/// connection; the query expression is still written once.
+#[macro_export]
+macro_rules! execute_batch {
+    ($conn:expr, $query:expr) => {
+        match $conn.db() {
+            $crate::store::Db::Pg(c) => diesel_async::RunQueryDsl::execute($query, c).await,
+            $crate::store::Db::Sqlite(c) => {
+                let query = $query;
+                c.spawn_blocking(move |sync| diesel::RunQueryDsl::execute(query, sync))
+                    .await
+            }
         }
     };
 }
@@ -143,7 +168,10 @@ impl Store {
             pool.get()
                 .await
                 .map_err(|e| Error::Unavailable(format!("connecting to PostgreSQL: {e}")))?;
-            Backend::Postgres { pool }
+            Backend::Postgres {
+                pool,
+                url: url.to_owned(),
+            }
         } else {
             let mut config = ManagerConfig::<SqliteAsync>::default();
             config.custom_setup = Box::new(|url| establish_sqlite(url.to_owned()).boxed());
@@ -175,10 +203,18 @@ impl Store {
         }
     }
 
+    /// The PostgreSQL URL, for connections outside the pool; `None` on SQLite.
+    pub fn postgres_url(&self) -> Option<&str> {
+        match &*self.inner {
+            Backend::Postgres { url, .. } => Some(url),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
     /// A connection for reading; never waits for a writer.
     pub async fn read(&self) -> Result<DbConn> {
         match &*self.inner {
-            Backend::Postgres { pool } => {
+            Backend::Postgres { pool, .. } => {
                 Ok(DbConn::Pg(pool.get_owned().await.map_err(pool_error)?))
             }
             Backend::Sqlite { readers, .. } => Ok(DbConn::SqliteRead(
@@ -191,7 +227,7 @@ impl Store {
     /// waits until the previous writer is done.
     pub async fn write(&self) -> Result<DbConn> {
         match &*self.inner {
-            Backend::Postgres { pool } => {
+            Backend::Postgres { pool, .. } => {
                 Ok(DbConn::Pg(pool.get_owned().await.map_err(pool_error)?))
             }
             Backend::Sqlite { writer, .. } => {

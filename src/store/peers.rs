@@ -53,3 +53,140 @@ pub async fn require(conn: &mut DbConn, peer_id: i64) -> Result<PeerRow> {
     })?
     .ok_or_else(|| Error::not_found("peer", "peer_id", peer_id))
 }
+
+/// A new peer row.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = peers, treat_none_as_default_value = false)]
+pub struct NewPeer {
+    /// Unique name.
+    pub peername: String,
+    /// gRPC endpoint.
+    pub peer_url: String,
+    /// PEM CA certificate for https.
+    pub cacert: Option<String>,
+    /// Token presented to the peer.
+    pub outbound_token: Option<String>,
+    /// Short name.
+    pub shortname: String,
+    /// Name root.
+    pub hrn_root: String,
+    /// Seconds between scheduled refreshes; 0 for none.
+    pub refresh_interval_seconds: i64,
+    /// Mass-delete threshold; `None` for the server default.
+    pub max_delete_fraction: Option<f64>,
+    /// Unix seconds.
+    pub date_created: i64,
+    /// `RefreshOutcome` value (unspecified until the first refresh).
+    pub last_refresh_outcome: i32,
+}
+
+/// Changes to a peer; `None` leaves a column as it is.
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = peers)]
+pub struct PeerChanges {
+    /// Unique name.
+    pub peername: Option<String>,
+    /// gRPC endpoint.
+    pub peer_url: Option<String>,
+    /// PEM CA certificate; `Some(None)` removes it.
+    pub cacert: Option<Option<String>>,
+    /// Outbound token; `Some(None)` removes it.
+    pub outbound_token: Option<Option<String>>,
+    /// Short name.
+    pub shortname: Option<String>,
+    /// Name root.
+    pub hrn_root: Option<String>,
+    /// Seconds between scheduled refreshes.
+    pub refresh_interval_seconds: Option<i64>,
+    /// Mass-delete threshold; `Some(None)` for the server default.
+    pub max_delete_fraction: Option<Option<f64>>,
+}
+
+/// The outcome of a refresh, as recorded on the peer.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = peers, treat_none_as_null = true)]
+pub struct RefreshRecord {
+    /// Unix seconds.
+    pub last_refresh_time: Option<i64>,
+    /// `RefreshOutcome` value.
+    pub last_refresh_outcome: i32,
+    /// Encoded `RefreshReport`.
+    pub last_refresh_report: Option<Vec<u8>>,
+}
+
+/// Inserts a peer; returns the stored row.
+pub async fn insert(conn: &mut DbConn, peer: &NewPeer) -> Result<PeerRow> {
+    Ok(with_db!(conn, |c| {
+        diesel::insert_into(peers::table)
+            .values(peer)
+            .returning(PeerRow::as_returning())
+            .get_result(c)
+            .await
+    })?)
+}
+
+/// The peer named `peername`.
+pub async fn by_name(conn: &mut DbConn, peername: &str) -> Result<Option<PeerRow>> {
+    Ok(with_db!(conn, |c| {
+        peers::table
+            .filter(peers::peername.eq(peername))
+            .select(PeerRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })?)
+}
+
+/// Up to `limit` peers with ids above `after_id`, by id.
+pub async fn list(conn: &mut DbConn, after_id: i64, limit: i64) -> Result<Vec<PeerRow>> {
+    Ok(with_db!(conn, |c| {
+        peers::table
+            .filter(peers::peer_id.gt(after_id))
+            .order(peers::peer_id)
+            .limit(limit)
+            .select(PeerRow::as_select())
+            .load(c)
+            .await
+    })?)
+}
+
+/// Every peer refreshed on a schedule.
+pub async fn scheduled(conn: &mut DbConn) -> Result<Vec<PeerRow>> {
+    Ok(with_db!(conn, |c| {
+        peers::table
+            .filter(peers::refresh_interval_seconds.gt(0))
+            .select(PeerRow::as_select())
+            .load(c)
+            .await
+    })?)
+}
+
+/// Applies `changes` to a peer; returns the new row.
+pub async fn update(conn: &mut DbConn, peer_id: i64, changes: &PeerChanges) -> Result<PeerRow> {
+    Ok(with_db!(conn, |c| {
+        diesel::update(peers::table.find(peer_id))
+            .set(changes)
+            .returning(PeerRow::as_returning())
+            .get_result(c)
+            .await
+    })?)
+}
+
+/// Records the outcome of a refresh.
+pub async fn record_refresh(conn: &mut DbConn, peer_id: i64, record: &RefreshRecord) -> Result<()> {
+    with_db!(conn, |c| {
+        diesel::update(peers::table.find(peer_id))
+            .set(record)
+            .execute(c)
+            .await
+    })?;
+    Ok(())
+}
+
+/// Deletes a peer; everything cached from it and its tokens go with it
+/// (cascades).
+pub async fn delete(conn: &mut DbConn, peer_id: i64) -> Result<usize> {
+    Ok(with_db!(conn, |c| {
+        diesel::delete(peers::table.find(peer_id)).execute(c).await
+    })?)
+}

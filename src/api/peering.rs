@@ -1,0 +1,45 @@
+//! `fedreg.v1.PeeringService`: `GetPeerData`, called by peers.
+
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status};
+
+use super::auth::Principal;
+use crate::peering::export::{self, PeerDataStream};
+use crate::proto::v1 as pb;
+use crate::proto::v1::peering_service_server::PeeringService;
+use crate::store::Store;
+
+/// Serves this registry's local objects to peers.
+#[derive(Clone)]
+pub struct PeeringApi {
+    store: Store,
+    registry_name: String,
+}
+
+impl PeeringApi {
+    /// A service over `store`, announcing itself as `registry_name`.
+    pub fn new(store: Store, registry_name: String) -> PeeringApi {
+        PeeringApi {
+            store,
+            registry_name,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl PeeringService for PeeringApi {
+    async fn get_peer_data(
+        &self,
+        request: Request<pb::GetPeerDataRequest>,
+    ) -> Result<Response<BoxStream<pb::PeerDataChunk>>, Status> {
+        // A peer gets its own nodes as cached here (PeerNodes); an admin
+        // calling by hand gets the local objects only.
+        let caller_peer = request
+            .extensions()
+            .get::<Principal>()
+            .and_then(|p| p.peer_id);
+        let stream: PeerDataStream =
+            export::stream(self.store.clone(), self.registry_name.clone(), caller_peer);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,210 @@
+//! The pure part of a refresh: cleaning a peer's dump and diffing it
+//! against the cache. No database here; `sync` applies what this computes.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+
+use super::fetch::PeerDump;
+
+/// Boot states of older registries and what they mean now.
+const OLD_BOOT_STATES: &[(&str, &str)] = &[
+    ("dbg", "safeboot"),
+    ("diag", "safeboot"),
+    ("disable", "disabled"),
+    ("inst", "reinstall"),
+    ("rins", "reinstall"),
+    ("new", "reinstall"),
+    ("rcnf", "reinstall"),
+];
+
+/// Cleans a dump as it arrives, before any comparison: disabled persons
+/// are dropped (they are not federated), and boot states of older
+/// registries are rewritten to today's names. Returns how many persons
+/// were dropped.
+///
+/// Relation ids that point at objects the peer did not expose (nodes of
+/// slices, keys of persons...) are dropped later, when they are translated
+/// to local ids; fields this registry does not know never got past
+/// protobuf decoding.
+pub fn clean(dump: &mut PeerDump) -> usize {
+    let before = dump.persons.len();
+    dump.persons.retain(|p| p.enabled);
+    for node in &mut dump.nodes {
+        if let Some((_, new)) = OLD_BOOT_STATES
+            .iter()
+            .find(|(old, _)| *old == node.boot_state)
+        {
+            node.boot_state = (*new).to_owned();
+        }
+    }
+    before - dump.persons.len()
+}
+
+/// What a refresh does to one kind of object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan<F> {
+    /// New and changed rows, keyed on the peer's id.
+    pub upserts: Vec<(i64, F)>,
+    /// Peer's ids of cached rows the peer no longer has.
+    pub deletes: Vec<i64>,
+    /// How many of `upserts` are new.
+    pub added: usize,
+    /// How many of `upserts` are changes.
+    pub updated: usize,
+}
+
+/// Compares what the peer sent (peer's id → fields, already translated to
+/// local ids) with what is cached (peer's id → (local id, fields)).
+/// Unchanged rows appear nowhere in the plan, so an unchanged dump writes
+/// nothing.
+pub fn diff<F: Clone + PartialEq>(
+    incoming: Vec<(i64, F)>,
+    cached: &HashMap<i64, (i64, F)>,
+) -> Plan<F> {
+    let mut seen = HashSet::with_capacity(incoming.len());
+    let mut plan = Plan {
+        upserts: Vec::new(),
+        deletes: Vec::new(),
+        added: 0,
+        updated: 0,
+    };
+    for (peer_id, fields) in incoming {
+        seen.insert(peer_id);
+        match cached.get(&peer_id) {
+            Some((_, old)) if *old == fields => {}
+            Some(_) => {
+                plan.updated += 1;
+                plan.upserts.push((peer_id, fields));
+            }
+            None => {
+                plan.added += 1;
+                plan.upserts.push((peer_id, fields));
+            }
+        }
+    }
+    plan.deletes = cached
+        .keys()
+        .filter(|id| !seen.contains(id))
+        .copied()
+        .collect();
+    plan.deletes.sort_unstable();
+    plan
+}
+
+/// Pairs to add and to remove to turn `existing` into `desired`, sorted.
+pub fn diff_sets<T: Eq + Hash + Ord + Copy>(
+    desired: &HashSet<T>,
+    existing: &HashSet<T>,
+) -> (Vec<T>, Vec<T>) {
+    let mut add: Vec<T> = desired.difference(existing).copied().collect();
+    let mut remove: Vec<T> = existing.difference(desired).copied().collect();
+    add.sort_unstable();
+    remove.sort_unstable();
+    (add, remove)
+}
+
+/// A site membership: (person, site, is_primary).
+pub type Membership = (i64, i64, bool);
+
+/// Site memberships to add and to remove; a change of the primary flag is
+/// a removal and an addition.
+pub fn diff_memberships(
+    desired: &HashMap<(i64, i64), bool>,
+    existing: &HashMap<(i64, i64), bool>,
+) -> (Vec<Membership>, Vec<(i64, i64)>) {
+    let mut add: Vec<Membership> = desired
+        .iter()
+        .filter(|(pair, primary)| existing.get(pair) != Some(primary))
+        .map(|(&(p, s), &primary)| (p, s, primary))
+        .collect();
+    let mut remove: Vec<(i64, i64)> = existing
+        .iter()
+        .filter(|(pair, primary)| desired.get(pair) != Some(primary))
+        .map(|(&pair, _)| pair)
+        .collect();
+    add.sort_unstable();
+    remove.sort_unstable();
+    (add, remove)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::v1 as pb;
+
+    #[test]
+    fn clean_drops_disabled_persons_and_rewrites_boot_states() {
+        let mut dump = PeerDump {
+            persons: vec![
+                pb::ExportedPerson {
+                    person_id: 1,
+                    enabled: true,
+                    ..Default::default()
+                },
+                pb::ExportedPerson {
+                    person_id: 2,
+                    enabled: false,
+                    ..Default::default()
+                },
+            ],
+            nodes: [
+                "dbg", "diag", "disable", "inst", "rins", "new", "rcnf", "boot", "odd",
+            ]
+            .iter()
+            .map(|s| pb::ExportedNode {
+                boot_state: s.to_string(),
+                ..Default::default()
+            })
+            .collect(),
+            ..Default::default()
+        };
+        assert_eq!(clean(&mut dump), 1);
+        assert_eq!(dump.persons.len(), 1);
+        assert_eq!(dump.persons[0].person_id, 1);
+        let states: Vec<&str> = dump.nodes.iter().map(|n| n.boot_state.as_str()).collect();
+        assert_eq!(
+            states,
+            [
+                "safeboot",
+                "safeboot",
+                "disabled",
+                "reinstall",
+                "reinstall",
+                "reinstall",
+                "reinstall",
+                "boot",
+                "odd"
+            ]
+        );
+    }
+
+    #[test]
+    fn diff_adds_updates_deletes_and_skips_unchanged() {
+        let cached: HashMap<i64, (i64, &str)> =
+            [(1, (101, "same")), (2, (102, "old")), (3, (103, "gone"))].into();
+        let plan = diff(vec![(1, "same"), (2, "new"), (4, "added")], &cached);
+        assert_eq!(plan.upserts, vec![(2, "new"), (4, "added")]);
+        assert_eq!(plan.deletes, vec![3]);
+        assert_eq!((plan.added, plan.updated), (1, 1));
+    }
+
+    #[test]
+    fn unchanged_dump_plans_nothing() {
+        let cached: HashMap<i64, (i64, u8)> = [(1, (10, 7)), (2, (20, 8))].into();
+        let plan = diff(vec![(2, 8), (1, 7)], &cached);
+        assert!(plan.upserts.is_empty() && plan.deletes.is_empty());
+    }
+
+    #[test]
+    fn set_and_membership_diffs() {
+        let desired: HashSet<(i64, i64)> = [(1, 1), (1, 2)].into();
+        let existing: HashSet<(i64, i64)> = [(1, 2), (2, 2)].into();
+        assert_eq!(diff_sets(&desired, &existing), (vec![(1, 1)], vec![(2, 2)]));
+
+        let desired: HashMap<(i64, i64), bool> = [((1, 1), true), ((1, 2), false)].into();
+        let existing: HashMap<(i64, i64), bool> = [((1, 1), false), ((1, 2), false)].into();
+        let (add, remove) = diff_memberships(&desired, &existing);
+        assert_eq!(add, vec![(1, 1, true)]);
+        assert_eq!(remove, vec![(1, 1)]);
+    }
+}

@@ -1,0 +1,177 @@
+//! Fetching a peer's dump: the client side of `GetPeerData`.
+//!
+//! Connects to the peer's URL (`http://`, or `https://` verified against
+//! the CA certificate stored on the peer record), presents the outbound
+//! token, and collects the stream into a [`PeerDump`]. The dump counts only
+//! when it is whole: a stream that ends without its trailer, or whose
+//! trailer disagrees with what arrived, or that stalls longer than the idle
+//! timeout, is an error, and nothing has been written at that point.
+
+use std::time::{Duration, Instant};
+
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::error::{Error, Result};
+use crate::proto::v1 as pb;
+use crate::proto::v1::peering_service_client::PeeringServiceClient;
+use crate::store::peers::PeerRow;
+
+/// Largest message accepted from a peer (batches are far smaller).
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Everything a peer served in one `GetPeerData` call.
+#[derive(Debug, Clone, Default)]
+pub struct PeerDump {
+    /// The peer's name for itself.
+    pub registry_name: String,
+    /// The peer's dump layout version.
+    pub schema_version: i32,
+    /// Sites.
+    pub sites: Vec<pb::ExportedSite>,
+    /// Keys.
+    pub keys: Vec<pb::ExportedKey>,
+    /// Persons.
+    pub persons: Vec<pb::ExportedPerson>,
+    /// Nodes.
+    pub nodes: Vec<pb::ExportedNode>,
+    /// Our own nodes as the peer caches them.
+    pub peer_nodes: Vec<pb::PeerNode>,
+    /// Slices.
+    pub slices: Vec<pb::ExportedSlice>,
+    /// Seconds the peer spent reading its database.
+    pub peer_db_seconds: f64,
+}
+
+/// Fetches the dump of `peer`; `idle_timeout` bounds the wait for each
+/// message.
+pub async fn fetch(peer: &PeerRow, idle_timeout: Duration) -> Result<(PeerDump, Duration)> {
+    let started = Instant::now();
+    let channel = connect(peer, idle_timeout).await?;
+    let token = peer.outbound_token.clone().ok_or_else(|| {
+        Error::FailedPrecondition(format!(
+            "peer {} has no outbound token: set one with UpdatePeer (a peer token created on {})",
+            peer.peername, peer.peer_url
+        ))
+    })?;
+    let bearer: MetadataValue<_> = format!("Bearer {token}").parse().map_err(|_| {
+        Error::FailedPrecondition(format!(
+            "the outbound token of peer {} is not a valid header value",
+            peer.peername
+        ))
+    })?;
+    let mut client =
+        PeeringServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+        Error::Unavailable(format!(
+            "peer {} ({}): {what}: {e}",
+            peer.peername, peer.peer_url
+        ))
+    };
+    let mut stream = tokio::time::timeout(
+        idle_timeout,
+        client.get_peer_data(pb::GetPeerDataRequest {}),
+    )
+    .await
+    .map_err(|e| unavailable("GetPeerData", &e))?
+    .map_err(|s| unavailable("GetPeerData", &s.message()))?
+    .into_inner();
+
+    let mut dump = PeerDump::default();
+    let mut header = false;
+    loop {
+        let message = tokio::time::timeout(idle_timeout, stream.message())
+            .await
+            .map_err(|_| {
+                unavailable(
+                    "stream stalled",
+                    &format!("nothing received for {} s", idle_timeout.as_secs_f64()),
+                )
+            })?
+            .map_err(|s| unavailable("stream broken", &s.message()))?;
+        let Some(chunk) = message else {
+            return Err(unavailable(
+                "stream truncated",
+                &"it ended without its trailer; nothing was applied",
+            ));
+        };
+        match chunk.part {
+            Some(pb::peer_data_chunk::Part::Header(h)) if !header => {
+                header = true;
+                dump.registry_name = h.registry_name;
+                dump.schema_version = h.schema_version;
+            }
+            Some(pb::peer_data_chunk::Part::Batch(b)) if header => {
+                dump.sites.extend(b.sites);
+                dump.keys.extend(b.keys);
+                dump.persons.extend(b.persons);
+                dump.nodes.extend(b.nodes);
+                dump.peer_nodes.extend(b.peer_nodes);
+                dump.slices.extend(b.slices);
+            }
+            Some(pb::peer_data_chunk::Part::Trailer(t)) if header => {
+                check_trailer(&dump, &t).map_err(|e| unavailable("stream inconsistent", &e))?;
+                dump.peer_db_seconds = t.db_seconds;
+                return Ok((dump, started.elapsed()));
+            }
+            _ => {
+                return Err(unavailable(
+                    "stream malformed",
+                    &"expected a header, batches, then a trailer",
+                ));
+            }
+        }
+    }
+}
+
+/// Opens a channel to the peer, with TLS for `https://`.
+async fn connect(peer: &PeerRow, timeout: Duration) -> Result<Channel> {
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::FailedPrecondition(format!(
+            "peer {} has an unusable peer_url {}: {e}",
+            peer.peername, peer.peer_url
+        ))
+    };
+    let mut endpoint = Endpoint::from_shared(peer.peer_url.clone())
+        .map_err(|e| bad(&e))?
+        .connect_timeout(timeout)
+        .tcp_nodelay(true);
+    if peer.peer_url.starts_with("https://") {
+        let pem = peer.cacert.as_ref().ok_or_else(|| {
+            bad(&"an https:// peer needs its CA certificate (cacert) on the peer record")
+        })?;
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        endpoint = endpoint.tls_config(tls).map_err(|e| bad(&e))?;
+    }
+    endpoint.connect().await.map_err(|e| {
+        Error::Unavailable(format!(
+            "peer {} ({}) is unreachable: {e}",
+            peer.peername, peer.peer_url
+        ))
+    })
+}
+
+/// Checks that the trailer's counts match what arrived.
+fn check_trailer(dump: &PeerDump, t: &pb::PeerDataTrailer) -> std::result::Result<(), String> {
+    let pairs = [
+        ("sites", dump.sites.len(), t.sites),
+        ("keys", dump.keys.len(), t.keys),
+        ("persons", dump.persons.len(), t.persons),
+        ("nodes", dump.nodes.len(), t.nodes),
+        ("peer_nodes", dump.peer_nodes.len(), t.peer_nodes),
+        ("slices", dump.slices.len(), t.slices),
+    ];
+    for (class, received, announced) in pairs {
+        if received as i64 != announced {
+            return Err(format!(
+                "the trailer announces {announced} {class} but {received} arrived"
+            ));
+        }
+    }
+    Ok(())
+}

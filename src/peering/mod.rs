@@ -1,0 +1,20 @@
+//! Federation: serving this registry's objects to peers and refreshing the
+//! cache of theirs.
+//!
+//! A refresh is a pipeline, each stage in its own module:
+//! [`fetch`] (stream the peer's dump, check it is whole) → [`diff::clean`]
+//! (input cleaning, pure) → [`sync`] (translate ids, validate object by
+//! object, [`diff::diff`] against the cache, write set-based) inside one
+//! transaction driven by [`refresh`], under the per-peer locks of [`lock`].
+//! [`export`] is the serving side (`GetPeerData`), [`schedule`] runs
+//! refreshes on a timer, [`peers`] manages the peer records.
+
+pub mod diff;
+pub mod export;
+pub mod fetch;
+pub mod lock;
+pub mod peers;
+pub mod refresh;
+pub mod report;
+pub mod schedule;
+pub mod sync;

@@ -1,0 +1,195 @@
+//! `RefreshPeer`: fetch, clean, guard, apply, all or nothing.
+//!
+//! 1. Take the peer's refresh locks (a second refresh fails at once).
+//! 2. Fetch the whole dump over the network, with no transaction open: a
+//!    slow or broken peer never holds the database.
+//! 3. Clean it (pure).
+//! 4. In one write transaction: the mass-delete guard, then every class and
+//!    relation ([`super::sync`]), then the report on the peer record. Any
+//!    error rolls everything back; readers never wait (MVCC on PostgreSQL,
+//!    WAL on SQLite).
+//!
+//! Failures and refusals are recorded on the peer record too, in a
+//! transaction of their own.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+
+use super::fetch::{self, PeerDump};
+use super::report::ReportBuilder;
+use super::{diff, lock, peers, sync};
+use crate::error::Result;
+use crate::proto::v1 as pb;
+use crate::store::cache::{
+    CachedKeys, CachedKind, CachedNodes, CachedPersons, CachedSites, CachedSlices,
+};
+use crate::store::peers::{self as peer_store, PeerRow, RefreshRecord};
+use crate::store::{DbConn, Store, now};
+
+/// A cache smaller than this is never protected by the mass-delete guard.
+const GUARD_MIN_CACHED: usize = 10;
+
+/// Runs refreshes for one server.
+#[derive(Clone)]
+pub struct Refresher {
+    /// The database.
+    pub store: Store,
+    /// Where the per-peer lock files go.
+    pub data_dir: PathBuf,
+    /// Largest fraction of a peer's cache a refresh may delete unforced,
+    /// unless the peer record sets its own.
+    pub default_max_delete_fraction: f64,
+    /// Longest wait for the next message from a peer.
+    pub idle_timeout: Duration,
+}
+
+/// Which peer to refresh.
+#[derive(Debug, Clone)]
+pub enum PeerRef {
+    /// By id.
+    Id(i64),
+    /// By name.
+    Name(String),
+}
+
+impl Refresher {
+    /// Refreshes a peer; `force` applies a refresh that the mass-delete
+    /// guard would refuse.
+    pub async fn refresh(&self, target: PeerRef, force: bool) -> Result<pb::RefreshReport> {
+        let peer = {
+            let mut conn = self.store.read().await?;
+            match target {
+                PeerRef::Id(id) => peers::require(&mut conn, id).await?,
+                PeerRef::Name(name) => peers::require_named(&mut conn, &name).await?,
+            }
+        };
+        let _lock = lock::acquire(&self.store, &self.data_dir, &peer).await?;
+        let started = Instant::now();
+        let mut report = ReportBuilder::new(&peer.peername, now());
+        match self.run(&peer, force, &mut report, started).await {
+            Ok(done) => {
+                if done.outcome != pb::RefreshOutcome::Applied as i32 {
+                    self.record(peer.peer_id, &done).await?;
+                }
+                tracing::info!(
+                    peer = %peer.peername,
+                    outcome = ?pb::RefreshOutcome::try_from(done.outcome).unwrap_or_default(),
+                    seconds = done.total_seconds,
+                    warnings = done.warnings.len(),
+                    "refresh done"
+                );
+                Ok(done)
+            }
+            Err(e) => {
+                let failed = std::mem::take(&mut report).finish(
+                    pb::RefreshOutcome::Failed,
+                    e.to_string(),
+                    started.elapsed(),
+                );
+                tracing::warn!(peer = %peer.peername, error = %e, "refresh failed; cache unchanged");
+                if let Err(record_error) = self.record(peer.peer_id, &failed).await {
+                    tracing::warn!(error = %record_error, "recording the failed refresh");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        peer: &PeerRow,
+        force: bool,
+        report: &mut ReportBuilder,
+        started: Instant,
+    ) -> Result<pb::RefreshReport> {
+        let (mut dump, transport) = fetch::fetch(peer, self.idle_timeout).await?;
+        report.timer("transport", transport);
+        report.timer(
+            "peer_db",
+            Duration::from_secs_f64(dump.peer_db_seconds.max(0.0)),
+        );
+        diff::clean(&mut dump);
+
+        let fraction = peer
+            .max_delete_fraction
+            .unwrap_or(self.default_max_delete_fraction);
+        let peer_id = peer.peer_id;
+        let mut conn = self.store.write().await?;
+        conn.transaction(|c| {
+            Box::pin(async move {
+                if !force && let Some(reason) = guard(c, peer_id, &dump, fraction).await? {
+                    let refused = std::mem::take(report).finish(
+                        pb::RefreshOutcome::Refused,
+                        reason,
+                        started.elapsed(),
+                    );
+                    return Ok(refused);
+                }
+                sync::apply(c, peer_id, &dump, report).await?;
+                let applied = std::mem::take(report).finish(
+                    pb::RefreshOutcome::Applied,
+                    String::new(),
+                    started.elapsed(),
+                );
+                record_on(c, peer_id, &applied).await?;
+                Ok(applied)
+            })
+        })
+        .await
+    }
+
+    /// Records a report on the peer in a transaction of its own.
+    async fn record(&self, peer_id: i64, report: &pb::RefreshReport) -> Result<()> {
+        let mut conn = self.store.write().await?;
+        record_on(&mut conn, peer_id, report).await
+    }
+}
+
+async fn record_on(conn: &mut DbConn, peer_id: i64, report: &pb::RefreshReport) -> Result<()> {
+    let record = RefreshRecord {
+        last_refresh_time: Some(now()),
+        last_refresh_outcome: report.outcome,
+        last_refresh_report: Some(report.encode_to_vec()),
+    };
+    peer_store::record_refresh(conn, peer_id, &record).await
+}
+
+/// The mass-delete guard: `Some(reason)` when applying `dump` would delete
+/// more than `fraction` of a non-trivial cache.
+async fn guard(
+    conn: &mut DbConn,
+    peer_id: i64,
+    dump: &PeerDump,
+    fraction: f64,
+) -> Result<Option<String>> {
+    async fn doomed<K: CachedKind>(
+        conn: &mut DbConn,
+        peer_id: i64,
+        incoming: impl Iterator<Item = i64>,
+    ) -> Result<(usize, usize)> {
+        let incoming: HashSet<i64> = incoming.collect();
+        let cached = K::ids(conn, peer_id).await?;
+        let gone = cached.keys().filter(|id| !incoming.contains(id)).count();
+        Ok((gone, cached.len()))
+    }
+    let counts = [
+        doomed::<CachedSites>(conn, peer_id, dump.sites.iter().map(|o| o.site_id)).await?,
+        doomed::<CachedKeys>(conn, peer_id, dump.keys.iter().map(|o| o.key_id)).await?,
+        doomed::<CachedPersons>(conn, peer_id, dump.persons.iter().map(|o| o.person_id)).await?,
+        doomed::<CachedNodes>(conn, peer_id, dump.nodes.iter().map(|o| o.node_id)).await?,
+        doomed::<CachedSlices>(conn, peer_id, dump.slices.iter().map(|o| o.slice_id)).await?,
+    ];
+    let gone: usize = counts.iter().map(|c| c.0).sum();
+    let cached: usize = counts.iter().map(|c| c.1).sum();
+    if cached < GUARD_MIN_CACHED || gone as f64 <= fraction * cached as f64 {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "refused: this refresh would delete {gone} of the {cached} objects cached from the peer ({:.0}%), more than its limit of {:.0}%; the cache is unchanged. If the peer really removed them, refresh with force",
+        100.0 * gone as f64 / cached as f64,
+        100.0 * fraction
+    )))
+}

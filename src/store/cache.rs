@@ -1,0 +1,721 @@
+//! The cache of peers' objects, read and written in bulk.
+//!
+//! A refresh compares what a peer serves with what is cached from it and
+//! writes only the difference. Every query here is set-based: the cached
+//! rows of a peer load in one query per kind, changed and new rows go in
+//! multi-row upserts keyed on `(peer_id, peer_<kind>_id)`, gone rows in
+//! multi-row deletes; relation rows likewise. Nothing issues a statement per
+//! object.
+//!
+//! [`CachedKind`] describes one kind of object (its table, the columns a
+//! refresh compares, its natural key); the `cached_kind!` macro implements it
+//! for sites, keys, persons, nodes and slices from one column list each.
+//! [`Relation`] does the same for the membership tables.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+
+use diesel::prelude::*;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+
+use super::DbConn;
+use super::schema::{
+    keys, node_slice_whitelist, nodes, person_key, person_role, person_site, persons, sites,
+    slice_node, slice_person, slices,
+};
+use crate::error::Result;
+use crate::{execute_batch, with_db};
+
+/// Rows per multi-row statement: well under SQLite's limit on bound
+/// parameters (32766) for the widest row.
+const CHUNK: usize = 1000;
+
+/// One kind of object cached from peers.
+pub trait CachedKind: Sized {
+    /// The columns a refresh compares and writes, as they are stored here
+    /// (relation ids already translated to local ids).
+    type Fields: Clone + PartialEq + Send + Sync + std::fmt::Debug;
+
+    /// Name of the kind in reports (`sites`, `keys`, ...).
+    const CLASS: &'static str;
+
+    /// Name of the natural key's column, empty for kinds without one.
+    const NATURAL_KEY: &'static str;
+
+    /// The natural key of a row (`login_base`, `hostname`, ...), unique
+    /// across authorities; `None` for kinds without one.
+    fn natural_key(fields: &Self::Fields) -> Option<&str>;
+
+    /// Cached rows of a peer: peer's id → (local id, fields).
+    fn load(
+        conn: &mut DbConn,
+        peer_id: i64,
+    ) -> impl Future<Output = Result<HashMap<i64, (i64, Self::Fields)>>> + Send;
+
+    /// Local ids of a peer's cached rows: peer's id → local id.
+    fn ids(
+        conn: &mut DbConn,
+        peer_id: i64,
+    ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send;
+
+    /// Inserts or updates rows of a peer, keyed on the peer's ids; returns
+    /// the number of rows written.
+    fn upsert(
+        conn: &mut DbConn,
+        peer_id: i64,
+        rows: &[(i64, Self::Fields)],
+        now: i64,
+    ) -> impl Future<Output = Result<usize>> + Send;
+
+    /// Deletes cached rows of a peer by the peer's ids.
+    fn delete(
+        conn: &mut DbConn,
+        peer_id: i64,
+        peer_object_ids: &[i64],
+    ) -> impl Future<Output = Result<usize>> + Send;
+
+    /// Up to `limit` local rows that are served to peers, with ids above
+    /// `after_id`, by id.
+    fn local_page(
+        conn: &mut DbConn,
+        after_id: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, Self::Fields)>>> + Send;
+
+    /// Which of `natural_keys` are held by rows that are not this peer's
+    /// (local rows and other peers' rows); always none for keys unique
+    /// per authority only.
+    fn taken_by_others(
+        conn: &mut DbConn,
+        peer_id: i64,
+        natural_keys: &[String],
+    ) -> impl Future<Output = Result<HashSet<String>>> + Send;
+}
+
+/// Implements [`CachedKind`] for a table from its list of synced columns.
+macro_rules! cached_kind {
+    (
+        $(#[$doc:meta])*
+        $kind:ident / $fields:ident: $table:ident ($class:literal, $id:ident, $peer_col:ident),
+        natural key $natural:tt unique $scope:ident,
+        exported where [$($export_filter:expr),*],
+        stamped on insert [$($insert_stamp:ident),*] on update [$($update_stamp:ident),*],
+        { $( $(#[$fdoc:meta])* $col:ident : $ty:ty ),* $(,)? }
+    ) => {
+        $(#[$doc])*
+        pub struct $kind;
+
+        #[doc = concat!("The columns of `", stringify!($table), "` a refresh compares and writes.")]
+        #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+        #[diesel(table_name = $table, treat_none_as_default_value = false)]
+        pub struct $fields {
+            $( $(#[$fdoc])* pub $col: $ty, )*
+        }
+
+        impl CachedKind for $kind {
+            type Fields = $fields;
+            const CLASS: &'static str = $class;
+            const NATURAL_KEY: &'static str = cached_kind!(@name $natural);
+
+            fn natural_key(fields: &$fields) -> Option<&str> {
+                cached_kind!(@natural fields $natural)
+            }
+
+            async fn load(
+                conn: &mut DbConn,
+                peer_id: i64,
+            ) -> Result<HashMap<i64, (i64, $fields)>> {
+                let rows: Vec<(i64, i64, $fields)> = with_db!(conn, |c| {
+                    $table::table
+                        .filter($table::peer_id.eq(peer_id))
+                        .select((
+                            $table::$peer_col.assume_not_null(),
+                            $table::$id,
+                            $fields::as_select(),
+                        ))
+                        .load(c)
+                        .await
+                })?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(peer_object_id, id, fields)| (peer_object_id, (id, fields)))
+                    .collect())
+            }
+
+            async fn ids(conn: &mut DbConn, peer_id: i64) -> Result<HashMap<i64, i64>> {
+                let rows: Vec<(i64, i64)> = with_db!(conn, |c| {
+                    $table::table
+                        .filter($table::peer_id.eq(peer_id))
+                        .select(($table::$peer_col.assume_not_null(), $table::$id))
+                        .load(c)
+                        .await
+                })?;
+                Ok(rows.into_iter().collect())
+            }
+
+            async fn upsert(
+                conn: &mut DbConn,
+                peer_id: i64,
+                rows: &[(i64, $fields)],
+                now: i64,
+            ) -> Result<usize> {
+                use diesel::upsert::excluded;
+                // Kinds without time stamps do not use `now`.
+                let _ = now;
+                let mut written = 0;
+                for chunk in rows.chunks(CHUNK) {
+                    let values: Vec<_> = chunk
+                        .iter()
+                        .map(|(peer_object_id, fields)| {
+                            (
+                                $table::peer_id.eq(Some(peer_id)),
+                                $table::$peer_col.eq(Some(*peer_object_id)),
+                                fields.clone(),
+                                $( $table::$insert_stamp.eq(now), )*
+                            )
+                        })
+                        .collect();
+                    written += execute_batch!(conn, {
+                        diesel::insert_into($table::table)
+                            .values(values)
+                            .on_conflict(($table::peer_id, $table::$peer_col))
+                            .do_update()
+                            .set((
+                                $( $table::$col.eq(excluded($table::$col)), )*
+                                $( $table::$update_stamp.eq(now), )*
+                            ))
+                    })?;
+                }
+                Ok(written)
+            }
+
+            async fn delete(
+                conn: &mut DbConn,
+                peer_id: i64,
+                peer_object_ids: &[i64],
+            ) -> Result<usize> {
+                let mut deleted = 0;
+                for chunk in peer_object_ids.chunks(CHUNK) {
+                    deleted += with_db!(conn, |c| {
+                        diesel::delete(
+                            $table::table
+                                .filter($table::peer_id.eq(peer_id))
+                                .filter($table::$peer_col.eq_any(chunk)),
+                        )
+                        .execute(c)
+                        .await
+                    })?;
+                }
+                Ok(deleted)
+            }
+
+            async fn local_page(
+                conn: &mut DbConn,
+                after_id: i64,
+                limit: i64,
+            ) -> Result<Vec<(i64, $fields)>> {
+                Ok(with_db!(conn, |c| {
+                    $table::table
+                        .filter($table::peer_id.is_null())
+                        $( .filter($export_filter) )*
+                        .filter($table::$id.gt(after_id))
+                        .order($table::$id)
+                        .limit(limit)
+                        .select(($table::$id, $fields::as_select()))
+                        .load(c)
+                        .await
+                })?)
+            }
+
+            async fn taken_by_others(
+                conn: &mut DbConn,
+                peer_id: i64,
+                natural_keys: &[String],
+            ) -> Result<HashSet<String>> {
+                cached_kind!(@taken conn, peer_id, natural_keys, $table, $scope $natural)
+            }
+        }
+    };
+    (@name none) => { "" };
+    (@name $col:ident) => { stringify!($col) };
+    (@natural $fields:ident none) => { { let _ = $fields; None } };
+    (@natural $fields:ident $col:ident) => { Some($fields.$col.as_str()) };
+    (@taken $conn:ident, $peer_id:ident, $keys:ident, $table:ident, per_peer $col:tt) => {
+        { let _ = (&$conn, $peer_id, $keys); Ok(HashSet::new()) }
+    };
+    (@taken $conn:ident, $peer_id:ident, $keys:ident, $table:ident, everywhere $col:ident) => {{
+        let mut taken = HashSet::new();
+        for chunk in $keys.chunks(CHUNK) {
+            let found: Vec<String> = with_db!($conn, |c| {
+                $table::table
+                    .filter($table::$col.eq_any(chunk))
+                    .filter(
+                        $table::peer_id
+                            .is_null()
+                            .or($table::peer_id.ne($peer_id)),
+                    )
+                    .select($table::$col)
+                    .load(c)
+                    .await
+            })?;
+            taken.extend(found);
+        }
+        Ok(taken)
+    }};
+}
+
+cached_kind! {
+    /// Sites cached from peers.
+    CachedSites / SiteFields: sites ("sites", site_id, peer_site_id),
+    natural key login_base unique everywhere,
+    exported where [],
+    stamped on insert [date_created, last_updated] on update [last_updated],
+    {
+        /// Unique short name.
+        login_base: String,
+        /// Full name.
+        name: String,
+        /// Abbreviated name.
+        abbreviated_name: String,
+        /// Whether the site is enabled.
+        enabled: bool,
+        /// Whether the site is listed publicly.
+        is_public: bool,
+        /// Slice quota.
+        max_slices: i32,
+        /// Sliver quota.
+        max_slivers: i32,
+        /// Latitude in degrees.
+        latitude: Option<f64>,
+        /// Longitude in degrees.
+        longitude: Option<f64>,
+        /// Home page.
+        url: String,
+        /// Consortium id.
+        ext_consortium_id: Option<i64>,
+    }
+}
+
+cached_kind! {
+    /// Keys cached from peers.
+    CachedKeys / KeyFields: keys ("keys", key_id, peer_key_id),
+    natural key none unique per_peer,
+    exported where [],
+    stamped on insert [] on update [],
+    {
+        /// Key type (`ssh`).
+        key_type: String,
+        /// The public key.
+        key: String,
+        /// Whether the key is blacklisted.
+        is_blacklisted: bool,
+    }
+}
+
+cached_kind! {
+    /// Persons cached from peers.
+    CachedPersons / PersonFields: persons ("persons", person_id, peer_person_id),
+    // An e-mail is unique among the persons of one authority only.
+    natural key email unique per_peer,
+    exported where [],
+    stamped on insert [date_created, last_updated] on update [last_updated],
+    {
+        /// E-mail, unique among the persons of one authority.
+        email: String,
+        /// Given name.
+        first_name: String,
+        /// Family name.
+        last_name: String,
+        /// Title.
+        title: String,
+        /// Phone number.
+        phone: String,
+        /// Home page.
+        url: String,
+        /// Biography.
+        bio: String,
+        /// Whether the account is enabled.
+        enabled: bool,
+    }
+}
+
+cached_kind! {
+    /// Nodes cached from peers.
+    CachedNodes / NodeFields: nodes ("nodes", node_id, peer_node_id),
+    natural key hostname unique everywhere,
+    // Nodes reserved to some slices stay home.
+    exported where [diesel::dsl::not(diesel::dsl::exists(
+        node_slice_whitelist::table.filter(node_slice_whitelist::node_id.eq(nodes::node_id))
+    ))],
+    stamped on insert [date_created, last_updated] on update [last_updated],
+    {
+        /// DNS name.
+        hostname: String,
+        /// Local id of the node's site.
+        site_id: i64,
+        /// Node type.
+        node_type: String,
+        /// Boot state.
+        boot_state: String,
+        /// Run level.
+        run_level: String,
+        /// Hardware model.
+        model: String,
+        /// Software version.
+        version: String,
+        /// Host SSH key.
+        ssh_rsa_key: String,
+        /// Whether the node is verified.
+        verified: bool,
+    }
+}
+
+cached_kind! {
+    /// Slices cached from peers.
+    CachedSlices / SliceFields: slices ("slices", slice_id, peer_slice_id),
+    natural key name unique everywhere,
+    // System slices stay home.
+    exported where [slices::is_system.eq(false)],
+    stamped on insert [] on update [],
+    {
+        /// Local id of the slice's site.
+        site_id: i64,
+        /// Unique name, `<login_base>_...`.
+        name: String,
+        /// Instantiation.
+        instantiation: String,
+        /// Home page.
+        url: String,
+        /// Description.
+        description: String,
+        /// Node quota.
+        max_nodes: i32,
+        /// Local id of the creator, when cached.
+        creator_person_id: Option<i64>,
+        /// Unix seconds.
+        created: i64,
+        /// Unix seconds.
+        expires: i64,
+    }
+}
+
+/// A membership table keyed on two ids.
+pub trait PairTable {
+    /// Name in reports.
+    const NAME: &'static str;
+    /// SQL name of the table and of its two id columns.
+    const SQL: (&'static str, &'static str, &'static str);
+}
+
+/// A membership table whose rows a refresh reconciles, as pairs of local
+/// ids `(owner, member)`: the owner is an object cached from the peer.
+pub trait Relation: PairTable {
+    /// The pairs that a refresh of `peer_id` owns.
+    fn load(
+        conn: &mut DbConn,
+        peer_id: i64,
+    ) -> impl Future<Output = Result<HashSet<(i64, i64)>>> + Send;
+
+    /// The pairs whose owner is one of `owner_ids`, by owner.
+    fn for_owners(
+        conn: &mut DbConn,
+        owner_ids: &[i64],
+    ) -> impl Future<Output = Result<Vec<(i64, i64)>>> + Send;
+
+    /// Inserts pairs.
+    fn insert(
+        conn: &mut DbConn,
+        pairs: &[(i64, i64)],
+    ) -> impl Future<Output = Result<usize>> + Send;
+}
+
+/// Implements [`Relation`] for a two-column membership table whose owner
+/// side is `$owner` (a cached kind's table joined on `$owner_col`).
+macro_rules! relation {
+    (
+        $(#[$doc:meta])*
+        $name:ident: $table:ident ($a:ident: $a_ty:ty, $b:ident: $b_ty:ty),
+        $label:literal, owned by $owner:ident $(and $member:ident)?
+    ) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl PairTable for $name {
+            const NAME: &'static str = $label;
+            const SQL: (&'static str, &'static str, &'static str) =
+                (stringify!($table), stringify!($a), stringify!($b));
+        }
+
+        impl Relation for $name {
+            async fn load(conn: &mut DbConn, peer_id: i64) -> Result<HashSet<(i64, i64)>> {
+                let pairs: Vec<($a_ty, $b_ty)> = with_db!(conn, |c| {
+                    $table::table
+                        .inner_join($owner::table)
+                        $( .inner_join($member::table) )?
+                        .filter($owner::peer_id.eq(peer_id))
+                        $( .filter($member::peer_id.eq(peer_id)) )?
+                        .select(($table::$a, $table::$b))
+                        .load(c)
+                        .await
+                })?;
+                Ok(pairs
+                    .into_iter()
+                    .map(|(a, b)| (i64::from(a), i64::from(b)))
+                    .collect())
+            }
+
+            async fn for_owners(conn: &mut DbConn, owner_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
+                let mut out = Vec::new();
+                for chunk in owner_ids.chunks(CHUNK) {
+                    let pairs: Vec<($a_ty, $b_ty)> = with_db!(conn, |c| {
+                        $table::table
+                            .filter($table::$a.eq_any(chunk))
+                            .order(($table::$a, $table::$b))
+                            .select(($table::$a, $table::$b))
+                            .load(c)
+                            .await
+                    })?;
+                    out.extend(pairs.into_iter().map(|(a, b)| (i64::from(a), i64::from(b))));
+                }
+                Ok(out)
+            }
+
+            async fn insert(conn: &mut DbConn, pairs: &[(i64, i64)]) -> Result<usize> {
+                let mut inserted = 0;
+                for chunk in pairs.chunks(CHUNK) {
+                    let values: Vec<_> = chunk
+                        .iter()
+                        .map(|&(a, b)| {
+                            (
+                                $table::$a.eq(a as $a_ty),
+                                $table::$b.eq(b as $b_ty),
+                            )
+                        })
+                        .collect();
+                    inserted += execute_batch!(conn, {
+                        diesel::insert_into($table::table).values(values)
+                    })?;
+                }
+                Ok(inserted)
+            }
+        }
+    };
+}
+
+relation! {
+    /// Keys of cached persons: (person, key).
+    PersonKeys: person_key (person_id: i64, key_id: i64), "person_keys", owned by persons
+}
+
+relation! {
+    /// Nodes of cached slices, foreign and local: (slice, node).
+    SliceNodes: slice_node (slice_id: i64, node_id: i64), "slice_nodes", owned by slices
+}
+
+relation! {
+    /// Cached persons of cached slices: (slice, person). Local persons that a
+    /// local admin added to a cached slice are not the peer's to remove.
+    SlicePersons: slice_person (slice_id: i64, person_id: i64), "slice_persons",
+    owned by slices and persons
+}
+
+relation! {
+    /// Roles of cached persons: (person, role).
+    PersonRoles: person_role (person_id: i64, role_id: i32), "person_roles", owned by persons
+}
+
+/// Deletes pairs from a relation table, several hundred per statement.
+///
+/// The pairs are integers formatted into the statement (row values are
+/// not expressible in diesel's DSL); nothing from a peer reaches the SQL
+/// text but `i64` values.
+pub async fn delete_pairs<R: PairTable>(conn: &mut DbConn, pairs: &[(i64, i64)]) -> Result<usize> {
+    let (table, a, b) = R::SQL;
+    let mut deleted = 0;
+    for chunk in pairs.chunks(CHUNK) {
+        let values: Vec<String> = chunk.iter().map(|(x, y)| format!("({x},{y})")).collect();
+        let sql = format!(
+            "DELETE FROM {table} WHERE ({a}, {b}) IN (VALUES {})",
+            values.join(",")
+        );
+        with_db!(conn, |c| c.batch_execute(&sql).await)?;
+        deleted += chunk.len();
+    }
+    Ok(deleted)
+}
+
+/// Site memberships of a peer's cached persons: (person, site) → primary.
+pub async fn load_person_sites(
+    conn: &mut DbConn,
+    peer_id: i64,
+) -> Result<HashMap<(i64, i64), bool>> {
+    let rows: Vec<(i64, i64, bool)> = with_db!(conn, |c| {
+        person_site::table
+            .inner_join(persons::table)
+            .filter(persons::peer_id.eq(peer_id))
+            .select((
+                person_site::person_id,
+                person_site::site_id,
+                person_site::is_primary,
+            ))
+            .load(c)
+            .await
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|(p, s, primary)| ((p, s), primary))
+        .collect())
+}
+
+/// Site memberships `(person, site, is_primary)` of the given persons.
+pub async fn person_sites_of(
+    conn: &mut DbConn,
+    person_ids: &[i64],
+) -> Result<Vec<(i64, i64, bool)>> {
+    let mut out = Vec::new();
+    for chunk in person_ids.chunks(CHUNK) {
+        let rows: Vec<(i64, i64, bool)> = with_db!(conn, |c| {
+            person_site::table
+                .filter(person_site::person_id.eq_any(chunk))
+                .order((person_site::person_id, person_site::site_id))
+                .select((
+                    person_site::person_id,
+                    person_site::site_id,
+                    person_site::is_primary,
+                ))
+                .load(c)
+                .await
+        })?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// A peer's nodes as cached here: (local id, the peer's id), by local id.
+pub async fn nodes_of_peer(
+    conn: &mut DbConn,
+    peer_id: i64,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<(i64, i64)>> {
+    Ok(with_db!(conn, |c| {
+        nodes::table
+            .filter(nodes::peer_id.eq(peer_id))
+            .filter(nodes::node_id.gt(after_id))
+            .order(nodes::node_id)
+            .limit(limit)
+            .select((nodes::node_id, nodes::peer_node_id.assume_not_null()))
+            .load(c)
+            .await
+    })?)
+}
+
+/// Inserts site memberships `(person, site, is_primary)`.
+pub async fn insert_person_sites(conn: &mut DbConn, rows: &[(i64, i64, bool)]) -> Result<usize> {
+    let mut inserted = 0;
+    for chunk in rows.chunks(CHUNK) {
+        let values: Vec<_> = chunk
+            .iter()
+            .map(|&(p, s, primary)| {
+                (
+                    person_site::person_id.eq(p),
+                    person_site::site_id.eq(s),
+                    person_site::is_primary.eq(primary),
+                )
+            })
+            .collect();
+        inserted += execute_batch!(conn, {
+            diesel::insert_into(person_site::table).values(values)
+        })?;
+    }
+    Ok(inserted)
+}
+
+/// The site-membership table, for [`delete_pairs`].
+pub struct PersonSites;
+
+impl PairTable for PersonSites {
+    const NAME: &'static str = "site_persons";
+    const SQL: (&'static str, &'static str, &'static str) = ("person_site", "person_id", "site_id");
+}
+
+/// Local nodes by id, for checking the ids a peer claims in `PeerNodes`.
+pub async fn local_node_ids(conn: &mut DbConn, node_ids: &[i64]) -> Result<HashSet<i64>> {
+    let mut found = HashSet::new();
+    for chunk in node_ids.chunks(CHUNK) {
+        let ids: Vec<i64> = with_db!(conn, |c| {
+            nodes::table
+                .filter(nodes::node_id.eq_any(chunk))
+                .filter(nodes::peer_id.is_null())
+                .select(nodes::node_id)
+                .load(c)
+                .await
+        })?;
+        found.extend(ids);
+    }
+    Ok(found)
+}
+
+/// The values of an enumeration table.
+pub async fn known_values(conn: &mut DbConn, table: Enumeration) -> Result<HashSet<String>> {
+    use super::schema::{boot_states, key_types, node_types, slice_instantiations};
+    let values: Vec<String> = match table {
+        Enumeration::KeyTypes => with_db!(conn, |c| key_types::table
+            .select(key_types::key_type)
+            .load(c)
+            .await)?,
+        Enumeration::BootStates => with_db!(conn, |c| boot_states::table
+            .select(boot_states::boot_state)
+            .load(c)
+            .await)?,
+        Enumeration::NodeTypes => with_db!(conn, |c| node_types::table
+            .select(node_types::node_type)
+            .load(c)
+            .await)?,
+        Enumeration::Instantiations => with_db!(conn, |c| slice_instantiations::table
+            .select(slice_instantiations::instantiation)
+            .load(c)
+            .await)?,
+    };
+    Ok(values.into_iter().collect())
+}
+
+/// The role ids this registry knows.
+pub async fn known_roles(conn: &mut DbConn) -> Result<HashSet<i32>> {
+    use super::schema::roles;
+    let ids: Vec<i32> = with_db!(conn, |c| roles::table.select(roles::role_id).load(c).await)?;
+    Ok(ids.into_iter().collect())
+}
+
+/// The enumeration tables seeded by the migrations.
+#[derive(Debug, Clone, Copy)]
+pub enum Enumeration {
+    /// `key_types`.
+    KeyTypes,
+    /// `boot_states`.
+    BootStates,
+    /// `node_types`.
+    NodeTypes,
+    /// `slice_instantiations`.
+    Instantiations,
+}
+
+/// Numbers of objects cached from a peer, per kind.
+pub async fn counts(conn: &mut DbConn, peer_id: i64) -> Result<[i64; 5]> {
+    macro_rules! count {
+        ($table:ident) => {
+            with_db!(conn, |c| $table::table
+                .filter($table::peer_id.eq(peer_id))
+                .count()
+                .get_result::<i64>(c)
+                .await)?
+        };
+    }
+    Ok([
+        count!(sites),
+        count!(keys),
+        count!(persons),
+        count!(nodes),
+        count!(slices),
+    ])
+}

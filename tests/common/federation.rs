@@ -1,0 +1,171 @@
+//! Federation helpers: peering test servers both ways, refreshing, and
+//! counting local and foreign objects through the admin API.
+
+use fedreg::proto::v1 as pb;
+
+use super::TestServer;
+
+/// Makes `b` a peer of `a`: a peer record for `b` on `a`, holding a peer
+/// token that `b` issued for `a`. Returns the id of `b`'s record on `a`
+/// and the id of `a`'s record on `b` (created when missing).
+pub async fn peer_one_way(a: &TestServer, a_name: &str, b: &TestServer, b_name: &str) -> i64 {
+    let a_on_b = ensure_peer(b, a_name, &a.url()).await;
+    let token = b
+        .tokens()
+        .await
+        .create_token(pb::CreateTokenRequest {
+            name: format!("{a_name} pulls from {b_name}"),
+            role: "peer".into(),
+            peer_id: Some(a_on_b),
+        })
+        .await
+        .expect("peer token")
+        .into_inner()
+        .token;
+    let b_on_a = ensure_peer(a, b_name, &b.url()).await;
+    a.peers()
+        .await
+        .update_peer(pb::UpdatePeerRequest {
+            peer_id: b_on_a,
+            outbound_token: Some(token),
+            ..Default::default()
+        })
+        .await
+        .expect("set outbound token");
+    b_on_a
+}
+
+/// Peers `a` and `b` both ways; returns (b's id on a, a's id on b).
+pub async fn peer_both_ways(
+    a: &TestServer,
+    a_name: &str,
+    b: &TestServer,
+    b_name: &str,
+) -> (i64, i64) {
+    let b_on_a = peer_one_way(a, a_name, b, b_name).await;
+    let a_on_b = peer_one_way(b, b_name, a, a_name).await;
+    (b_on_a, a_on_b)
+}
+
+async fn ensure_peer(on: &TestServer, name: &str, url: &str) -> i64 {
+    let mut peers = on.peers().await;
+    if let Ok(found) = peers
+        .get_peer(pb::GetPeerRequest {
+            key: Some(pb::get_peer_request::Key::Peername(name.into())),
+        })
+        .await
+    {
+        return found.into_inner().peer_id;
+    }
+    peers
+        .create_peer(pb::CreatePeerRequest {
+            peername: name.into(),
+            peer_url: url.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create peer")
+        .into_inner()
+        .peer_id
+}
+
+/// Refreshes peer `peer_id` on `on`, expecting success.
+pub async fn refresh(on: &TestServer, peer_id: i64) -> pb::RefreshReport {
+    try_refresh(on, peer_id, false)
+        .await
+        .unwrap_or_else(|s| panic!("refresh of peer {peer_id} failed: {s:?}"))
+}
+
+/// Refreshes peer `peer_id` on `on`.
+pub async fn try_refresh(
+    on: &TestServer,
+    peer_id: i64,
+    force: bool,
+) -> Result<pb::RefreshReport, tonic::Status> {
+    on.peers()
+        .await
+        .refresh_peer(pb::RefreshPeerRequest {
+            peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
+            force,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The class report of `class` in `report`.
+pub fn class<'a>(report: &'a pb::RefreshReport, class: &str) -> &'a pb::ClassReport {
+    report
+        .classes
+        .iter()
+        .find(|c| c.class == class)
+        .unwrap_or_else(|| panic!("no class {class} in {report:?}"))
+}
+
+/// The relation report of `relation` in `report`.
+pub fn relation<'a>(report: &'a pb::RefreshReport, relation: &str) -> &'a pb::RelationReport {
+    report
+        .relations
+        .iter()
+        .find(|r| r.relation == relation)
+        .unwrap_or_else(|| panic!("no relation {relation} in {report:?}"))
+}
+
+/// Objects and relation rows a refresh wrote.
+pub fn writes(report: &pb::RefreshReport) -> i64 {
+    let objects: i64 = report
+        .classes
+        .iter()
+        .map(|c| c.added + c.updated + c.deleted)
+        .sum();
+    let relations: i64 = report.relations.iter().map(|r| r.added + r.removed).sum();
+    objects + relations
+}
+
+/// Counts of one kind of object on a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Objects this registry is the authority for.
+    pub local: usize,
+    /// Objects cached from peers.
+    pub foreign: usize,
+}
+
+/// Lists every page of a listing RPC and returns the items.
+#[macro_export]
+macro_rules! list_all {
+    ($server:expr, $method:ident, $field:ident, $scope:expr) => {{
+        let mut api = $server.registry().await;
+        let mut items = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = api
+                .$method(fedreg::proto::v1::ListRequest {
+                    scope: $scope as i32,
+                    page_size: 1000,
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect("list")
+                .into_inner();
+            items.extend(page.$field);
+            if page.next_page_token.is_empty() {
+                break items;
+            }
+            token = page.next_page_token;
+        }
+    }};
+}
+
+/// Local and foreign counts of a kind, through its listing RPC.
+#[macro_export]
+macro_rules! counts {
+    ($server:expr, $method:ident, $field:ident) => {
+        $crate::common::federation::Counts {
+            local: $crate::list_all!($server, $method, $field, fedreg::proto::v1::Scope::Local)
+                .len(),
+            foreign: $crate::list_all!($server, $method, $field, fedreg::proto::v1::Scope::Foreign)
+                .len(),
+        }
+    };
+}

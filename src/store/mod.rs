@@ -83,6 +83,10 @@ enum Backend {
 }
 
 /// A connection checked out of a [`Store`].
+#[expect(
+    clippy::large_enum_variant,
+    reason = "checked out once per call and held in place; boxing would allocate on every checkout"
+)]
 pub enum DbConn {
     /// A pooled PostgreSQL connection.
     Pg(PooledConnection<'static, AsyncPgConnection>),

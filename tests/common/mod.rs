@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod federation;
+pub mod peers;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -252,6 +253,11 @@ impl TestServer {
     /// A token client with the admin token.
     pub async fn tokens(&self) -> TokenServiceClient<Authed> {
         TokenServiceClient::new(self.authed(Some(&self.admin_token)).await)
+    }
+
+    /// A token client with the given token (or none).
+    pub async fn tokens_as(&self, token: Option<&str>) -> TokenServiceClient<Authed> {
+        TokenServiceClient::new(self.authed(token).await)
     }
 
     /// A peer-management client with the admin token.

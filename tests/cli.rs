@@ -1,0 +1,490 @@
+//! The `fedreg` binary as operators run it: `serve` (data directory, first
+//! admin token, the data-dir lock, SIGTERM), `migrate`, and
+//! `token create|list|revoke`; on both backends.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::peers::insert_peer;
+use common::{Backend, PgTestDb, TestServer, assert_status};
+use fedreg::proto::v1 as pb;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+use tokio::task::JoinHandle;
+use tonic::Code;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fedreg");
+
+/// The environment variables `fedreg` reads: cleared so that the caller's
+/// environment cannot change what a test runs.
+const FEDREG_ENV: &[&str] = &[
+    "FEDREG_DATA_DIR",
+    "FEDREG_DATABASE_URL",
+    "FEDREG_LISTEN",
+    "FEDREG_NAME",
+    "FEDREG_TLS_CERT",
+    "FEDREG_TLS_KEY",
+    "FEDREG_MAX_DELETE_FRACTION",
+];
+
+/// Where a spawned `fedreg` keeps its data.
+struct Storage {
+    /// Holds the data directory; removed on drop.
+    _root: tempfile::TempDir,
+    /// The data directory (not created: `fedreg` creates it).
+    data_dir: PathBuf,
+    /// The PostgreSQL database, on that backend.
+    pg: Option<PgTestDb>,
+}
+
+impl Storage {
+    async fn new(backend: Backend) -> Storage {
+        let root = tempfile::tempdir().expect("temp dir");
+        let data_dir = root.path().join("data");
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgTestDb::create().await),
+        };
+        Storage {
+            _root: root,
+            data_dir,
+            pg,
+        }
+    }
+
+    fn command(&self) -> Command {
+        fedreg(&self.data_dir, self.pg.as_ref().map(PgTestDb::url))
+    }
+}
+
+/// `fedreg --data-dir DIR [--database-url URL]`, with a clean environment.
+fn fedreg(data_dir: &Path, database_url: Option<String>) -> Command {
+    let mut command = Command::new(BIN);
+    for var in FEDREG_ENV {
+        command.env_remove(var);
+    }
+    command
+        .env("FEDREG_LOG", "info")
+        .env("NO_COLOR", "1")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(database_url.map(|url| format!("--database-url={url}")))
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs a command to completion (at most a minute).
+async fn run(mut command: Command) -> Output {
+    let output = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("fedreg finishes within a minute")
+        .expect("fedreg runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts that `output` is a success and returns its stdout.
+#[track_caller]
+fn success(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "fedreg failed ({}): {}",
+        output.status,
+        stderr(output)
+    );
+    stdout(output)
+}
+
+/// Asserts that `output` is a failure (exit code 1) whose stderr mentions
+/// every one of `needles`.
+#[track_caller]
+fn failure(output: &Output, needles: &[&str]) {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected exit code 1; stdout {:?}, stderr {:?}",
+        stdout(output),
+        stderr(output)
+    );
+    let message = stderr(output);
+    for needle in needles {
+        assert!(
+            message.contains(needle),
+            "stderr {message:?} does not mention {needle:?}"
+        );
+    }
+}
+
+/// A `fedreg serve` child process.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+    /// The admin token it printed, if it created one.
+    new_token: Option<String>,
+    /// The rest of its stderr, once it exits.
+    rest: JoinHandle<Vec<String>>,
+}
+
+/// Starts `fedreg serve` on a free loopback port and waits until it listens.
+async fn serve(mut command: Command) -> Served {
+    let mut child = command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fedreg serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            if let Some(addr) = line.strip_prefix("fedreg listening on ") {
+                return addr.parse::<SocketAddr>().expect("listen address");
+            }
+            seen.push(line);
+        }
+        panic!("fedreg serve exited before listening: {seen:#?}");
+    })
+    .await
+    .expect("fedreg serve listens within a minute");
+    let new_token = seen
+        .iter()
+        .position(|l| l.starts_with("Created the first admin token"))
+        .and_then(|i| seen[i + 1..].iter().find(|l| !l.trim().is_empty()))
+        .map(|l| l.trim().to_owned());
+    Served {
+        child,
+        addr,
+        new_token,
+        rest: tokio::spawn(drain(lines)),
+    }
+}
+
+async fn drain(mut lines: tokio::io::Lines<BufReader<ChildStderr>>) -> Vec<String> {
+    let mut rest = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push(line);
+    }
+    rest
+}
+
+impl Served {
+    /// A registry client of this server with `token`.
+    async fn registry(
+        &self,
+        token: &str,
+    ) -> pb::registry_service_client::RegistryServiceClient<common::Authed> {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to fedreg serve");
+        pb::registry_service_client::RegistryServiceClient::new(
+            tonic::service::interceptor::InterceptedService::new(
+                channel,
+                common::BearerToken::new(Some(token)),
+            ),
+        )
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code and the
+    /// stderr written after startup.
+    async fn terminate(mut self) -> (Option<i32>, Vec<String>) {
+        let pid = self.child.id().expect("running").to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(killed.success());
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("fedreg exits within 30 s of SIGTERM")
+            .expect("wait for fedreg");
+        let rest = self.rest.await.expect("stderr reader");
+        (status.code(), rest)
+    }
+}
+
+async fn serve_creates_data_dir_and_admin_token(backend: Backend) {
+    let storage = Storage::new(backend).await;
+    assert!(!storage.data_dir.exists());
+    let served = serve(storage.command()).await;
+
+    assert!(
+        storage.data_dir.is_dir(),
+        "serve creates the data directory"
+    );
+    let token_file = storage.data_dir.join("admin-token");
+    let mode = std::fs::metadata(&token_file)
+        .expect("admin-token written")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "admin-token is private: {mode:o}");
+    let saved = std::fs::read_to_string(&token_file).unwrap();
+    let printed = served.new_token.clone().expect("first admin token printed");
+    assert_eq!(saved.trim(), printed);
+    assert_eq!(
+        storage.data_dir.join("fedreg.db").exists(),
+        backend == Backend::Sqlite,
+        "the SQLite database lives in the data directory, unless PostgreSQL is used"
+    );
+
+    // The saved token is an admin token of this server.
+    let mut api = served.registry(&printed).await;
+    api.create_site(pb::CreateSiteRequest {
+        login_base: "cli".into(),
+        name: "CLI site".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("admin call with the saved token");
+    let (code, _) = served.terminate().await;
+    assert_eq!(code, Some(0));
+
+    // A restart keeps the data and the token, and creates no other token.
+    let again = serve(storage.command()).await;
+    assert_eq!(again.new_token, None, "no second admin token");
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), saved);
+    let sites = again
+        .registry(&printed)
+        .await
+        .list_sites(pb::ListRequest::default())
+        .await
+        .expect("the token still works after a restart")
+        .into_inner()
+        .sites;
+    assert_eq!(sites.len(), 1);
+    assert_eq!(again.terminate().await.0, Some(0));
+}
+
+async fn second_serve_on_same_data_dir(backend: Backend) {
+    let storage = Storage::new(backend).await;
+    let first = serve(storage.command()).await;
+    match backend {
+        Backend::Sqlite => {
+            // The SQLite database in the data directory has one server.
+            let started = Instant::now();
+            let mut second = storage.command();
+            second.args(["serve", "--listen", "127.0.0.1:0"]);
+            let output = run(second).await;
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the second server gives up at once, not after {:?}",
+                started.elapsed()
+            );
+            let data_dir = storage.data_dir.display().to_string();
+            failure(
+                &output,
+                &["another fedreg server", "lock", &data_dir, "--data-dir"],
+            );
+        }
+        Backend::Postgres => {
+            // With PostgreSQL the data directory holds no database and is
+            // not locked: several servers may share one database.
+            let second = serve(storage.command()).await;
+            assert_eq!(second.new_token, None, "the database has its admin token");
+            assert_eq!(second.terminate().await.0, Some(0));
+        }
+    }
+    // The first server is unaffected.
+    let token = first.new_token.clone().unwrap();
+    first
+        .registry(&token)
+        .await
+        .list_sites(pb::ListRequest::default())
+        .await
+        .expect("first server still serves");
+    assert_eq!(first.terminate().await.0, Some(0));
+}
+
+async fn sigterm_stops_cleanly(backend: Backend) {
+    let storage = Storage::new(backend).await;
+    let served = serve(storage.command()).await;
+    let addr = served.addr;
+    let (code, stderr) = served.terminate().await;
+    assert_eq!(code, Some(0), "stderr after start: {stderr:#?}");
+    assert!(
+        stderr.iter().any(|l| l.contains("shutting down")),
+        "{stderr:#?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "nothing listens on {addr} any more"
+    );
+    // The lock died with the process: a new server can use the directory.
+    let again = serve(storage.command()).await;
+    assert_eq!(again.terminate().await.0, Some(0));
+}
+
+async fn serve_rejects_bad_settings(backend: Backend) {
+    let storage = Storage::new(backend).await;
+    let mut command = storage.command();
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-delete-fraction",
+        "1.5",
+    ]);
+    failure(&run(command).await, &["max_delete_fraction", "1.5"]);
+
+    // An address already in use is reported with the address.
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut command = storage.command();
+    command.args(["serve", "--listen", &addr]);
+    failure(&run(command).await, &["listening on", &addr]);
+}
+
+/// How many migrations the backend has.
+fn migration_count(backend: Backend) -> usize {
+    let dir = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dir);
+    std::fs::read_dir(path)
+        .expect("migrations folder")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
+        .count()
+}
+
+async fn migrate(backend: Backend) {
+    let storage = Storage::new(backend).await;
+    let expected = migration_count(backend);
+    assert!(expected > 0);
+    let mut command = storage.command();
+    command.arg("migrate");
+    assert_eq!(
+        success(&run(command).await).trim(),
+        format!("{expected} migration(s) applied")
+    );
+    let mut command = storage.command();
+    command.arg("migrate");
+    assert_eq!(
+        success(&run(command).await).trim(),
+        "0 migration(s) applied",
+        "a second run has nothing to do"
+    );
+    // The migrated database serves.
+    let served = serve(storage.command()).await;
+    assert!(served.new_token.is_some());
+    assert_eq!(served.terminate().await.0, Some(0));
+}
+
+async fn token_commands(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let database_url = (backend == Backend::Postgres).then(|| server.database_url.clone());
+    let cli = || fedreg(server.data_dir.path(), database_url.clone());
+    let token = |args: &[&str]| {
+        let mut command = cli();
+        command.arg("token").args(args);
+        run(command)
+    };
+
+    let created = token(&["create", "--name", "cli-ops"]).await;
+    let secret = success(&created).trim().to_owned();
+    assert!(
+        secret.starts_with("fr_"),
+        "stdout is the secret alone: {secret:?}"
+    );
+    let note = stderr(&created);
+    assert!(
+        note.contains("role admin") && note.contains("shown only once"),
+        "{note}"
+    );
+    // The new token is accepted by the running server.
+    server
+        .registry_as(Some(&secret))
+        .await
+        .list_sites(pb::ListRequest::default())
+        .await
+        .expect("a CLI-created admin token works");
+
+    let peer_id = insert_peer(&server, "plc").await;
+    let peer = token(&[
+        "create",
+        "--name",
+        "plc",
+        "--role",
+        "peer",
+        "--peer-id",
+        &peer_id.to_string(),
+    ])
+    .await;
+    let peer_secret = success(&peer).trim().to_owned();
+
+    let listed = success(&token(&["list"]).await);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and three tokens: {listed}");
+    assert!(lines[0].contains("ID") && lines[0].contains("ROLE"));
+    assert!(lines[1].contains("admin") && lines[1].ends_with("initial admin"));
+    assert!(lines[2].contains("admin") && lines[2].ends_with("cli-ops"));
+    assert!(lines[3].contains("peer") && lines[3].contains(&peer_id.to_string()));
+    for shown in [&server.admin_token, &secret, &peer_secret] {
+        assert!(
+            !listed.contains(shown.as_str()),
+            "token list shows a secret"
+        );
+    }
+
+    let id = lines[2].split_whitespace().next().expect("id column");
+    assert_eq!(
+        success(&token(&["revoke", id]).await).trim(),
+        format!("token {id} revoked")
+    );
+    assert_status(
+        server
+            .registry_as(Some(&secret))
+            .await
+            .list_sites(pb::ListRequest::default())
+            .await,
+        Code::Unauthenticated,
+        &["unknown or revoked token"],
+    );
+    failure(&token(&["revoke", id]).await, &["token_id", id]);
+
+    // Validation errors name the field and the value, and store nothing.
+    failure(
+        &token(&["create", "--role", "root"]).await,
+        &["role", "root"],
+    );
+    failure(&token(&["create", "--role", "peer"]).await, &["peer_id"]);
+    failure(
+        &token(&["create", "--role", "peer", "--peer-id", "9999"]).await,
+        &["peer_id", "9999"],
+    );
+    let listed = success(&token(&["list"]).await);
+    assert_eq!(
+        listed.lines().count(),
+        3,
+        "a header and two tokens: {listed}"
+    );
+}
+
+backend_tests!(
+    serve_creates_data_dir_and_admin_token,
+    second_serve_on_same_data_dir,
+    sigterm_stops_cleanly,
+    serve_rejects_bad_settings,
+    migrate,
+    token_commands,
+);

@@ -1,0 +1,150 @@
+//! A scripted peer: a `PeeringService` that serves whatever dump a test
+//! gives it, whole, cut short, or stalled, so refreshes can be tested
+//! against bad data and broken streams.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use fedreg::proto::v1 as pb;
+use fedreg::proto::v1::peering_service_server::{PeeringService, PeeringServiceServer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status};
+
+/// How a scripted stream ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// With the trailer the script holds.
+    Complete,
+    /// With an error after the first `n` chunks.
+    BreakAfter(usize),
+    /// Silently stalled after the first `n` chunks, never finishing.
+    StallAfter(usize),
+}
+
+/// What the fake peer serves.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// Chunks in order (header, batches, trailer).
+    pub chunks: Vec<pb::PeerDataChunk>,
+    /// How the stream ends.
+    pub ending: Ending,
+}
+
+/// A fake peer serving on a loopback port until dropped.
+pub struct FakePeer {
+    script: Arc<Mutex<Script>>,
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl FakePeer {
+    /// Starts a fake peer serving `batch` as a complete dump.
+    pub async fn start(batch: pb::PeerDataBatch) -> FakePeer {
+        let script = Arc::new(Mutex::new(Script {
+            chunks: dump(batch),
+            ending: Ending::Complete,
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let service = PeeringServiceServer::new(Scripted(script.clone()));
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await
+                .unwrap();
+        });
+        FakePeer {
+            script,
+            addr,
+            _stop: stop,
+        }
+    }
+
+    /// The URL to store on a peer record.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serves `batch` as a complete dump from now on.
+    pub fn serve(&self, batch: pb::PeerDataBatch) {
+        self.set(dump(batch), Ending::Complete);
+    }
+
+    /// Replaces the script.
+    pub fn set(&self, chunks: Vec<pb::PeerDataChunk>, ending: Ending) {
+        *self.script.lock().unwrap() = Script { chunks, ending };
+    }
+}
+
+/// A complete dump of `batch`: header, the batch, a matching trailer.
+pub fn dump(batch: pb::PeerDataBatch) -> Vec<pb::PeerDataChunk> {
+    use pb::peer_data_chunk::Part;
+    let trailer = pb::PeerDataTrailer {
+        sites: batch.sites.len() as i64,
+        keys: batch.keys.len() as i64,
+        persons: batch.persons.len() as i64,
+        nodes: batch.nodes.len() as i64,
+        slices: batch.slices.len() as i64,
+        peer_nodes: batch.peer_nodes.len() as i64,
+        db_seconds: 0.0,
+    };
+    vec![
+        pb::PeerDataChunk {
+            part: Some(Part::Header(pb::PeerDataHeader {
+                registry_name: "fake".into(),
+                schema_version: 1,
+                snapshot_time: None,
+            })),
+        },
+        pb::PeerDataChunk {
+            part: Some(Part::Batch(batch)),
+        },
+        pb::PeerDataChunk {
+            part: Some(Part::Trailer(trailer)),
+        },
+    ]
+}
+
+struct Scripted(Arc<Mutex<Script>>);
+
+#[tonic::async_trait]
+impl PeeringService for Scripted {
+    async fn get_peer_data(
+        &self,
+        _request: Request<pb::GetPeerDataRequest>,
+    ) -> Result<Response<BoxStream<pb::PeerDataChunk>>, Status> {
+        let script = self.0.lock().unwrap().clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let limit = match script.ending {
+                Ending::Complete => script.chunks.len(),
+                Ending::BreakAfter(n) | Ending::StallAfter(n) => n,
+            };
+            for chunk in script.chunks.into_iter().take(limit) {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+            match script.ending {
+                Ending::Complete => {}
+                Ending::BreakAfter(_) => {
+                    let _ = tx.send(Err(Status::internal("disk on fire"))).await;
+                }
+                Ending::StallAfter(_) => {
+                    // Keep the stream open until the client gives up.
+                    tx.closed().await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

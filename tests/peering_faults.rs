@@ -1,0 +1,424 @@
+//! Refreshes against a scripted peer: bad data skipped object by object,
+//! broken and stalled streams leaving the cache untouched, one refresh per
+//! peer at a time, and the mass-delete guard; on both backends.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use common::fake_peer::{Ending, FakePeer, dump};
+use common::federation::{class, relation, try_refresh, writes};
+use common::{Backend, TestServer, assert_status};
+use fedreg::proto::v1 as pb;
+use tonic::Code;
+
+/// A registry with a peer record for `fake` (peer_timeout 2 s); returns the
+/// server and the peer's id.
+async fn registry_peered_with(backend: Backend, fake: &FakePeer) -> (TestServer, i64) {
+    let server = TestServer::start_with(backend, |c| {
+        c.registry_name = "home".into();
+        c.peer_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let peer_id = server
+        .peers()
+        .await
+        .create_peer(pb::CreatePeerRequest {
+            peername: "fake".into(),
+            peer_url: fake.url(),
+            outbound_token: "fr_any".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .peer_id;
+    (server, peer_id)
+}
+
+fn site(id: i64, login_base: &str) -> pb::ExportedSite {
+    pb::ExportedSite {
+        site_id: id,
+        login_base: login_base.into(),
+        name: format!("Site {login_base}"),
+        enabled: true,
+        ..Default::default()
+    }
+}
+
+fn sites(n: i64, prefix: &str) -> pb::PeerDataBatch {
+    pb::PeerDataBatch {
+        sites: (1..=n).map(|i| site(i, &format!("{prefix}{i}"))).collect(),
+        ..Default::default()
+    }
+}
+
+/// Every foreign site as the registry lists it, and the peer's counts.
+async fn snapshot(server: &TestServer, peer_id: i64) -> (Vec<pb::Site>, pb::CachedCounts) {
+    let sites = list_all!(server, list_sites, sites, pb::Scope::Foreign);
+    let peer = server
+        .peers()
+        .await
+        .get_peer(pb::GetPeerRequest {
+            key: Some(pb::get_peer_request::Key::PeerId(peer_id)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (sites, peer.cached.unwrap())
+}
+
+async fn last_outcome(server: &TestServer, peer_id: i64) -> (i32, String) {
+    let peer = server
+        .peers()
+        .await
+        .get_peer(pb::GetPeerRequest {
+            key: Some(pb::get_peer_request::Key::PeerId(peer_id)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let reason = peer
+        .last_refresh_report
+        .map(|r| r.reason)
+        .unwrap_or_default();
+    (peer.last_refresh_outcome, reason)
+}
+
+async fn broken_streams_leave_the_cache_untouched(backend: Backend) {
+    let fake = FakePeer::start(sites(20, "site")).await;
+    let (server, peer_id) = registry_peered_with(backend, &fake).await;
+    let first = try_refresh(&server, peer_id, false).await.unwrap();
+    assert_eq!(class(&first, "sites").added, 20);
+    let before = snapshot(&server, peer_id).await;
+
+    // The next dump changes everything, but never arrives whole.
+    let changed = dump(sites(25, "renamed"));
+    let cases = [
+        (changed.clone(), Ending::BreakAfter(2), "disk on fire"),
+        (
+            changed[..2].to_vec(),
+            Ending::Complete,
+            "without its trailer",
+        ),
+        (changed.clone(), Ending::StallAfter(2), "stalled"),
+    ];
+    for (chunks, ending, needle) in cases {
+        fake.set(chunks, ending);
+        assert_status(
+            try_refresh(&server, peer_id, false).await,
+            Code::Unavailable,
+            &["fake", needle],
+        );
+        assert_eq!(snapshot(&server, peer_id).await, before, "{needle}");
+        let (outcome, reason) = last_outcome(&server, peer_id).await;
+        assert_eq!(outcome, pb::RefreshOutcome::Failed as i32);
+        assert!(reason.contains(needle), "{reason}");
+    }
+
+    // A trailer that disagrees with what arrived.
+    let mut lying = changed.clone();
+    if let Some(pb::peer_data_chunk::Part::Trailer(t)) = &mut lying[2].part {
+        t.sites += 1;
+    }
+    fake.set(lying, Ending::Complete);
+    assert_status(
+        try_refresh(&server, peer_id, false).await,
+        Code::Unavailable,
+        &["trailer announces 26 sites but 25 arrived"],
+    );
+    assert_eq!(snapshot(&server, peer_id).await, before);
+
+    // An unreachable peer.
+    drop(fake);
+    assert_status(
+        try_refresh(&server, peer_id, false).await,
+        Code::Unavailable,
+        &["fake"],
+    );
+    assert_eq!(snapshot(&server, peer_id).await, before);
+}
+
+async fn one_refresh_per_peer_and_readers_keep_answering(backend: Backend) {
+    let fake = FakePeer::start(sites(3, "site")).await;
+    let (server, peer_id) = registry_peered_with(backend, &fake).await;
+    try_refresh(&server, peer_id, false).await.unwrap();
+    fake.set(dump(sites(3, "site")), Ending::StallAfter(1));
+
+    let slow = {
+        let mut peers = server.peers().await;
+        tokio::spawn(async move {
+            peers
+                .refresh_peer(pb::RefreshPeerRequest {
+                    peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
+                    force: false,
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !slow.is_finished(),
+        "the first refresh is still waiting on its peer"
+    );
+    assert_status(
+        try_refresh(&server, peer_id, false).await,
+        Code::Aborted,
+        &["fake", "being refreshed"],
+    );
+    // Readers answer while the refresh runs.
+    let listed = list_all!(server, list_sites, sites, pb::Scope::Foreign);
+    assert_eq!(listed.len(), 3);
+    assert!(!slow.is_finished());
+    let outcome = slow.await.unwrap();
+    assert_status(outcome, Code::Unavailable, &["stalled"]);
+    // The lock is gone with the refresh that held it.
+    fake.set(dump(sites(3, "site")), Ending::Complete);
+    let again = try_refresh(&server, peer_id, false).await.unwrap();
+    assert_eq!(writes(&again), 0);
+}
+
+async fn mass_delete_guard_refuses_until_forced(backend: Backend) {
+    let fake = FakePeer::start(sites(20, "site")).await;
+    let (server, peer_id) = registry_peered_with(backend, &fake).await;
+    try_refresh(&server, peer_id, false).await.unwrap();
+
+    // The peer suddenly serves a quarter of its sites.
+    fake.serve(sites(5, "site"));
+    let refused = try_refresh(&server, peer_id, false).await.unwrap();
+    assert_eq!(refused.outcome, pb::RefreshOutcome::Refused as i32);
+    assert!(
+        refused.reason.contains("15 of the 20"),
+        "{}",
+        refused.reason
+    );
+    assert!(refused.reason.contains("force"), "{}", refused.reason);
+    assert_eq!(snapshot(&server, peer_id).await.1.sites, 20);
+    assert_eq!(
+        last_outcome(&server, peer_id).await.0,
+        pb::RefreshOutcome::Refused as i32
+    );
+
+    let forced = try_refresh(&server, peer_id, true).await.unwrap();
+    assert_eq!(forced.outcome, pb::RefreshOutcome::Applied as i32);
+    assert_eq!(class(&forced, "sites").deleted, 15);
+    assert_eq!(snapshot(&server, peer_id).await.1.sites, 5);
+
+    // A per-peer threshold overrides the server's default.
+    fake.serve(sites(40, "site"));
+    try_refresh(&server, peer_id, false).await.unwrap();
+    server
+        .peers()
+        .await
+        .update_peer(pb::UpdatePeerRequest {
+            peer_id,
+            max_delete_fraction: Some(0.9),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    fake.serve(sites(10, "site"));
+    let applied = try_refresh(&server, peer_id, false).await.unwrap();
+    assert_eq!(applied.outcome, pb::RefreshOutcome::Applied as i32);
+    assert_eq!(class(&applied, "sites").deleted, 30);
+}
+
+/// An OpenSSH ed25519 public key line with a made-up key.
+fn ssh_key(comment: &str) -> String {
+    let mut blob = Vec::new();
+    for part in [&b"ssh-ed25519"[..], &[7u8; 32][..]] {
+        blob.extend((part.len() as u32).to_be_bytes());
+        blob.extend(part);
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(blob);
+    format!("ssh-ed25519 {b64} {comment}")
+}
+
+fn person(id: i64, email: &str) -> pb::ExportedPerson {
+    pb::ExportedPerson {
+        person_id: id,
+        email: email.into(),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        enabled: true,
+        ..Default::default()
+    }
+}
+
+fn node(id: i64, hostname: &str, site_id: i64, boot_state: &str) -> pb::ExportedNode {
+    pb::ExportedNode {
+        node_id: id,
+        hostname: hostname.into(),
+        site_id,
+        node_type: "regular".into(),
+        boot_state: boot_state.into(),
+        ..Default::default()
+    }
+}
+
+fn slice(id: i64, name: &str, site_id: i64, instantiation: &str) -> pb::ExportedSlice {
+    pb::ExportedSlice {
+        slice_id: id,
+        site_id,
+        name: name.into(),
+        instantiation: instantiation.into(),
+        max_nodes: 10,
+        ..Default::default()
+    }
+}
+
+async fn bad_peer_data_is_skipped_object_by_object(backend: Backend) {
+    let mut batch = pb::PeerDataBatch {
+        sites: vec![
+            site(1, "good"),
+            site(2, "Bad Base!"),
+            site(3, "taken"),
+            site(4, "good"),
+        ],
+        keys: vec![
+            pb::ExportedKey {
+                key_id: 1,
+                key_type: "ssh".into(),
+                key: ssh_key("ada@good"),
+                is_blacklisted: false,
+            },
+            pb::ExportedKey {
+                key_id: 2,
+                key_type: "gpg".into(),
+                key: ssh_key("gpg"),
+                is_blacklisted: false,
+            },
+            pb::ExportedKey {
+                key_id: 3,
+                key_type: "ssh".into(),
+                key: "ssh-rsa not!base64 x@y".into(),
+                is_blacklisted: false,
+            },
+        ],
+        persons: vec![
+            pb::ExportedPerson {
+                key_ids: vec![1, 2],
+                site_ids: vec![1, 3],
+                primary_site_id: Some(1),
+                role_ids: vec![30, 99],
+                ..person(1, "ada@good.example.org")
+            },
+            pb::ExportedPerson {
+                enabled: false,
+                ..person(2, "off@good.example.org")
+            },
+            person(3, "not-an-email"),
+            person(4, "ada@good.example.org"),
+        ],
+        nodes: vec![
+            node(1, "n1.good.example.org", 1, "boot"),
+            node(2, "n2.good.example.org", 999, "boot"),
+            node(3, "n3.good.example.org", 1, "exploded"),
+            node(4, "n4.good.example.org", 1, "dbg"),
+            node(5, "not a hostname", 1, "boot"),
+        ],
+        slices: vec![
+            pb::ExportedSlice {
+                node_ids: vec![1, 4, 3, 777],
+                person_ids: vec![1, 2],
+                creator_person_id: Some(42),
+                ..slice(1, "good_one", 1, "plc-instantiated")
+            },
+            slice(2, "good_two", 999, "plc-instantiated"),
+            slice(3, "good_three", 1, "teleported"),
+            slice(4, "other_four", 1, "plc-instantiated"),
+        ],
+        peer_nodes: vec![],
+    };
+    let fake = FakePeer::start(batch.clone()).await;
+    let (server, peer_id) = registry_peered_with(backend, &fake).await;
+    server
+        .registry()
+        .await
+        .create_site(pb::CreateSiteRequest {
+            login_base: "taken".into(),
+            name: "A local site".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let report = try_refresh(&server, peer_id, false).await.unwrap();
+    assert_eq!(report.outcome, pb::RefreshOutcome::Applied as i32);
+    let expect = |class_name: &str, added: i64, skipped: i64| {
+        let c = class(&report, class_name);
+        assert_eq!(
+            (c.added, c.skipped),
+            (added, skipped),
+            "{class_name}: {report:#?}"
+        );
+    };
+    expect("sites", 1, 3);
+    expect("keys", 1, 2);
+    // The disabled person is dropped by cleaning, not reported.
+    expect("persons", 1, 2);
+    expect("nodes", 2, 3);
+    expect("slices", 1, 3);
+
+    let warned = |class_name: &str, id: i64, needle: &str| {
+        assert!(
+            report.warnings.iter().any(|w| w.class == class_name
+                && w.peer_object_id == id
+                && w.reason.contains(needle)),
+            "no {class_name} {id} warning about {needle:?}: {:#?}",
+            report.warnings
+        );
+    };
+    warned("sites", 2, "login_base");
+    warned("sites", 3, "already used here by another authority");
+    warned("sites", 4, "appears twice");
+    warned("keys", 2, "unknown key_type");
+    warned("keys", 3, "key");
+    warned("persons", 3, "email");
+    warned("persons", 4, "appears twice");
+    warned("nodes", 2, "not among the peer's synced sites");
+    warned("nodes", 3, "unknown boot_state");
+    warned("nodes", 5, "hostname");
+    warned("slices", 2, "not among the peer's synced sites");
+    warned("slices", 3, "unknown instantiation");
+    warned("slices", 4, "login_base");
+    warned("person_roles", 1, "99");
+    assert!(report.warnings.iter().all(|w| !w.reason.is_empty()));
+
+    // Memberships of what was kept: unknown and skipped ids are dropped.
+    assert_eq!(relation(&report, "person_keys").added, 1);
+    assert_eq!(relation(&report, "slice_nodes").added, 2);
+    assert_eq!(relation(&report, "slice_persons").added, 1);
+    assert_eq!(relation(&report, "site_persons").added, 1);
+    assert_eq!(relation(&report, "person_roles").added, 1);
+
+    // The old boot state was rewritten; the unknown creator became null.
+    let nodes_cached = snapshot(&server, peer_id).await.1;
+    assert_eq!((nodes_cached.nodes, nodes_cached.slices), (2, 1));
+
+    // The same bad data again writes nothing and warns the same.
+    let again = try_refresh(&server, peer_id, false).await.unwrap();
+    assert_eq!(writes(&again), 0, "{again:#?}");
+    assert_eq!(again.warnings.len(), report.warnings.len());
+
+    // Fixing the data at the peer lets the skipped objects in.
+    batch.sites[1].login_base = "fixed".into();
+    batch.nodes[2].boot_state = "boot".into();
+    fake.serve(batch);
+    let fixed = try_refresh(&server, peer_id, false).await.unwrap();
+    assert_eq!(class(&fixed, "sites").added, 1);
+    assert_eq!(class(&fixed, "nodes").added, 1);
+    assert_eq!(
+        relation(&fixed, "slice_nodes").added,
+        1,
+        "node 3 joins its slice"
+    );
+}
+
+backend_tests!(
+    broken_streams_leave_the_cache_untouched,
+    one_refresh_per_peer_and_readers_keep_answering,
+    mass_delete_guard_refuses_until_forced,
+    bad_peer_data_is_skipped_object_by_object,
+);

@@ -2,7 +2,7 @@
 
 use crate::proto::v1 as pb;
 use crate::proto::v1::registry_service_server::RegistryService;
-use crate::registry::sites;
+use crate::registry::{persons, sites};
 use crate::store::Store;
 
 use super::delegate_service;
@@ -26,4 +26,9 @@ delegate_service!(RegistryApi, RegistryService {
     list_sites(pb::ListRequest) -> pb::ListSitesResponse => sites::list;
     update_site(pb::UpdateSiteRequest) -> pb::Site => sites::update;
     delete_site(pb::DeleteRequest) -> pb::DeleteResponse => sites::delete;
+    create_person(pb::CreatePersonRequest) -> pb::Person => persons::create;
+    get_person(pb::GetPersonRequest) -> pb::Person => persons::get;
+    list_persons(pb::ListRequest) -> pb::ListPersonsResponse => persons::list;
+    update_person(pb::UpdatePersonRequest) -> pb::Person => persons::update;
+    delete_person(pb::DeleteRequest) -> pb::DeleteResponse => persons::delete;
 });

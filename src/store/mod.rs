@@ -31,8 +31,10 @@
 
 pub mod schema;
 
+pub mod keys;
 pub mod listing;
 pub mod peers;
+pub mod persons;
 pub mod sites;
 pub mod tokens;
 

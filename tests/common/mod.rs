@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod foreign;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};

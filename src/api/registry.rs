@@ -2,7 +2,7 @@
 
 use crate::proto::v1 as pb;
 use crate::proto::v1::registry_service_server::RegistryService;
-use crate::registry::{persons, sites};
+use crate::registry::{keys, persons, sites};
 use crate::store::Store;
 
 use super::delegate_service;
@@ -31,4 +31,9 @@ delegate_service!(RegistryApi, RegistryService {
     list_persons(pb::ListRequest) -> pb::ListPersonsResponse => persons::list;
     update_person(pb::UpdatePersonRequest) -> pb::Person => persons::update;
     delete_person(pb::DeleteRequest) -> pb::DeleteResponse => persons::delete;
+    create_key(pb::CreateKeyRequest) -> pb::Key => keys::create;
+    get_key(pb::GetKeyRequest) -> pb::Key => keys::get;
+    list_keys(pb::ListRequest) -> pb::ListKeysResponse => keys::list;
+    update_key(pb::UpdateKeyRequest) -> pb::Key => keys::update;
+    delete_key(pb::DeleteRequest) -> pb::DeleteResponse => keys::delete;
 });

@@ -1,15 +1,20 @@
 //! Persons through the admin API: create, get (by id and by e-mail), list
 //! with pages and scopes, update, delete, every validation error, password
-//! hashing, and the read-only rule for persons cached from peers; on both
-//! backends.
+//! hashing, site and role memberships (primary-site switching, idempotent
+//! adds and removes), deletion cascades, and the read-only rule for persons
+//! cached from peers; on both backends.
 
 mod common;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use common::foreign::Foreign;
 use common::{Backend, TestServer, assert_status};
+use fedreg::proto::v1::registry_service_client::RegistryServiceClient;
 use fedreg::proto::v1::{self as pb, get_person_request::Key};
 use tonic::Code;
+
+/// The admin API client.
+type Client = RegistryServiceClient<common::Authed>;
 
 fn person(email: &str) -> pb::CreatePersonRequest {
     pb::CreatePersonRequest {
@@ -558,10 +563,472 @@ async fn foreign_persons_are_read_only(backend: Backend) {
     assert_eq!(still.first_name, "Foreign");
 }
 
+fn site(login_base: &str) -> pb::CreateSiteRequest {
+    pb::CreateSiteRequest {
+        login_base: login_base.into(),
+        name: format!("Site {login_base}"),
+        ..Default::default()
+    }
+}
+
+fn at_site(person_id: i64, site_id: i64, is_primary: bool) -> pb::PersonSiteRequest {
+    pb::PersonSiteRequest {
+        person_id,
+        site_id,
+        is_primary,
+    }
+}
+
+fn role(person_id: i64, role_id: i32) -> pb::PersonRoleRequest {
+    pb::PersonRoleRequest { person_id, role_id }
+}
+
+/// Ids of the persons of a site and of those whose primary site it is.
+async fn members(api: &mut Client, site_id: i64) -> (Vec<i64>, Vec<i64>) {
+    let site = api
+        .get_site(pb::GetSiteRequest {
+            key: Some(pb::get_site_request::Key::SiteId(site_id)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (site.person_ids, site.primary_person_ids)
+}
+
+async fn site_memberships_and_primary_switching(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let mut api = server.registry().await;
+    let p = api
+        .create_person(person("p@example.org"))
+        .await
+        .unwrap()
+        .into_inner();
+    let q = api
+        .create_person(person("q@example.org"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids = Vec::new();
+    for lb in ["a", "b", "c"] {
+        ids.push(
+            api.create_site(site(lb))
+                .await
+                .unwrap()
+                .into_inner()
+                .site_id,
+        );
+    }
+    let [a, b, c] = ids[..] else { unreachable!() };
+    let pid = p.person_id;
+
+    let got = api
+        .add_person_to_site(at_site(pid, a, false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((got.site_ids.clone(), got.primary_site_id), (vec![a], None));
+    let got = api
+        .add_person_to_site(at_site(pid, b, true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (got.site_ids.clone(), got.primary_site_id),
+        (vec![a, b], Some(b))
+    );
+    // Another person's primary site is independent.
+    api.add_person_to_site(at_site(q.person_id, b, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        members(&mut api, b).await,
+        (vec![pid, q.person_id], vec![pid, q.person_id])
+    );
+
+    // Switching the primary site demotes the previous one.
+    let got = api
+        .add_person_to_site(at_site(pid, a, true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (got.site_ids.clone(), got.primary_site_id),
+        (vec![a, b], Some(a))
+    );
+    assert_eq!(members(&mut api, a).await, (vec![pid], vec![pid]));
+    assert_eq!(
+        members(&mut api, b).await,
+        (vec![pid, q.person_id], vec![q.person_id])
+    );
+    // Adding again without is_primary keeps the primary site; so does a new site.
+    let got = api
+        .add_person_to_site(at_site(pid, a, false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (got.site_ids.clone(), got.primary_site_id),
+        (vec![a, b], Some(a))
+    );
+    let got = api
+        .add_person_to_site(at_site(pid, c, false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (got.site_ids.clone(), got.primary_site_id),
+        (vec![a, b, c], Some(a))
+    );
+    // Adding the primary site as primary again changes nothing.
+    let got = api
+        .add_person_to_site(at_site(pid, a, true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (got.site_ids.clone(), got.primary_site_id),
+        (vec![a, b, c], Some(a))
+    );
+
+    // Removing the primary site leaves the person without one.
+    let got = api
+        .remove_person_from_site(at_site(pid, a, false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (got.site_ids.clone(), got.primary_site_id),
+        (vec![b, c], None)
+    );
+    let again = api
+        .remove_person_from_site(at_site(pid, a, false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((again.site_ids, again.primary_site_id), (vec![b, c], None));
+    assert_eq!(members(&mut api, a).await, (vec![], vec![]));
+    let listed = api
+        .list_persons(pb::ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.persons[0].site_ids, [b, c]);
+    assert_eq!(listed.persons[1].site_ids, [b]);
+    assert_eq!(listed.persons[1].primary_site_id, Some(b));
+
+    // Deleting a site removes its memberships.
+    api.delete_site(pb::DeleteRequest { id: b }).await.unwrap();
+    let got = api
+        .get_person(by_id(q.person_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((got.site_ids, got.primary_site_id), (vec![], None));
+}
+
+async fn site_membership_errors(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let foreign = Foreign::of(&server);
+    let mut api = server.registry().await;
+    let local = api
+        .create_person(person("p@example.org"))
+        .await
+        .unwrap()
+        .into_inner();
+    let site_id = api
+        .create_site(site("local"))
+        .await
+        .unwrap()
+        .into_inner()
+        .site_id;
+    let plc = foreign.peer("plc").await;
+    let remote_person = foreign.person(plc, 3, "remote@plc.org").await;
+    let remote_site = foreign.site(plc, 4, "plcsite").await;
+    let pid = local.person_id;
+
+    for primary in [false, true] {
+        assert_status(
+            api.add_person_to_site(at_site(9999, site_id, primary))
+                .await,
+            Code::NotFound,
+            &["person_id", "9999"],
+        );
+        assert_status(
+            api.add_person_to_site(at_site(pid, 8888, primary)).await,
+            Code::NotFound,
+            &["site_id", "8888"],
+        );
+        assert_status(
+            api.add_person_to_site(at_site(remote_person, site_id, primary))
+                .await,
+            Code::FailedPrecondition,
+            &["remote@plc.org", "peer"],
+        );
+        assert_status(
+            api.add_person_to_site(at_site(pid, remote_site, primary))
+                .await,
+            Code::FailedPrecondition,
+            &["plcsite", "peer"],
+        );
+    }
+    assert_status(
+        api.remove_person_from_site(at_site(9999, site_id, false))
+            .await,
+        Code::NotFound,
+        &["person_id", "9999"],
+    );
+    assert_status(
+        api.remove_person_from_site(at_site(pid, 8888, false)).await,
+        Code::NotFound,
+        &["site_id", "8888"],
+    );
+    assert_status(
+        api.remove_person_from_site(at_site(remote_person, site_id, false))
+            .await,
+        Code::FailedPrecondition,
+        &["remote@plc.org", "peer"],
+    );
+    assert_status(
+        api.remove_person_from_site(at_site(pid, remote_site, false))
+            .await,
+        Code::FailedPrecondition,
+        &["plcsite", "peer"],
+    );
+    assert_eq!(foreign.links_of(pid, &[]).await[0], 0);
+    assert_eq!(foreign.links_of(remote_person, &[]).await[0], 0);
+}
+
+async fn role_memberships(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let foreign = Foreign::of(&server);
+    let mut api = server.registry().await;
+    let p = api
+        .create_person(person("p@example.org"))
+        .await
+        .unwrap()
+        .into_inner();
+    let pid = p.person_id;
+
+    let got = api
+        .add_role_to_person(role(pid, 20))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.role_ids, [20]);
+    let got = api
+        .add_role_to_person(role(pid, 10))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.role_ids, [10, 20]);
+    // Granting a role held is accepted and changes nothing.
+    let got = api
+        .add_role_to_person(role(pid, 20))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.role_ids, [10, 20]);
+    let got = api
+        .add_role_to_person(role(pid, 40))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.role_ids, [10, 20, 40]);
+    let got = api
+        .remove_role_from_person(role(pid, 10))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.role_ids, [20, 40]);
+    // Revoking a role not held is accepted and changes nothing.
+    let got = api
+        .remove_role_from_person(role(pid, 10))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.role_ids, [20, 40]);
+    assert_eq!(
+        api.get_person(by_id(pid))
+            .await
+            .unwrap()
+            .into_inner()
+            .role_ids,
+        [20, 40]
+    );
+
+    for bad in [0, 15, 50] {
+        assert_status(
+            api.add_role_to_person(role(pid, bad)).await,
+            Code::InvalidArgument,
+            &["role_id", &bad.to_string()],
+        );
+        assert_status(
+            api.remove_role_from_person(role(pid, bad)).await,
+            Code::InvalidArgument,
+            &["role_id", &bad.to_string()],
+        );
+    }
+    assert_status(
+        api.add_role_to_person(role(9999, 30)).await,
+        Code::NotFound,
+        &["person_id", "9999"],
+    );
+    assert_status(
+        api.remove_role_from_person(role(9999, 30)).await,
+        Code::NotFound,
+        &["person_id", "9999"],
+    );
+    let plc = foreign.peer("plc").await;
+    let remote = foreign.person(plc, 3, "remote@plc.org").await;
+    assert_status(
+        api.add_role_to_person(role(remote, 30)).await,
+        Code::FailedPrecondition,
+        &["remote@plc.org", "peer"],
+    );
+    assert_status(
+        api.remove_role_from_person(role(remote, 30)).await,
+        Code::FailedPrecondition,
+        &["remote@plc.org", "peer"],
+    );
+    assert_eq!(
+        api.get_person(by_id(pid))
+            .await
+            .unwrap()
+            .into_inner()
+            .role_ids,
+        [20, 40]
+    );
+    assert_eq!(foreign.links_of(remote, &[]).await[1], 0);
+}
+
+async fn delete_cascades(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let foreign = Foreign::of(&server);
+    let mut api = server.registry().await;
+    let p = api
+        .create_person(person("p@example.org"))
+        .await
+        .unwrap()
+        .into_inner()
+        .person_id;
+    let q = api
+        .create_person(person("q@example.org"))
+        .await
+        .unwrap()
+        .into_inner()
+        .person_id;
+    let a = api
+        .create_site(site("a"))
+        .await
+        .unwrap()
+        .into_inner()
+        .site_id;
+    let b = api
+        .create_site(site("b"))
+        .await
+        .unwrap()
+        .into_inner()
+        .site_id;
+    let mut p_keys = Vec::new();
+    for n in 1..=2 {
+        let key = api
+            .create_key(pb::CreateKeyRequest {
+                person_id: p,
+                key_type: "ssh".into(),
+                key: key_line(n),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        p_keys.push(key.key_id);
+    }
+    let q_key = api
+        .create_key(pb::CreateKeyRequest {
+            person_id: q,
+            key_type: "ssh".into(),
+            key: key_line(3),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for (person_id, site_id, primary) in [(p, a, true), (p, b, false), (q, a, false)] {
+        api.add_person_to_site(at_site(person_id, site_id, primary))
+            .await
+            .unwrap();
+    }
+    for (person_id, role_id) in [(p, 20), (p, 30), (q, 30)] {
+        api.add_role_to_person(role(person_id, role_id))
+            .await
+            .unwrap();
+    }
+    let slice = foreign.slice_with(a, "a_test", p, &[p, q]).await;
+
+    let before = api.get_person(by_id(p)).await.unwrap().into_inner();
+    assert_eq!(before.key_ids, p_keys);
+    assert_eq!(before.slice_ids, [slice]);
+    assert_eq!(
+        (before.site_ids, before.primary_site_id),
+        (vec![a, b], Some(a))
+    );
+    assert_eq!(before.role_ids, [20, 30]);
+    assert_eq!(foreign.links_of(p, &p_keys).await, [2, 2, 2, 1, 2]);
+
+    api.delete_person(pb::DeleteRequest { id: p })
+        .await
+        .unwrap();
+
+    assert_eq!(foreign.links_of(p, &p_keys).await, [0, 0, 0, 0, 0]);
+    for key_id in &p_keys {
+        assert_status(
+            api.get_key(pb::GetKeyRequest { key_id: *key_id }).await,
+            Code::NotFound,
+            &["key_id", &key_id.to_string()],
+        );
+    }
+    let keys = api
+        .list_keys(pb::ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        keys.keys,
+        vec![q_key.clone()],
+        "the other person's key stays"
+    );
+    assert_eq!(members(&mut api, a).await, (vec![q], vec![]));
+    assert_eq!(members(&mut api, b).await, (vec![], vec![]));
+    assert_eq!(
+        foreign.slice_creator(slice).await,
+        None,
+        "the slice stays, without creator"
+    );
+    let other = api.get_person(by_id(q)).await.unwrap().into_inner();
+    assert_eq!(other.key_ids, [q_key.key_id]);
+    assert_eq!(other.site_ids, [a]);
+    assert_eq!(other.role_ids, [30]);
+    assert_eq!(other.slice_ids, [slice]);
+}
+
+/// A well-formed ed25519 public key line, distinct for each `n`.
+fn key_line(n: u8) -> String {
+    use base64::Engine as _;
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&11u32.to_be_bytes());
+    blob.extend_from_slice(b"ssh-ed25519");
+    blob.extend_from_slice(&32u32.to_be_bytes());
+    blob.extend_from_slice(&[n; 32]);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(blob);
+    format!("ssh-ed25519 {b64}")
+}
+
 backend_tests!(
     create_get_update_delete,
     validation_errors,
     password_is_stored_hashed,
     pagination_and_filters,
     foreign_persons_are_read_only,
+    site_memberships_and_primary_switching,
+    site_membership_errors,
+    role_memberships,
+    delete_cascades,
 );

@@ -36,4 +36,8 @@ delegate_service!(RegistryApi, RegistryService {
     list_keys(pb::ListRequest) -> pb::ListKeysResponse => keys::list;
     update_key(pb::UpdateKeyRequest) -> pb::Key => keys::update;
     delete_key(pb::DeleteRequest) -> pb::DeleteResponse => keys::delete;
+    add_person_to_site(pb::PersonSiteRequest) -> pb::Person => persons::add_to_site;
+    remove_person_from_site(pb::PersonSiteRequest) -> pb::Person => persons::remove_from_site;
+    add_role_to_person(pb::PersonRoleRequest) -> pb::Person => persons::add_role;
+    remove_role_from_person(pb::PersonRoleRequest) -> pb::Person => persons::remove_role;
 });

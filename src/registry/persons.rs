@@ -1,4 +1,5 @@
-//! Persons: create, read, update, delete.
+//! Persons: create, read, update, delete, and their site and role
+//! memberships.
 //!
 //! E-mail addresses are unique among local persons only: a peer's persons
 //! may use an address a local person uses. Passwords are stored as argon2
@@ -10,7 +11,8 @@ use rand::RngCore;
 
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
-use crate::registry::{self, validate};
+use crate::registry::{self, sites, validate};
+use crate::store::memberships;
 use crate::store::persons::{self, NewPerson, PersonChanges, PersonRelations, PersonRow};
 use crate::store::{DbConn, Store, now};
 
@@ -218,6 +220,81 @@ pub async fn delete(store: &Store, req: pb::DeleteRequest) -> Result<pb::DeleteR
             require_local(c, req.id).await?;
             persons::delete(c, req.id).await?;
             Ok(pb::DeleteResponse {})
+        })
+    })
+    .await
+}
+
+/// A local person and a local site, for a change of their link: NOT_FOUND
+/// when either is missing, FAILED_PRECONDITION when either is foreign.
+async fn require_local_pair(conn: &mut DbConn, person_id: i64, site_id: i64) -> Result<()> {
+    require_local(conn, person_id).await?;
+    let site = sites::require(conn, site_id).await?;
+    registry::require_local("site", &site.login_base, site.peer_id)
+}
+
+/// Marks a person changed and returns it after a change of its memberships.
+async fn touched(conn: &mut DbConn, person_id: i64) -> Result<pb::Person> {
+    persons::touch(conn, person_id, now()).await?;
+    let row = require(conn, person_id).await?;
+    load(conn, row).await
+}
+
+/// Affiliates a local person with a local site. With `is_primary` the site
+/// becomes the person's primary site and the previous one is demoted, in
+/// the same transaction. Adding an existing affiliation succeeds (and
+/// changes the primary site when asked to).
+pub async fn add_to_site(store: &Store, req: pb::PersonSiteRequest) -> Result<pb::Person> {
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            require_local_pair(c, req.person_id, req.site_id).await?;
+            memberships::add_person_site(c, req.person_id, req.site_id, req.is_primary).await?;
+            touched(c, req.person_id).await
+        })
+    })
+    .await
+}
+
+/// Removes a local person from a local site; removing an absent
+/// affiliation succeeds and changes nothing.
+pub async fn remove_from_site(store: &Store, req: pb::PersonSiteRequest) -> Result<pb::Person> {
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            require_local_pair(c, req.person_id, req.site_id).await?;
+            memberships::remove_person_site(c, req.person_id, req.site_id).await?;
+            touched(c, req.person_id).await
+        })
+    })
+    .await
+}
+
+/// Grants a role to a local person; granting a role held succeeds and
+/// changes nothing.
+pub async fn add_role(store: &Store, req: pb::PersonRoleRequest) -> Result<pb::Person> {
+    let role_id = validate::role_id(req.role_id)?;
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            require_local(c, req.person_id).await?;
+            memberships::add_person_role(c, req.person_id, role_id).await?;
+            touched(c, req.person_id).await
+        })
+    })
+    .await
+}
+
+/// Revokes a role from a local person; revoking a role not held succeeds
+/// and changes nothing.
+pub async fn remove_role(store: &Store, req: pb::PersonRoleRequest) -> Result<pb::Person> {
+    let role_id = validate::role_id(req.role_id)?;
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            require_local(c, req.person_id).await?;
+            memberships::remove_person_role(c, req.person_id, role_id).await?;
+            touched(c, req.person_id).await
         })
     })
     .await

@@ -33,6 +33,7 @@ pub mod schema;
 
 pub mod keys;
 pub mod listing;
+pub mod memberships;
 pub mod peers;
 pub mod persons;
 pub mod sites;

@@ -4,7 +4,9 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use fedreg::store::schema::{peers, slice_person, slices};
+use fedreg::store::schema::{
+    keys as keys_table, peers, person_key, person_role, person_site, slice_person, slices,
+};
 use fedreg::store::{Store, keys, persons, sites};
 use fedreg::with_db;
 
@@ -178,5 +180,52 @@ impl Foreign {
     pub async fn person_row(&self, person_id: i64) -> persons::PersonRow {
         let mut conn = self.store.read().await.unwrap();
         persons::by_id(&mut conn, person_id).await.unwrap().unwrap()
+    }
+
+    /// Rows left in each link table of a person, and the number of keys:
+    /// `[person_site, person_role, person_key, slice_person, keys]`.
+    pub async fn links_of(&self, person_id: i64, key_ids: &[i64]) -> [i64; 5] {
+        let mut conn = self.store.read().await.unwrap();
+        let sites: i64 = with_db!(conn, |c| {
+            person_site::table
+                .filter(person_site::person_id.eq(person_id))
+                .count()
+                .get_result(c)
+                .await
+        })
+        .unwrap();
+        let roles: i64 = with_db!(conn, |c| {
+            person_role::table
+                .filter(person_role::person_id.eq(person_id))
+                .count()
+                .get_result(c)
+                .await
+        })
+        .unwrap();
+        let owned: i64 = with_db!(conn, |c| {
+            person_key::table
+                .filter(person_key::person_id.eq(person_id))
+                .count()
+                .get_result(c)
+                .await
+        })
+        .unwrap();
+        let slices: i64 = with_db!(conn, |c| {
+            slice_person::table
+                .filter(slice_person::person_id.eq(person_id))
+                .count()
+                .get_result(c)
+                .await
+        })
+        .unwrap();
+        let keys: i64 = with_db!(conn, |c| {
+            keys_table::table
+                .filter(keys_table::key_id.eq_any(key_ids))
+                .count()
+                .get_result(c)
+                .await
+        })
+        .unwrap();
+        [sites, roles, owned, slices, keys]
     }
 }

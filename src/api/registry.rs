@@ -2,7 +2,7 @@
 
 use crate::proto::v1 as pb;
 use crate::proto::v1::registry_service_server::RegistryService;
-use crate::registry::sites;
+use crate::registry::{keys, persons, sites};
 use crate::store::Store;
 
 use super::delegate_service;
@@ -26,4 +26,18 @@ delegate_service!(RegistryApi, RegistryService {
     list_sites(pb::ListRequest) -> pb::ListSitesResponse => sites::list;
     update_site(pb::UpdateSiteRequest) -> pb::Site => sites::update;
     delete_site(pb::DeleteRequest) -> pb::DeleteResponse => sites::delete;
+    create_person(pb::CreatePersonRequest) -> pb::Person => persons::create;
+    get_person(pb::GetPersonRequest) -> pb::Person => persons::get;
+    list_persons(pb::ListRequest) -> pb::ListPersonsResponse => persons::list;
+    update_person(pb::UpdatePersonRequest) -> pb::Person => persons::update;
+    delete_person(pb::DeleteRequest) -> pb::DeleteResponse => persons::delete;
+    create_key(pb::CreateKeyRequest) -> pb::Key => keys::create;
+    get_key(pb::GetKeyRequest) -> pb::Key => keys::get;
+    list_keys(pb::ListRequest) -> pb::ListKeysResponse => keys::list;
+    update_key(pb::UpdateKeyRequest) -> pb::Key => keys::update;
+    delete_key(pb::DeleteRequest) -> pb::DeleteResponse => keys::delete;
+    add_person_to_site(pb::PersonSiteRequest) -> pb::Person => persons::add_to_site;
+    remove_person_from_site(pb::PersonSiteRequest) -> pb::Person => persons::remove_from_site;
+    add_role_to_person(pb::PersonRoleRequest) -> pb::Person => persons::add_role;
+    remove_role_from_person(pb::PersonRoleRequest) -> pb::Person => persons::remove_role;
 });

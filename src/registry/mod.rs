@@ -5,6 +5,8 @@
 //! plain data) and return the generated object messages, so the gRPC
 //! services stay one line per method. One module per kind of object.
 
+pub mod keys;
+pub mod persons;
 pub mod sites;
 pub mod validate;
 

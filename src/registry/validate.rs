@@ -120,6 +120,129 @@ pub fn hostname(value: &str) -> Result<String> {
     Ok(v)
 }
 
+/// Key types this registry knows, mirroring the `key_types` table.
+pub const KEY_TYPES: &[&str] = &["ssh"];
+
+/// Public-key algorithms accepted in an OpenSSH key line.
+pub const SSH_KEY_ALGORITHMS: &[&str] = &[
+    "ssh-rsa",
+    "ssh-ed25519",
+    "ssh-dss",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// Longest key line accepted (an RSA key of 16384 bits is about 2,800 characters).
+const MAX_KEY_LEN: usize = 16 * 1024;
+
+/// A public key of type `key_type`, given in the field `field`.
+///
+/// `key_type` must be one of [`KEY_TYPES`] (otherwise the error names
+/// `key_type`). For `ssh` the key must be an OpenSSH v2 public key line,
+/// `<algorithm> <base64> [comment]`: the algorithm one of
+/// [`SSH_KEY_ALGORITHMS`], the base64 decoding to a key blob whose first
+/// length-prefixed string is that algorithm. Returns the line trimmed, with
+/// the algorithm and the base64 separated by single spaces.
+pub fn ssh_key(field: &'static str, key_type: &str, key: &str) -> Result<String> {
+    if !KEY_TYPES.contains(&key_type) {
+        return Err(Error::invalid(
+            "key_type",
+            key_type,
+            format!("unknown key type; known: {}", KEY_TYPES.join(", ")),
+        ));
+    }
+    let bad = |reason: &str| Error::invalid(field, truncate(key, 60), reason);
+    if key.len() > MAX_KEY_LEN {
+        return Err(bad(&format!("must be at most {MAX_KEY_LEN} characters")));
+    }
+    let line = key.trim();
+    if line.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(bad("must be a single line of printable characters"));
+    }
+    let (algo, rest) = line.split_once([' ', '\t']).unwrap_or((line, ""));
+    let rest = rest.trim_start();
+    let (blob64, comment) = rest.split_once([' ', '\t']).unwrap_or((rest, ""));
+    let comment = comment.trim();
+    if algo.is_empty() || blob64.is_empty() {
+        return Err(bad(
+            "must be an OpenSSH public key line: <algorithm> <base64> [comment]",
+        ));
+    }
+    if !SSH_KEY_ALGORITHMS.contains(&algo) {
+        return Err(bad(&format!(
+            "unknown algorithm {algo:?}; known: {}",
+            SSH_KEY_ALGORITHMS.join(", ")
+        )));
+    }
+    use base64::Engine as _;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(blob64)
+        .map_err(|_| bad("the key data is not valid base64"))?;
+    match ssh_string(&blob) {
+        Some((name, rest)) if name == algo.as_bytes() && !rest.is_empty() => {}
+        Some((name, _)) if name != algo.as_bytes() => {
+            return Err(bad(&format!(
+                "the key data is for algorithm {:?}, not {algo:?}",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        _ => return Err(bad("the key data is not an OpenSSH public key blob")),
+    }
+    Ok(if comment.is_empty() {
+        format!("{algo} {blob64}")
+    } else {
+        format!("{algo} {blob64} {comment}")
+    })
+}
+
+/// Splits an SSH wire-format string (a big-endian u32 length, then the
+/// bytes) off the front of `data`.
+fn ssh_string(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len_bytes: [u8; 4] = data.get(..4)?.try_into().ok()?;
+    let len = usize::try_from(u32::from_be_bytes(len_bytes)).ok()?;
+    let end = 4usize.checked_add(len)?;
+    Some((data.get(4..end)?, data.get(end..)?))
+}
+
+/// Roles a person can hold, mirroring the `roles` table.
+pub const ROLES: &[(i32, &str)] = &[(10, "admin"), (20, "pi"), (30, "user"), (40, "tech")];
+
+/// A role id: one of [`ROLES`].
+pub fn role_id(value: i32) -> Result<i32> {
+    if ROLES.iter().any(|&(id, _)| id == value) {
+        return Ok(value);
+    }
+    let known: Vec<String> = ROLES
+        .iter()
+        .map(|(id, name)| format!("{id} {name}"))
+        .collect();
+    Err(Error::invalid(
+        "role_id",
+        value,
+        format!("unknown role; known: {}", known.join(", ")),
+    ))
+}
+
+/// Longest password accepted, in characters (PLCAPI's limit).
+const MAX_PASSWORD_LEN: usize = 254;
+
+/// A password: empty for none, at most 254 characters. Returned as given,
+/// not trimmed (spaces may be part of it); errors never echo it.
+pub fn password(value: &str) -> Result<&str> {
+    let len = value.chars().count();
+    if len > MAX_PASSWORD_LEN {
+        return Err(Error::invalid(
+            "password",
+            format!("<{len} characters>"),
+            format!("must be at most {MAX_PASSWORD_LEN} characters"),
+        ));
+    }
+    Ok(value)
+}
+
 fn is_hostname(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 253
@@ -140,16 +263,7 @@ fn truncate(value: &str, max: usize) -> String {
     }
 }
 
-// PEERING-TEMP: replaced by the registry's own validators on merge.
-/// A key line.
-pub fn ssh_key(field: &'static str, _key_type: &str, key: &str) -> Result<String> {
-    let v = key.trim();
-    if v.split_whitespace().count() < 2 {
-        return Err(Error::invalid(field, v, "not an OpenSSH public key line"));
-    }
-    Ok(v.to_owned())
-}
-
+// PEERING-TEMP: replaced by the registry's own validator on merge.
 /// A slice name and its login_base.
 pub fn slice_name(value: &str) -> Result<(String, String)> {
     let (base, _) = value
@@ -194,5 +308,109 @@ mod tests {
         for bad in ["node1", "-a.example.org", "a_b.example.org", "a..b.org", ""] {
             assert!(hostname(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPvvqw9iINxFT3PSUP8rf7ccpPL6cmKkdqN8pHQ7ob+c jane@laptop";
+    const RSA: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDMXwBs0ZIW1Q1d4beWmcCa8WNFRQFj71ocCCukvWbN8scCRp2sVEKwH4gRmt/MSrq9PS9SH1Kxrc5tJTCtoobmyHMsuB9wG502Sh3yAmyIypEY62o8qFdnwa/XMmHKMyYn9aRGGabtkOWYZMP5oH6ZWVhs4lKEvaV8z60MbpUpWw==";
+    const ECDSA: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBP3qcUK5iASIHF/sZ9lBGUzwpgQkZiaz3m3OvQRfSbYVXcXnwsCw6g3gmKA9mKuwJtc2iB+yEsCN+d2avWX0ErE= ec key";
+
+    /// The field named by an invalid-argument error.
+    fn field_of(e: Error) -> &'static str {
+        match e {
+            Error::InvalidArgument { field, .. } => field,
+            other => panic!("not an invalid argument: {other}"),
+        }
+    }
+
+    #[test]
+    fn ssh_key_accepts_openssh_lines() {
+        assert_eq!(ssh_key("key", "ssh", ED25519).unwrap(), ED25519);
+        assert_eq!(ssh_key("key", "ssh", RSA).unwrap(), RSA);
+        assert_eq!(ssh_key("key", "ssh", ECDSA).unwrap(), ECDSA);
+        // Surrounding and separating whitespace is normalised, the comment kept.
+        let messy = format!("  {}\t {}  \n", &ED25519[..11], &ED25519[12..]);
+        assert_eq!(ssh_key("key", "ssh", &messy).unwrap(), ED25519);
+    }
+
+    #[test]
+    fn ssh_key_rejects_unknown_key_type() {
+        let e = ssh_key("key", "x509", ED25519).unwrap_err();
+        assert!(e.to_string().contains("x509"), "{e}");
+        assert_eq!(field_of(e), "key_type");
+        assert_eq!(
+            field_of(ssh_key("key", "", ED25519).unwrap_err()),
+            "key_type"
+        );
+    }
+
+    #[test]
+    fn ssh_key_rejects_malformed_lines() {
+        let blob = ED25519.split(' ').nth(1).unwrap();
+        let cases = [
+            String::new(),
+            "ssh-ed25519".to_owned(),
+            format!("ssh-foo {blob}"),
+            format!("ssh-ed25519 {}", &blob[..blob.len() - 3]),
+            "ssh-ed25519 not*base64".to_owned(),
+            // Valid base64 of an ed25519 blob announced as another algorithm.
+            format!("ssh-rsa {blob} x"),
+            // Valid base64 that is not a key blob.
+            "ssh-ed25519 aGVsbG8gd29ybGQ=".to_owned(),
+            format!("ssh-ed25519 {blob} two\nlines"),
+            format!("ssh-ed25519 {blob} {}", "x".repeat(MAX_KEY_LEN)),
+        ];
+        for bad in cases {
+            let e = ssh_key("keys.key", "ssh", &bad).unwrap_err();
+            assert_eq!(field_of(e), "keys.key", "{bad:?}");
+        }
+        let e = ssh_key("key", "ssh", &format!("ssh-rsa {blob}")).unwrap_err();
+        assert!(e.to_string().contains("ssh-ed25519"), "{e}");
+    }
+
+    #[test]
+    fn ssh_key_blob_must_name_its_algorithm() {
+        use base64::Engine as _;
+        let encode = |blob: &[u8]| base64::engine::general_purpose::STANDARD.encode(blob);
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&11u32.to_be_bytes());
+        blob.extend_from_slice(b"ssh-ed25519");
+        blob.extend_from_slice(&32u32.to_be_bytes());
+        blob.extend_from_slice(&[7u8; 32]);
+        assert!(ssh_key("key", "ssh", &format!("ssh-ed25519 {}", encode(&blob))).is_ok());
+        // The name alone, with no key material after it.
+        assert!(
+            ssh_key(
+                "key",
+                "ssh",
+                &format!("ssh-ed25519 {}", encode(&blob[..15]))
+            )
+            .is_err()
+        );
+        // A length prefix running past the end of the blob.
+        let mut short = blob.clone();
+        short[3] = 200;
+        assert!(ssh_key("key", "ssh", &format!("ssh-ed25519 {}", encode(&short))).is_err());
+    }
+
+    #[test]
+    fn role_ids() {
+        for id in [10, 20, 30, 40] {
+            assert_eq!(role_id(id).unwrap(), id);
+        }
+        for bad in [0, 15, 50, -10] {
+            let e = role_id(bad).unwrap_err();
+            assert!(e.to_string().contains(&bad.to_string()), "{e}");
+            assert_eq!(field_of(e), "role_id");
+        }
+    }
+
+    #[test]
+    fn password_length_is_bounded_and_never_echoed() {
+        assert_eq!(password("").unwrap(), "");
+        assert_eq!(password(" s3cret ").unwrap(), " s3cret ");
+        let long = "p".repeat(255);
+        let e = password(&long).unwrap_err();
+        assert!(!e.to_string().contains(&long[..20]), "{e}");
+        assert_eq!(field_of(e), "password");
     }
 }

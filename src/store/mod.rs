@@ -32,8 +32,11 @@
 pub mod schema;
 
 pub mod cache;
+pub mod keys;
 pub mod listing;
+pub mod memberships;
 pub mod peers;
+pub mod persons;
 pub mod sites;
 pub mod tokens;
 

@@ -10,6 +10,7 @@
 
 pub mod fake_peer;
 pub mod federation;
+pub mod foreign;
 pub mod peers;
 
 use std::sync::atomic::{AtomicU32, Ordering};

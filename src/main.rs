@@ -1,5 +1,7 @@
 //! The `fedreg` binary: parses the command line and runs it.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -10,6 +12,8 @@ async fn main() -> std::process::ExitCode {
             EnvFilter::try_from_env("FEDREG_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours for a person at a terminal; plain text for log files and journald.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     match fedreg::cli::run(fedreg::cli::Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -70,7 +70,7 @@ fn fedreg(data_dir: &Path, database_url: Option<String>) -> Command {
     }
     command
         .env("FEDREG_LOG", "info")
-        .env("NO_COLOR", "1")
+        .env_remove("NO_COLOR")
         .arg("--data-dir")
         .arg(data_dir)
         .args(database_url.map(|url| format!("--database-url={url}")))
@@ -322,6 +322,10 @@ async fn sigterm_stops_cleanly(backend: Backend) {
     assert!(
         stderr.iter().any(|l| l.contains("shutting down")),
         "{stderr:#?}"
+    );
+    assert!(
+        stderr.iter().all(|l| !l.contains('\x1b')),
+        "no terminal colours in logs that go to a pipe: {stderr:#?}"
     );
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),

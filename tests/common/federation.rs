@@ -169,3 +169,94 @@ macro_rules! counts {
         }
     };
 }
+
+/// An OpenSSH ed25519 public key line with key bytes made from `seed`.
+pub fn ssh_key(seed: u8, comment: &str) -> String {
+    use base64::Engine;
+    let mut blob = Vec::new();
+    for part in [&b"ssh-ed25519"[..], &[seed; 32][..]] {
+        blob.extend((part.len() as u32).to_be_bytes());
+        blob.extend(part);
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(blob);
+    format!("ssh-ed25519 {b64} {comment}")
+}
+
+/// Local ids of what [`populate`] created.
+#[derive(Debug, Clone, Default)]
+pub struct Population {
+    /// Site ids.
+    pub sites: Vec<i64>,
+    /// Person ids.
+    pub persons: Vec<i64>,
+    /// Key ids.
+    pub keys: Vec<i64>,
+}
+
+/// Creates `sites` sites (`<prefix>1`...) and `persons` enabled persons
+/// with role user, each at site `n mod sites` (primary) with
+/// `keys_per_person` keys, through the admin API.
+pub async fn populate(
+    server: &TestServer,
+    prefix: &str,
+    sites: usize,
+    persons: usize,
+    keys_per_person: usize,
+) -> Population {
+    let mut api = server.registry().await;
+    let mut out = Population::default();
+    for i in 0..sites {
+        let site = api
+            .create_site(pb::CreateSiteRequest {
+                login_base: format!("{prefix}{i}"),
+                name: format!("Site {i} of {prefix}"),
+                ..Default::default()
+            })
+            .await
+            .expect("create site")
+            .into_inner();
+        out.sites.push(site.site_id);
+    }
+    for i in 0..persons {
+        let person = api
+            .create_person(pb::CreatePersonRequest {
+                email: format!("user{i}@{prefix}.example.org"),
+                first_name: "User".into(),
+                last_name: format!("{prefix}{i}"),
+                enabled: Some(true),
+                ..Default::default()
+            })
+            .await
+            .expect("create person")
+            .into_inner();
+        api.add_role_to_person(pb::PersonRoleRequest {
+            person_id: person.person_id,
+            role_id: 30,
+        })
+        .await
+        .expect("add role");
+        if !out.sites.is_empty() {
+            api.add_person_to_site(pb::PersonSiteRequest {
+                person_id: person.person_id,
+                site_id: out.sites[i % out.sites.len()],
+                is_primary: true,
+            })
+            .await
+            .expect("add to site");
+        }
+        for k in 0..keys_per_person {
+            let key = api
+                .create_key(pb::CreateKeyRequest {
+                    person_id: person.person_id,
+                    key_type: "ssh".into(),
+                    key: ssh_key((i * 7 + k) as u8, &format!("{prefix}{i}-{k}")),
+                })
+                .await
+                .expect("create key")
+                .into_inner();
+            out.keys.push(key.key_id);
+        }
+        out.persons.push(person.person_id);
+    }
+    out
+}

@@ -2,7 +2,7 @@
 
 use crate::proto::v1 as pb;
 use crate::proto::v1::registry_service_server::RegistryService;
-use crate::registry::{keys, persons, sites};
+use crate::registry::{keys, nodes, persons, sites, slices};
 use crate::store::Store;
 
 use super::delegate_service;
@@ -40,4 +40,21 @@ delegate_service!(RegistryApi, RegistryService {
     remove_person_from_site(pb::PersonSiteRequest) -> pb::Person => persons::remove_from_site;
     add_role_to_person(pb::PersonRoleRequest) -> pb::Person => persons::add_role;
     remove_role_from_person(pb::PersonRoleRequest) -> pb::Person => persons::remove_role;
+
+    create_node(pb::CreateNodeRequest) -> pb::Node => nodes::create;
+    get_node(pb::GetNodeRequest) -> pb::Node => nodes::get;
+    list_nodes(pb::ListRequest) -> pb::ListNodesResponse => nodes::list;
+    update_node(pb::UpdateNodeRequest) -> pb::Node => nodes::update;
+    delete_node(pb::DeleteRequest) -> pb::DeleteResponse => nodes::delete;
+
+    create_slice(pb::CreateSliceRequest) -> pb::Slice => slices::create;
+    get_slice(pb::GetSliceRequest) -> pb::Slice => slices::get;
+    list_slices(pb::ListRequest) -> pb::ListSlicesResponse => slices::list;
+    update_slice(pb::UpdateSliceRequest) -> pb::Slice => slices::update;
+    delete_slice(pb::DeleteRequest) -> pb::DeleteResponse => slices::delete;
+
+    add_nodes_to_slice(pb::SliceNodesRequest) -> pb::Slice => slices::add_nodes;
+    remove_nodes_from_slice(pb::SliceNodesRequest) -> pb::Slice => slices::remove_nodes;
+    add_slice_to_node_whitelist(pb::NodeWhitelistRequest) -> pb::Node => nodes::add_slice_to_whitelist;
+    remove_slice_from_node_whitelist(pb::NodeWhitelistRequest) -> pb::Node => nodes::remove_slice_from_whitelist;
 });

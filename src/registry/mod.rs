@@ -6,8 +6,10 @@
 //! services stay one line per method. One module per kind of object.
 
 pub mod keys;
+pub mod nodes;
 pub mod persons;
 pub mod sites;
+pub mod slices;
 pub mod validate;
 
 use prost_types::Timestamp;

@@ -5,6 +5,8 @@
 //! [`Error::InvalidArgument`] naming the field and the value. The same rules
 //! apply to objects received from peers.
 
+use std::collections::HashSet;
+
 use crate::error::{Error, Result};
 
 /// A site's login_base: lowercase letters, digits and dots, 1 to 32 long.
@@ -243,6 +245,72 @@ pub fn password(value: &str) -> Result<&str> {
     Ok(value)
 }
 
+/// A value of an enumeration table (node types, boot states, slice
+/// instantiations...): `known` is the table's content, read by the caller.
+pub fn one_of(field: &'static str, value: &str, known: &HashSet<String>) -> Result<String> {
+    let v = value.trim();
+    if known.contains(v) {
+        return Ok(v.to_owned());
+    }
+    let mut values: Vec<&str> = known.iter().map(String::as_str).collect();
+    values.sort_unstable();
+    Err(Error::invalid(
+        field,
+        value,
+        format!("must be one of {}", values.join(", ")),
+    ))
+}
+
+/// A slice name `<login_base>_<rest>`: the login_base of the owning site,
+/// then a rest of lowercase letters, digits, `_` and `.`. Returns the name
+/// and its login_base.
+pub fn slice_name(value: &str) -> Result<(String, String)> {
+    let v = value.trim();
+    let bad = |reason: &str| Error::invalid("name", value, reason);
+    if v.len() > 64 {
+        return Err(bad("must be at most 64 characters"));
+    }
+    let (base, rest) = v
+        .split_once('_')
+        .ok_or_else(|| bad("must be <login_base>_<name>"))?;
+    if base.is_empty() || rest.is_empty() {
+        return Err(bad("must be <login_base>_<name>, both parts non-empty"));
+    }
+    if login_base(base).is_err() {
+        return Err(bad(
+            "the part before the first _ must be a login_base (lowercase letters, digits and dots)",
+        ));
+    }
+    if !rest
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+    {
+        return Err(bad(
+            "the part after the first _ may hold only lowercase letters, digits, _ and .",
+        ));
+    }
+    Ok((v.to_owned(), base.to_owned()))
+}
+
+/// A time (Unix seconds) that must be later than `now`.
+pub fn future_time(field: &'static str, secs: i64, now: i64) -> Result<i64> {
+    if secs <= now {
+        return Err(Error::invalid(field, secs, "must be in the future"));
+    }
+    Ok(secs)
+}
+
+/// A non-empty list of ids, sorted and without duplicates.
+pub fn id_list(field: &'static str, ids: &[i64]) -> Result<Vec<i64>> {
+    if ids.is_empty() {
+        return Err(Error::invalid(field, "[]", "must name at least one id"));
+    }
+    let mut out = ids.to_vec();
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
 fn is_hostname(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 253
@@ -261,15 +329,6 @@ fn truncate(value: &str, max: usize) -> String {
     } else {
         format!("{}...", value.chars().take(max).collect::<String>())
     }
-}
-
-// PEERING-TEMP: replaced by the registry's own validator on merge.
-/// A slice name and its login_base.
-pub fn slice_name(value: &str) -> Result<(String, String)> {
-    let (base, _) = value
-        .split_once('_')
-        .ok_or_else(|| Error::invalid("name", value, "must be <login_base>_<name>"))?;
-    Ok((value.to_owned(), base.to_owned()))
 }
 
 #[cfg(test)]
@@ -412,5 +471,53 @@ mod tests {
         let e = password(&long).unwrap_err();
         assert!(!e.to_string().contains(&long[..20]), "{e}");
         assert_eq!(field_of(e), "password");
+    }
+
+    #[test]
+    fn one_of_known_values() {
+        let known: HashSet<String> = ["safeboot".to_owned(), "boot".to_owned()].into();
+        assert_eq!(one_of("boot_state", " boot ", &known).unwrap(), "boot");
+        let err = one_of("boot_state", "dbg", &known).unwrap_err().to_string();
+        assert!(err.contains("boot_state") && err.contains("dbg"), "{err}");
+        assert!(err.contains("boot, safeboot"), "{err}");
+        assert!(one_of("boot_state", "Boot", &known).is_err());
+        assert!(one_of("boot_state", "", &known).is_err());
+    }
+
+    #[test]
+    fn slice_name_syntax() {
+        assert_eq!(
+            slice_name("inria_my.exp_2").unwrap(),
+            ("inria_my.exp_2".to_owned(), "inria".to_owned())
+        );
+        assert_eq!(slice_name("a.b_c").unwrap().1, "a.b");
+        for bad in [
+            "inria",
+            "_exp",
+            "inria_",
+            "Inria_exp",
+            "inria_Exp",
+            "inria_ex-p",
+            "in ria_exp",
+            "",
+        ] {
+            let err = slice_name(bad).expect_err(bad).to_string();
+            assert!(err.contains("name"), "{err}");
+        }
+        assert!(slice_name(&format!("inria_{}", "x".repeat(60))).is_err());
+    }
+
+    #[test]
+    fn future_times() {
+        assert_eq!(future_time("expires", 101, 100).unwrap(), 101);
+        let err = future_time("expires", 100, 100).unwrap_err().to_string();
+        assert!(err.contains("expires") && err.contains("100"), "{err}");
+    }
+
+    #[test]
+    fn id_lists() {
+        assert_eq!(id_list("node_ids", &[3, 1, 3]).unwrap(), [1, 3]);
+        let err = id_list("node_ids", &[]).unwrap_err().to_string();
+        assert!(err.contains("node_ids"), "{err}");
     }
 }

@@ -35,9 +35,11 @@ pub mod cache;
 pub mod keys;
 pub mod listing;
 pub mod memberships;
+pub mod nodes;
 pub mod peers;
 pub mod persons;
 pub mod sites;
+pub mod slices;
 pub mod tokens;
 
 mod migrate;

@@ -11,6 +11,7 @@
 pub mod fake_peer;
 pub mod federation;
 pub mod foreign;
+pub mod objects;
 pub mod peers;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,327 @@
+//! Slices: create, read, update, delete, and their nodes and persons.
+//!
+//! A slice is named `<login_base>_<rest>` after the local site that owns it;
+//! its instantiation is a value of the `slice_instantiations` table.
+//!
+//! Memberships follow the reference behaviour: the nodes of a slice (local or
+//! cached from peers) can be changed only on a local slice, all listed nodes
+//! at once or none; a person can join a slice when the slice or the person is
+//! local, so local users can be added to a peer's slice.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{Error, Result};
+use crate::proto::v1 as pb;
+use crate::registry::{self, validate};
+use crate::store::cache::{self, Enumeration};
+use crate::store::nodes;
+use crate::store::sites;
+use crate::store::slices::{self, NewSlice, SliceChanges, SliceRelations, SliceRow};
+use crate::store::{DbConn, Store, now};
+
+/// Instantiation of a slice created without one.
+pub const DEFAULT_INSTANTIATION: &str = "plc-instantiated";
+/// Node limit of a slice created without one.
+pub const DEFAULT_MAX_NODES: i32 = 100;
+/// Lifetime of a slice created without an expiry: four weeks.
+pub const DEFAULT_LIFETIME_SECS: i64 = 4 * 7 * 24 * 3600;
+/// Most node ids one AddNodesToSlice or RemoveNodesFromSlice may carry.
+pub const MAX_NODES_PER_CALL: usize = 10_000;
+
+const MAX_URL: usize = 254;
+const MAX_DESCRIPTION: usize = 2048;
+
+/// The message of a stored slice with its relations.
+pub fn to_message(row: SliceRow, rel: SliceRelations) -> pb::Slice {
+    pb::Slice {
+        slice_id: row.slice_id,
+        site_id: row.site_id,
+        name: row.name,
+        instantiation: row.instantiation,
+        url: row.url,
+        description: row.description,
+        max_nodes: row.max_nodes,
+        creator_person_id: row.creator_person_id,
+        is_system: row.is_system,
+        origin: registry::origin(row.peer_id, row.peer_slice_id),
+        created: registry::timestamp(row.created),
+        expires: registry::timestamp(row.expires),
+        node_ids: rel.node_ids,
+        person_ids: rel.person_ids,
+    }
+}
+
+/// Reads a slice's relations and returns it as a message.
+pub async fn load(conn: &mut DbConn, row: SliceRow) -> Result<pb::Slice> {
+    let mut rels = slices::relations(conn, &[row.slice_id]).await?;
+    let rel = rels.remove(&row.slice_id).unwrap_or_default();
+    Ok(to_message(row, rel))
+}
+
+/// The slice with this id, or NOT_FOUND.
+pub async fn require(conn: &mut DbConn, slice_id: i64) -> Result<SliceRow> {
+    slices::by_id(conn, slice_id)
+        .await?
+        .ok_or_else(|| Error::not_found("slice", "slice_id", slice_id))
+}
+
+/// Fails with FAILED_PRECONDITION when the slice is cached from a peer.
+pub fn require_local(slice: &SliceRow) -> Result<()> {
+    registry::require_local("slice", &slice.name, slice.peer_id)
+}
+
+/// An instantiation checked against the `slice_instantiations` table.
+async fn instantiation(conn: &mut DbConn, value: &str) -> Result<String> {
+    validate::one_of(
+        "instantiation",
+        value,
+        &cache::known_values(conn, Enumeration::Instantiations).await?,
+    )
+}
+
+/// The local site a new slice name belongs to, by its login_base prefix.
+async fn owning_site(conn: &mut DbConn, name: &str, login_base: &str) -> Result<i64> {
+    let site = sites::by_login_base(conn, login_base)
+        .await?
+        .ok_or_else(|| {
+            Error::invalid(
+                "name",
+                name,
+                format!("the prefix {login_base:?} is not the login_base of any site"),
+            )
+        })?;
+    if let Some(peer) = site.peer_id {
+        return Err(Error::FailedPrecondition(format!(
+            "name {name:?}: site {login_base} is cached from peer {peer}; slices are created at local sites only"
+        )));
+    }
+    Ok(site.site_id)
+}
+
+/// Creates a local slice, owned by the site its name starts with.
+pub async fn create(store: &Store, req: pb::CreateSliceRequest) -> Result<pb::Slice> {
+    let now = now();
+    let (name, login_base) = validate::slice_name(&req.name)?;
+    let url = validate::optional_text("url", &req.url, MAX_URL)?;
+    let description = validate::optional_text("description", &req.description, MAX_DESCRIPTION)?;
+    let max_nodes =
+        validate::non_negative("max_nodes", req.max_nodes.unwrap_or(DEFAULT_MAX_NODES))?;
+    let expires = match &req.expires {
+        Some(ts) => validate::future_time("expires", registry::seconds(ts), now)?,
+        None => now + DEFAULT_LIFETIME_SECS,
+    };
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            let requested = req.instantiation.trim();
+            let instantiation = instantiation(
+                c,
+                if requested.is_empty() {
+                    DEFAULT_INSTANTIATION
+                } else {
+                    requested
+                },
+            )
+            .await?;
+            let site_id = owning_site(c, &name, &login_base).await?;
+            if slices::by_name(c, &name).await?.is_some() {
+                return Err(Error::exists("name", &name));
+            }
+            let slice = NewSlice {
+                peer_id: None,
+                peer_slice_id: None,
+                site_id,
+                name,
+                instantiation,
+                url,
+                description,
+                max_nodes,
+                creator_person_id: req.creator_person_id,
+                is_system: req.is_system,
+                created: now,
+                expires,
+            };
+            let row = slices::insert(c, &slice).await?;
+            load(c, row).await
+        })
+    })
+    .await
+}
+
+/// Gets a slice by id or name.
+pub async fn get(store: &Store, req: pb::GetSliceRequest) -> Result<pb::Slice> {
+    let mut conn = store.read().await?;
+    let row = match req.key {
+        Some(pb::get_slice_request::Key::SliceId(id)) => require(&mut conn, id).await?,
+        Some(pb::get_slice_request::Key::Name(name)) => slices::by_name(&mut conn, name.trim())
+            .await?
+            .ok_or_else(|| Error::not_found("slice", "name", name))?,
+        None => return Err(Error::invalid("key", "", "set slice_id or name")),
+    };
+    load(&mut conn, row).await
+}
+
+/// Lists slices.
+pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListSlicesResponse> {
+    let page = registry::page(&req)?;
+    let mut conn = store.read().await?;
+    let rows = slices::list(&mut conn, page).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.slice_id).collect();
+    let mut rels = slices::relations(&mut conn, &ids).await?;
+    let next_page_token = registry::next_page_token(&page, rows.len(), ids.last().copied());
+    let slices = rows
+        .into_iter()
+        .map(|row| {
+            let rel = rels.remove(&row.slice_id).unwrap_or_default();
+            to_message(row, rel)
+        })
+        .collect();
+    Ok(pb::ListSlicesResponse {
+        slices,
+        next_page_token,
+    })
+}
+
+/// Changes a local slice.
+pub async fn update(store: &Store, req: pb::UpdateSliceRequest) -> Result<pb::Slice> {
+    let now = now();
+    let mut changes = SliceChanges {
+        instantiation: None,
+        url: req
+            .url
+            .as_deref()
+            .map(|v| validate::optional_text("url", v, MAX_URL))
+            .transpose()?,
+        description: req
+            .description
+            .as_deref()
+            .map(|v| validate::optional_text("description", v, MAX_DESCRIPTION))
+            .transpose()?,
+        max_nodes: req
+            .max_nodes
+            .map(|v| validate::non_negative("max_nodes", v))
+            .transpose()?,
+        is_system: req.is_system,
+        expires: req
+            .expires
+            .as_ref()
+            .map(|ts| validate::future_time("expires", registry::seconds(ts), now))
+            .transpose()?,
+    };
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            if let Some(v) = &req.instantiation {
+                changes.instantiation = Some(instantiation(c, v).await?);
+            }
+            let current = require(c, req.slice_id).await?;
+            require_local(&current)?;
+            let row = slices::update(c, req.slice_id, &changes).await?;
+            load(c, row).await
+        })
+    })
+    .await
+}
+
+/// Deletes a local slice with its memberships and whitelist entries.
+pub async fn delete(store: &Store, req: pb::DeleteRequest) -> Result<pb::DeleteResponse> {
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            let current = require(c, req.id).await?;
+            require_local(&current)?;
+            slices::delete(c, req.id).await?;
+            Ok(pb::DeleteResponse {})
+        })
+    })
+    .await
+}
+
+/// The node ids of a membership request: at least one, at most
+/// [`MAX_NODES_PER_CALL`], sorted and without duplicates.
+fn node_ids(req: &pb::SliceNodesRequest) -> Result<Vec<i64>> {
+    let ids = validate::id_list("node_ids", &req.node_ids)?;
+    if ids.len() > MAX_NODES_PER_CALL {
+        return Err(Error::invalid(
+            "node_ids",
+            format!("{} ids", ids.len()),
+            format!("at most {MAX_NODES_PER_CALL} nodes per call"),
+        ));
+    }
+    Ok(ids)
+}
+
+/// The local slice of a node membership change, after checking that every
+/// listed node exists (NOT_FOUND naming the missing ones otherwise).
+async fn slice_and_nodes(conn: &mut DbConn, slice_id: i64, node_ids: &[i64]) -> Result<SliceRow> {
+    let slice = require(conn, slice_id).await?;
+    require_local(&slice)?;
+    let found: BTreeSet<i64> = nodes::existing_ids(conn, node_ids)
+        .await?
+        .into_iter()
+        .collect();
+    let missing: Vec<String> = node_ids
+        .iter()
+        .filter(|id| !found.contains(id))
+        .map(i64::to_string)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::not_found("node", "node_id", missing.join(", ")));
+    }
+    Ok(slice)
+}
+
+/// Fails with FAILED_PRECONDITION when a node has a slice whitelist that
+/// does not hold `slice`: such a node accepts only the slices on it.
+async fn check_whitelists(conn: &mut DbConn, slice: &SliceRow, node_ids: &[i64]) -> Result<()> {
+    let mut whitelists: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for (node_id, slice_id) in nodes::whitelist_of(conn, node_ids).await? {
+        whitelists.entry(node_id).or_default().push(slice_id);
+    }
+    let refused: Vec<String> = whitelists
+        .into_iter()
+        .filter(|(_, allowed)| !allowed.contains(&slice.slice_id))
+        .map(|(node_id, _)| node_id.to_string())
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::FailedPrecondition(format!(
+            "node_id {} has a slice whitelist without slice {} (slice_id {})",
+            refused.join(", "),
+            slice.name,
+            slice.slice_id
+        )))
+    }
+}
+
+/// Adds nodes (local or cached from peers) to a local slice: all of them or,
+/// when one is unknown or refuses the slice, none.
+pub async fn add_nodes(store: &Store, req: pb::SliceNodesRequest) -> Result<pb::Slice> {
+    let ids = node_ids(&req)?;
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            let slice = slice_and_nodes(c, req.slice_id, &ids).await?;
+            check_whitelists(c, &slice, &ids).await?;
+            slices::add_nodes(c, slice.slice_id, &ids).await?;
+            load(c, slice).await
+        })
+    })
+    .await
+}
+
+/// Removes nodes from a local slice; nodes not in it are ignored, an
+/// unknown node id fails the whole call.
+pub async fn remove_nodes(store: &Store, req: pb::SliceNodesRequest) -> Result<pb::Slice> {
+    let ids = node_ids(&req)?;
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            let slice = slice_and_nodes(c, req.slice_id, &ids).await?;
+            slices::remove_nodes(c, slice.slice_id, &ids).await?;
+            load(c, slice).await
+        })
+    })
+    .await
+}

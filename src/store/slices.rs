@@ -1,0 +1,267 @@
+//! Slices: rows, the queries on them, and their memberships (the nodes of a
+//! slice in `slice_node`, the persons of a slice in `slice_person`).
+//!
+//! Membership changes are set-based: adding or removing any number of nodes
+//! is one statement, and adding what is already there (or removing what is
+//! not) is not an error.
+
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::DbConn;
+use super::listing::Page;
+use diesel::sql_types::BigInt;
+
+use super::schema::{nodes, slice_node, slice_person, slices};
+use crate::error::Result;
+use crate::{load_page, with_db};
+
+/// A slice as stored.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = slices)]
+pub struct SliceRow {
+    /// Id in this registry.
+    pub slice_id: i64,
+    /// The peer the slice is cached from; `None` for a local slice.
+    pub peer_id: Option<i64>,
+    /// The slice's id at that peer.
+    pub peer_slice_id: Option<i64>,
+    /// Owning site.
+    pub site_id: i64,
+    /// Unique name `<login_base>_<rest>`.
+    pub name: String,
+    /// A value of the `slice_instantiations` table.
+    pub instantiation: String,
+    /// Home page.
+    pub url: String,
+    /// Description.
+    pub description: String,
+    /// Maximum number of nodes.
+    pub max_nodes: i32,
+    /// Creator, when known to this registry.
+    pub creator_person_id: Option<i64>,
+    /// System slices are never exported to peers.
+    pub is_system: bool,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds.
+    pub expires: i64,
+}
+
+/// A new slice row.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = slices, treat_none_as_default_value = false)]
+pub struct NewSlice {
+    /// The peer the slice is cached from; `None` for a local slice.
+    pub peer_id: Option<i64>,
+    /// The slice's id at that peer.
+    pub peer_slice_id: Option<i64>,
+    /// Owning site.
+    pub site_id: i64,
+    /// Unique name.
+    pub name: String,
+    /// A value of the `slice_instantiations` table.
+    pub instantiation: String,
+    /// Home page.
+    pub url: String,
+    /// Description.
+    pub description: String,
+    /// Maximum number of nodes.
+    pub max_nodes: i32,
+    /// Creator.
+    pub creator_person_id: Option<i64>,
+    /// System flag.
+    pub is_system: bool,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds.
+    pub expires: i64,
+}
+
+/// Changes to a slice; `None` leaves a column as it is.
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = slices)]
+pub struct SliceChanges {
+    /// New instantiation.
+    pub instantiation: Option<String>,
+    /// New home page.
+    pub url: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New node limit.
+    pub max_nodes: Option<i32>,
+    /// New system flag.
+    pub is_system: Option<bool>,
+    /// New expiry.
+    pub expires: Option<i64>,
+}
+
+/// Relation ids of a slice.
+#[derive(Debug, Clone, Default)]
+pub struct SliceRelations {
+    /// Nodes of the slice.
+    pub node_ids: Vec<i64>,
+    /// Persons of the slice.
+    pub person_ids: Vec<i64>,
+}
+
+/// Inserts a slice; returns the stored row.
+pub async fn insert(conn: &mut DbConn, slice: &NewSlice) -> Result<SliceRow> {
+    Ok(with_db!(conn, |c| {
+        diesel::insert_into(slices::table)
+            .values(slice)
+            .returning(SliceRow::as_returning())
+            .get_result(c)
+            .await
+    })?)
+}
+
+/// The slice with this id.
+pub async fn by_id(conn: &mut DbConn, slice_id: i64) -> Result<Option<SliceRow>> {
+    Ok(with_db!(conn, |c| {
+        slices::table
+            .find(slice_id)
+            .select(SliceRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })?)
+}
+
+/// The slice with this name.
+pub async fn by_name(conn: &mut DbConn, name: &str) -> Result<Option<SliceRow>> {
+    Ok(with_db!(conn, |c| {
+        slices::table
+            .filter(slices::name.eq(name))
+            .select(SliceRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })?)
+}
+
+/// One page of slices.
+pub async fn list(conn: &mut DbConn, page: Page) -> Result<Vec<SliceRow>> {
+    Ok(load_page!(conn, slices, slice_id, SliceRow, page)?)
+}
+
+/// Applies `changes` to a slice; returns the new row.
+pub async fn update(conn: &mut DbConn, slice_id: i64, changes: &SliceChanges) -> Result<SliceRow> {
+    Ok(with_db!(conn, |c| {
+        diesel::update(slices::table.find(slice_id))
+            .set(changes)
+            .returning(SliceRow::as_returning())
+            .get_result(c)
+            .await
+    })?)
+}
+
+/// Deletes a slice; its memberships and whitelist entries go with it
+/// (cascades).
+pub async fn delete(conn: &mut DbConn, slice_id: i64) -> Result<usize> {
+    Ok(with_db!(conn, |c| {
+        diesel::delete(slices::table.find(slice_id))
+            .execute(c)
+            .await
+    })?)
+}
+
+/// Relation ids of the given slices, in two queries whatever their number.
+pub async fn relations(
+    conn: &mut DbConn,
+    slice_ids: &[i64],
+) -> Result<HashMap<i64, SliceRelations>> {
+    let mut out: HashMap<i64, SliceRelations> = slice_ids
+        .iter()
+        .map(|&id| (id, SliceRelations::default()))
+        .collect();
+    let slivers: Vec<(i64, i64)> = with_db!(conn, |c| {
+        slice_node::table
+            .filter(slice_node::slice_id.eq_any(slice_ids))
+            .select((slice_node::slice_id, slice_node::node_id))
+            .order((slice_node::slice_id, slice_node::node_id))
+            .load(c)
+            .await
+    })?;
+    for (slice_id, node_id) in slivers {
+        out.entry(slice_id).or_default().node_ids.push(node_id);
+    }
+    let members: Vec<(i64, i64)> = with_db!(conn, |c| {
+        slice_person::table
+            .filter(slice_person::slice_id.eq_any(slice_ids))
+            .select((slice_person::slice_id, slice_person::person_id))
+            .order((slice_person::slice_id, slice_person::person_id))
+            .load(c)
+            .await
+    })?;
+    for (slice_id, person_id) in members {
+        out.entry(slice_id).or_default().person_ids.push(person_id);
+    }
+    Ok(out)
+}
+
+/// Adds nodes to a slice in one `INSERT ... SELECT`; nodes already in it
+/// stay, ids that are not nodes are skipped (callers check them first).
+pub async fn add_nodes(conn: &mut DbConn, slice_id: i64, node_ids: &[i64]) -> Result<()> {
+    with_db!(conn, |c| {
+        let already = slice_node::table
+            .filter(slice_node::slice_id.eq(slice_id))
+            .filter(slice_node::node_id.eq(nodes::node_id));
+        let new_rows = nodes::table
+            .filter(nodes::node_id.eq_any(node_ids))
+            .filter(diesel::dsl::not(diesel::dsl::exists(already)))
+            .select((slice_id.into_sql::<BigInt>(), nodes::node_id));
+        diesel::insert_into(slice_node::table)
+            .values(new_rows)
+            .into_columns((slice_node::slice_id, slice_node::node_id))
+            .on_conflict_do_nothing()
+            .execute(c)
+            .await
+    })?;
+    Ok(())
+}
+
+/// Removes nodes from a slice in one statement; nodes not in it are ignored.
+pub async fn remove_nodes(conn: &mut DbConn, slice_id: i64, node_ids: &[i64]) -> Result<()> {
+    with_db!(conn, |c| {
+        diesel::delete(
+            slice_node::table
+                .filter(slice_node::slice_id.eq(slice_id))
+                .filter(slice_node::node_id.eq_any(node_ids)),
+        )
+        .execute(c)
+        .await
+    })?;
+    Ok(())
+}
+
+/// Adds a person to a slice; already a member is not an error.
+pub async fn add_person(conn: &mut DbConn, slice_id: i64, person_id: i64) -> Result<()> {
+    with_db!(conn, |c| {
+        diesel::insert_into(slice_person::table)
+            .values((
+                slice_person::slice_id.eq(slice_id),
+                slice_person::person_id.eq(person_id),
+            ))
+            .on_conflict_do_nothing()
+            .execute(c)
+            .await
+    })?;
+    Ok(())
+}
+
+/// Removes a person from a slice; not a member is not an error.
+pub async fn remove_person(conn: &mut DbConn, slice_id: i64, person_id: i64) -> Result<()> {
+    with_db!(conn, |c| {
+        diesel::delete(
+            slice_person::table
+                .filter(slice_person::slice_id.eq(slice_id))
+                .filter(slice_person::person_id.eq(person_id)),
+        )
+        .execute(c)
+        .await
+    })?;
+    Ok(())
+}

@@ -147,6 +147,7 @@ async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
         peer_timeout: std::time::Duration::from_secs(args.peer_timeout.max(1)),
     };
     let token_file = config.data_dir.join(server::ADMIN_TOKEN_FILE);
+    let stop = shutdown_signal()?;
     let running = server::start(config).await?;
     if let Some(token) = running.new_admin_token() {
         eprintln!(
@@ -155,29 +156,33 @@ async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
         );
     }
     eprintln!("fedreg listening on {}", running.addr());
-    shutdown_signal().await;
+    stop.await;
     running.shutdown().await
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Installs the SIGINT and SIGTERM handlers now, so that a signal arriving
+/// at any time after this call (even before the server listens) shuts the
+/// server down gracefully; the returned future completes on the first one.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| Error::Internal(format!("installing the {name} handler: {e}")))
+        };
+        let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
+        let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 async fn token(storage: &StorageArgs, command: TokenCommand) -> Result<()> {

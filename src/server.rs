@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::api::auth::AuthLayer;
@@ -245,8 +245,11 @@ async fn serve(
             .await;
         tracing::info!("shutting down: finishing calls in flight");
     };
+    // Small replies (health, one object, the end of a stream) go out at
+    // once instead of waiting for the peer's delayed ACK (Nagle).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Internal(format!("server: {e}")))
 }

@@ -1,6 +1,7 @@
 //! Slices through the admin API: create, get, list with pages and scopes,
 //! update, delete, every validation error, the read-only rule for slices
-//! cached from peers, the nodes of a slice (all or nothing), the node
+//! cached from peers, the nodes of a slice (all or nothing), its persons
+//! (local users in a peer's slice too), the node
 //! whitelist and the cascades; on both backends.
 
 mod common;
@@ -567,6 +568,156 @@ async fn nodes_of_a_slice(backend: Backend) {
     );
 }
 
+fn person_req(slice_id: i64, person_id: i64) -> pb::SlicePersonRequest {
+    pb::SlicePersonRequest {
+        slice_id,
+        person_id,
+    }
+}
+
+async fn person(api: &mut Api, email: &str) -> i64 {
+    api.create_person(pb::CreatePersonRequest {
+        email: email.into(),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        enabled: Some(true),
+        ..Default::default()
+    })
+    .await
+    .expect("create person")
+    .into_inner()
+    .person_id
+}
+
+async fn persons_of_a_slice(backend: Backend) {
+    let with = WithPeer::start(backend).await;
+    let mut api = with.local.registry().await;
+    let mut peer_api = with.peer.registry().await;
+    site(&mut peer_api, "princeton").await;
+    person(&mut peer_api, "bob@princeton.edu").await;
+    slice(&mut peer_api, "princeton_exp").await;
+    with.refresh().await;
+    let foreign_slice = slice_named(&mut api, "princeton_exp").await.slice_id;
+    let foreign_person = api
+        .get_person(pb::GetPersonRequest {
+            key: Some(pb::get_person_request::Key::Email(
+                "bob@princeton.edu".into(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .person_id;
+    site(&mut api, "inria").await;
+    let local_person = person(&mut api, "ada@inria.fr").await;
+    let local_slice = slice(&mut api, "inria_exp").await;
+
+    // A local person in a local slice; adding a member again is no error.
+    let joined = api
+        .add_person_to_slice(person_req(local_slice, local_person))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(joined.person_ids, [local_person]);
+    let again = api
+        .add_person_to_slice(person_req(local_slice, local_person))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.person_ids, [local_person]);
+    // A peer's user in a local slice, a local user in a peer's slice.
+    let joined = api
+        .add_person_to_slice(person_req(local_slice, foreign_person))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut expected = vec![local_person, foreign_person];
+    expected.sort();
+    assert_eq!(joined.person_ids, expected);
+    let joined = api
+        .add_person_to_slice(person_req(foreign_slice, local_person))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(joined.person_ids, [local_person]);
+    let ada = api
+        .get_person(pb::GetPersonRequest {
+            key: Some(pb::get_person_request::Key::PersonId(local_person)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut expected = vec![local_slice, foreign_slice];
+    expected.sort();
+    assert_eq!(ada.slice_ids, expected);
+
+    // A peer's person in a peer's slice is that peer's business.
+    assert_status(
+        api.add_person_to_slice(person_req(foreign_slice, foreign_person))
+            .await,
+        Code::FailedPrecondition,
+        &["princeton_exp", "bob@princeton.edu"],
+    );
+    assert_status(
+        api.remove_person_from_slice(person_req(foreign_slice, foreign_person))
+            .await,
+        Code::FailedPrecondition,
+        &["princeton_exp", "bob@princeton.edu"],
+    );
+    assert_status(
+        api.add_person_to_slice(person_req(9997, local_person))
+            .await,
+        Code::NotFound,
+        &["slice_id", "9997"],
+    );
+    assert_status(
+        api.add_person_to_slice(person_req(local_slice, 9998)).await,
+        Code::NotFound,
+        &["person_id", "9998"],
+    );
+
+    // A refresh leaves the memberships made here alone.
+    with.refresh().await;
+    assert_eq!(
+        get_slice(&mut api, foreign_slice).await.unwrap().person_ids,
+        [local_person]
+    );
+    assert_eq!(
+        get_slice(&mut api, local_slice)
+            .await
+            .unwrap()
+            .person_ids
+            .len(),
+        2
+    );
+
+    // Removing: a member, then a non-member (no error).
+    let left = api
+        .remove_person_from_slice(person_req(foreign_slice, local_person))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(left.person_ids.is_empty());
+    let left = api
+        .remove_person_from_slice(person_req(foreign_slice, local_person))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(left.person_ids.is_empty());
+    let left = api
+        .remove_person_from_slice(person_req(local_slice, foreign_person))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(left.person_ids, [local_person]);
+    assert_status(
+        api.remove_person_from_slice(person_req(local_slice, 9998))
+            .await,
+        Code::NotFound,
+        &["person_id", "9998"],
+    );
+}
+
 async fn whitelist_restricts_slices(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut api = server.registry().await;
@@ -688,6 +839,7 @@ backend_tests!(
     pagination_and_filters,
     foreign_slices_are_read_only,
     nodes_of_a_slice,
+    persons_of_a_slice,
     whitelist_restricts_slices,
     deleting_a_slice_drops_its_memberships,
     deleting_a_site_deletes_its_nodes_and_slices,

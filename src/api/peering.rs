@@ -28,10 +28,12 @@ impl PeeringApi {
 
 #[tonic::async_trait]
 impl PeeringService for PeeringApi {
+    type GetPeerDataStream = BoxStream<pb::PeerDataChunk>;
+
     async fn get_peer_data(
         &self,
         request: Request<pb::GetPeerDataRequest>,
-    ) -> Result<Response<BoxStream<pb::PeerDataChunk>>, Status> {
+    ) -> Result<Response<Self::GetPeerDataStream>, Status> {
         // A peer gets its own nodes as cached here (PeerNodes); an admin
         // calling by hand gets the local objects only.
         let caller_peer = request

@@ -53,6 +53,8 @@ delegate_service!(RegistryApi, RegistryService {
     update_slice(pb::UpdateSliceRequest) -> pb::Slice => slices::update;
     delete_slice(pb::DeleteRequest) -> pb::DeleteResponse => slices::delete;
 
+    add_person_to_slice(pb::SlicePersonRequest) -> pb::Slice => slices::add_person;
+    remove_person_from_slice(pb::SlicePersonRequest) -> pb::Slice => slices::remove_person;
     add_nodes_to_slice(pb::SliceNodesRequest) -> pb::Slice => slices::add_nodes;
     remove_nodes_from_slice(pb::SliceNodesRequest) -> pb::Slice => slices::remove_nodes;
     add_slice_to_node_whitelist(pb::NodeWhitelistRequest) -> pb::Node => nodes::add_slice_to_whitelist;

@@ -30,7 +30,7 @@ use crate::store::cache::{
     self, CachedKeys, CachedKind, CachedNodes, CachedPersons, CachedSites, CachedSlices,
     PersonKeys, PersonRoles, Relation, SliceNodes, SlicePersons,
 };
-use crate::store::{Db, DbConn, Store, now};
+use crate::store::{Db, DbConn, Store, nodes, now};
 
 /// Version of the dump's layout, sent in the header.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -345,10 +345,20 @@ async fn export_peer_nodes(conn: &mut DbConn, peer_id: i64, out: &mut Packer<'_>
     Ok(())
 }
 
+/// Exports the local non-system slices. Their node lists leave out the
+/// nodes that are not exported (those with a slice whitelist), so that a
+/// peer never learns of them.
 async fn export_slices(conn: &mut DbConn, out: &mut Packer<'_>) -> Result<()> {
+    let reserved = out.read(nodes::whitelisted_ids(conn)).await?;
     for_each_page!(conn, out, CachedSlices, |rows| {
         let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
-        let mut nodes = group(out.read(SliceNodes::for_owners(conn, &ids)).await?);
+        let pairs = out.read(SliceNodes::for_owners(conn, &ids)).await?;
+        let mut nodes = group(
+            pairs
+                .into_iter()
+                .filter(|(_, node_id)| !reserved.contains(node_id))
+                .collect(),
+        );
         let mut persons = group(out.read(SlicePersons::for_owners(conn, &ids)).await?);
         for (slice_id, f) in rows {
             let slice = pb::ExportedSlice {

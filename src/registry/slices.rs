@@ -325,3 +325,48 @@ pub async fn remove_nodes(store: &Store, req: pb::SliceNodesRequest) -> Result<p
     })
     .await
 }
+
+/// The slice of a person membership change, after checking that both
+/// exist (NOT_FOUND) and that at least one of them is local
+/// (FAILED_PRECONDITION otherwise: the membership of a peer's person in a
+/// peer's slice belongs to that peer).
+async fn slice_and_person(conn: &mut DbConn, slice_id: i64, person_id: i64) -> Result<SliceRow> {
+    let slice = require(conn, slice_id).await?;
+    let person = registry::persons::require(conn, person_id).await?;
+    if slice.peer_id.is_some() && person.peer_id.is_some() {
+        return Err(Error::FailedPrecondition(format!(
+            "slice {} (slice_id {}) and person {} (person_id {}) are both cached from peers: \
+             their membership is managed by their authority",
+            slice.name, slice.slice_id, person.email, person.person_id
+        )));
+    }
+    Ok(slice)
+}
+
+/// Adds a person to a slice, the slice or the person being local; adding a
+/// member succeeds and changes nothing.
+pub async fn add_person(store: &Store, req: pb::SlicePersonRequest) -> Result<pb::Slice> {
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            let slice = slice_and_person(c, req.slice_id, req.person_id).await?;
+            slices::add_person(c, slice.slice_id, req.person_id).await?;
+            load(c, slice).await
+        })
+    })
+    .await
+}
+
+/// Removes a person from a slice, the slice or the person being local;
+/// removing a non-member succeeds and changes nothing.
+pub async fn remove_person(store: &Store, req: pb::SlicePersonRequest) -> Result<pb::Slice> {
+    let mut conn = store.write().await?;
+    conn.transaction(|c| {
+        Box::pin(async move {
+            let slice = slice_and_person(c, req.slice_id, req.person_id).await?;
+            slices::remove_person(c, slice.slice_id, req.person_id).await?;
+            load(c, slice).await
+        })
+    })
+    .await
+}

@@ -4,7 +4,7 @@
 //! A node's secrets (`boot_nonce`, `node_key`, `session`) are never selected
 //! here: [`NodeRow`] leaves them out, so no listing can leak them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -232,6 +232,18 @@ pub async fn whitelist_of(conn: &mut DbConn, node_ids: &[i64]) -> Result<Vec<(i6
             .load(c)
             .await
     })?)
+}
+
+/// Every node that has a slice whitelist (few: reserving a node is rare).
+pub async fn whitelisted_ids(conn: &mut DbConn) -> Result<HashSet<i64>> {
+    let ids: Vec<i64> = with_db!(conn, |c| {
+        node_slice_whitelist::table
+            .select(node_slice_whitelist::node_id)
+            .distinct()
+            .load(c)
+            .await
+    })?;
+    Ok(ids.into_iter().collect())
 }
 
 /// Puts a slice on a node's whitelist; already there is not an error.

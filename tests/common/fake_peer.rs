@@ -118,10 +118,12 @@ struct Scripted(Arc<Mutex<Script>>);
 
 #[tonic::async_trait]
 impl PeeringService for Scripted {
+    type GetPeerDataStream = BoxStream<pb::PeerDataChunk>;
+
     async fn get_peer_data(
         &self,
         _request: Request<pb::GetPeerDataRequest>,
-    ) -> Result<Response<BoxStream<pb::PeerDataChunk>>, Status> {
+    ) -> Result<Response<Self::GetPeerDataStream>, Status> {
         let script = self.0.lock().unwrap().clone();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {

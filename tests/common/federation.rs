@@ -170,11 +170,13 @@ macro_rules! counts {
     };
 }
 
-/// An OpenSSH ed25519 public key line with key bytes made from `seed`.
-pub fn ssh_key(seed: u8, comment: &str) -> String {
+/// An OpenSSH ed25519 public key line with key bytes made from `seed`
+/// (distinct seeds give distinct keys).
+pub fn ssh_key(seed: usize, comment: &str) -> String {
     use base64::Engine;
+    let key_bytes: Vec<u8> = (seed as u64).to_be_bytes().repeat(4);
     let mut blob = Vec::new();
-    for part in [&b"ssh-ed25519"[..], &[seed; 32][..]] {
+    for part in [&b"ssh-ed25519"[..], &key_bytes[..]] {
         blob.extend((part.len() as u32).to_be_bytes());
         blob.extend(part);
     }
@@ -203,9 +205,17 @@ pub async fn populate(
     persons: usize,
     keys_per_person: usize,
 ) -> Population {
+    let sites = create_sites(server, prefix, sites).await;
+    let mut out = create_persons(server, prefix, &sites, persons, keys_per_person).await;
+    out.sites = sites;
+    out
+}
+
+/// Creates `count` sites with login_base `<prefix><n>`; returns their ids.
+pub async fn create_sites(server: &TestServer, prefix: &str, count: usize) -> Vec<i64> {
     let mut api = server.registry().await;
-    let mut out = Population::default();
-    for i in 0..sites {
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
         let site = api
             .create_site(pb::CreateSiteRequest {
                 login_base: format!("{prefix}{i}"),
@@ -215,9 +225,25 @@ pub async fn populate(
             .await
             .expect("create site")
             .into_inner();
-        out.sites.push(site.site_id);
+        ids.push(site.site_id);
     }
-    for i in 0..persons {
+    ids
+}
+
+/// Creates `count` enabled persons `user<n>@<prefix>.example.org` with
+/// role user, person n at site `n mod sites` (primary) when there are
+/// sites, each with `keys_per_person` keys; returns the persons and keys
+/// (`sites` left empty).
+pub async fn create_persons(
+    server: &TestServer,
+    prefix: &str,
+    sites: &[i64],
+    count: usize,
+    keys_per_person: usize,
+) -> Population {
+    let mut api = server.registry().await;
+    let mut out = Population::default();
+    for i in 0..count {
         let person = api
             .create_person(pb::CreatePersonRequest {
                 email: format!("user{i}@{prefix}.example.org"),
@@ -235,10 +261,10 @@ pub async fn populate(
         })
         .await
         .expect("add role");
-        if !out.sites.is_empty() {
+        if !sites.is_empty() {
             api.add_person_to_site(pb::PersonSiteRequest {
                 person_id: person.person_id,
-                site_id: out.sites[i % out.sites.len()],
+                site_id: sites[i % sites.len()],
                 is_primary: true,
             })
             .await
@@ -249,7 +275,7 @@ pub async fn populate(
                 .create_key(pb::CreateKeyRequest {
                     person_id: person.person_id,
                     key_type: "ssh".into(),
-                    key: ssh_key((i * 7 + k) as u8, &format!("{prefix}{i}-{k}")),
+                    key: ssh_key(i * 7 + k, &format!("{prefix}{i}-{k}")),
                 })
                 .await
                 .expect("create key")

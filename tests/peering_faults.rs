@@ -317,6 +317,7 @@ async fn bad_peer_data_is_skipped_object_by_object(backend: Backend) {
             node(3, "n3.good.example.org", 1, "exploded"),
             node(4, "n4.good.example.org", 1, "dbg"),
             node(5, "not a hostname", 1, "boot"),
+            node(6, "mine.taken.example.org", 1, "boot"),
         ],
         slices: vec![
             pb::ExportedSlice {
@@ -333,16 +334,23 @@ async fn bad_peer_data_is_skipped_object_by_object(backend: Backend) {
     };
     let fake = FakePeer::start(batch.clone()).await;
     let (server, peer_id) = registry_peered_with(backend, &fake).await;
-    server
-        .registry()
-        .await
+    let mut api = server.registry().await;
+    let taken = api
         .create_site(pb::CreateSiteRequest {
             login_base: "taken".into(),
             name: "A local site".into(),
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    api.create_node(pb::CreateNodeRequest {
+        site_id: taken.site_id,
+        hostname: "mine.taken.example.org".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
 
     let report = try_refresh(&server, peer_id, false).await.unwrap();
     assert_eq!(report.outcome, pb::RefreshOutcome::Applied as i32);
@@ -358,7 +366,7 @@ async fn bad_peer_data_is_skipped_object_by_object(backend: Backend) {
     expect("keys", 1, 2);
     // The disabled person is dropped by cleaning, not reported.
     expect("persons", 1, 2);
-    expect("nodes", 2, 3);
+    expect("nodes", 2, 4);
     expect("slices", 1, 3);
 
     let warned = |class_name: &str, id: i64, needle: &str| {
@@ -380,6 +388,7 @@ async fn bad_peer_data_is_skipped_object_by_object(backend: Backend) {
     warned("nodes", 2, "not among the peer's synced sites");
     warned("nodes", 3, "unknown boot_state");
     warned("nodes", 5, "hostname");
+    warned("nodes", 6, "already used here by another authority");
     warned("slices", 2, "not among the peer's synced sites");
     warned("slices", 3, "unknown instantiation");
     warned("slices", 4, "login_base");

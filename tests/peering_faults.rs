@@ -425,6 +425,51 @@ async fn bad_peer_data_is_skipped_object_by_object(backend: Backend) {
     );
 }
 
+/// Two fedreg servers on one PostgreSQL database, each with its own data
+/// directory (so their lock files differ): the advisory lock still lets only
+/// one of them refresh a peer at a time.
+mod shared_database {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_servers_refresh_a_peer_one_at_a_time() {
+        if !common::postgres_available().await {
+            return;
+        }
+        let fake = FakePeer::start(sites(3, "site")).await;
+        let (first, peer_id) = registry_peered_with(Backend::Postgres, &fake).await;
+        let second = TestServer::start_sharing(&first, |c| {
+            c.registry_name = "home".into();
+            c.peer_timeout = Duration::from_secs(2);
+        })
+        .await;
+        fake.set(dump(sites(3, "site")), Ending::StallAfter(1));
+        let slow = {
+            let mut peers = first.peers().await;
+            tokio::spawn(async move {
+                peers
+                    .refresh_peer(pb::RefreshPeerRequest {
+                        peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
+                        force: false,
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!slow.is_finished(), "the first refresh waits on its peer");
+        assert_status(
+            try_refresh(&second, peer_id, false).await,
+            Code::Aborted,
+            &["fake", "being refreshed"],
+        );
+        assert_status(slow.await.unwrap(), Code::Unavailable, &["stalled"]);
+        // The first server's lock went with its refresh: the second applies.
+        fake.set(dump(sites(3, "site")), Ending::Complete);
+        let applied = try_refresh(&second, peer_id, false).await.unwrap();
+        assert_eq!(class(&applied, "sites").added, 3);
+    }
+}
+
 backend_tests!(
     broken_streams_leave_the_cache_untouched,
     one_refresh_per_peer_and_readers_keep_answering,

@@ -220,6 +220,29 @@ impl TestServer {
         }
     }
 
+    /// Starts another server on the database of `other` (on PostgreSQL:
+    /// several fedreg processes sharing one database), with its own data
+    /// directory, after `tune` adjusts its configuration.
+    pub async fn start_sharing(
+        other: &TestServer,
+        tune: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = ServerConfig::new(data_dir.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.database_url = Some(other.database_url.clone());
+        tune(&mut config);
+        let server = fedreg::server::start(config).await.expect("server starts");
+        TestServer {
+            server: Some(server),
+            admin_token: other.admin_token.clone(),
+            backend: other.backend,
+            database_url: other.database_url.clone(),
+            data_dir,
+            pg: None,
+        }
+    }
+
     /// The server's address.
     pub fn addr(&self) -> std::net::SocketAddr {
         self.server.as_ref().expect("server running").addr()

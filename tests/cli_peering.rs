@@ -104,8 +104,6 @@ async fn peer_commands_federate_two_registries(backend: Backend) {
                 &plc2.url(),
                 "--outbound-token",
                 &token_for_plc1,
-                "--refresh-interval",
-                "3600",
                 "--max-delete-fraction",
                 "0.25",
                 "--shortname",
@@ -165,6 +163,15 @@ async fn peer_commands_federate_two_registries(backend: Backend) {
     let again = success(&cli(&plc1, &["refresh", "plc2"]).await);
     assert_eq!(row(&again, "total")[1..], ["8", "0", "0", "0", "0"]);
 
+    // A schedule set now starts from now (set at `add`, it would have
+    // refreshed the peer at once, racing the refreshes above).
+    success(
+        &cli(
+            &plc1,
+            &["peer", "update", "plc2", "--refresh-interval", "3600"],
+        )
+        .await,
+    );
     let listed = success(&cli(&plc1, &["peer", "list"]).await);
     let lines: Vec<&str> = listed.lines().collect();
     assert_eq!(lines.len(), 2, "a header and one peer: {listed}");

@@ -7,9 +7,10 @@ mod common;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::cli::{failure, fedreg, run, stderr, success};
 use common::peers::insert_peer;
 use common::{Backend, PgTestDb, TestServer, assert_status};
 use fedreg::proto::v1 as pb;
@@ -17,20 +18,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::task::JoinHandle;
 use tonic::Code;
-
-const BIN: &str = env!("CARGO_BIN_EXE_fedreg");
-
-/// The environment variables `fedreg` reads: cleared so that the caller's
-/// environment cannot change what a test runs.
-const FEDREG_ENV: &[&str] = &[
-    "FEDREG_DATA_DIR",
-    "FEDREG_DATABASE_URL",
-    "FEDREG_LISTEN",
-    "FEDREG_NAME",
-    "FEDREG_TLS_CERT",
-    "FEDREG_TLS_KEY",
-    "FEDREG_MAX_DELETE_FRACTION",
-];
 
 /// Where a spawned `fedreg` keeps its data.
 struct Storage {
@@ -59,75 +46,6 @@ impl Storage {
 
     fn command(&self) -> Command {
         fedreg(&self.data_dir, self.pg.as_ref().map(PgTestDb::url))
-    }
-}
-
-/// `fedreg --data-dir DIR [--database-url URL]`, with a clean environment.
-fn fedreg(data_dir: &Path, database_url: Option<String>) -> Command {
-    let mut command = Command::new(BIN);
-    for var in FEDREG_ENV {
-        command.env_remove(var);
-    }
-    command
-        .env("FEDREG_LOG", "info")
-        .env_remove("NO_COLOR")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(database_url.map(|url| format!("--database-url={url}")))
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    command
-}
-
-/// Runs a command to completion (at most a minute).
-async fn run(mut command: Command) -> Output {
-    let output = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output();
-    tokio::time::timeout(Duration::from_secs(60), output)
-        .await
-        .expect("fedreg finishes within a minute")
-        .expect("fedreg runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Asserts that `output` is a success and returns its stdout.
-#[track_caller]
-fn success(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "fedreg failed ({}): {}",
-        output.status,
-        stderr(output)
-    );
-    stdout(output)
-}
-
-/// Asserts that `output` is a failure (exit code 1) whose stderr mentions
-/// every one of `needles`.
-#[track_caller]
-fn failure(output: &Output, needles: &[&str]) {
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "expected exit code 1; stdout {:?}, stderr {:?}",
-        stdout(output),
-        stderr(output)
-    );
-    let message = stderr(output);
-    for needle in needles {
-        assert!(
-            message.contains(needle),
-            "stderr {message:?} does not mention {needle:?}"
-        );
     }
 }
 
@@ -435,15 +353,28 @@ async fn token_commands(backend: Backend) {
     ])
     .await;
     let peer_secret = success(&peer).trim().to_owned();
+    // A peer token can name its peer instead of giving its id.
+    let by_name = token(&[
+        "create", "--name", "plc-2", "--role", "peer", "--peer", "plc",
+    ])
+    .await;
+    let by_name_secret = success(&by_name).trim().to_owned();
+    failure(
+        &token(&["create", "--role", "peer", "--peer", "nosuch"]).await,
+        &["peername", "nosuch"],
+    );
 
     let listed = success(&token(&["list"]).await);
     let lines: Vec<&str> = listed.lines().collect();
-    assert_eq!(lines.len(), 4, "a header and three tokens: {listed}");
+    assert_eq!(lines.len(), 5, "a header and four tokens: {listed}");
     assert!(lines[0].contains("ID") && lines[0].contains("ROLE"));
     assert!(lines[1].contains("admin") && lines[1].ends_with("initial admin"));
     assert!(lines[2].contains("admin") && lines[2].ends_with("cli-ops"));
-    assert!(lines[3].contains("peer") && lines[3].contains(&peer_id.to_string()));
-    for shown in [&server.admin_token, &secret, &peer_secret] {
+    for line in &lines[3..] {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[1..3], ["peer", &peer_id.to_string()], "{line}");
+    }
+    for shown in [&server.admin_token, &secret, &peer_secret, &by_name_secret] {
         assert!(
             !listed.contains(shown.as_str()),
             "token list shows a secret"
@@ -479,8 +410,8 @@ async fn token_commands(backend: Backend) {
     let listed = success(&token(&["list"]).await);
     assert_eq!(
         listed.lines().count(),
-        3,
-        "a header and two tokens: {listed}"
+        4,
+        "a header and three tokens: {listed}"
     );
 }
 

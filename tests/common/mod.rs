@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod fake_peer;
 pub mod federation;
 pub mod foreign;

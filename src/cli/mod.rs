@@ -1,0 +1,207 @@
+//! The `fedreg` command.
+//!
+//! Two kinds of subcommand live here:
+//! - server-side ones that work on the database directly, with the same
+//!   `--data-dir` / `--database-url` as the server: `serve`, `migrate` and
+//!   `token` ([`serve`], [`token`]);
+//! - client ones that call a running server over gRPC with an admin token:
+//!   `peer` and `refresh` ([`client`] connects, [`peer`] and [`refresh`]
+//!   print what the server answers, with [`table`] and [`progress`]).
+//!
+//! Every subcommand fails with a [`CliError`]: a local error, or the gRPC
+//! status a server answered, printed with its code.
+
+pub mod client;
+pub mod peer;
+pub mod progress;
+pub mod refresh;
+pub mod serve;
+pub mod table;
+pub mod token;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Error;
+use crate::server;
+use crate::store::{Store, run_migrations};
+
+/// Federation service for testbed registries.
+#[derive(Debug, Parser)]
+#[command(name = "fedreg", version, about, long_about = None)]
+pub struct Cli {
+    /// Where the data lives.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// How `peer` and `refresh` reach a running server.
+    #[command(flatten)]
+    pub client: client::ClientArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the data lives.
+#[derive(Debug, Args)]
+pub struct StorageArgs {
+    /// Data directory: the embedded SQLite database, the first admin token
+    /// (`admin-token`) and lock files. Created if missing.
+    #[arg(
+        long,
+        global = true,
+        env = "FEDREG_DATA_DIR",
+        default_value = "fedreg-data"
+    )]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL (`postgres://user@host:port/db`) to use instead of the
+    /// embedded SQLite database.
+    #[arg(long, global = true, env = "FEDREG_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StorageArgs {
+    fn url(&self) -> String {
+        server::database_url(&self.data_dir, self.database_url.as_deref())
+    }
+
+    async fn open(&self) -> Result<Store, Error> {
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+            Error::Unavailable(format!(
+                "creating data directory {}: {e}",
+                self.data_dir.display()
+            ))
+        })?;
+        Store::open(&self.url()).await
+    }
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the registry's gRPC server until SIGINT or SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage API tokens directly in the database.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Manage the peers of a running server.
+    #[command(subcommand)]
+    Peer(peer::PeerCommand),
+    /// Refresh the cache of one peer on a running server and print the report.
+    Refresh(refresh::RefreshArgs),
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A local failure: storage, settings, files.
+    #[error(transparent)]
+    Local(#[from] Error),
+    /// A call to the server failed with this status.
+    #[error("{}: {message}", code_name(*.code))]
+    Rpc {
+        /// The status code.
+        code: tonic::Code,
+        /// The server's message, and a hint when one helps.
+        message: String,
+    },
+    /// The mass-delete guard refused a refresh; nothing was applied.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<tonic::Status> for CliError {
+    fn from(status: tonic::Status) -> CliError {
+        CliError::Rpc {
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}
+
+impl CliError {
+    /// The process exit code: 3 for a refused refresh, 1 for anything else
+    /// (2 is a usage error, from the argument parser).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Refused(_) => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// A status code as gRPC spells it: `NOT_FOUND`, `INVALID_ARGUMENT`...
+pub fn code_name(code: tonic::Code) -> String {
+    let camel = format!("{code:?}");
+    let mut name = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+/// Runs the command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => serve::serve(&cli.storage, args).await?,
+        Command::Migrate => {
+            std::fs::create_dir_all(&cli.storage.data_dir).ok();
+            let applied = run_migrations(&cli.storage.url()).await?;
+            println!("{applied} migration(s) applied");
+        }
+        Command::Token(command) => token::token(&cli.storage, command).await?,
+        Command::Peer(command) => peer::peer(&cli.storage, &cli.client, command).await?,
+        Command::Refresh(args) => refresh::refresh(&cli.storage, &cli.client, args).await?,
+    }
+    Ok(())
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_names() {
+        assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
+        assert_eq!(code_name(tonic::Code::Ok), "OK");
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
+        assert_eq!(
+            code_name(tonic::Code::DeadlineExceeded),
+            "DEADLINE_EXCEEDED"
+        );
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(format_time(1_764_067_501), "2025-11-25 10:45:01");
+    }
+}

@@ -1,0 +1,369 @@
+//! `fedreg peer add|list|show|update|rm`: the peers of a running server,
+//! through `fedreg.v1.PeerService`.
+//!
+//! A peer is named on the command line by its name or its id (a string of
+//! digits is taken as an id).
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Subcommand};
+
+use super::client::{ClientArgs, Server};
+use super::refresh::{counts_text, outcome_name, report_text, timestamp_text};
+use super::table::{Align, Table};
+use super::{CliError, StorageArgs};
+use crate::error::Error;
+use crate::proto::v1 as pb;
+
+/// `fedreg peer ...`
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Register a peer registry.
+    Add(AddArgs),
+    /// List the peers.
+    List,
+    /// Show a peer and the summary of its last refresh.
+    Show {
+        /// The peer's name or id.
+        peer: String,
+    },
+    /// Change a peer's settings.
+    Update(UpdateArgs),
+    /// Remove a peer and everything cached from it.
+    Rm {
+        /// The peer's name or id.
+        peer: String,
+    },
+}
+
+/// Options of `fedreg peer add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Unique name of the peer (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// The peer's gRPC URL: `http://host:port` or `https://host:port`.
+    #[arg(long)]
+    pub url: String,
+    /// Settings of the peer.
+    #[command(flatten)]
+    pub settings: PeerSettings,
+}
+
+/// Options of `fedreg peer update`.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("changes")
+        .required(true)
+        .multiple(true)
+        .args([
+            "name", "url", "outbound_token", "peer_cacert", "shortname",
+            "hrn_root", "refresh_interval", "max_delete_fraction",
+        ])
+))]
+pub struct UpdateArgs {
+    /// The peer's name or id.
+    pub peer: String,
+    /// New name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New gRPC URL.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// New settings.
+    #[command(flatten)]
+    pub settings: PeerSettings,
+}
+
+/// Settings of a peer, set by `add` and changed by `update`.
+#[derive(Debug, Args)]
+pub struct PeerSettings {
+    /// Token the peer issued to this registry (`fedreg token create --role
+    /// peer` on the peer), presented when calling it; "" removes it.
+    #[arg(long, value_name = "TOKEN")]
+    pub outbound_token: Option<String>,
+    /// PEM file with the CA certificate that verifies the peer's TLS
+    /// certificate (https:// peers); "" removes it.
+    #[arg(long, value_name = "FILE")]
+    pub peer_cacert: Option<PathBuf>,
+    /// Short name.
+    #[arg(long)]
+    pub shortname: Option<String>,
+    /// Root of the peer's human-readable names.
+    #[arg(long)]
+    pub hrn_root: Option<String>,
+    /// Seconds between refreshes run by the server itself; 0 for none.
+    #[arg(long, value_name = "SECS")]
+    pub refresh_interval: Option<i64>,
+    /// Largest fraction of the peer's cache a refresh may delete without
+    /// --force (default: the server's --max-delete-fraction).
+    #[arg(long, value_name = "F")]
+    pub max_delete_fraction: Option<f64>,
+}
+
+impl PeerSettings {
+    /// The CA certificate's PEM text: `Some("")` to remove it.
+    fn cacert(&self) -> Result<Option<String>, CliError> {
+        match &self.peer_cacert {
+            None => Ok(None),
+            Some(path) if path.as_os_str().is_empty() => Ok(Some(String::new())),
+            Some(path) => std::fs::read_to_string(path).map(Some).map_err(|e| {
+                Error::invalid(
+                    "peer_cacert",
+                    path.display(),
+                    format!("cannot read it: {e}"),
+                )
+                .into()
+            }),
+        }
+    }
+}
+
+/// A peer as named on the command line: its id or its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerKey {
+    /// Id in the server.
+    Id(i64),
+    /// Name.
+    Name(String),
+}
+
+impl PeerKey {
+    /// An id when `text` is a number, else a name.
+    pub fn parse(text: &str) -> PeerKey {
+        text.trim()
+            .parse()
+            .map_or_else(|_| PeerKey::Name(text.trim().to_owned()), PeerKey::Id)
+    }
+}
+
+impl From<PeerKey> for pb::get_peer_request::Key {
+    fn from(key: PeerKey) -> Self {
+        match key {
+            PeerKey::Id(id) => Self::PeerId(id),
+            PeerKey::Name(name) => Self::Peername(name),
+        }
+    }
+}
+
+impl From<PeerKey> for pb::refresh_peer_request::Peer {
+    fn from(key: PeerKey) -> Self {
+        match key {
+            PeerKey::Id(id) => Self::PeerId(id),
+            PeerKey::Name(name) => Self::Peername(name),
+        }
+    }
+}
+
+/// Runs a `peer` subcommand.
+pub async fn peer(
+    storage: &StorageArgs,
+    client: &ClientArgs,
+    command: PeerCommand,
+) -> Result<(), CliError> {
+    let mut server = Server::connect(client, &storage.data_dir).await?;
+    match command {
+        PeerCommand::Add(add) => {
+            let request = pb::CreatePeerRequest {
+                cacert: add.settings.cacert()?.unwrap_or_default(),
+                peername: add.name,
+                peer_url: add.url,
+                outbound_token: add.settings.outbound_token.unwrap_or_default(),
+                shortname: add.settings.shortname.unwrap_or_default(),
+                hrn_root: add.settings.hrn_root.unwrap_or_default(),
+                refresh_interval_seconds: add.settings.refresh_interval.unwrap_or(0),
+                max_delete_fraction: add.settings.max_delete_fraction,
+            };
+            let peer = server
+                .peers
+                .create_peer(request)
+                .await
+                .map_err(|s| server.fail(s))?
+                .into_inner();
+            println!("peer {} added with id {}", peer.peername, peer.peer_id);
+            if !peer.has_outbound_token {
+                eprintln!(
+                    "note: {} has no outbound token yet, so it cannot be refreshed: ask its admin \
+                     for a peer token issued to this registry and set it with \
+                     `fedreg peer update {} --outbound-token TOKEN`",
+                    peer.peername, peer.peername
+                );
+            }
+        }
+        PeerCommand::List => print!("{}", list_table(&list(&mut server).await?)),
+        PeerCommand::Show { peer } => {
+            let peer = get(&mut server, PeerKey::parse(&peer)).await?;
+            print!("{}", peer_text(&peer));
+        }
+        PeerCommand::Update(update) => {
+            let current = get(&mut server, PeerKey::parse(&update.peer)).await?;
+            let request = pb::UpdatePeerRequest {
+                peer_id: current.peer_id,
+                peername: update.name,
+                peer_url: update.url,
+                cacert: update.settings.cacert()?,
+                outbound_token: update.settings.outbound_token,
+                shortname: update.settings.shortname,
+                hrn_root: update.settings.hrn_root,
+                refresh_interval_seconds: update.settings.refresh_interval,
+                max_delete_fraction: update.settings.max_delete_fraction,
+            };
+            let peer = server
+                .peers
+                .update_peer(request)
+                .await
+                .map_err(|s| server.fail(s))?
+                .into_inner();
+            println!("peer {} (id {}) updated", peer.peername, peer.peer_id);
+            print!("{}", peer_text(&peer));
+        }
+        PeerCommand::Rm { peer } => {
+            let current = get(&mut server, PeerKey::parse(&peer)).await?;
+            let removed = server
+                .peers
+                .delete_peer(pb::DeletePeerRequest {
+                    peer_id: current.peer_id,
+                })
+                .await
+                .map_err(|s| server.fail(s))?
+                .into_inner()
+                .removed
+                .unwrap_or_default();
+            println!(
+                "peer {} (id {}) removed, with its cached objects: {}",
+                current.peername,
+                current.peer_id,
+                counts_text(&removed)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The peer named by `key`.
+async fn get(server: &mut Server, key: PeerKey) -> Result<pb::Peer, CliError> {
+    let answer = server
+        .peers
+        .get_peer(pb::GetPeerRequest {
+            key: Some(key.into()),
+        })
+        .await;
+    Ok(answer.map_err(|s| server.fail(s))?.into_inner())
+}
+
+/// Every peer, page after page.
+async fn list(server: &mut Server) -> Result<Vec<pb::Peer>, CliError> {
+    let mut peers = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let answer = server
+            .peers
+            .list_peers(pb::ListPeersRequest {
+                page_size: 1000,
+                page_token,
+            })
+            .await;
+        let page = answer.map_err(|s| server.fail(s))?.into_inner();
+        peers.extend(page.peers);
+        if page.next_page_token.is_empty() {
+            return Ok(peers);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// `300 s`, or `manual` when the server does not schedule refreshes.
+fn interval_text(seconds: i64) -> String {
+    if seconds == 0 {
+        "manual".into()
+    } else {
+        format!("{seconds} s")
+    }
+}
+
+/// The table of `fedreg peer list`.
+fn list_table(peers: &[pb::Peer]) -> Table {
+    let mut table = Table::new(&[
+        ("ID", Align::Right),
+        ("NAME", Align::Left),
+        ("URL", Align::Left),
+        ("INTERVAL", Align::Right),
+        ("LAST REFRESH", Align::Left),
+        ("OUTCOME", Align::Left),
+        ("CACHED", Align::Right),
+    ]);
+    for peer in peers {
+        let cached = peer.cached.unwrap_or_default();
+        let total = cached.sites + cached.keys + cached.persons + cached.nodes + cached.slices;
+        table.row([
+            peer.peer_id.to_string(),
+            peer.peername.clone(),
+            peer.peer_url.clone(),
+            interval_text(peer.refresh_interval_seconds),
+            timestamp_text(peer.last_refresh_time.as_ref()),
+            outcome_name(peer.last_refresh_outcome).to_owned(),
+            total.to_string(),
+        ]);
+    }
+    table
+}
+
+/// The fields of a peer and the summary of its last refresh.
+fn peer_text(peer: &pb::Peer) -> String {
+    let set = |yes: bool| if yes { "set" } else { "none" };
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let fields = [
+        ("id", peer.peer_id.to_string()),
+        ("name", peer.peername.clone()),
+        ("url", peer.peer_url.clone()),
+        ("shortname", or_dash(&peer.shortname)),
+        ("hrn root", or_dash(&peer.hrn_root)),
+        ("CA certificate", set(!peer.cacert.is_empty()).into()),
+        ("outbound token", set(peer.has_outbound_token).into()),
+        (
+            "refresh interval",
+            interval_text(peer.refresh_interval_seconds),
+        ),
+        (
+            "max delete fraction",
+            peer.max_delete_fraction
+                .map_or_else(|| "server default".into(), |f| f.to_string()),
+        ),
+        ("created", timestamp_text(peer.date_created.as_ref())),
+        (
+            "last refresh",
+            timestamp_text(peer.last_refresh_time.as_ref()),
+        ),
+        (
+            "last outcome",
+            outcome_name(peer.last_refresh_outcome).to_owned(),
+        ),
+        ("cached", counts_text(&peer.cached.unwrap_or_default())),
+    ];
+    let mut out = String::new();
+    for (label, value) in fields {
+        out.push_str(&format!("{:<21}{value}\n", format!("{label}:")));
+    }
+    if let Some(report) = &peer.last_refresh_report {
+        out.push_str("\nLast refresh:\n");
+        out.push_str(&report_text(report, false));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_keys() {
+        assert_eq!(PeerKey::parse("12"), PeerKey::Id(12));
+        assert_eq!(PeerKey::parse(" plc2 "), PeerKey::Name("plc2".into()));
+        assert_eq!(PeerKey::parse("12a"), PeerKey::Name("12a".into()));
+    }
+}

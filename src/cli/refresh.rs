@@ -1,0 +1,257 @@
+//! `fedreg refresh <peer> [--force]`: runs `RefreshPeer` on a server and
+//! prints its report: a table per class, one per relation, the phase
+//! timers and the warnings.
+//!
+//! A refresh the mass-delete guard refused prints its report, then fails
+//! with exit code 3 and the `--force` hint.
+
+use clap::Args;
+
+use super::client::{ClientArgs, Server};
+use super::peer::PeerKey;
+use super::progress::Spinner;
+use super::table::{Align, Table};
+use super::{CliError, StorageArgs, format_time};
+use crate::proto::v1 as pb;
+
+/// Options of `fedreg refresh`.
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    /// The peer's name or id.
+    pub peer: String,
+    /// Apply even when the refresh deletes more of the cache than the
+    /// peer's mass-delete limit allows.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Refreshes a peer and prints the report.
+pub async fn refresh(
+    storage: &StorageArgs,
+    client: &ClientArgs,
+    args: RefreshArgs,
+) -> Result<(), CliError> {
+    let mut server = Server::connect(client, &storage.data_dir).await?;
+    let spinner = Spinner::start(format!("refreshing {}", args.peer));
+    let answer = server
+        .peers
+        .refresh_peer(pb::RefreshPeerRequest {
+            peer: Some(PeerKey::parse(&args.peer).into()),
+            force: args.force,
+        })
+        .await;
+    spinner.stop().await;
+    let report = answer.map_err(|s| server.fail(s))?.into_inner();
+    print!("{}", report_text(&report, true));
+    if report.outcome == pb::RefreshOutcome::Refused as i32 {
+        return Err(CliError::Refused(format!(
+            "refresh of {} refused by the mass-delete guard; nothing was applied.\n\
+             hint: if {} really removed these objects, run `fedreg refresh {} --force`",
+            report.peername, report.peername, args.peer
+        )));
+    }
+    Ok(())
+}
+
+/// `APPLIED`, `REFUSED`, `FAILED`, or `-` for a peer never refreshed.
+pub fn outcome_name(outcome: i32) -> &'static str {
+    match pb::RefreshOutcome::try_from(outcome) {
+        Ok(pb::RefreshOutcome::Unspecified) | Err(_) => "-",
+        Ok(o) => o.as_str_name().trim_start_matches("REFRESH_OUTCOME_"),
+    }
+}
+
+/// A timestamp as `YYYY-MM-DD HH:MM:SS UTC`, or `never`.
+pub fn timestamp_text(time: Option<&prost_types::Timestamp>) -> String {
+    time.map_or_else(
+        || "never".into(),
+        |t| format!("{} UTC", format_time(t.seconds)),
+    )
+}
+
+/// `3 sites, 4 keys, 2 persons, 0 nodes, 0 slices`.
+pub fn counts_text(counts: &pb::CachedCounts) -> String {
+    format!(
+        "{} sites, {} keys, {} persons, {} nodes, {} slices",
+        counts.sites, counts.keys, counts.persons, counts.nodes, counts.slices
+    )
+}
+
+/// The report as text: a headline, the reason of a refusal or failure, the
+/// class and relation tables and the warnings; with `timers`, the phase
+/// timers too.
+pub fn report_text(report: &pb::RefreshReport, timers: bool) -> String {
+    let mut out = format!(
+        "{}: {} in {:.3} s (started {})\n",
+        report.peername,
+        outcome_name(report.outcome),
+        report.total_seconds,
+        timestamp_text(report.started.as_ref())
+    );
+    if !report.reason.is_empty() {
+        out.push_str(&format!("reason: {}\n", report.reason));
+    }
+
+    let mut classes = Table::new(&[
+        ("CLASS", Align::Left),
+        ("RECEIVED", Align::Right),
+        ("ADDED", Align::Right),
+        ("UPDATED", Align::Right),
+        ("DELETED", Align::Right),
+        ("SKIPPED", Align::Right),
+    ]);
+    let mut total = [0i64; 5];
+    for c in &report.classes {
+        let counts = [c.received, c.added, c.updated, c.deleted, c.skipped];
+        for (sum, n) in total.iter_mut().zip(counts) {
+            *sum += n;
+        }
+        classes.row(std::iter::once(c.class.clone()).chain(counts.map(|n| n.to_string())));
+    }
+    if !classes.is_empty() {
+        classes.row(std::iter::once("total".to_owned()).chain(total.map(|n| n.to_string())));
+        out.push('\n');
+        out.push_str(&classes.render());
+    }
+
+    let mut relations = Table::new(&[
+        ("RELATION", Align::Left),
+        ("ADDED", Align::Right),
+        ("REMOVED", Align::Right),
+    ]);
+    for r in &report.relations {
+        relations.row([
+            r.relation.clone(),
+            r.added.to_string(),
+            r.removed.to_string(),
+        ]);
+    }
+    if !relations.is_empty() {
+        out.push('\n');
+        out.push_str(&relations.render());
+    }
+
+    if timers && !report.timers.is_empty() {
+        let mut phases = Table::new(&[("PHASE", Align::Left), ("SECONDS", Align::Right)]);
+        for t in &report.timers {
+            phases.row([t.phase.clone(), format!("{:.3}", t.seconds)]);
+        }
+        phases.row(["total".to_owned(), format!("{:.3}", report.total_seconds)]);
+        out.push('\n');
+        out.push_str(&phases.render());
+    }
+
+    out.push('\n');
+    if report.warnings.is_empty() {
+        out.push_str("no warnings\n");
+    } else {
+        out.push_str(&format!("{} warning(s):\n", report.warnings.len()));
+        let mut warnings = Table::new(&[
+            ("CLASS", Align::Left),
+            ("PEER ID", Align::Right),
+            ("OBJECT", Align::Left),
+            ("REASON", Align::Left),
+        ]);
+        for w in &report.warnings {
+            let id = if w.peer_object_id == 0 {
+                String::new()
+            } else {
+                w.peer_object_id.to_string()
+            };
+            warnings.row([w.class.clone(), id, w.natural_key.clone(), w.reason.clone()]);
+        }
+        out.push_str(&warnings.render());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_report() {
+        let report = pb::RefreshReport {
+            peername: "plc2".into(),
+            outcome: pb::RefreshOutcome::Refused as i32,
+            reason: "would delete 9 of the 10 objects".into(),
+            timers: vec![pb::PhaseTimer {
+                phase: "transport".into(),
+                seconds: 0.25,
+            }],
+            started: Some(prost_types::Timestamp {
+                seconds: 1_764_067_501,
+                nanos: 0,
+            }),
+            total_seconds: 0.5,
+            ..Default::default()
+        };
+        assert_eq!(
+            report_text(&report, true),
+            "plc2: REFUSED in 0.500 s (started 2025-11-25 10:45:01 UTC)\n\
+             reason: would delete 9 of the 10 objects\n\
+             \n\
+             PHASE      SECONDS\n\
+             transport    0.250\n\
+             total        0.500\n\
+             \n\
+             no warnings\n"
+        );
+    }
+
+    #[test]
+    fn classes_relations_and_warnings() {
+        let report = pb::RefreshReport {
+            peername: "plc1".into(),
+            outcome: pb::RefreshOutcome::Applied as i32,
+            classes: vec![
+                pb::ClassReport {
+                    class: "sites".into(),
+                    received: 3,
+                    added: 2,
+                    updated: 1,
+                    deleted: 0,
+                    skipped: 0,
+                },
+                pb::ClassReport {
+                    class: "nodes".into(),
+                    received: 2,
+                    added: 1,
+                    skipped: 1,
+                    ..Default::default()
+                },
+            ],
+            relations: vec![pb::RelationReport {
+                relation: "slice-nodes".into(),
+                added: 4,
+                removed: 1,
+            }],
+            warnings: vec![pb::SyncWarning {
+                class: "nodes".into(),
+                peer_object_id: 7,
+                natural_key: "n7.example.org".into(),
+                reason: "unknown boot_state \"weird\"".into(),
+            }],
+            ..Default::default()
+        };
+        let text = report_text(&report, false);
+        assert_eq!(
+            text,
+            "plc1: APPLIED in 0.000 s (started never)\n\
+             \n\
+             CLASS  RECEIVED  ADDED  UPDATED  DELETED  SKIPPED\n\
+             sites         3      2        1        0        0\n\
+             nodes         2      1        0        0        1\n\
+             total         5      3        1        0        1\n\
+             \n\
+             RELATION     ADDED  REMOVED\n\
+             slice-nodes      4        1\n\
+             \n\
+             1 warning(s):\n\
+             CLASS  PEER ID  OBJECT          REASON\n\
+             nodes        7  n7.example.org  unknown boot_state \"weird\"\n"
+        );
+        assert_eq!(outcome_name(0), "-");
+        assert_eq!(outcome_name(3), "FAILED");
+    }
+}

@@ -1,0 +1,92 @@
+//! `fedreg serve`: runs the server until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::StorageArgs;
+use crate::error::{Error, Result};
+use crate::server::{self, ServerConfig};
+
+/// Options of `fedreg serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "FEDREG_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// This registry's name, as peers see it.
+    #[arg(long, env = "FEDREG_NAME", default_value = "fedreg")]
+    pub name: String,
+    /// PEM certificate to serve TLS with (needs --tls-key).
+    #[arg(long, env = "FEDREG_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FEDREG_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Largest fraction of a peer's cache that a refresh may delete without
+    /// --force (per-peer setting overrides it).
+    #[arg(long, env = "FEDREG_MAX_DELETE_FRACTION", default_value_t = 0.5)]
+    pub max_delete_fraction: f64,
+    /// Seconds to wait for the next message of a peer during a refresh
+    /// before giving up on it (the cache is then left as it was).
+    #[arg(long, env = "FEDREG_PEER_TIMEOUT", default_value_t = 60)]
+    pub peer_timeout: u64,
+}
+
+/// Serves until SIGINT or SIGTERM, then finishes the calls in flight.
+pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.max_delete_fraction) {
+        return Err(Error::invalid(
+            "max_delete_fraction",
+            args.max_delete_fraction,
+            "must be between 0 and 1",
+        ));
+    }
+    let config = ServerConfig {
+        listen: args.listen,
+        data_dir: storage.data_dir.clone(),
+        database_url: storage.database_url.clone(),
+        registry_name: args.name,
+        tls: args.tls_cert.zip(args.tls_key),
+        max_delete_fraction: args.max_delete_fraction,
+        peer_timeout: std::time::Duration::from_secs(args.peer_timeout.max(1)),
+    };
+    let token_file = config.data_dir.join(server::ADMIN_TOKEN_FILE);
+    let stop = shutdown_signal()?;
+    let running = server::start(config).await?;
+    if let Some(token) = running.new_admin_token() {
+        eprintln!(
+            "Created the first admin token (shown once; also saved to {}):\n\n    {token}\n",
+            token_file.display()
+        );
+    }
+    eprintln!("fedreg listening on {}", running.addr());
+    stop.await;
+    running.shutdown().await
+}
+
+/// Installs the SIGINT and SIGTERM handlers now, so that a signal arriving
+/// at any time after this call (even before the server listens) shuts the
+/// server down gracefully; the returned future completes on the first one.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| Error::Internal(format!("installing the {name} handler: {e}")))
+        };
+        let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
+        let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}

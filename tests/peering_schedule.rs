@@ -139,6 +139,10 @@ async fn unreachable_peer_failure_is_recorded(backend: Backend) {
         report.reason.contains(&closed.to_string()),
         "reason names the address: {report:#?}"
     );
+    assert!(
+        report.reason.contains("refused"),
+        "reason gives the cause: {report:#?}"
+    );
     assert_eq!(
         counts!(a, list_sites, sites),
         Counts {

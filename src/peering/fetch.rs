@@ -150,10 +150,27 @@ async fn connect(peer: &PeerRow, timeout: Duration) -> Result<Channel> {
     }
     endpoint.connect().await.map_err(|e| {
         Error::Unavailable(format!(
-            "peer {} ({}) is unreachable: {e}",
-            peer.peername, peer.peer_url
+            "peer {} ({}) is unreachable: {}",
+            peer.peername,
+            peer.peer_url,
+            with_causes(&e)
         ))
     })
+}
+
+/// An error with its chain of causes ("transport error: tcp connect error:
+/// Connection refused"), the bottom one being the useful one.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Checks that the trailer's counts match what arrived.

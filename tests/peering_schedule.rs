@@ -78,7 +78,7 @@ async fn scheduled_refreshes_follow_the_peer(backend: Backend) {
             foreign: 2
         }
     );
-    let first_time = first.last_refresh_time.clone().unwrap().seconds;
+    let first_time = first.last_refresh_time.unwrap().seconds;
 
     // A change at the peer arrives with the next scheduled refresh.
     let mut b_api = b.registry().await;

@@ -1,11 +1,13 @@
 //! Keys through the admin API: create for a local person, get, list with
 //! pages and scopes, update, delete, every validation error, and the
-//! read-only rule for keys and persons cached from peers; on both backends.
+//! read-only rule for keys and persons cached from peers (by real
+//! refreshes of a real or scripted peer); on both backends.
 
 mod common;
 
 use base64::Engine as _;
-use common::foreign::Foreign;
+use common::fake_peer;
+use common::objects::WithPeer;
 use common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1::registry_service_client::RegistryServiceClient;
 use fedreg::proto::v1::{self as pb, get_person_request};
@@ -28,11 +30,13 @@ fn ed25519(n: u8) -> String {
     format!("ssh-ed25519 {b64} key{n}@example.org")
 }
 
-async fn local_person(api: &mut Client, email: &str) -> i64 {
+/// Creates an enabled person (peers serve only those); returns its id.
+async fn create_person(api: &mut Client, email: &str) -> i64 {
     api.create_person(pb::CreatePersonRequest {
         email: email.into(),
         first_name: "Key".into(),
         last_name: "Owner".into(),
+        enabled: Some(true),
         ..Default::default()
     })
     .await
@@ -51,6 +55,43 @@ async fn key_ids_of(api: &mut Client, person_id: i64) -> Vec<i64> {
     .key_ids
 }
 
+/// The person with e-mail `email` (the local one when there are several).
+async fn person_by_email(api: &mut Client, email: &str) -> pb::Person {
+    api.get_person(pb::GetPersonRequest {
+        key: Some(get_person_request::Key::Email(email.into())),
+    })
+    .await
+    .unwrap_or_else(|s| panic!("person {email}: {s:?}"))
+    .into_inner()
+}
+
+/// Caches on `server`, from a scripted peer `peername`, a person `f@<peername>.org`
+/// (id `person_id` at the peer) owning key `key` (id `key_id` there);
+/// returns the peer's id and the local ids of the person and the key.
+async fn cache_person_with_key(
+    server: &TestServer,
+    peername: &str,
+    (person_id, key_id): (i64, i64),
+    key: &str,
+) -> (i64, i64, i64) {
+    let email = format!("f@{peername}.org");
+    let peer_id = fake_peer::cache(
+        server,
+        peername,
+        pb::PeerDataBatch {
+            keys: vec![fake_peer::key(key_id, key)],
+            persons: vec![pb::ExportedPerson {
+                key_ids: vec![key_id],
+                ..fake_peer::person(person_id, &email)
+            }],
+            ..Default::default()
+        },
+    )
+    .await;
+    let cached = person_by_email(&mut server.registry().await, &email).await;
+    (peer_id, cached.person_id, cached.key_ids[0])
+}
+
 fn new_key(person_id: i64, key: &str) -> pb::CreateKeyRequest {
     pb::CreateKeyRequest {
         person_id,
@@ -62,7 +103,7 @@ fn new_key(person_id: i64, key: &str) -> pb::CreateKeyRequest {
 async fn create_get_update_delete(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut api = server.registry().await;
-    let owner = local_person(&mut api, "owner@example.org").await;
+    let owner = create_person(&mut api, "owner@example.org").await;
 
     let created = api
         .create_key(new_key(owner, &format!("  {RSA}\n")))
@@ -155,7 +196,7 @@ async fn create_get_update_delete(backend: Backend) {
 async fn validation_errors(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut api = server.registry().await;
-    let owner = local_person(&mut api, "owner@example.org").await;
+    let owner = create_person(&mut api, "owner@example.org").await;
     let good = api
         .create_key(new_key(owner, &ed25519(1)))
         .await
@@ -249,9 +290,8 @@ async fn validation_errors(backend: Backend) {
 
 async fn pagination_and_filters(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let foreign = Foreign::of(&server);
     let mut api = server.registry().await;
-    let owner = local_person(&mut api, "owner@example.org").await;
+    let owner = create_person(&mut api, "owner@example.org").await;
     let mut local_ids = Vec::new();
     for n in 0..5 {
         let key = api
@@ -261,12 +301,9 @@ async fn pagination_and_filters(backend: Backend) {
             .into_inner();
         local_ids.push(key.key_id);
     }
-    let plc = foreign.peer("plc").await;
-    let ple = foreign.peer("ple").await;
-    let plc_person = foreign.person(plc, 10, "f@plc.org").await;
-    let ple_person = foreign.person(ple, 20, "f@ple.org").await;
-    let k1 = foreign.key(plc, 11, plc_person, &ed25519(50)).await;
-    let k2 = foreign.key(ple, 21, ple_person, &ed25519(60)).await;
+    // A person with a key at each of two peers.
+    let (plc, plc_person, k1) = cache_person_with_key(&server, "plc", (10, 11), &ed25519(50)).await;
+    let (ple, ple_person, k2) = cache_person_with_key(&server, "ple", (20, 21), &ed25519(60)).await;
 
     let mut seen = Vec::new();
     let mut token = String::new();
@@ -340,12 +377,19 @@ async fn pagination_and_filters(backend: Backend) {
 }
 
 async fn foreign_keys_are_read_only(backend: Backend) {
-    let server = TestServer::start(backend).await;
-    let foreign = Foreign::of(&server);
-    let mut api = server.registry().await;
-    let plc = foreign.peer("plc").await;
-    let person = foreign.person(plc, 10, "remote@plc.org").await;
-    let key = foreign.key(plc, 11, person, &ed25519(9)).await;
+    let with = WithPeer::start(backend).await;
+    let mut at_peer = with.peer.registry().await;
+    let owner_at_peer = create_person(&mut at_peer, "remote@plc.org").await;
+    let key_at_peer = at_peer
+        .create_key(new_key(owner_at_peer, &ed25519(9)))
+        .await
+        .unwrap()
+        .into_inner();
+    with.refresh().await;
+    let mut api = with.local.registry().await;
+    let cached = person_by_email(&mut api, "remote@plc.org").await;
+    assert!(cached.origin.is_some(), "cached from the peer");
+    let (person, key) = (cached.person_id, cached.key_ids[0]);
 
     assert_status(
         api.create_key(new_key(person, &ed25519(1))).await,
@@ -377,8 +421,8 @@ async fn foreign_keys_are_read_only(backend: Backend) {
     assert_eq!(
         still.origin,
         Some(pb::Origin {
-            peer_id: plc,
-            peer_object_id: 11
+            peer_id: with.peer_id,
+            peer_object_id: key_at_peer.key_id
         })
     );
     assert_eq!(

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::fake_peer::{Ending, FakePeer, dump};
+use common::fake_peer::{Ending, FakePeer, dump, key, node, person, site, slice};
 use common::federation::{class, relation, try_refresh, writes};
 use common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1 as pb;
@@ -21,30 +21,8 @@ async fn registry_peered_with(backend: Backend, fake: &FakePeer) -> (TestServer,
         c.peer_timeout = Duration::from_secs(2);
     })
     .await;
-    let peer_id = server
-        .peers()
-        .await
-        .create_peer(pb::CreatePeerRequest {
-            peername: "fake".into(),
-            peer_url: fake.url(),
-            outbound_token: "fr_any".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .peer_id;
+    let peer_id = fake.register(&server, "fake").await;
     (server, peer_id)
-}
-
-fn site(id: i64, login_base: &str) -> pb::ExportedSite {
-    pb::ExportedSite {
-        site_id: id,
-        login_base: login_base.into(),
-        name: format!("Site {login_base}"),
-        enabled: true,
-        ..Default::default()
-    }
 }
 
 fn sites(n: i64, prefix: &str) -> pb::PeerDataBatch {
@@ -235,39 +213,6 @@ fn ssh_key(comment: &str) -> String {
     format!("ssh-ed25519 {b64} {comment}")
 }
 
-fn person(id: i64, email: &str) -> pb::ExportedPerson {
-    pb::ExportedPerson {
-        person_id: id,
-        email: email.into(),
-        first_name: "Ada".into(),
-        last_name: "Lovelace".into(),
-        enabled: true,
-        ..Default::default()
-    }
-}
-
-fn node(id: i64, hostname: &str, site_id: i64, boot_state: &str) -> pb::ExportedNode {
-    pb::ExportedNode {
-        node_id: id,
-        hostname: hostname.into(),
-        site_id,
-        node_type: "regular".into(),
-        boot_state: boot_state.into(),
-        ..Default::default()
-    }
-}
-
-fn slice(id: i64, name: &str, site_id: i64, instantiation: &str) -> pb::ExportedSlice {
-    pb::ExportedSlice {
-        slice_id: id,
-        site_id,
-        name: name.into(),
-        instantiation: instantiation.into(),
-        max_nodes: 10,
-        ..Default::default()
-    }
-}
-
 async fn bad_peer_data_is_skipped_object_by_object(backend: Backend) {
     let mut batch = pb::PeerDataBatch {
         sites: vec![
@@ -277,24 +222,12 @@ async fn bad_peer_data_is_skipped_object_by_object(backend: Backend) {
             site(4, "good"),
         ],
         keys: vec![
+            key(1, &ssh_key("ada@good")),
             pb::ExportedKey {
-                key_id: 1,
-                key_type: "ssh".into(),
-                key: ssh_key("ada@good"),
-                is_blacklisted: false,
-            },
-            pb::ExportedKey {
-                key_id: 2,
                 key_type: "gpg".into(),
-                key: ssh_key("gpg"),
-                is_blacklisted: false,
+                ..key(2, &ssh_key("gpg"))
             },
-            pb::ExportedKey {
-                key_id: 3,
-                key_type: "ssh".into(),
-                key: "ssh-rsa not!base64 x@y".into(),
-                is_blacklisted: false,
-            },
+            key(3, "ssh-rsa not!base64 x@y"),
         ],
         persons: vec![
             pb::ExportedPerson {

@@ -5,14 +5,10 @@
 
 mod common;
 
-use common::foreign::Foreign;
 use common::objects::{node, site};
+use common::rows::Rows;
 use common::{Backend, TestServer};
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use fedreg::proto::v1::{self as pb, peer_data_chunk::Part};
-use fedreg::store::schema::{nodes, persons};
-use fedreg::with_db;
 use prost::Message;
 
 const PASSWORD: &str = "correct-horse-battery-staple";
@@ -21,48 +17,6 @@ const VERIFICATION_EXPIRES: i64 = 4_102_444_813;
 const BOOT_NONCE: &str = "boot-nonce-9a8b7c";
 const NODE_KEY: &str = "node-key-6d5e4f";
 const SESSION: &str = "session-3c2b1a";
-
-/// Writes the secrets that only the registry's own services set (the boot
-/// manager and the password reset flow, outside the admin API).
-async fn store_secrets(server: &TestServer, person_id: i64) {
-    let foreign = Foreign::of(server);
-    let mut conn = foreign.store().write().await.unwrap();
-    with_db!(conn, |c| {
-        diesel::update(persons::table.filter(persons::person_id.eq(person_id)))
-            .set((
-                persons::verification_key.eq(VERIFICATION_KEY),
-                persons::verification_expires.eq(VERIFICATION_EXPIRES),
-            ))
-            .execute(c)
-            .await
-    })
-    .unwrap();
-    with_db!(conn, |c| {
-        diesel::update(nodes::table)
-            .set((
-                nodes::boot_nonce.eq(BOOT_NONCE),
-                nodes::node_key.eq(NODE_KEY),
-                nodes::session.eq(SESSION),
-            ))
-            .execute(c)
-            .await
-    })
-    .unwrap();
-}
-
-async fn password_hash(server: &TestServer, person_id: i64) -> String {
-    let foreign = Foreign::of(server);
-    let mut conn = foreign.store().write().await.unwrap();
-    with_db!(conn, |c| {
-        persons::table
-            .filter(persons::person_id.eq(person_id))
-            .select(persons::password_hash)
-            .first::<Option<String>>(c)
-            .await
-    })
-    .unwrap()
-    .expect("password stored")
-}
 
 /// The whole GetPeerData stream as `token` gets it.
 async fn dump(server: &TestServer, token: &str) -> Vec<pb::PeerDataChunk> {
@@ -132,8 +86,17 @@ async fn secrets_never_leave(backend: Backend) {
     })
     .await
     .unwrap();
-    store_secrets(&server, ada.person_id).await;
-    let hash = password_hash(&server, ada.person_id).await;
+    // The secrets that only the registry's own services set (the password
+    // reset flow and the boot manager, outside the admin API).
+    let rows = Rows::of(&server);
+    rows.set_verification(ada.person_id, VERIFICATION_KEY, VERIFICATION_EXPIRES)
+        .await;
+    rows.set_node_secrets(BOOT_NONCE, NODE_KEY, SESSION).await;
+    let hash = rows
+        .person_row(ada.person_id)
+        .await
+        .password_hash
+        .expect("password stored");
 
     // As a peer and as an admin calling by hand.
     let peer_id = common::peers::insert_peer(&server, "plc2").await;

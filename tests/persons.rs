@@ -2,12 +2,15 @@
 //! with pages and scopes, update, delete, every validation error, password
 //! hashing, site and role memberships (primary-site switching, idempotent
 //! adds and removes), deletion cascades, and the read-only rule for persons
-//! cached from peers; on both backends.
+//! cached from peers (by real refreshes of a real or scripted peer); on
+//! both backends.
 
 mod common;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
-use common::foreign::Foreign;
+use common::fake_peer;
+use common::objects::{self, WithPeer};
+use common::rows::Rows;
 use common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1::registry_service_client::RegistryServiceClient;
 use fedreg::proto::v1::{self as pb, get_person_request::Key};
@@ -321,7 +324,7 @@ async fn validation_errors(backend: Backend) {
 
 async fn password_is_stored_hashed(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let foreign = Foreign::of(&server);
+    let rows = Rows::of(&server);
     let mut api = server.registry().await;
     let verifies = |hash: &str, password: &str| {
         let parsed = PasswordHash::new(hash).expect("a PHC string");
@@ -338,7 +341,7 @@ async fn password_is_stored_hashed(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    let row = foreign.person_row(with.person_id).await;
+    let row = rows.person_row(with.person_id).await;
     let hash = row.password_hash.expect("a password hash");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains("correct horse"));
@@ -350,10 +353,7 @@ async fn password_is_stored_hashed(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        foreign.person_row(without.person_id).await.password_hash,
-        None
-    );
+    assert_eq!(rows.person_row(without.person_id).await.password_hash, None);
 
     // Same password, another person: another salt.
     let twin = api
@@ -365,7 +365,7 @@ async fn password_is_stored_hashed(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_ne!(
-        foreign.person_row(twin.person_id).await.password_hash,
+        rows.person_row(twin.person_id).await.password_hash,
         Some(hash.clone())
     );
 
@@ -375,11 +375,7 @@ async fn password_is_stored_hashed(backend: Backend) {
         ..Default::default()
     };
     api.update_person(update("new password")).await.unwrap();
-    let new_hash = foreign
-        .person_row(with.person_id)
-        .await
-        .password_hash
-        .unwrap();
+    let new_hash = rows.person_row(with.person_id).await.password_hash.unwrap();
     assert!(verifies(&new_hash, "new password"));
     assert!(!verifies(&new_hash, "correct horse battery"));
     // Updating other fields keeps the password.
@@ -391,27 +387,36 @@ async fn password_is_stored_hashed(backend: Backend) {
     .await
     .unwrap();
     assert_eq!(
-        foreign.person_row(with.person_id).await.password_hash,
+        rows.person_row(with.person_id).await.password_hash,
         Some(new_hash)
     );
     // An empty password removes it.
     api.update_person(update("")).await.unwrap();
-    assert_eq!(foreign.person_row(with.person_id).await.password_hash, None);
+    assert_eq!(rows.person_row(with.person_id).await.password_hash, None);
 }
 
 async fn pagination_and_filters(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let foreign = Foreign::of(&server);
     let mut api = server.registry().await;
     for i in 0..7 {
         api.create_person(person(&format!("p{i}@example.org")))
             .await
             .unwrap();
     }
-    let plc = foreign.peer("plc").await;
-    let ple = foreign.peer("ple").await;
-    let f1 = foreign.person(plc, 101, "f1@plc.org").await;
-    let f2 = foreign.person(ple, 201, "f2@ple.org").await;
+    // One person at each of two peers.
+    let mut cached = Vec::new();
+    for (peername, id_at_peer, email) in [("plc", 101, "f1@plc.org"), ("ple", 201, "f2@ple.org")] {
+        let batch = pb::PeerDataBatch {
+            persons: vec![fake_peer::person(id_at_peer, email)],
+            ..Default::default()
+        };
+        let peer_id = fake_peer::cache(&server, peername, batch).await;
+        let got = api.get_person(by_email(email)).await.unwrap().into_inner();
+        cached.push((peer_id, got.person_id));
+    }
+    let [(plc, f1), (ple, f2)] = cached[..] else {
+        unreachable!()
+    };
 
     let mut seen = Vec::new();
     let mut token = String::new();
@@ -498,15 +503,91 @@ async fn pagination_and_filters(backend: Backend) {
     );
 }
 
-async fn foreign_persons_are_read_only(backend: Backend) {
-    let server = TestServer::start(backend).await;
-    let foreign = Foreign::of(&server);
-    let mut api = server.registry().await;
-    let plc = foreign.peer("plc").await;
-    let cached = foreign.person(plc, 7, "shared@example.org").await;
-    let only_foreign = foreign.person(plc, 8, "remote@plc.org").await;
+/// Makes enabled persons `emails` at `with`'s peer (first name "Foreign",
+/// role user, primary site `plcsite`), refreshes, and returns them as the
+/// registry caches them, in order.
+async fn cache_remote_persons(with: &WithPeer, emails: &[&str]) -> Vec<pb::Person> {
+    let mut at_peer = with.peer.registry().await;
+    let site_id = objects::site(&mut at_peer, "plcsite").await;
+    let mut ids_at_peer = Vec::new();
+    for email in emails {
+        let made = at_peer
+            .create_person(pb::CreatePersonRequest {
+                first_name: "Foreign".into(),
+                enabled: Some(true),
+                ..person(email)
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        at_peer
+            .add_role_to_person(role(made.person_id, 30))
+            .await
+            .unwrap();
+        at_peer
+            .add_person_to_site(at_site(made.person_id, site_id, true))
+            .await
+            .unwrap();
+        ids_at_peer.push(made.person_id);
+    }
+    with.refresh().await;
+    let cached = with
+        .local
+        .registry()
+        .await
+        .list_persons(pb::ListRequest {
+            peer_id: Some(with.peer_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .persons;
+    ids_at_peer
+        .iter()
+        .map(|&id| {
+            let origin = Some(pb::Origin {
+                peer_id: with.peer_id,
+                peer_object_id: id,
+            });
+            cached
+                .iter()
+                .find(|p| p.origin == origin)
+                .unwrap_or_else(|| panic!("person {id} of the peer not cached: {cached:?}"))
+                .clone()
+        })
+        .collect()
+}
 
-    // Uniqueness is per authority: a local person may use a peer's address.
+async fn foreign_persons_are_read_only(backend: Backend) {
+    let with = WithPeer::start(backend).await;
+    let mut api = with.local.registry().await;
+    // Uniqueness is per authority: a refresh caches a person whose address
+    // a local person uses...
+    let early = api
+        .create_person(person("early@example.org"))
+        .await
+        .unwrap()
+        .into_inner();
+    let remote = cache_remote_persons(
+        &with,
+        &["shared@example.org", "remote@plc.org", "early@example.org"],
+    )
+    .await;
+    let [shared, only_foreign, early_twin] = &remote[..] else {
+        unreachable!()
+    };
+    assert_ne!(early_twin.person_id, early.person_id);
+    assert_eq!(early_twin.email, "early@example.org");
+    let got = api
+        .get_person(by_email("early@example.org"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, early, "the local person comes first");
+    let cached = shared.person_id;
+
+    // ...and a local person may use a peer's address.
     let local = api
         .create_person(person("shared@example.org"))
         .await
@@ -527,14 +608,7 @@ async fn foreign_persons_are_read_only(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(got.person_id, only_foreign);
-    assert_eq!(
-        got.origin,
-        Some(pb::Origin {
-            peer_id: plc,
-            peer_object_id: 8
-        })
-    );
+    assert_eq!(&got, only_foreign);
     // Moving a local person to a peer's address is fine too.
     api.update_person(pb::UpdatePersonRequest {
         person_id: local.person_id,
@@ -727,9 +801,12 @@ async fn site_memberships_and_primary_switching(backend: Backend) {
 }
 
 async fn site_membership_errors(backend: Backend) {
-    let server = TestServer::start(backend).await;
-    let foreign = Foreign::of(&server);
-    let mut api = server.registry().await;
+    let with = WithPeer::start(backend).await;
+    let cached = cache_remote_persons(&with, &["remote@plc.org"]).await;
+    let [remote] = &cached[..] else {
+        unreachable!()
+    };
+    let mut api = with.local.registry().await;
     let local = api
         .create_person(person("p@example.org"))
         .await
@@ -741,9 +818,8 @@ async fn site_membership_errors(backend: Backend) {
         .unwrap()
         .into_inner()
         .site_id;
-    let plc = foreign.peer("plc").await;
-    let remote_person = foreign.person(plc, 3, "remote@plc.org").await;
-    let remote_site = foreign.site(plc, 4, "plcsite").await;
+    let remote_person = remote.person_id;
+    let remote_site = remote.primary_site_id.expect("the cached primary site");
     let pid = local.person_id;
 
     for primary in [false, true] {
@@ -794,14 +870,32 @@ async fn site_membership_errors(backend: Backend) {
         Code::FailedPrecondition,
         &["plcsite", "peer"],
     );
-    assert_eq!(foreign.links_of(pid, &[]).await[0], 0);
-    assert_eq!(foreign.links_of(remote_person, &[]).await[0], 0);
+    assert_eq!(members(&mut api, site_id).await, (vec![], vec![]));
+    assert_eq!(
+        members(&mut api, remote_site).await,
+        (vec![remote_person], vec![remote_person])
+    );
+    assert_eq!(
+        api.get_person(by_id(pid))
+            .await
+            .unwrap()
+            .into_inner()
+            .site_ids,
+        []
+    );
+    assert_eq!(
+        &api.get_person(by_id(remote_person))
+            .await
+            .unwrap()
+            .into_inner(),
+        remote,
+        "the cached person is unchanged"
+    );
 }
 
 async fn role_memberships(backend: Backend) {
-    let server = TestServer::start(backend).await;
-    let foreign = Foreign::of(&server);
-    let mut api = server.registry().await;
+    let with = WithPeer::start(backend).await;
+    let mut api = with.local.registry().await;
     let p = api
         .create_person(person("p@example.org"))
         .await
@@ -878,8 +972,12 @@ async fn role_memberships(backend: Backend) {
         Code::NotFound,
         &["person_id", "9999"],
     );
-    let plc = foreign.peer("plc").await;
-    let remote = foreign.person(plc, 3, "remote@plc.org").await;
+    let remote_persons = cache_remote_persons(&with, &["remote@plc.org"]).await;
+    let [cached] = &remote_persons[..] else {
+        unreachable!()
+    };
+    assert_eq!(cached.role_ids, [30]);
+    let remote = cached.person_id;
     assert_status(
         api.add_role_to_person(role(remote, 30)).await,
         Code::FailedPrecondition,
@@ -898,12 +996,16 @@ async fn role_memberships(backend: Backend) {
             .role_ids,
         [20, 40]
     );
-    assert_eq!(foreign.links_of(remote, &[]).await[1], 0);
+    assert_eq!(
+        &api.get_person(by_id(remote)).await.unwrap().into_inner(),
+        cached,
+        "the cached person is unchanged"
+    );
 }
 
 async fn delete_cascades(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let foreign = Foreign::of(&server);
+    let rows = Rows::of(&server);
     let mut api = server.registry().await;
     let p = api
         .create_person(person("p@example.org"))
@@ -961,7 +1063,24 @@ async fn delete_cascades(backend: Backend) {
             .await
             .unwrap();
     }
-    let slice = foreign.slice_with(a, "a_test", p, &[p, q]).await;
+    let slice = api
+        .create_slice(pb::CreateSliceRequest {
+            name: "a_test".into(),
+            creator_person_id: Some(p),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .slice_id;
+    for person_id in [p, q] {
+        api.add_person_to_slice(pb::SlicePersonRequest {
+            slice_id: slice,
+            person_id,
+        })
+        .await
+        .unwrap();
+    }
 
     let before = api.get_person(by_id(p)).await.unwrap().into_inner();
     assert_eq!(before.key_ids, p_keys);
@@ -971,13 +1090,13 @@ async fn delete_cascades(backend: Backend) {
         (vec![a, b], Some(a))
     );
     assert_eq!(before.role_ids, [20, 30]);
-    assert_eq!(foreign.links_of(p, &p_keys).await, [2, 2, 2, 1, 2]);
+    assert_eq!(rows.links_of(p, &p_keys).await, [2, 2, 2, 1, 2]);
 
     api.delete_person(pb::DeleteRequest { id: p })
         .await
         .unwrap();
 
-    assert_eq!(foreign.links_of(p, &p_keys).await, [0, 0, 0, 0, 0]);
+    assert_eq!(rows.links_of(p, &p_keys).await, [0, 0, 0, 0, 0]);
     for key_id in &p_keys {
         assert_status(
             api.get_key(pb::GetKeyRequest { key_id: *key_id }).await,
@@ -997,9 +1116,10 @@ async fn delete_cascades(backend: Backend) {
     );
     assert_eq!(members(&mut api, a).await, (vec![q], vec![]));
     assert_eq!(members(&mut api, b).await, (vec![], vec![]));
+    let kept = objects::get_slice(&mut api, slice).await.unwrap();
     assert_eq!(
-        foreign.slice_creator(slice).await,
-        None,
+        (kept.creator_person_id, kept.person_ids),
+        (None, vec![q]),
         "the slice stays, without creator"
     );
     let other = api.get_person(by_id(q)).await.unwrap().into_inner();

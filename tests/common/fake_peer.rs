@@ -1,6 +1,9 @@
 //! A scripted peer: a `PeeringService` that serves whatever dump a test
 //! gives it, whole, cut short, or stalled, so refreshes can be tested
-//! against bad data and broken streams.
+//! against bad data and broken streams, or so a registry caches exactly
+//! the foreign objects a test needs (chosen peer ids, an e-mail that a
+//! local person also uses, objects of several peers); and builders of the
+//! exported objects it serves.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,6 +14,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
+
+use super::TestServer;
+use super::federation::refresh;
 
 /// How a scripted stream ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +80,24 @@ impl FakePeer {
         format!("http://{}", self.addr)
     }
 
+    /// Registers this fake on `server` as peer `peername` (its outbound
+    /// token is never checked); returns the peer's id there.
+    pub async fn register(&self, server: &TestServer, peername: &str) -> i64 {
+        server
+            .peers()
+            .await
+            .create_peer(pb::CreatePeerRequest {
+                peername: peername.into(),
+                peer_url: self.url(),
+                outbound_token: "fr_any".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create peer")
+            .into_inner()
+            .peer_id
+    }
+
     /// Serves `batch` as a complete dump from now on.
     pub fn serve(&self, batch: pb::PeerDataBatch) {
         self.set(dump(batch), Ending::Complete);
@@ -83,6 +107,16 @@ impl FakePeer {
     pub fn set(&self, chunks: Vec<pb::PeerDataChunk>, ending: Ending) {
         *self.script.lock().unwrap() = Script { chunks, ending };
     }
+}
+
+/// Caches `batch` on `server` as the objects of peer `peername`: serves it
+/// from a fake peer registered there and refreshes that peer once; returns
+/// the peer's id. The fake stops afterwards; the cache stays.
+pub async fn cache(server: &TestServer, peername: &str, batch: pb::PeerDataBatch) -> i64 {
+    let fake = FakePeer::start(batch).await;
+    let peer_id = fake.register(server, peername).await;
+    refresh(server, peer_id).await;
+    peer_id
 }
 
 /// A complete dump of `batch`: header, the batch, a matching trailer.
@@ -112,6 +146,65 @@ pub fn dump(batch: pb::PeerDataBatch) -> Vec<pb::PeerDataChunk> {
             part: Some(Part::Trailer(trailer)),
         },
     ]
+}
+
+/// An enabled site with id `id` at the peer.
+pub fn site(id: i64, login_base: &str) -> pb::ExportedSite {
+    pb::ExportedSite {
+        site_id: id,
+        login_base: login_base.into(),
+        name: format!("Site {login_base}"),
+        enabled: true,
+        ..Default::default()
+    }
+}
+
+/// An ssh key with id `id` at the peer.
+pub fn key(id: i64, key: &str) -> pb::ExportedKey {
+    pb::ExportedKey {
+        key_id: id,
+        key_type: "ssh".into(),
+        key: key.into(),
+        is_blacklisted: false,
+    }
+}
+
+/// An enabled person (Ada Lovelace) with id `id` at the peer, without
+/// keys, roles or sites.
+pub fn person(id: i64, email: &str) -> pb::ExportedPerson {
+    pb::ExportedPerson {
+        person_id: id,
+        email: email.into(),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        enabled: true,
+        ..Default::default()
+    }
+}
+
+/// A regular node with id `id` at the peer, of the peer's site `site_id`.
+pub fn node(id: i64, hostname: &str, site_id: i64, boot_state: &str) -> pb::ExportedNode {
+    pb::ExportedNode {
+        node_id: id,
+        hostname: hostname.into(),
+        site_id,
+        node_type: "regular".into(),
+        boot_state: boot_state.into(),
+        ..Default::default()
+    }
+}
+
+/// A slice with id `id` at the peer, of the peer's site `site_id`, without
+/// nodes or persons.
+pub fn slice(id: i64, name: &str, site_id: i64, instantiation: &str) -> pb::ExportedSlice {
+    pb::ExportedSlice {
+        slice_id: id,
+        site_id,
+        name: name.into(),
+        instantiation: instantiation.into(),
+        max_nodes: 10,
+        ..Default::default()
+    }
 }
 
 struct Scripted(Arc<Mutex<Script>>);

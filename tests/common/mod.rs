@@ -1,5 +1,9 @@
 //! Test harness: real fedreg servers on loopback ports, each with its own
-//! fresh database, on SQLite or PostgreSQL.
+//! fresh database, on SQLite or PostgreSQL. Tests get foreign objects the
+//! way a registry does, by refreshing a peer: a real one
+//! ([`objects::WithPeer`], [`federation`]) or a scripted one
+//! ([`fake_peer::FakePeer`]); [`rows`] reads and sets the few stored
+//! columns no API exposes.
 //!
 //! PostgreSQL tests use the server at `FEDREG_TEST_PG` (default
 //! `postgres://postgres@127.0.0.1:5432`), creating one database per test and
@@ -11,9 +15,9 @@
 pub mod cli;
 pub mod fake_peer;
 pub mod federation;
-pub mod foreign;
 pub mod objects;
 pub mod peers;
+pub mod rows;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

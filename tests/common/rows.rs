@@ -1,0 +1,96 @@
+//! Reading and setting stored columns no API exposes: a person's password
+//! hash, the link rows a deleted person leaves (or not), and the secrets
+//! that only the registry's own services set (password reset, boot
+//! manager). Everything else a test needs goes through the gRPC API.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use fedreg::store::schema::{
+    keys as keys_table, nodes, person_key, person_role, person_site, persons as persons_table,
+    slice_person,
+};
+use fedreg::store::{Store, persons};
+use fedreg::with_db;
+
+use super::TestServer;
+
+/// Stored rows of a running test server.
+pub struct Rows {
+    store: Store,
+}
+
+impl Rows {
+    /// Uses the running server's own store (on SQLite, its single writer).
+    pub fn of(server: &TestServer) -> Rows {
+        let store = server
+            .server
+            .as_ref()
+            .expect("server running")
+            .app()
+            .store
+            .clone();
+        Rows { store }
+    }
+
+    /// The stored row of a person, secrets included.
+    pub async fn person_row(&self, person_id: i64) -> persons::PersonRow {
+        let mut conn = self.store.read().await.unwrap();
+        persons::by_id(&mut conn, person_id).await.unwrap().unwrap()
+    }
+
+    /// Rows left in each link table of a person, and how many of `key_ids`
+    /// are left: `[person_site, person_role, person_key, slice_person, keys]`.
+    pub async fn links_of(&self, person_id: i64, key_ids: &[i64]) -> [i64; 5] {
+        let mut conn = self.store.read().await.unwrap();
+        macro_rules! count {
+            ($table:ident, $column:expr) => {
+                with_db!(conn, |c| {
+                    $table::table
+                        .filter($column)
+                        .count()
+                        .get_result::<i64>(c)
+                        .await
+                })
+                .unwrap()
+            };
+        }
+        [
+            count!(person_site, person_site::person_id.eq(person_id)),
+            count!(person_role, person_role::person_id.eq(person_id)),
+            count!(person_key, person_key::person_id.eq(person_id)),
+            count!(slice_person, slice_person::person_id.eq(person_id)),
+            count!(keys_table, keys_table::key_id.eq_any(key_ids)),
+        ]
+    }
+
+    /// Sets a person's password-reset verification key and its expiry.
+    pub async fn set_verification(&self, person_id: i64, key: &str, expires: i64) {
+        let mut conn = self.store.write().await.unwrap();
+        with_db!(conn, |c| {
+            diesel::update(persons_table::table.find(person_id))
+                .set((
+                    persons_table::verification_key.eq(key),
+                    persons_table::verification_expires.eq(expires),
+                ))
+                .execute(c)
+                .await
+        })
+        .unwrap();
+    }
+
+    /// Sets the boot nonce, node key and session of every node.
+    pub async fn set_node_secrets(&self, boot_nonce: &str, node_key: &str, session: &str) {
+        let mut conn = self.store.write().await.unwrap();
+        with_db!(conn, |c| {
+            diesel::update(nodes::table)
+                .set((
+                    nodes::boot_nonce.eq(boot_nonce),
+                    nodes::node_key.eq(node_key),
+                    nodes::session.eq(session),
+                ))
+                .execute(c)
+                .await
+        })
+        .unwrap();
+    }
+}

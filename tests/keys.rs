@@ -5,7 +5,6 @@
 
 mod common;
 
-use base64::Engine as _;
 use common::fake_peer;
 use common::objects::WithPeer;
 use common::{Backend, TestServer, assert_status};
@@ -21,13 +20,7 @@ type Client = RegistryServiceClient<common::Authed>;
 
 /// A well-formed ed25519 public key line, distinct for each `n`.
 fn ed25519(n: u8) -> String {
-    let mut blob = Vec::new();
-    blob.extend_from_slice(&11u32.to_be_bytes());
-    blob.extend_from_slice(b"ssh-ed25519");
-    blob.extend_from_slice(&32u32.to_be_bytes());
-    blob.extend_from_slice(&[n; 32]);
-    let b64 = base64::engine::general_purpose::STANDARD.encode(blob);
-    format!("ssh-ed25519 {b64} key{n}@example.org")
+    common::federation::ssh_key(n.into(), &format!("key{n}@example.org"))
 }
 
 /// Creates an enabled person (peers serve only those); returns its id.

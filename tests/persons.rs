@@ -1131,14 +1131,7 @@ async fn delete_cascades(backend: Backend) {
 
 /// A well-formed ed25519 public key line, distinct for each `n`.
 fn key_line(n: u8) -> String {
-    use base64::Engine as _;
-    let mut blob = Vec::new();
-    blob.extend_from_slice(&11u32.to_be_bytes());
-    blob.extend_from_slice(b"ssh-ed25519");
-    blob.extend_from_slice(&32u32.to_be_bytes());
-    blob.extend_from_slice(&[n; 32]);
-    let b64 = base64::engine::general_purpose::STANDARD.encode(blob);
-    format!("ssh-ed25519 {b64}")
+    common::federation::ssh_key(n.into(), "person@example.org")
 }
 
 backend_tests!(

@@ -146,9 +146,15 @@ async fn check_natural_keys<K: CachedKind>(
     cached: &HashMap<i64, (i64, K::Fields)>,
     report: &mut ReportBuilder,
 ) -> Result<Vec<(i64, K::Fields)>> {
+    // A key the object's own cached row already holds is unique here (the
+    // database enforces it), so only new and changed keys are looked up.
     let keys: Vec<String> = candidates
         .iter()
-        .filter_map(|(_, f)| K::natural_key(f).map(str::to_owned))
+        .filter_map(|(id, f)| {
+            let key = K::natural_key(f)?;
+            let own = cached.get(id).and_then(|(_, c)| K::natural_key(c));
+            (own != Some(key)).then(|| key.to_owned())
+        })
         .collect();
     let taken = K::taken_by_others(conn, peer_id, &keys).await?;
     let present: HashSet<i64> = candidates.iter().map(|(id, _)| *id).collect();

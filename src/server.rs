@@ -16,7 +16,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::api::auth::AuthLayer;
@@ -246,7 +245,12 @@ async fn serve(
         tracing::info!("shutting down: finishing calls in flight");
     };
     router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // TCP_NODELAY on accepted connections: without it a small response
+        // can wait for the client's delayed ACK (about 40 ms per call).
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
         .map_err(|e| Error::Internal(format!("server: {e}")))
 }

@@ -128,6 +128,7 @@ async fn run(args: &Args) -> Result<(), String> {
     for backend in backends {
         results.extend(bench_backend(args, shape, backend, runs).await?);
     }
+    let _ = std::fs::remove_dir_all(servers::work_dir());
     println!("{}", table(&results));
     if let Some(path) = &args.json {
         std::fs::write(path, json(&results))

@@ -12,6 +12,9 @@ const PROTOS: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // The migrations are embedded in the binary (`embed_migrations!`), which
+    // does not notice a new migration directory by itself.
+    println!("cargo:rerun-if-changed=migrations");
     let fds = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("fedreg_descriptor.bin"), fds.encode_to_vec())?;

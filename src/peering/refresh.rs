@@ -66,9 +66,10 @@ impl Refresher {
                 PeerRef::Name(name) => peers::require_named(&mut conn, &name).await?,
             }
         };
-        let _lock = lock::acquire(&self.store, &self.data_dir, &peer).await?;
         let started = Instant::now();
+        let _lock = lock::acquire(&self.store, &self.data_dir, &peer).await?;
         let mut report = ReportBuilder::new(&peer.peername, now());
+        report.timer("lock", started.elapsed());
         match self.run(&peer, force, &mut report, started).await {
             Ok(done) => {
                 if done.outcome != pb::RefreshOutcome::Applied as i32 {
@@ -111,7 +112,9 @@ impl Refresher {
             "peer_db",
             Duration::from_secs_f64(dump.peer_db_seconds.max(0.0)),
         );
+        let cleaning = Instant::now();
         diff::clean(&mut dump);
+        report.timer("clean", cleaning.elapsed());
 
         let fraction = peer
             .max_delete_fraction
@@ -120,7 +123,13 @@ impl Refresher {
         let mut conn = self.store.write().await?;
         conn.transaction(|c| {
             Box::pin(async move {
-                if !force && let Some(reason) = guard(c, peer_id, &dump, fraction).await? {
+                let guarding = Instant::now();
+                let refusal = match force {
+                    false => guard(c, peer_id, &dump, fraction).await?,
+                    true => None,
+                };
+                report.timer("guard", guarding.elapsed());
+                if let Some(reason) = refusal {
                     let refused = std::mem::take(report).finish(
                         pb::RefreshOutcome::Refused,
                         reason,

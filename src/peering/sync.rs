@@ -10,7 +10,7 @@
 //! complete at once.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::diff::{Plan, diff, diff_memberships, diff_sets};
 use super::fetch::PeerDump;
@@ -46,21 +46,26 @@ pub async fn apply(
     report: &mut ReportBuilder,
 ) -> Result<()> {
     let mut ids = IdMaps::default();
+    // Time spent translating and validating the peer's objects, all
+    // classes together (the class timers hold the database work).
+    let mut validating = Duration::ZERO;
 
-    let sites = prepare_sites(dump, report);
+    let sites = timed(&mut validating, || prepare_sites(dump, report));
     ids.sites = sync_class::<CachedSites>(conn, peer_id, sites, dump.sites.len(), report).await?;
 
     let key_types = cache::known_values(conn, Enumeration::KeyTypes).await?;
-    let keys = prepare_keys(dump, &key_types, report);
+    let keys = timed(&mut validating, || prepare_keys(dump, &key_types, report));
     ids.keys = sync_class::<CachedKeys>(conn, peer_id, keys, dump.keys.len(), report).await?;
 
-    let persons = prepare_persons(dump, report);
+    let persons = timed(&mut validating, || prepare_persons(dump, report));
     ids.persons =
         sync_class::<CachedPersons>(conn, peer_id, persons, dump.persons.len(), report).await?;
 
     let boot_states = cache::known_values(conn, Enumeration::BootStates).await?;
     let node_types = cache::known_values(conn, Enumeration::NodeTypes).await?;
-    let nodes = prepare_nodes(dump, &ids.sites, &boot_states, &node_types, report);
+    let nodes = timed(&mut validating, || {
+        prepare_nodes(dump, &ids.sites, &boot_states, &node_types, report)
+    });
     ids.nodes = sync_class::<CachedNodes>(conn, peer_id, nodes, dump.nodes.len(), report).await?;
 
     let started = Instant::now();
@@ -68,11 +73,22 @@ pub async fn apply(
     report.timer("local_nodes", started.elapsed());
 
     let instantiations = cache::known_values(conn, Enumeration::Instantiations).await?;
-    let slices = prepare_slices(dump, &ids, &instantiations, report);
+    let slices = timed(&mut validating, || {
+        prepare_slices(dump, &ids, &instantiations, report)
+    });
+    report.timer("validate", validating);
     ids.slices =
         sync_class::<CachedSlices>(conn, peer_id, slices, dump.slices.len(), report).await?;
 
     sync_relations(conn, peer_id, dump, &ids, report).await
+}
+
+/// Runs `f`, adding the time it took to `total`.
+fn timed<T>(total: &mut Duration, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let value = f();
+    *total += started.elapsed();
+    value
 }
 
 /// Writes one class: skips objects whose natural key is taken, diffs the
@@ -130,9 +146,15 @@ async fn check_natural_keys<K: CachedKind>(
     cached: &HashMap<i64, (i64, K::Fields)>,
     report: &mut ReportBuilder,
 ) -> Result<Vec<(i64, K::Fields)>> {
+    // A key the object's own cached row already holds is unique here (the
+    // database enforces it), so only new and changed keys are looked up.
     let keys: Vec<String> = candidates
         .iter()
-        .filter_map(|(_, f)| K::natural_key(f).map(str::to_owned))
+        .filter_map(|(id, f)| {
+            let key = K::natural_key(f)?;
+            let own = cached.get(id).and_then(|(_, c)| K::natural_key(c));
+            (own != Some(key)).then(|| key.to_owned())
+        })
         .collect();
     let taken = K::taken_by_others(conn, peer_id, &keys).await?;
     let present: HashSet<i64> = candidates.iter().map(|(id, _)| *id).collect();

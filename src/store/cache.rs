@@ -435,7 +435,7 @@ macro_rules! relation {
     (
         $(#[$doc:meta])*
         $name:ident: $table:ident ($a:ident: $a_ty:ty, $b:ident: $b_ty:ty),
-        $label:literal, owned by $owner:ident $(and $member:ident)?
+        $label:literal, owned by $owner:ident $(and $member:ident . $member_id:ident)?
     ) => {
         $(#[$doc])*
         pub struct $name;
@@ -448,12 +448,18 @@ macro_rules! relation {
 
         impl Relation for $name {
             async fn load(conn: &mut DbConn, peer_id: i64) -> Result<HashSet<(i64, i64)>> {
+                // The member side is a correlated EXISTS, not a second join:
+                // with two joins SQLite's planner probes every (owner,
+                // member) pair of the peer, quadratic in the cache's size.
                 let pairs: Vec<($a_ty, $b_ty)> = with_db!(conn, |c| {
                     $table::table
                         .inner_join($owner::table)
-                        $( .inner_join($member::table) )?
                         .filter($owner::peer_id.eq(peer_id))
-                        $( .filter($member::peer_id.eq(peer_id)) )?
+                        $( .filter(diesel::dsl::exists(
+                            $member::table
+                                .filter($member::$member_id.eq($table::$b))
+                                .filter($member::peer_id.eq(peer_id)),
+                        )) )?
                         .select(($table::$a, $table::$b))
                         .load(c)
                         .await
@@ -516,7 +522,7 @@ relation! {
     /// Cached persons of cached slices: (slice, person). Local persons that a
     /// local admin added to a cached slice are not the peer's to remove.
     SlicePersons: slice_person (slice_id: i64, person_id: i64), "slice_persons",
-    owned by slices and persons
+    owned by slices and persons.person_id
 }
 
 relation! {

@@ -406,11 +406,15 @@ async fn copy_postgres(url: &str, tables: &[Table]) -> Result<usize, String> {
 }
 
 /// After loading rows with explicit ids on PostgreSQL, moves each identity
-/// sequence past them so that later inserts get fresh ids.
+/// sequence past them so that later inserts get fresh ids, and gathers the
+/// planner's statistics (autovacuum would, a minute later, on a registry in
+/// service; without them the first plans on freshly loaded tables are
+/// guesses).
 pub async fn bump_sequences(conn: &mut DbConn) -> Result<(), String> {
     if conn.kind() != BackendKind::Postgres {
         return Ok(());
     }
+    execute(conn, "ANALYZE").await?;
     for (table, id) in [
         ("sites", "site_id"),
         ("persons", "person_id"),

@@ -128,6 +128,7 @@ async fn run(args: &Args) -> Result<(), String> {
     for backend in backends {
         results.extend(bench_backend(args, shape, backend, runs).await?);
     }
+    let _ = std::fs::remove_dir_all(servers::work_dir());
     println!("{}", table(&results));
     if let Some(path) = &args.json {
         std::fs::write(path, json(&results))
@@ -166,140 +167,149 @@ fn changes(report: &pb::RefreshReport) -> i64 {
             .sum::<i64>()
 }
 
-async fn refresh(r: &Registry, peer_id: i64) -> Result<(f64, pb::RefreshReport), String> {
+/// The refresh steps, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Into an empty cache (the peer record is re-created before each run
+    /// after the first).
+    First,
+    /// Nothing changed on the serving side since the last refresh.
+    Unchanged,
+    /// After [`data::change_one_percent`] on the serving side.
+    OnePercent,
+}
+
+impl Step {
+    fn label(self) -> &'static str {
+        match self {
+            Step::First => "first refresh",
+            Step::Unchanged => "nothing changed",
+            Step::OnePercent => "1% changed",
+        }
+    }
+}
+
+/// The two registries of one backend and what the steps share.
+struct Bench<'a> {
+    shape: Shape,
+    serving: &'a Registry,
+    serving_store: &'a Store,
+    refreshing: &'a Registry,
+    /// The refreshing registry's peer id for the serving one.
+    peer_id: i64,
+    /// The peer token the serving registry issued to the refreshing one.
+    token: String,
+}
+
+/// Refreshes `peer_id` on `r` and times it; `Ok(None)` when the
+/// mass-delete guard refused it, an error for any other outcome.
+async fn refresh(
+    r: &Registry,
+    peer_id: i64,
+    force: bool,
+) -> Result<Option<(f64, pb::RefreshReport)>, String> {
     let started = Instant::now();
     let report = r
         .peers()
         .refresh_peer(pb::RefreshPeerRequest {
             peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
-            force: false,
+            force,
         })
         .await
         .map_err(|e| format!("RefreshPeer: {e}"))?
         .into_inner();
     let seconds = started.elapsed().as_secs_f64();
-    if report.outcome != pb::RefreshOutcome::Applied as i32 {
-        return Err(format!(
-            "refresh not applied: {} {}",
+    match pb::RefreshOutcome::try_from(report.outcome) {
+        Ok(pb::RefreshOutcome::Applied) => Ok(Some((seconds, report))),
+        Ok(pb::RefreshOutcome::Refused) => Ok(None),
+        _ => Err(format!(
+            "refresh not applied: outcome {} {}",
             report.outcome, report.reason
-        ));
+        )),
     }
-    Ok((seconds, report))
 }
 
-async fn bench_backend(
-    args: &Args,
-    shape: Shape,
-    backend: &str,
-    runs: usize,
-) -> Result<Vec<Measure>, String> {
-    let work = servers::work_dir().join(backend);
-    let _ = std::fs::remove_dir_all(&work);
-    let serving_db = Database::create(backend, &args.pg_url, "fedreg_bench_serving").await?;
-    let refreshing_db = Database::create(backend, &args.pg_url, "fedreg_bench_refreshing").await?;
-    let (s_dir, r_dir) = (work.join("serving"), work.join("refreshing"));
-    std::fs::create_dir_all(&s_dir).map_err(|e| e.to_string())?;
-
-    eprintln!("[{backend}] filling the serving registry");
-    let s_url = serving_db.url(&s_dir);
-    fedreg::store::run_migrations(&s_url)
-        .await
-        .map_err(|e| e.to_string())?;
-    data::load(&s_url, &data::tables(shape, None)).await?;
-    let serving_store = Store::connect(&s_url).await.map_err(|e| e.to_string())?;
-    data::bump_sequences(&mut serving_store.write().await.map_err(|e| e.to_string())?).await?;
-
-    let s = Registry::start("serving", &s_dir, &s_url).await?;
-    let r = Registry::start("refreshing", &r_dir, &refreshing_db.url(&r_dir)).await?;
-    let (mut peer_id, token) = servers::peer(&r, &s).await?;
-    let label = shape.label();
-    let objects = shape.objects();
-    let mut out = Vec::new();
-    let measure =
-        |step, seconds, objects, bytes, peak_mib, report: Option<&pb::RefreshReport>| Measure {
-            size: label.clone(),
-            backend: backend.to_owned(),
-            step,
-            seconds,
-            objects,
-            bytes,
-            floor_ratio: None,
-            peak_mib,
-            changes: report.map(changes),
-            phases: report.map(phases).unwrap_or_default(),
-        };
-
-    eprintln!("[{backend}] first refresh");
+/// Runs `step` `runs` times; the measure holds the median time, the peak
+/// memory of the refreshing server and the last report. Checks what the
+/// refresh wrote: everything on a first refresh, nothing when nothing
+/// changed, something after a change.
+async fn refresh_step(b: &mut Bench<'_>, step: Step, runs: usize) -> Result<Measure, String> {
+    let r = b.refreshing;
     let (mut times, mut peak, mut last) = (Vec::new(), 0f64, None);
     for run in 0..runs {
-        if run > 0 {
-            r.peers()
-                .delete_peer(pb::DeletePeerRequest { peer_id })
-                .await
-                .map_err(|e| format!("DeletePeer: {e}"))?;
-            peer_id = servers::create_peer_record(&r, &s, &token).await?;
+        match step {
+            Step::First if run > 0 => {
+                r.peers()
+                    .delete_peer(pb::DeletePeerRequest { peer_id: b.peer_id })
+                    .await
+                    .map_err(|e| format!("DeletePeer: {e}"))?;
+                b.peer_id = servers::create_peer_record(r, b.serving, &b.token).await?;
+            }
+            Step::OnePercent => {
+                let mut conn = b.serving_store.write().await.map_err(|e| e.to_string())?;
+                data::change_one_percent(&mut conn, b.shape, run).await?;
+            }
+            _ => {}
         }
         r.reset_peak_memory();
-        let (t, report) = refresh(&r, peer_id).await?;
+        let (t, report) = match refresh(r, b.peer_id, false).await? {
+            Some(done) => done,
+            None => {
+                eprintln!("  the mass-delete guard refused the refresh; refreshing with force");
+                refresh(r, b.peer_id, true)
+                    .await?
+                    .ok_or("a forced refresh was refused")?
+            }
+        };
         peak = peak.max(r.peak_memory_mib().unwrap_or(0.0));
+        let written = changes(&report);
+        let expected = (b.shape.objects() + b.shape.memberships()) as i64;
+        match step {
+            Step::First if written != expected => {
+                return Err(format!(
+                    "first refresh wrote {written} rows, expected {expected}: {:?}",
+                    report.warnings.first()
+                ));
+            }
+            Step::Unchanged if written != 0 => {
+                return Err(format!(
+                    "a refresh with nothing changed wrote {written} rows"
+                ));
+            }
+            Step::OnePercent if written == 0 => {
+                return Err("a refresh after 1% changed wrote nothing".into());
+            }
+            _ => {}
+        }
         times.push(t);
         last = Some(report);
     }
-    out.push(measure(
-        "first refresh",
-        median(times),
-        objects,
-        None,
-        Some(peak),
-        last.as_ref(),
-    ));
+    let report = last.ok_or("no run")?;
+    Ok(Measure {
+        size: b.shape.label(),
+        backend: String::new(),
+        step: step.label(),
+        seconds: median(times),
+        objects: b.shape.objects(),
+        bytes: None,
+        floor_ratio: None,
+        peak_mib: Some(peak),
+        changes: Some(changes(&report)),
+        phases: phases(&report),
+    })
+}
 
-    eprintln!("[{backend}] nothing changed");
-    let (mut times, mut peak, mut last) = (Vec::new(), 0f64, None);
-    for _ in 0..runs {
-        r.reset_peak_memory();
-        let (t, report) = refresh(&r, peer_id).await?;
-        peak = peak.max(r.peak_memory_mib().unwrap_or(0.0));
-        times.push(t);
-        last = Some(report);
-    }
-    out.push(measure(
-        "nothing changed",
-        median(times),
-        objects,
-        None,
-        Some(peak),
-        last.as_ref(),
-    ));
-
-    eprintln!("[{backend}] 1% changed");
-    let (mut times, mut peak, mut last) = (Vec::new(), 0f64, None);
-    for round in 0..runs {
-        let mut conn = serving_store.write().await.map_err(|e| e.to_string())?;
-        data::change_one_percent(&mut conn, shape, round).await?;
-        drop(conn);
-        r.reset_peak_memory();
-        let (t, report) = refresh(&r, peer_id).await?;
-        peak = peak.max(r.peak_memory_mib().unwrap_or(0.0));
-        times.push(t);
-        last = Some(report);
-    }
-    out.push(measure(
-        "1% changed",
-        median(times),
-        objects,
-        None,
-        Some(peak),
-        last.as_ref(),
-    ));
-
-    eprintln!("[{backend}] GetPeerData alone");
+/// Streams GetPeerData from the serving registry `runs` times with the
+/// peer token; the measure holds the median time, the objects and bytes
+/// received, and the serving server's peak memory.
+async fn get_peer_data_step(b: &Bench<'_>, runs: usize) -> Result<Measure, String> {
+    let s = b.serving;
     let (mut times, mut peak, mut sent, mut bytes) = (Vec::new(), 0f64, 0usize, 0u64);
     for _ in 0..runs {
         s.reset_peak_memory();
         let started = Instant::now();
         let mut stream = s
-            .peering(&token)
+            .peering(&b.token)
             .get_peer_data(pb::GetPeerDataRequest::default())
             .await
             .map_err(|e| format!("GetPeerData: {e}"))?
@@ -323,21 +333,32 @@ async fn bench_backend(
         times.push(started.elapsed().as_secs_f64());
         peak = peak.max(s.peak_memory_mib().unwrap_or(0.0));
     }
-    out.push(measure(
-        "GetPeerData alone (serving peak)",
-        median(times),
-        sent,
-        Some(bytes),
-        Some(peak),
-        None,
-    ));
-    s.stop().await;
-    r.stop().await;
+    Ok(Measure {
+        size: b.shape.label(),
+        backend: String::new(),
+        step: "GetPeerData alone (serving peak)",
+        seconds: median(times),
+        objects: sent,
+        bytes: Some(bytes),
+        floor_ratio: None,
+        peak_mib: Some(peak),
+        changes: None,
+        phases: String::new(),
+    })
+}
 
-    eprintln!("[{backend}] floor: bulk load of the same rows");
+/// Bulk-loads the refreshing side's rows (foreign, with their peer mapping)
+/// into a fresh database `runs` times; returns the median seconds.
+async fn floor_step(
+    args: &Args,
+    shape: Shape,
+    backend: &str,
+    work: &std::path::Path,
+    runs: usize,
+) -> Result<f64, String> {
     let mut times = Vec::new();
     for run in 0..runs {
-        let floor_db = Database::create(backend, &args.pg_url, "fedreg_bench_floor").await?;
+        let floor_db = Database::create(backend, &args.pg_url, "floor").await?;
         let dir = work.join(format!("floor-{run}"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let url = floor_db.url(&dir);
@@ -357,22 +378,72 @@ async fn bench_backend(
         times.push(started.elapsed().as_secs_f64());
         floor_db.drop_database().await;
     }
-    let floor = median(times);
-    let mut floor_measure = measure(
-        "floor (bulk load, same schema)",
-        floor,
-        objects + shape.memberships(),
-        None,
-        None,
-        None,
-    );
-    floor_measure.floor_ratio = Some(1.0);
+    Ok(median(times))
+}
+
+async fn bench_backend(
+    args: &Args,
+    shape: Shape,
+    backend: &str,
+    runs: usize,
+) -> Result<Vec<Measure>, String> {
+    let work = servers::work_dir().join(backend);
+    let _ = std::fs::remove_dir_all(&work);
+    let serving_db = Database::create(backend, &args.pg_url, "serving").await?;
+    let refreshing_db = Database::create(backend, &args.pg_url, "refreshing").await?;
+    let (s_dir, r_dir) = (work.join("serving"), work.join("refreshing"));
+    std::fs::create_dir_all(&s_dir).map_err(|e| e.to_string())?;
+
+    eprintln!("[{backend}] filling the serving registry");
+    let s_url = serving_db.url(&s_dir);
+    fedreg::store::run_migrations(&s_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    data::load(&s_url, &data::tables(shape, None)).await?;
+    let serving_store = Store::connect(&s_url).await.map_err(|e| e.to_string())?;
+    data::bump_sequences(&mut serving_store.write().await.map_err(|e| e.to_string())?).await?;
+
+    let s = Registry::start("serving", &s_dir, &s_url).await?;
+    let r = Registry::start("refreshing", &r_dir, &refreshing_db.url(&r_dir)).await?;
+    let (peer_id, token) = servers::peer(&r, &s).await?;
+    let mut bench = Bench {
+        shape,
+        serving: &s,
+        serving_store: &serving_store,
+        refreshing: &r,
+        peer_id,
+        token,
+    };
+    let mut out = Vec::new();
+    for step in [Step::First, Step::Unchanged, Step::OnePercent] {
+        eprintln!("[{backend}] {}", step.label());
+        out.push(refresh_step(&mut bench, step, runs).await?);
+    }
+    eprintln!("[{backend}] GetPeerData alone");
+    out.push(get_peer_data_step(&bench, runs).await?);
+    s.stop().await;
+    r.stop().await;
+
+    eprintln!("[{backend}] floor: bulk load of the same rows");
+    let floor = floor_step(args, shape, backend, &work, runs).await?;
+    out.push(Measure {
+        size: shape.label(),
+        backend: String::new(),
+        step: "floor (bulk load, same schema)",
+        seconds: floor,
+        objects: shape.objects(),
+        bytes: None,
+        floor_ratio: Some(1.0),
+        peak_mib: None,
+        changes: Some((shape.objects() + shape.memberships()) as i64),
+        phases: String::new(),
+    });
     for m in &mut out {
+        m.backend = backend.to_owned();
         if !m.step.starts_with("GetPeerData") {
             m.floor_ratio = Some(m.seconds / floor);
         }
     }
-    out.push(floor_measure);
     serving_db.drop_database().await;
     refreshing_db.drop_database().await;
     let _ = std::fs::remove_dir_all(&work);

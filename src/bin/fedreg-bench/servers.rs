@@ -26,11 +26,13 @@ pub enum Database {
 }
 
 impl Database {
-    /// A fresh database named `name` for `backend`.
-    pub async fn create(backend: &str, pg_base: &str, name: &str) -> Result<Database, String> {
+    /// A fresh database for `backend`; on PostgreSQL it is named
+    /// `fedreg_bench_<role>_<pid>`, so that concurrent runs never share one.
+    pub async fn create(backend: &str, pg_base: &str, role: &str) -> Result<Database, String> {
         match backend {
             "sqlite" => Ok(Database::Sqlite),
             _ => {
+                let name = format!("fedreg_bench_{role}_{}", std::process::id());
                 let mut admin = AsyncPgConnection::establish(&format!("{pg_base}/postgres"))
                     .await
                     .map_err(|e| format!("PostgreSQL at {pg_base}: {e}"))?;

@@ -114,3 +114,29 @@ pub fn timestamp(secs: i64) -> Option<Timestamp> {
 pub fn seconds(ts: &Timestamp) -> i64 {
     ts.seconds
 }
+
+/// One page of a listing with the relations of its rows, for a kind whose
+/// store module has `list(conn, page)` and `relations(conn, ids)` (a map
+/// from a row's id to its relations); evaluates to `(messages,
+/// next_page_token)`. Used as
+/// `list_with_relations!(store, req, sites, site_id, to_message)`.
+macro_rules! list_with_relations {
+    ($store:expr, $req:expr, $kind:ident, $id:ident, $to_message:path) => {{
+        let page = $crate::registry::page(&$req)?;
+        let mut conn = $store.read().await?;
+        let rows = $kind::list(&mut conn, page).await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.$id).collect();
+        let mut relations = $kind::relations(&mut conn, &ids).await?;
+        let next_page_token =
+            $crate::registry::next_page_token(&page, rows.len(), ids.last().copied());
+        let messages: Vec<_> = rows
+            .into_iter()
+            .map(|row| {
+                let rel = relations.remove(&row.$id).unwrap_or_default();
+                $to_message(row, rel)
+            })
+            .collect();
+        (messages, next_page_token)
+    }};
+}
+pub(crate) use list_with_relations;

@@ -158,19 +158,8 @@ pub async fn get(store: &Store, req: pb::GetNodeRequest) -> Result<pb::Node> {
 
 /// Lists nodes.
 pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListNodesResponse> {
-    let page = registry::page(&req)?;
-    let mut conn = store.read().await?;
-    let rows = nodes::list(&mut conn, page).await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.node_id).collect();
-    let mut rels = nodes::relations(&mut conn, &ids).await?;
-    let next_page_token = registry::next_page_token(&page, rows.len(), ids.last().copied());
-    let nodes = rows
-        .into_iter()
-        .map(|row| {
-            let rel = rels.remove(&row.node_id).unwrap_or_default();
-            to_message(row, rel)
-        })
-        .collect();
+    let (nodes, next_page_token) =
+        registry::list_with_relations!(store, req, nodes, node_id, to_message);
     Ok(pb::ListNodesResponse {
         nodes,
         next_page_token,

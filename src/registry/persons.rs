@@ -147,19 +147,8 @@ pub async fn get(store: &Store, req: pb::GetPersonRequest) -> Result<pb::Person>
 
 /// Lists persons.
 pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListPersonsResponse> {
-    let page = registry::page(&req)?;
-    let mut conn = store.read().await?;
-    let rows = persons::list(&mut conn, page).await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.person_id).collect();
-    let mut rels = persons::relations(&mut conn, &ids).await?;
-    let next_page_token = registry::next_page_token(&page, rows.len(), ids.last().copied());
-    let persons = rows
-        .into_iter()
-        .map(|row| {
-            let rel = rels.remove(&row.person_id).unwrap_or_default();
-            to_message(row, rel)
-        })
-        .collect();
+    let (persons, next_page_token) =
+        registry::list_with_relations!(store, req, persons, person_id, to_message);
     Ok(pb::ListPersonsResponse {
         persons,
         next_page_token,

@@ -98,19 +98,8 @@ pub async fn get(store: &Store, req: pb::GetSiteRequest) -> Result<pb::Site> {
 
 /// Lists sites.
 pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListSitesResponse> {
-    let page = registry::page(&req)?;
-    let mut conn = store.read().await?;
-    let rows = sites::list(&mut conn, page).await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.site_id).collect();
-    let mut rels = sites::relations(&mut conn, &ids).await?;
-    let next_page_token = registry::next_page_token(&page, rows.len(), ids.last().copied());
-    let sites = rows
-        .into_iter()
-        .map(|row| {
-            let rel = rels.remove(&row.site_id).unwrap_or_default();
-            to_message(row, rel)
-        })
-        .collect();
+    let (sites, next_page_token) =
+        registry::list_with_relations!(store, req, sites, site_id, to_message);
     Ok(pb::ListSitesResponse {
         sites,
         next_page_token,

@@ -163,19 +163,8 @@ pub async fn get(store: &Store, req: pb::GetSliceRequest) -> Result<pb::Slice> {
 
 /// Lists slices.
 pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListSlicesResponse> {
-    let page = registry::page(&req)?;
-    let mut conn = store.read().await?;
-    let rows = slices::list(&mut conn, page).await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.slice_id).collect();
-    let mut rels = slices::relations(&mut conn, &ids).await?;
-    let next_page_token = registry::next_page_token(&page, rows.len(), ids.last().copied());
-    let slices = rows
-        .into_iter()
-        .map(|row| {
-            let rel = rels.remove(&row.slice_id).unwrap_or_default();
-            to_message(row, rel)
-        })
-        .collect();
+    let (slices, next_page_token) =
+        registry::list_with_relations!(store, req, slices, slice_id, to_message);
     Ok(pb::ListSlicesResponse {
         slices,
         next_page_token,

@@ -43,6 +43,9 @@ const LOCK_FILE: &str = "fedreg.lock";
 /// The SQLite database file in the data directory.
 const SQLITE_FILE: &str = "fedreg.db";
 
+/// Objects per round of a refresh, unless configured otherwise.
+pub const DEFAULT_REFRESH_CHUNK: usize = 4096;
+
 /// How a server runs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -60,6 +63,9 @@ pub struct ServerConfig {
     pub max_delete_fraction: f64,
     /// Longest wait for the next message of a peer's `GetPeerData` stream.
     pub peer_timeout: Duration,
+    /// Objects a refresh reads back from its spool, checks and writes per
+    /// round; bounds a refresh's memory whatever the peer's size.
+    pub refresh_chunk: usize,
 }
 
 impl ServerConfig {
@@ -73,6 +79,7 @@ impl ServerConfig {
             tls: None,
             max_delete_fraction: 0.5,
             peer_timeout: Duration::from_secs(60),
+            refresh_chunk: DEFAULT_REFRESH_CHUNK,
         }
     }
 
@@ -167,6 +174,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         data_dir: config.data_dir.clone(),
         default_max_delete_fraction: config.max_delete_fraction,
         idle_timeout: config.peer_timeout,
+        chunk_size: config.refresh_chunk.max(1),
     };
     let app = Arc::new(App {
         store,

@@ -11,8 +11,10 @@
 //!    again; then the slices are deleted.
 //! 5. A refresh with nothing changed writes nothing.
 //!
-//! Sizes mini and normal run on each backend and mixed; big is `#[ignore]`d
-//! (`cargo nextest run --run-ignored only --test federation_scenario`).
+//! Sizes mini and normal run on each backend and mixed (the mixed runs
+//! refresh three objects per round, so every class spans several rounds);
+//! big is `#[ignore]`d (`cargo nextest run --run-ignored only --test
+//! federation_scenario`).
 
 mod common;
 
@@ -108,9 +110,15 @@ struct Made {
 }
 
 impl Federation {
-    async fn start(plc1_backend: Backend, plc2_backend: Backend) -> Federation {
-        let plc1 = TestServer::start_named(plc1_backend, "plc1").await;
-        let plc2 = TestServer::start_named(plc2_backend, "plc2").await;
+    async fn start(plc1_backend: Backend, plc2_backend: Backend, rounds: Rounds) -> Federation {
+        let start = |backend, name: &'static str| {
+            TestServer::start_with(backend, move |c| {
+                c.registry_name = name.into();
+                c.refresh_chunk = rounds.0;
+            })
+        };
+        let plc1 = start(plc1_backend, "plc1").await;
+        let plc2 = start(plc2_backend, "plc2").await;
         let (plc2_on_plc1, plc1_on_plc2) = peer_both_ways(&plc1, "plc1", &plc2, "plc2").await;
         Federation {
             plc1,
@@ -200,8 +208,18 @@ fn members(n: usize, per_slice: usize, total: usize) -> BTreeSet<usize> {
     (0..per_slice).map(|i| (n + i) % total).collect()
 }
 
-async fn scenario(plc1_backend: Backend, plc2_backend: Backend, size: Size) {
-    let fed = Federation::start(plc1_backend, plc2_backend).await;
+/// Objects a refresh checks and writes per round.
+#[derive(Debug, Clone, Copy)]
+struct Rounds(usize);
+
+/// The servers' default: every class of the suite's sizes fits one round.
+const ONE_ROUND: Rounds = Rounds(fedreg::server::DEFAULT_REFRESH_CHUNK);
+
+/// Three objects per round: every class of size normal spans rounds.
+const SMALL_ROUNDS: Rounds = Rounds(3);
+
+async fn scenario(plc1_backend: Backend, plc2_backend: Backend, size: Size, rounds: Rounds) {
+    let fed = Federation::start(plc1_backend, plc2_backend, rounds).await;
     let s = size;
     let mut api1 = fed.plc1.registry().await;
     let mut api2 = fed.plc2.registry().await;
@@ -440,34 +458,35 @@ async fn scenario(plc1_backend: Backend, plc2_backend: Backend, size: Size) {
 }
 
 async fn mini(backend: Backend) {
-    scenario(backend, backend, MINI).await;
+    scenario(backend, backend, MINI, ONE_ROUND).await;
 }
 
 async fn normal(backend: Backend) {
-    scenario(backend, backend, NORMAL).await;
+    scenario(backend, backend, NORMAL, ONE_ROUND).await;
 }
 
 async fn big(backend: Backend) {
-    scenario(backend, backend, BIG).await;
+    scenario(backend, backend, BIG, ONE_ROUND).await;
 }
 
 backend_tests!(mini, normal);
 
-/// One registry on each backend, both ways round.
+/// One registry on each backend, both ways round, refreshing in small
+/// rounds.
 mod mixed {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_plc1_postgres_plc2() {
         if common::postgres_available().await {
-            scenario(Backend::Sqlite, Backend::Postgres, NORMAL).await;
+            scenario(Backend::Sqlite, Backend::Postgres, NORMAL, SMALL_ROUNDS).await;
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_plc1_sqlite_plc2() {
         if common::postgres_available().await {
-            scenario(Backend::Postgres, Backend::Sqlite, NORMAL).await;
+            scenario(Backend::Postgres, Backend::Sqlite, NORMAL, SMALL_ROUNDS).await;
         }
     }
 }

@@ -16,9 +16,19 @@ use tonic::Code;
 /// A registry with a peer record for `fake` (peer_timeout 2 s); returns the
 /// server and the peer's id.
 async fn registry_peered_with(backend: Backend, fake: &FakePeer) -> (TestServer, i64) {
+    registry_peered_in_rounds(backend, fake, fedreg::server::DEFAULT_REFRESH_CHUNK).await
+}
+
+/// [`registry_peered_with`], refreshing `chunk` objects per round.
+async fn registry_peered_in_rounds(
+    backend: Backend,
+    fake: &FakePeer,
+    chunk: usize,
+) -> (TestServer, i64) {
     let server = TestServer::start_with(backend, |c| {
         c.registry_name = "home".into();
         c.peer_timeout = Duration::from_secs(2);
+        c.refresh_chunk = chunk;
     })
     .await;
     let peer_id = fake.register(&server, "fake").await;
@@ -214,12 +224,24 @@ fn ssh_key(comment: &str) -> String {
 }
 
 async fn bad_peer_data_is_skipped_object_by_object(backend: Backend) {
+    bad_peer_data_in_rounds_of(backend, fedreg::server::DEFAULT_REFRESH_CHUNK).await;
+}
+
+/// One object per round: every check that spans objects (ids and natural
+/// keys seen twice, keys held by cached objects) now spans rounds, and
+/// must decide exactly as it does within one.
+async fn bad_peer_data_is_skipped_the_same_one_object_per_round(backend: Backend) {
+    bad_peer_data_in_rounds_of(backend, 1).await;
+}
+
+async fn bad_peer_data_in_rounds_of(backend: Backend, chunk: usize) {
     let mut batch = pb::PeerDataBatch {
         sites: vec![
             site(1, "good"),
             site(2, "Bad Base!"),
             site(3, "taken"),
             site(4, "good"),
+            site(1, "again"),
         ],
         keys: vec![
             key(1, &ssh_key("ada@good")),
@@ -266,7 +288,7 @@ async fn bad_peer_data_is_skipped_object_by_object(backend: Backend) {
         peer_nodes: vec![],
     };
     let fake = FakePeer::start(batch.clone()).await;
-    let (server, peer_id) = registry_peered_with(backend, &fake).await;
+    let (server, peer_id) = registry_peered_in_rounds(backend, &fake, chunk).await;
     let mut api = server.registry().await;
     let taken = api
         .create_site(pb::CreateSiteRequest {
@@ -295,7 +317,7 @@ async fn bad_peer_data_is_skipped_object_by_object(backend: Backend) {
             "{class_name}: {report:#?}"
         );
     };
-    expect("sites", 1, 3);
+    expect("sites", 1, 4);
     expect("keys", 1, 2);
     // The disabled person is dropped by cleaning, not reported.
     expect("persons", 1, 2);
@@ -314,6 +336,7 @@ async fn bad_peer_data_is_skipped_object_by_object(backend: Backend) {
     warned("sites", 2, "login_base");
     warned("sites", 3, "already used here by another authority");
     warned("sites", 4, "appears twice");
+    warned("sites", 1, "its id appears twice");
     warned("keys", 2, "unknown key_type");
     warned("keys", 3, "key");
     warned("persons", 3, "email");
@@ -408,4 +431,5 @@ backend_tests!(
     one_refresh_per_peer_and_readers_keep_answering,
     mass_delete_guard_refuses_until_forced,
     bad_peer_data_is_skipped_object_by_object,
+    bad_peer_data_is_skipped_the_same_one_object_per_round,
 );

@@ -32,6 +32,12 @@ pub struct ServeArgs {
     /// before giving up on it (the cache is then left as it was).
     #[arg(long, env = "FEDREG_PEER_TIMEOUT", default_value_t = 60)]
     pub peer_timeout: u64,
+    /// Objects a refresh reads back, checks and writes per round: bounds
+    /// the memory of a refresh whatever the peer's size.
+    #[arg(long, env = "FEDREG_REFRESH_CHUNK",
+          default_value_t = server::DEFAULT_REFRESH_CHUNK as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub refresh_chunk: u32,
 }
 
 /// Serves until SIGINT or SIGTERM, then finishes the calls in flight.
@@ -51,6 +57,7 @@ pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
         tls: args.tls_cert.zip(args.tls_key),
         max_delete_fraction: args.max_delete_fraction,
         peer_timeout: std::time::Duration::from_secs(args.peer_timeout.max(1)),
+        refresh_chunk: args.refresh_chunk as usize,
     };
     let token_file = config.data_dir.join(server::ADMIN_TOKEN_FILE);
     let stop = shutdown_signal()?;

@@ -1,10 +1,10 @@
-//! The pure part of a refresh: cleaning a peer's dump and diffing it
+//! The pure part of a refresh: cleaning a peer's objects and diffing them
 //! against the cache. No database here; `sync` applies what this computes.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
-use super::fetch::PeerDump;
+use crate::proto::v1 as pb;
 
 /// Boot states of older registries and what they mean now.
 const OLD_BOOT_STATES: &[(&str, &str)] = &[
@@ -17,27 +17,26 @@ const OLD_BOOT_STATES: &[(&str, &str)] = &[
     ("rcnf", "reinstall"),
 ];
 
-/// Cleans a dump as it arrives, before any comparison: disabled persons
-/// are dropped (they are not federated), and boot states of older
-/// registries are rewritten to today's names. Returns how many persons
-/// were dropped.
+/// Input cleaning of a person as it arrives: disabled persons are not
+/// federated, so they are dropped (`false`).
 ///
 /// Relation ids that point at objects the peer did not expose (nodes of
 /// slices, keys of persons...) are dropped later, when they are translated
 /// to local ids; fields this registry does not know never got past
 /// protobuf decoding.
-pub fn clean(dump: &mut PeerDump) -> usize {
-    let before = dump.persons.len();
-    dump.persons.retain(|p| p.enabled);
-    for node in &mut dump.nodes {
-        if let Some((_, new)) = OLD_BOOT_STATES
-            .iter()
-            .find(|(old, _)| *old == node.boot_state)
-        {
-            node.boot_state = (*new).to_owned();
-        }
+pub fn keep_person(person: &mut pb::ExportedPerson) -> bool {
+    person.enabled
+}
+
+/// Input cleaning of a node as it arrives: boot states of older
+/// registries are rewritten to today's names.
+pub fn clean_node(node: &mut pb::ExportedNode) {
+    if let Some((_, new)) = OLD_BOOT_STATES
+        .iter()
+        .find(|(old, _)| *old == node.boot_state)
+    {
+        node.boot_state = (*new).to_owned();
     }
-    before - dump.persons.len()
 }
 
 /// What a refresh does to one kind of object.
@@ -54,13 +53,10 @@ pub struct Plan<F> {
 }
 
 /// Compares what the peer sent (peer's id → fields, already translated to
-/// local ids) with what is cached (peer's id → (local id, fields)).
+/// local ids) with what is cached (peer's id → fields).
 /// Unchanged rows appear nowhere in the plan, so an unchanged dump writes
 /// nothing.
-pub fn diff<F: Clone + PartialEq>(
-    incoming: Vec<(i64, F)>,
-    cached: &HashMap<i64, (i64, F)>,
-) -> Plan<F> {
+pub fn diff<F: Clone + PartialEq>(incoming: Vec<(i64, F)>, cached: &HashMap<i64, F>) -> Plan<F> {
     let mut seen = HashSet::with_capacity(incoming.len());
     let mut plan = Plan {
         upserts: Vec::new(),
@@ -71,7 +67,7 @@ pub fn diff<F: Clone + PartialEq>(
     for (peer_id, fields) in incoming {
         seen.insert(peer_id);
         match cached.get(&peer_id) {
-            Some((_, old)) if *old == fields => {}
+            Some(old) if *old == fields => {}
             Some(_) => {
                 plan.updated += 1;
                 plan.upserts.push((peer_id, fields));
@@ -130,38 +126,30 @@ pub fn diff_memberships(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::v1 as pb;
 
     #[test]
-    fn clean_drops_disabled_persons_and_rewrites_boot_states() {
-        let mut dump = PeerDump {
-            persons: vec![
-                pb::ExportedPerson {
-                    person_id: 1,
-                    enabled: true,
-                    ..Default::default()
-                },
-                pb::ExportedPerson {
-                    person_id: 2,
-                    enabled: false,
-                    ..Default::default()
-                },
-            ],
-            nodes: [
-                "dbg", "diag", "disable", "inst", "rins", "new", "rcnf", "boot", "odd",
-            ]
-            .iter()
-            .map(|s| pb::ExportedNode {
-                boot_state: s.to_string(),
-                ..Default::default()
-            })
-            .collect(),
+    fn cleaning_drops_disabled_persons_and_rewrites_boot_states() {
+        let mut enabled = pb::ExportedPerson {
+            enabled: true,
             ..Default::default()
         };
-        assert_eq!(clean(&mut dump), 1);
-        assert_eq!(dump.persons.len(), 1);
-        assert_eq!(dump.persons[0].person_id, 1);
-        let states: Vec<&str> = dump.nodes.iter().map(|n| n.boot_state.as_str()).collect();
+        let mut disabled = pb::ExportedPerson::default();
+        assert!(keep_person(&mut enabled));
+        assert!(!keep_person(&mut disabled));
+
+        let states: Vec<String> = [
+            "dbg", "diag", "disable", "inst", "rins", "new", "rcnf", "boot", "odd",
+        ]
+        .iter()
+        .map(|s| {
+            let mut node = pb::ExportedNode {
+                boot_state: s.to_string(),
+                ..Default::default()
+            };
+            clean_node(&mut node);
+            node.boot_state
+        })
+        .collect();
         assert_eq!(
             states,
             [
@@ -180,8 +168,7 @@ mod tests {
 
     #[test]
     fn diff_adds_updates_deletes_and_skips_unchanged() {
-        let cached: HashMap<i64, (i64, &str)> =
-            [(1, (101, "same")), (2, (102, "old")), (3, (103, "gone"))].into();
+        let cached: HashMap<i64, &str> = [(1, "same"), (2, "old"), (3, "gone")].into();
         let plan = diff(vec![(1, "same"), (2, "new"), (4, "added")], &cached);
         assert_eq!(plan.upserts, vec![(2, "new"), (4, "added")]);
         assert_eq!(plan.deletes, vec![3]);
@@ -190,7 +177,7 @@ mod tests {
 
     #[test]
     fn unchanged_dump_plans_nothing() {
-        let cached: HashMap<i64, (i64, u8)> = [(1, (10, 7)), (2, (20, 8))].into();
+        let cached: HashMap<i64, u8> = [(1, 7), (2, 8)].into();
         let plan = diff(vec![(2, 8), (1, 7)], &cached);
         assert!(plan.upserts.is_empty() && plan.deletes.is_empty());
     }

@@ -2,16 +2,20 @@
 //!
 //! Connects to the peer's URL (`http://`, or `https://` verified against
 //! the CA certificate stored on the peer record), presents the outbound
-//! token, and collects the stream into a [`PeerDump`]. The dump counts only
-//! when it is whole: a stream that ends without its trailer, or whose
-//! trailer disagrees with what arrived, or that stalls longer than the idle
-//! timeout, is an error, and nothing has been written at that point.
+//! token, and writes the stream to a [`Spool`] as it arrives, so memory
+//! stays bounded whatever the dump's size. The dump counts only when it is
+//! whole: a stream that ends without its trailer, or whose trailer
+//! disagrees with what arrived, or that stalls longer than the idle
+//! timeout, is an error, and nothing has been written to the database at
+//! that point.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use super::spool::Spool;
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::proto::v1::peering_service_client::PeeringServiceClient;
@@ -20,32 +24,13 @@ use crate::store::peers::PeerRow;
 /// Largest message accepted from a peer (batches are far smaller).
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Everything a peer served in one `GetPeerData` call.
-#[derive(Debug, Clone, Default)]
-pub struct PeerDump {
-    /// The peer's name for itself.
-    pub registry_name: String,
-    /// The peer's dump layout version.
-    pub schema_version: i32,
-    /// Sites.
-    pub sites: Vec<pb::ExportedSite>,
-    /// Keys.
-    pub keys: Vec<pb::ExportedKey>,
-    /// Persons.
-    pub persons: Vec<pb::ExportedPerson>,
-    /// Nodes.
-    pub nodes: Vec<pb::ExportedNode>,
-    /// Our own nodes as the peer caches them.
-    pub peer_nodes: Vec<pb::PeerNode>,
-    /// Slices.
-    pub slices: Vec<pb::ExportedSlice>,
-    /// Seconds the peer spent reading its database.
-    pub peer_db_seconds: f64,
-}
-
-/// Fetches the dump of `peer`; `idle_timeout` bounds the wait for each
-/// message.
-pub async fn fetch(peer: &PeerRow, idle_timeout: Duration) -> Result<(PeerDump, Duration)> {
+/// Fetches the dump of `peer` into a spool in `spool_dir`; `idle_timeout`
+/// bounds the wait for each message.
+pub async fn fetch(
+    peer: &PeerRow,
+    idle_timeout: Duration,
+    spool_dir: &Path,
+) -> Result<(Spool, Duration)> {
     let started = Instant::now();
     let channel = connect(peer, idle_timeout).await?;
     let token = peer.outbound_token.clone().ok_or_else(|| {
@@ -82,7 +67,7 @@ pub async fn fetch(peer: &PeerRow, idle_timeout: Duration) -> Result<(PeerDump, 
     .map_err(|s| unavailable("GetPeerData", &s.message()))?
     .into_inner();
 
-    let mut dump = PeerDump::default();
+    let mut spool = Spool::create(spool_dir)?;
     let mut header = false;
     loop {
         let message = tokio::time::timeout(idle_timeout, stream.message())
@@ -103,21 +88,16 @@ pub async fn fetch(peer: &PeerRow, idle_timeout: Duration) -> Result<(PeerDump, 
         match chunk.part {
             Some(pb::peer_data_chunk::Part::Header(h)) if !header => {
                 header = true;
-                dump.registry_name = h.registry_name;
-                dump.schema_version = h.schema_version;
+                spool.registry_name = h.registry_name;
+                spool.schema_version = h.schema_version;
             }
-            Some(pb::peer_data_chunk::Part::Batch(b)) if header => {
-                dump.sites.extend(b.sites);
-                dump.keys.extend(b.keys);
-                dump.persons.extend(b.persons);
-                dump.nodes.extend(b.nodes);
-                dump.peer_nodes.extend(b.peer_nodes);
-                dump.slices.extend(b.slices);
-            }
+            Some(pb::peer_data_chunk::Part::Batch(batch)) if header => spool.push(batch)?,
             Some(pb::peer_data_chunk::Part::Trailer(t)) if header => {
-                check_trailer(&dump, &t).map_err(|e| unavailable("stream inconsistent", &e))?;
-                dump.peer_db_seconds = t.db_seconds;
-                return Ok((dump, started.elapsed()));
+                spool
+                    .check_trailer(&t)
+                    .map_err(|e| unavailable("stream inconsistent", &e))?;
+                spool.seal(&t)?;
+                return Ok((spool, started.elapsed()));
             }
             _ => {
                 return Err(unavailable(
@@ -171,24 +151,4 @@ fn with_causes(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
-}
-
-/// Checks that the trailer's counts match what arrived.
-fn check_trailer(dump: &PeerDump, t: &pb::PeerDataTrailer) -> std::result::Result<(), String> {
-    let pairs = [
-        ("sites", dump.sites.len(), t.sites),
-        ("keys", dump.keys.len(), t.keys),
-        ("persons", dump.persons.len(), t.persons),
-        ("nodes", dump.nodes.len(), t.nodes),
-        ("peer_nodes", dump.peer_nodes.len(), t.peer_nodes),
-        ("slices", dump.slices.len(), t.slices),
-    ];
-    for (class, received, announced) in pairs {
-        if received as i64 != announced {
-            return Err(format!(
-                "the trailer announces {announced} {class} but {received} arrived"
-            ));
-        }
-    }
-    Ok(())
 }

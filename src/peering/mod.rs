@@ -2,8 +2,9 @@
 //! cache of theirs.
 //!
 //! A refresh is a pipeline, each stage in its own module:
-//! [`fetch`] (stream the peer's dump, check it is whole) → [`diff::clean`]
-//! (input cleaning, pure) → [`sync`] (translate ids, validate object by
+//! [`fetch`] (stream the peer's dump into a [`spool`] on disk, cleaning it
+//! on the way with [`diff::keep_person`] and [`diff::clean_node`], and
+//! check it is whole) → [`sync`] (translate ids, validate object by
 //! object, [`diff::diff`] against the cache, write set-based) inside one
 //! transaction driven by [`refresh`], under the per-peer locks of [`lock`].
 //! [`export`] is the serving side (`GetPeerData`), [`schedule`] runs
@@ -17,4 +18,5 @@ pub mod peers;
 pub mod refresh;
 pub mod report;
 pub mod schedule;
+pub mod spool;
 pub mod sync;

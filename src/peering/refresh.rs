@@ -1,10 +1,10 @@
 //! `RefreshPeer`: fetch, clean, guard, apply, all or nothing.
 //!
 //! 1. Take the peer's refresh locks (a second refresh fails at once).
-//! 2. Fetch the whole dump over the network, with no transaction open: a
-//!    slow or broken peer never holds the database.
-//! 3. Clean it (pure).
-//! 4. In one write transaction: the mass-delete guard, then every class and
+//! 2. Fetch the whole dump over the network into a spool on disk, cleaning
+//!    it on the way, with no transaction open: a slow or broken peer never
+//!    holds the database, and a large dump never sits in memory.
+//! 3. In one write transaction: the mass-delete guard, then every class and
 //!    relation ([`super::sync`]), then the report on the peer record. Any
 //!    error rolls everything back; readers never wait (MVCC on PostgreSQL,
 //!    WAL on SQLite).
@@ -12,15 +12,15 @@
 //! Failures and refusals are recorded on the peer record too, in a
 //! transaction of their own.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use prost::Message;
 
-use super::fetch::{self, PeerDump};
+use super::fetch;
 use super::report::ReportBuilder;
-use super::{diff, lock, peers, sync};
+use super::spool::{ClassSpool, PeerObject, Spool};
+use super::{lock, peers, sync};
 use crate::error::Result;
 use crate::proto::v1 as pb;
 use crate::store::cache::{
@@ -44,6 +44,8 @@ pub struct Refresher {
     pub default_max_delete_fraction: f64,
     /// Longest wait for the next message from a peer.
     pub idle_timeout: Duration,
+    /// Objects read back from the spool, checked and written per round.
+    pub chunk_size: usize,
 }
 
 /// Which peer to refresh.
@@ -106,26 +108,25 @@ impl Refresher {
         report: &mut ReportBuilder,
         started: Instant,
     ) -> Result<pb::RefreshReport> {
-        let (mut dump, transport) = fetch::fetch(peer, self.idle_timeout).await?;
+        let (mut spool, transport) = fetch::fetch(peer, self.idle_timeout, &self.data_dir).await?;
         report.timer("transport", transport);
         report.timer(
             "peer_db",
-            Duration::from_secs_f64(dump.peer_db_seconds.max(0.0)),
+            Duration::from_secs_f64(spool.peer_db_seconds.max(0.0)),
         );
-        let cleaning = Instant::now();
-        diff::clean(&mut dump);
-        report.timer("clean", cleaning.elapsed());
 
         let fraction = peer
             .max_delete_fraction
             .unwrap_or(self.default_max_delete_fraction);
         let peer_id = peer.peer_id;
+        let chunk_size = self.chunk_size;
         let mut conn = self.store.write().await?;
+        let spool = &mut spool;
         conn.transaction(|c| {
             Box::pin(async move {
                 let guarding = Instant::now();
                 let refusal = match force {
-                    false => guard(c, peer_id, &dump, fraction).await?,
+                    false => guard(c, peer_id, spool, fraction).await?,
                     true => None,
                 };
                 report.timer("guard", guarding.elapsed());
@@ -137,7 +138,7 @@ impl Refresher {
                     );
                     return Ok(refused);
                 }
-                sync::apply(c, peer_id, &dump, report).await?;
+                sync::apply(c, peer_id, spool, chunk_size, report).await?;
                 let applied = std::mem::take(report).finish(
                     pb::RefreshOutcome::Applied,
                     String::new(),
@@ -166,30 +167,29 @@ async fn record_on(conn: &mut DbConn, peer_id: i64, report: &pb::RefreshReport) 
     peer_store::record_refresh(conn, peer_id, &record).await
 }
 
-/// The mass-delete guard: `Some(reason)` when applying `dump` would delete
-/// more than `fraction` of a non-trivial cache.
+/// The mass-delete guard: `Some(reason)` when applying `spool` would
+/// delete more than `fraction` of a non-trivial cache.
 async fn guard(
     conn: &mut DbConn,
     peer_id: i64,
-    dump: &PeerDump,
+    spool: &Spool,
     fraction: f64,
 ) -> Result<Option<String>> {
-    async fn doomed<K: CachedKind>(
+    async fn doomed<K: CachedKind, T: PeerObject>(
         conn: &mut DbConn,
         peer_id: i64,
-        incoming: impl Iterator<Item = i64>,
+        incoming: &ClassSpool<T>,
     ) -> Result<(usize, usize)> {
-        let incoming: HashSet<i64> = incoming.collect();
         let cached = K::ids(conn, peer_id).await?;
-        let gone = cached.keys().filter(|id| !incoming.contains(id)).count();
+        let gone = cached.keys().filter(|id| !incoming.contains(**id)).count();
         Ok((gone, cached.len()))
     }
     let counts = [
-        doomed::<CachedSites>(conn, peer_id, dump.sites.iter().map(|o| o.site_id)).await?,
-        doomed::<CachedKeys>(conn, peer_id, dump.keys.iter().map(|o| o.key_id)).await?,
-        doomed::<CachedPersons>(conn, peer_id, dump.persons.iter().map(|o| o.person_id)).await?,
-        doomed::<CachedNodes>(conn, peer_id, dump.nodes.iter().map(|o| o.node_id)).await?,
-        doomed::<CachedSlices>(conn, peer_id, dump.slices.iter().map(|o| o.slice_id)).await?,
+        doomed::<CachedSites, _>(conn, peer_id, &spool.sites).await?,
+        doomed::<CachedKeys, _>(conn, peer_id, &spool.keys).await?,
+        doomed::<CachedPersons, _>(conn, peer_id, &spool.persons).await?,
+        doomed::<CachedNodes, _>(conn, peer_id, &spool.nodes).await?,
+        doomed::<CachedSlices, _>(conn, peer_id, &spool.slices).await?,
     ];
     let gone: usize = counts.iter().map(|c| c.0).sum();
     let cached: usize = counts.iter().map(|c| c.1).sum();

@@ -46,11 +46,13 @@ pub trait CachedKind: Sized {
     /// across authorities; `None` for kinds without one.
     fn natural_key(fields: &Self::Fields) -> Option<&str>;
 
-    /// Cached rows of a peer: peer's id → (local id, fields).
+    /// The cached rows of a peer among `peer_object_ids` (at most a few
+    /// thousand): peer's id → fields.
     fn load(
         conn: &mut DbConn,
         peer_id: i64,
-    ) -> impl Future<Output = Result<HashMap<i64, (i64, Self::Fields)>>> + Send;
+        peer_object_ids: &[i64],
+    ) -> impl Future<Output = Result<HashMap<i64, Self::Fields>>> + Send;
 
     /// Local ids of a peer's cached rows: peer's id → local id.
     fn ids(
@@ -82,15 +84,20 @@ pub trait CachedKind: Sized {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<(i64, Self::Fields)>>> + Send;
 
-    /// Which of `natural_keys` are held by rows that are not this peer's
-    /// (local rows and other peers' rows); always none for keys unique
-    /// per authority only.
-    fn taken_by_others(
+    /// The rows that hold one of `natural_keys` within the key's scope:
+    /// anywhere for keys unique everywhere, among the peer's rows for keys
+    /// unique per authority. Each as (key, holder's peer or `None` for a
+    /// local row, holder's id at that peer).
+    fn holders(
         conn: &mut DbConn,
         peer_id: i64,
         natural_keys: &[String],
-    ) -> impl Future<Output = Result<HashSet<String>>> + Send;
+    ) -> impl Future<Output = Result<Vec<Holder>>> + Send;
 }
+
+/// A row holding a natural key: (key, its peer or `None` when local, its id
+/// at that peer).
+pub type Holder = (String, Option<i64>, Option<i64>);
 
 /// Implements [`CachedKind`] for a table from its list of synced columns.
 macro_rules! cached_kind {
@@ -124,22 +131,17 @@ macro_rules! cached_kind {
             async fn load(
                 conn: &mut DbConn,
                 peer_id: i64,
-            ) -> Result<HashMap<i64, (i64, $fields)>> {
-                let rows: Vec<(i64, i64, $fields)> = with_db!(conn, |c| {
+                peer_object_ids: &[i64],
+            ) -> Result<HashMap<i64, $fields>> {
+                let rows: Vec<(i64, $fields)> = with_db!(conn, |c| {
                     $table::table
                         .filter($table::peer_id.eq(peer_id))
-                        .select((
-                            $table::$peer_col.assume_not_null(),
-                            $table::$id,
-                            $fields::as_select(),
-                        ))
+                        .filter($table::$peer_col.eq_any(peer_object_ids))
+                        .select(($table::$peer_col.assume_not_null(), $fields::as_select()))
                         .load(c)
                         .await
                 })?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(peer_object_id, id, fields)| (peer_object_id, (id, fields)))
-                    .collect())
+                Ok(rows.into_iter().collect())
             }
 
             async fn ids(conn: &mut DbConn, peer_id: i64) -> Result<HashMap<i64, i64>> {
@@ -227,12 +229,12 @@ macro_rules! cached_kind {
                 })?)
             }
 
-            async fn taken_by_others(
+            async fn holders(
                 conn: &mut DbConn,
                 peer_id: i64,
                 natural_keys: &[String],
-            ) -> Result<HashSet<String>> {
-                cached_kind!(@taken conn, peer_id, natural_keys, $table, $scope $natural)
+            ) -> Result<Vec<Holder>> {
+                cached_kind!(@holders conn, peer_id, natural_keys, $table, $peer_col, $scope $natural)
             }
         }
     };
@@ -240,27 +242,29 @@ macro_rules! cached_kind {
     (@name $col:ident) => { stringify!($col) };
     (@natural $fields:ident none) => { { let _ = $fields; None } };
     (@natural $fields:ident $col:ident) => { Some($fields.$col.as_str()) };
-    (@taken $conn:ident, $peer_id:ident, $keys:ident, $table:ident, per_peer $col:tt) => {
-        { let _ = (&$conn, $peer_id, $keys); Ok(HashSet::new()) }
+    (@holders $conn:ident, $peer_id:ident, $keys:ident, $table:ident, $peer_col:ident, per_peer none) => {
+        { let _ = (&$conn, $peer_id, $keys); Ok(Vec::new()) }
     };
-    (@taken $conn:ident, $peer_id:ident, $keys:ident, $table:ident, everywhere $col:ident) => {{
-        let mut taken = HashSet::new();
+    (@holders $conn:ident, $peer_id:ident, $keys:ident, $table:ident, $peer_col:ident, per_peer $col:ident) => {
+        cached_kind!(@holders_where $conn, $keys, $table, $col, $peer_col, $table::peer_id.eq($peer_id))
+    };
+    (@holders $conn:ident, $peer_id:ident, $keys:ident, $table:ident, $peer_col:ident, everywhere $col:ident) => {
+        { let _ = $peer_id; cached_kind!(@holders_where $conn, $keys, $table, $col, $peer_col) }
+    };
+    (@holders_where $conn:ident, $keys:ident, $table:ident, $col:ident, $peer_col:ident $(, $scope:expr)?) => {{
+        let mut holders = Vec::new();
         for chunk in $keys.chunks(CHUNK) {
-            let found: Vec<String> = with_db!($conn, |c| {
+            let found: Vec<Holder> = with_db!($conn, |c| {
                 $table::table
                     .filter($table::$col.eq_any(chunk))
-                    .filter(
-                        $table::peer_id
-                            .is_null()
-                            .or($table::peer_id.ne($peer_id)),
-                    )
-                    .select($table::$col)
+                    $( .filter($scope) )?
+                    .select(($table::$col, $table::peer_id, $table::$peer_col))
                     .load(c)
                     .await
             })?;
-            taken.extend(found);
+            holders.extend(found);
         }
-        Ok(taken)
+        Ok(holders)
     }};
 }
 
@@ -548,6 +552,18 @@ pub async fn delete_pairs<R: PairTable>(conn: &mut DbConn, pairs: &[(i64, i64)])
         deleted += chunk.len();
     }
     Ok(deleted)
+}
+
+/// The login_bases of a peer's cached sites: peer's site id → login_base.
+pub async fn login_bases(conn: &mut DbConn, peer_id: i64) -> Result<HashMap<i64, String>> {
+    let rows: Vec<(i64, String)> = with_db!(conn, |c| {
+        sites::table
+            .filter(sites::peer_id.eq(peer_id))
+            .select((sites::peer_site_id.assume_not_null(), sites::login_base))
+            .load(c)
+            .await
+    })?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Site memberships of a peer's cached persons: (person, site) → primary.

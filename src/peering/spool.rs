@@ -1,0 +1,320 @@
+//! The spool: a peer's dump on disk while a refresh runs.
+//!
+//! A refresh receives the whole dump before it opens its transaction (a
+//! slow peer must never hold the database), but a large dump must not sit
+//! in memory as messages either. So each object is written, as it
+//! arrives, to an unnamed temporary file of its class in the data
+//! directory (the file has no name, so nothing is left behind, even by a
+//! crash). What stays in memory is compact: the peer's ids of each class,
+//! for the mass-delete guard and for telling gone objects from present
+//! ones. The apply phase then reads each class back in chunks.
+//!
+//! Records are a 4-byte little-endian length and the object's protobuf
+//! encoding.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::marker::PhantomData;
+use std::path::Path;
+
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::proto::v1 as pb;
+
+/// An object of a peer's dump.
+pub trait PeerObject: Message + Default {
+    /// The peer's id of the object.
+    fn peer_object_id(&self) -> i64;
+}
+
+macro_rules! peer_object {
+    ($($type:ident . $id:ident),* $(,)?) => {
+        $(
+            impl PeerObject for pb::$type {
+                fn peer_object_id(&self) -> i64 {
+                    self.$id
+                }
+            }
+        )*
+    };
+}
+
+peer_object!(
+    ExportedSite.site_id,
+    ExportedKey.key_id,
+    ExportedPerson.person_id,
+    ExportedNode.node_id,
+    PeerNode.node_id,
+    ExportedSlice.slice_id,
+);
+
+/// The spooled objects of one class.
+#[derive(Debug)]
+pub struct ClassSpool<T> {
+    file: BufWriter<File>,
+    /// The peer's ids of the spooled objects; sorted once sealed.
+    ids: Vec<i64>,
+    /// Objects received, including those cleaning dropped.
+    received: usize,
+    _objects: PhantomData<T>,
+}
+
+impl<T: PeerObject> ClassSpool<T> {
+    fn create(dir: &Path) -> Result<ClassSpool<T>> {
+        let file = tempfile::tempfile_in(dir).map_err(|e| spool_error(dir, &e))?;
+        Ok(ClassSpool {
+            file: BufWriter::new(file),
+            ids: Vec::new(),
+            received: 0,
+            _objects: PhantomData,
+        })
+    }
+
+    /// Appends objects, passing each through `keep` first (input cleaning:
+    /// it may rewrite the object, or drop it by returning `false`).
+    pub fn push(&mut self, objects: Vec<T>, mut keep: impl FnMut(&mut T) -> bool) -> Result<()> {
+        let mut buffer = Vec::new();
+        for mut object in objects {
+            self.received += 1;
+            if !keep(&mut object) {
+                continue;
+            }
+            buffer.clear();
+            object
+                .encode(&mut buffer)
+                .map_err(|e| Error::Internal(format!("spooling the peer's dump: {e}")))?;
+            let length = u32::try_from(buffer.len())
+                .map_err(|_| Error::Internal("an object of over 4 GiB in a dump".into()))?;
+            self.file
+                .write_all(&length.to_le_bytes())
+                .and_then(|()| self.file.write_all(&buffer))
+                .map_err(|e| Error::Internal(format!("spooling the peer's dump: {e}")))?;
+            self.ids.push(object.peer_object_id());
+        }
+        Ok(())
+    }
+
+    /// Objects received, including those cleaning dropped.
+    pub fn received(&self) -> usize {
+        self.received
+    }
+
+    /// Objects spooled.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether nothing was spooled.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Whether the peer sent an object with this id (once sealed).
+    pub fn contains(&self, peer_object_id: i64) -> bool {
+        self.ids.binary_search(&peer_object_id).is_ok()
+    }
+
+    fn seal(&mut self) -> Result<()> {
+        self.ids.sort_unstable();
+        self.file
+            .flush()
+            .map_err(|e| Error::Internal(format!("spooling the peer's dump: {e}")))
+    }
+
+    /// Reads the objects back, in the order they arrived, in chunks of at
+    /// most `size`.
+    pub fn chunks(&mut self, size: usize) -> Result<Chunks<'_, T>> {
+        let file = self.file.get_mut();
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::Internal(format!("reading the spooled dump: {e}")))?;
+        Ok(Chunks {
+            reader: BufReader::with_capacity(256 * 1024, file),
+            size,
+            left: self.ids.len(),
+            buffer: Vec::new(),
+            _objects: PhantomData,
+        })
+    }
+
+    /// Runs `f` on every object, in the order they arrived.
+    pub fn for_each(&mut self, mut f: impl FnMut(T)) -> Result<()> {
+        for chunk in self.chunks(CHUNK)? {
+            chunk?.into_iter().for_each(&mut f);
+        }
+        Ok(())
+    }
+}
+
+/// Objects read back per chunk by [`ClassSpool::for_each`].
+const CHUNK: usize = 4096;
+
+/// Reads a [`ClassSpool`] back, chunk by chunk.
+pub struct Chunks<'a, T> {
+    reader: BufReader<&'a mut File>,
+    size: usize,
+    left: usize,
+    buffer: Vec<u8>,
+    _objects: PhantomData<T>,
+}
+
+impl<T: PeerObject> Chunks<'_, T> {
+    fn next_object(&mut self) -> std::io::Result<T> {
+        let mut length = [0u8; 4];
+        self.reader.read_exact(&mut length)?;
+        self.buffer.resize(u32::from_le_bytes(length) as usize, 0);
+        self.reader.read_exact(&mut self.buffer)?;
+        T::decode(self.buffer.as_slice())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}
+
+impl<T: PeerObject> Iterator for Chunks<'_, T> {
+    type Item = Result<Vec<T>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let take = self.left.min(self.size);
+        self.left -= take;
+        let chunk = (0..take)
+            .map(|_| self.next_object())
+            .collect::<std::io::Result<Vec<T>>>()
+            .map_err(|e| Error::Internal(format!("reading the spooled dump: {e}")));
+        if chunk.is_err() {
+            self.left = 0;
+        }
+        Some(chunk)
+    }
+}
+
+/// A peer's whole dump, spooled.
+#[derive(Debug)]
+pub struct Spool {
+    /// The peer's name for itself.
+    pub registry_name: String,
+    /// The peer's dump layout version.
+    pub schema_version: i32,
+    /// Seconds the peer spent reading its database.
+    pub peer_db_seconds: f64,
+    /// Sites.
+    pub sites: ClassSpool<pb::ExportedSite>,
+    /// Keys.
+    pub keys: ClassSpool<pb::ExportedKey>,
+    /// Persons.
+    pub persons: ClassSpool<pb::ExportedPerson>,
+    /// Nodes.
+    pub nodes: ClassSpool<pb::ExportedNode>,
+    /// Our own nodes as the peer caches them.
+    pub peer_nodes: ClassSpool<pb::PeerNode>,
+    /// Slices.
+    pub slices: ClassSpool<pb::ExportedSlice>,
+}
+
+impl Spool {
+    /// An empty spool whose files go in `dir`.
+    pub fn create(dir: &Path) -> Result<Spool> {
+        Ok(Spool {
+            registry_name: String::new(),
+            schema_version: 0,
+            peer_db_seconds: 0.0,
+            sites: ClassSpool::create(dir)?,
+            keys: ClassSpool::create(dir)?,
+            persons: ClassSpool::create(dir)?,
+            nodes: ClassSpool::create(dir)?,
+            peer_nodes: ClassSpool::create(dir)?,
+            slices: ClassSpool::create(dir)?,
+        })
+    }
+
+    /// Spools one batch of the stream, cleaning it on the way
+    /// ([`super::diff::keep_person`], [`super::diff::clean_node`]).
+    pub fn push(&mut self, batch: pb::PeerDataBatch) -> Result<()> {
+        self.sites.push(batch.sites, |_| true)?;
+        self.keys.push(batch.keys, |_| true)?;
+        self.persons.push(batch.persons, super::diff::keep_person)?;
+        self.nodes.push(batch.nodes, |node| {
+            super::diff::clean_node(node);
+            true
+        })?;
+        self.peer_nodes.push(batch.peer_nodes, |_| true)?;
+        self.slices.push(batch.slices, |_| true)
+    }
+
+    /// Checks the trailer's counts against what arrived.
+    pub fn check_trailer(&self, trailer: &pb::PeerDataTrailer) -> std::result::Result<(), String> {
+        let counts = [
+            ("sites", self.sites.received(), trailer.sites),
+            ("keys", self.keys.received(), trailer.keys),
+            ("persons", self.persons.received(), trailer.persons),
+            ("nodes", self.nodes.received(), trailer.nodes),
+            ("peer_nodes", self.peer_nodes.received(), trailer.peer_nodes),
+            ("slices", self.slices.received(), trailer.slices),
+        ];
+        for (class, received, announced) in counts {
+            if received as i64 != announced {
+                return Err(format!(
+                    "the trailer announces {announced} {class} but {received} arrived"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Readies the spool for reading once the stream is whole.
+    pub fn seal(&mut self, trailer: &pb::PeerDataTrailer) -> Result<()> {
+        self.peer_db_seconds = trailer.db_seconds;
+        self.sites.seal()?;
+        self.keys.seal()?;
+        self.persons.seal()?;
+        self.nodes.seal()?;
+        self.peer_nodes.seal()?;
+        self.slices.seal()
+    }
+}
+
+fn spool_error(dir: &Path, e: &std::io::Error) -> Error {
+    Error::Internal(format!(
+        "cannot create a spool file for the peer's dump in {}: {e}",
+        dir.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_come_back_in_order_in_chunks_and_cleaning_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = ClassSpool::<pb::ExportedPerson>::create(dir.path()).unwrap();
+        let persons = |ids: std::ops::Range<i64>| {
+            ids.map(|id| pb::ExportedPerson {
+                person_id: id,
+                email: format!("p{id}@example.org"),
+                enabled: id % 10 != 0,
+                ..Default::default()
+            })
+            .collect::<Vec<_>>()
+        };
+        spool.push(persons(20..30), |p| p.enabled).unwrap();
+        spool.push(persons(1..20), |p| p.enabled).unwrap();
+        spool.seal().unwrap();
+        assert_eq!((spool.received(), spool.len()), (29, 27));
+        assert!(spool.contains(1) && spool.contains(29) && !spool.contains(10));
+
+        let chunks: Vec<Vec<pb::ExportedPerson>> =
+            spool.chunks(10).unwrap().map(|c| c.unwrap()).collect();
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 7]);
+        let ids: Vec<i64> = chunks.iter().flatten().map(|p| p.person_id).collect();
+        let expected: Vec<i64> = (21..30).chain(1..20).filter(|id| id % 10 != 0).collect();
+        assert_eq!(ids, expected);
+        assert_eq!(chunks[0][0].email, "p21@example.org");
+
+        // A second read starts from the beginning again.
+        let mut again = 0;
+        spool.for_each(|_| again += 1).unwrap();
+        assert_eq!(again, 27);
+    }
+}

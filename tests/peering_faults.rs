@@ -381,6 +381,59 @@ async fn bad_peer_data_in_rounds_of(backend: Backend, chunk: usize) {
     );
 }
 
+/// One object per round: a key moves to a person of an earlier round (it
+/// must leave its old owner before it joins the new one, or the key's
+/// uniqueness would fail the refresh) and a login_base moves to a site of
+/// a later round (its old holder is renamed by then).
+async fn keys_and_names_move_between_objects_across_rounds(backend: Backend) {
+    let dump = |keys_of: [Vec<i64>; 2], login_bases: [&str; 2]| {
+        let [first_keys, second_keys] = keys_of;
+        pb::PeerDataBatch {
+            sites: vec![site(1, login_bases[0]), site(2, login_bases[1])],
+            keys: vec![key(1, &ssh_key("moving@example.org"))],
+            persons: vec![
+                pb::ExportedPerson {
+                    key_ids: first_keys,
+                    ..person(1, "first@example.org")
+                },
+                pb::ExportedPerson {
+                    key_ids: second_keys,
+                    ..person(2, "second@example.org")
+                },
+            ],
+            ..Default::default()
+        }
+    };
+    let fake = FakePeer::start(dump([vec![], vec![1]], ["alpha", "beta"])).await;
+    let (server, peer_id) = registry_peered_in_rounds(backend, &fake, 1).await;
+    let first = try_refresh(&server, peer_id, false).await.unwrap();
+    assert_eq!(relation(&first, "person_keys").added, 1, "{first:#?}");
+
+    fake.serve(dump([vec![1], vec![]], ["delta", "alpha"]));
+    let moved = try_refresh(&server, peer_id, false).await.unwrap();
+    assert_eq!(moved.outcome, pb::RefreshOutcome::Applied as i32);
+    assert!(moved.warnings.is_empty(), "{:#?}", moved.warnings);
+    let person_keys = relation(&moved, "person_keys");
+    assert_eq!((person_keys.added, person_keys.removed), (1, 1));
+    assert_eq!(class(&moved, "sites").updated, 2);
+
+    let persons = list_all!(server, list_persons, persons, pb::Scope::Foreign);
+    let keys_of = |email: &str| {
+        persons
+            .iter()
+            .find(|p| p.email == email)
+            .map(|p| p.key_ids.len())
+    };
+    assert_eq!(keys_of("first@example.org"), Some(1));
+    assert_eq!(keys_of("second@example.org"), Some(0));
+    let mut login_bases: Vec<String> = list_all!(server, list_sites, sites, pb::Scope::Foreign)
+        .into_iter()
+        .map(|s| s.login_base)
+        .collect();
+    login_bases.sort();
+    assert_eq!(login_bases, ["alpha", "delta"]);
+}
+
 /// Two fedreg servers on one PostgreSQL database, each with its own data
 /// directory (so their lock files differ): the advisory lock still lets only
 /// one of them refresh a peer at a time.
@@ -432,4 +485,5 @@ backend_tests!(
     mass_delete_guard_refuses_until_forced,
     bad_peer_data_is_skipped_object_by_object,
     bad_peer_data_is_skipped_the_same_one_object_per_round,
+    keys_and_names_move_between_objects_across_rounds,
 );

@@ -9,10 +9,11 @@
 //! local ids), validated object by object (a bad object is skipped with a
 //! warning, the rest goes on), checked for natural-key conflicts, diffed
 //! against its cached rows and written with multi-row statements. Then the
-//! memberships: person-keys, slice-nodes, slice-persons, site-persons,
-//! person-roles, each as add-missing / remove-stale. Everything is written
-//! in this one pass, so memberships of objects created by this refresh are
-//! complete at once.
+//! memberships (person-keys, slice-nodes, slice-persons, site-persons,
+//! person-roles), again in rounds over the spooled persons and slices, each
+//! as remove-stale / add-missing for the round's owners. Everything is
+//! written in this one pass, so memberships of objects created by this
+//! refresh are complete at once.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -25,8 +26,8 @@ use crate::proto::v1 as pb;
 use crate::registry::validate;
 use crate::store::cache::{
     self, CachedKeys, CachedKind, CachedNodes, CachedPersons, CachedSites, CachedSlices,
-    Enumeration, KeyFields, NodeFields, PersonFields, PersonKeys, PersonRoles, PersonSites,
-    Relation, SiteFields, SliceFields, SliceNodes, SlicePersons,
+    Enumeration, KeyFields, NodeFields, PairTable, PersonFields, PersonKeys, PersonRoles,
+    PersonSites, Relation, SiteFields, SliceFields, SliceNodes, SlicePersons,
 };
 use crate::store::{DbConn, now};
 
@@ -134,7 +135,7 @@ pub async fn apply(
     .await?;
     report.timer("validate", validating);
 
-    sync_relations(conn, peer_id, spool, &ids, report).await
+    sync_relations(conn, peer_id, spool, chunk, &ids, report).await
 }
 
 /// How a class is read back: objects per round, and the validation timer
@@ -560,119 +561,226 @@ fn prepare_slice(
     ))
 }
 
-/// The memberships the peer's dump asks for, in local ids.
+/// What one relation did over the rounds of a refresh.
 #[derive(Debug, Default)]
-struct Memberships {
-    person_keys: HashSet<(i64, i64)>,
-    slice_nodes: HashSet<(i64, i64)>,
-    slice_persons: HashSet<(i64, i64)>,
-    /// (person, site) → primary.
-    site_persons: HashMap<(i64, i64), bool>,
-    person_roles: HashSet<(i64, i64)>,
+struct Tally {
+    added: usize,
+    removed: usize,
+    took: Duration,
 }
 
-/// Reconciles the memberships of the peer's cached objects: one pass over
-/// the spooled persons and one over the slices collect them, then each
-/// relation is diffed and written.
+impl Tally {
+    /// Removes the pairs of `owners` that `desired` no longer lists;
+    /// returns the missing pairs, for the caller to insert.
+    async fn remove_stale<R: Relation>(
+        &mut self,
+        conn: &mut DbConn,
+        peer_id: i64,
+        owners: &[i64],
+        desired: &HashSet<(i64, i64)>,
+    ) -> Result<Vec<(i64, i64)>> {
+        let started = Instant::now();
+        let existing = R::owned(conn, peer_id, owners).await?;
+        let (add, remove) = diff_sets(desired, &existing);
+        self.removed += cache::delete_pairs::<R>(conn, &remove).await?;
+        self.took += started.elapsed();
+        Ok(add)
+    }
+
+    /// Inserts pairs.
+    async fn insert<R: Relation>(&mut self, conn: &mut DbConn, pairs: &[(i64, i64)]) -> Result<()> {
+        let started = Instant::now();
+        self.added += R::insert(conn, pairs).await?;
+        self.took += started.elapsed();
+        Ok(())
+    }
+
+    /// [`Tally::remove_stale`], then the insertion of what is missing.
+    async fn reconcile<R: Relation>(
+        &mut self,
+        conn: &mut DbConn,
+        peer_id: i64,
+        owners: &[i64],
+        desired: &HashSet<(i64, i64)>,
+    ) -> Result<()> {
+        let missing = self
+            .remove_stale::<R>(conn, peer_id, owners, desired)
+            .await?;
+        self.insert::<R>(conn, &missing).await
+    }
+}
+
+/// The relations of a refresh, in report order.
+#[derive(Debug, Default)]
+struct Tallies {
+    person_keys: Tally,
+    slice_nodes: Tally,
+    slice_persons: Tally,
+    site_persons: Tally,
+    person_roles: Tally,
+}
+
+/// Reconciles the memberships of the peer's cached objects, round by round
+/// over the spooled persons (their keys, sites and roles), then over the
+/// slices (their nodes and persons): each round loads the memberships its
+/// owners have, removes the stale ones and adds the missing ones. When an
+/// id appears twice in the dump, its first occurrence counts.
 async fn sync_relations(
     conn: &mut DbConn,
     peer_id: i64,
     spool: &mut Spool,
+    chunk: usize,
     ids: &IdMaps,
     report: &mut ReportBuilder,
 ) -> Result<()> {
+    let mut tallies = Tallies::default();
     let roles = cache::known_roles(conn).await?;
-    let mut wanted = Memberships::default();
     // A key belongs to one person: the first person that lists it keeps it.
+    // A key may move from a person of a later round to one of an earlier
+    // round, so keys are added once every round has removed its stale ones.
     let mut owner_of_key: HashMap<i64, i64> = HashMap::new();
-    spool.persons.for_each(|p| {
-        let Some(&person) = ids.persons.get(&p.person_id) else {
-            return;
-        };
-        for k in &p.key_ids {
-            let Some(&key) = ids.keys.get(k) else {
+    let mut missing_keys = Vec::new();
+    let mut seen = HashSet::new();
+    for persons in spool.persons.chunks(chunk)? {
+        let mut owners = Vec::new();
+        let mut keys = HashSet::new();
+        let mut sites = HashMap::new();
+        let mut person_roles = HashSet::new();
+        for p in persons? {
+            let Some(&person) = ids.persons.get(&p.person_id) else {
                 continue;
             };
-            match owner_of_key.get(&key) {
-                Some(&first) if first != p.person_id => report.warn(
-                    "person_keys",
-                    p.person_id,
-                    &p.email,
-                    format!("key {k} already belongs to person {first}"),
-                ),
-                _ => {
-                    owner_of_key.insert(key, p.person_id);
-                    wanted.person_keys.insert((person, key));
+            if !seen.insert(p.person_id) {
+                continue;
+            }
+            owners.push(person);
+            for k in &p.key_ids {
+                let Some(&key) = ids.keys.get(k) else {
+                    continue;
+                };
+                match owner_of_key.get(&key) {
+                    Some(&first) if first != p.person_id => report.warn(
+                        "person_keys",
+                        p.person_id,
+                        &p.email,
+                        format!("key {k} already belongs to person {first}"),
+                    ),
+                    _ => {
+                        owner_of_key.insert(key, p.person_id);
+                        keys.insert((person, key));
+                    }
+                }
+            }
+            for s in &p.site_ids {
+                if let Some(&site) = ids.sites.get(s) {
+                    sites.insert((person, site), p.primary_site_id == Some(*s));
+                }
+            }
+            for &role in &p.role_ids {
+                if roles.contains(&role) {
+                    person_roles.insert((person, i64::from(role)));
+                } else {
+                    report.warn(
+                        "person_roles",
+                        p.person_id,
+                        &p.email,
+                        format!("unknown role_id {role}"),
+                    );
                 }
             }
         }
-        for s in &p.site_ids {
-            if let Some(&site) = ids.sites.get(s) {
-                wanted
-                    .site_persons
-                    .insert((person, site), p.primary_site_id == Some(*s));
-            }
-        }
-        for &role in &p.role_ids {
-            if roles.contains(&role) {
-                wanted.person_roles.insert((person, i64::from(role)));
-            } else {
-                report.warn(
-                    "person_roles",
-                    p.person_id,
-                    &p.email,
-                    format!("unknown role_id {role}"),
-                );
-            }
-        }
-    })?;
-    drop(owner_of_key);
-    spool.slices.for_each(|s| {
-        let Some(&slice) = ids.slices.get(&s.slice_id) else {
-            return;
-        };
-        // Nodes the peer did not expose (whitelisted, or a third
-        // registry's) are dropped here.
-        wanted.slice_nodes.extend(
-            s.node_ids
-                .iter()
-                .filter_map(|n| ids.nodes.get(n).or_else(|| ids.local_nodes.get(n)))
-                .map(|&node| (slice, node)),
+        missing_keys.extend(
+            tallies
+                .person_keys
+                .remove_stale::<PersonKeys>(conn, peer_id, &owners, &keys)
+                .await?,
         );
-        wanted.slice_persons.extend(
-            s.person_ids
-                .iter()
-                .filter_map(|p| ids.persons.get(p))
-                .map(|&person| (slice, person)),
-        );
-    })?;
+        sync_site_memberships(conn, &owners, &sites, &mut tallies.site_persons).await?;
+        tallies
+            .person_roles
+            .reconcile::<PersonRoles>(conn, peer_id, &owners, &person_roles)
+            .await?;
+    }
+    tallies
+        .person_keys
+        .insert::<PersonKeys>(conn, &missing_keys)
+        .await?;
+    drop((owner_of_key, missing_keys));
 
-    sync_pairs::<PersonKeys>(conn, peer_id, &wanted.person_keys, report).await?;
-    sync_pairs::<SliceNodes>(conn, peer_id, &wanted.slice_nodes, report).await?;
-    sync_pairs::<SlicePersons>(conn, peer_id, &wanted.slice_persons, report).await?;
+    seen.clear();
+    for slices in spool.slices.chunks(chunk)? {
+        let mut owners = Vec::new();
+        let mut nodes = HashSet::new();
+        let mut persons = HashSet::new();
+        for s in slices? {
+            let Some(&slice) = ids.slices.get(&s.slice_id) else {
+                continue;
+            };
+            if !seen.insert(s.slice_id) {
+                continue;
+            }
+            owners.push(slice);
+            // Nodes the peer did not expose (whitelisted, or a third
+            // registry's) are dropped here.
+            nodes.extend(
+                s.node_ids
+                    .iter()
+                    .filter_map(|n| ids.nodes.get(n).or_else(|| ids.local_nodes.get(n)))
+                    .map(|&node| (slice, node)),
+            );
+            persons.extend(
+                s.person_ids
+                    .iter()
+                    .filter_map(|p| ids.persons.get(p))
+                    .map(|&person| (slice, person)),
+            );
+        }
+        tallies
+            .slice_nodes
+            .reconcile::<SliceNodes>(conn, peer_id, &owners, &nodes)
+            .await?;
+        tallies
+            .slice_persons
+            .reconcile::<SlicePersons>(conn, peer_id, &owners, &persons)
+            .await?;
+    }
 
-    let started = Instant::now();
-    let existing = cache::load_person_sites(conn, peer_id).await?;
-    let (add, remove) = diff_memberships(&wanted.site_persons, &existing);
-    cache::delete_pairs::<PersonSites>(conn, &remove).await?;
-    cache::insert_person_sites(conn, &add).await?;
-    report.relation("site_persons", add.len(), remove.len(), started.elapsed());
-
-    sync_pairs::<PersonRoles>(conn, peer_id, &wanted.person_roles, report).await
+    let Tallies {
+        person_keys,
+        slice_nodes,
+        slice_persons,
+        site_persons,
+        person_roles,
+    } = tallies;
+    for (name, tally) in [
+        (PersonKeys::NAME, person_keys),
+        (SliceNodes::NAME, slice_nodes),
+        (SlicePersons::NAME, slice_persons),
+        (PersonSites::NAME, site_persons),
+        (PersonRoles::NAME, person_roles),
+    ] {
+        report.relation(name, tally.added, tally.removed, tally.took);
+    }
+    Ok(())
 }
 
-/// Adds the missing pairs of a relation and removes the stale ones.
-async fn sync_pairs<R: Relation>(
+/// Site memberships of one round of persons: a change of the primary flag
+/// is a removal and an addition.
+async fn sync_site_memberships(
     conn: &mut DbConn,
-    peer_id: i64,
-    desired: &HashSet<(i64, i64)>,
-    report: &mut ReportBuilder,
+    owners: &[i64],
+    desired: &HashMap<(i64, i64), bool>,
+    tally: &mut Tally,
 ) -> Result<()> {
     let started = Instant::now();
-    let existing = R::load(conn, peer_id).await?;
-    let (add, remove) = diff_sets(desired, &existing);
-    cache::delete_pairs::<R>(conn, &remove).await?;
-    R::insert(conn, &add).await?;
-    report.relation(R::NAME, add.len(), remove.len(), started.elapsed());
+    let existing: HashMap<(i64, i64), bool> = cache::person_sites_of(conn, owners)
+        .await?
+        .into_iter()
+        .map(|(person, site, primary)| ((person, site), primary))
+        .collect();
+    let (add, remove) = diff_memberships(desired, &existing);
+    tally.removed += cache::delete_pairs::<PersonSites>(conn, &remove).await?;
+    tally.added += cache::insert_person_sites(conn, &add).await?;
+    tally.took += started.elapsed();
     Ok(())
 }

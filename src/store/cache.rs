@@ -414,10 +414,12 @@ pub trait PairTable {
 /// A membership table whose rows a refresh reconciles, as pairs of local
 /// ids `(owner, member)`: the owner is an object cached from the peer.
 pub trait Relation: PairTable {
-    /// The pairs that a refresh of `peer_id` owns.
-    fn load(
+    /// The pairs of `owner_ids` (objects cached from `peer_id`) that a
+    /// refresh of that peer reconciles.
+    fn owned(
         conn: &mut DbConn,
         peer_id: i64,
+        owner_ids: &[i64],
     ) -> impl Future<Output = Result<HashSet<(i64, i64)>>> + Send;
 
     /// The pairs whose owner is one of `owner_ids`, by owner.
@@ -433,13 +435,14 @@ pub trait Relation: PairTable {
     ) -> impl Future<Output = Result<usize>> + Send;
 }
 
-/// Implements [`Relation`] for a two-column membership table whose owner
-/// side is `$owner` (a cached kind's table joined on `$owner_col`).
+/// Implements [`Relation`] for a two-column membership table whose first
+/// column is the owner; `members of the peer in $member.$member_id` limits
+/// a refresh to the pairs whose member is cached from the same peer.
 macro_rules! relation {
     (
         $(#[$doc:meta])*
         $name:ident: $table:ident ($a:ident: $a_ty:ty, $b:ident: $b_ty:ty),
-        $label:literal, owned by $owner:ident $(and $member:ident . $member_id:ident)?
+        $label:literal $(, members of the peer in $member:ident . $member_id:ident)?
     ) => {
         $(#[$doc])*
         pub struct $name;
@@ -451,27 +454,30 @@ macro_rules! relation {
         }
 
         impl Relation for $name {
-            async fn load(conn: &mut DbConn, peer_id: i64) -> Result<HashSet<(i64, i64)>> {
-                // The member side is a correlated EXISTS, not a second join:
-                // with two joins SQLite's planner probes every (owner,
-                // member) pair of the peer, quadratic in the cache's size.
-                let pairs: Vec<($a_ty, $b_ty)> = with_db!(conn, |c| {
-                    $table::table
-                        .inner_join($owner::table)
-                        .filter($owner::peer_id.eq(peer_id))
-                        $( .filter(diesel::dsl::exists(
-                            $member::table
-                                .filter($member::$member_id.eq($table::$b))
-                                .filter($member::peer_id.eq(peer_id)),
-                        )) )?
-                        .select(($table::$a, $table::$b))
-                        .load(c)
-                        .await
-                })?;
-                Ok(pairs
-                    .into_iter()
-                    .map(|(a, b)| (i64::from(a), i64::from(b)))
-                    .collect())
+            async fn owned(
+                conn: &mut DbConn,
+                peer_id: i64,
+                owner_ids: &[i64],
+            ) -> Result<HashSet<(i64, i64)>> {
+                // Relations without a member filter do not need the peer.
+                let _ = peer_id;
+                let mut out = HashSet::new();
+                for chunk in owner_ids.chunks(CHUNK) {
+                    let pairs: Vec<($a_ty, $b_ty)> = with_db!(conn, |c| {
+                        $table::table
+                            .filter($table::$a.eq_any(chunk))
+                            $( .filter(diesel::dsl::exists(
+                                $member::table
+                                    .filter($member::$member_id.eq($table::$b))
+                                    .filter($member::peer_id.eq(peer_id)),
+                            )) )?
+                            .select(($table::$a, $table::$b))
+                            .load(c)
+                            .await
+                    })?;
+                    out.extend(pairs.into_iter().map(|(a, b)| (i64::from(a), i64::from(b))));
+                }
+                Ok(out)
             }
 
             async fn for_owners(conn: &mut DbConn, owner_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
@@ -514,24 +520,24 @@ macro_rules! relation {
 
 relation! {
     /// Keys of cached persons: (person, key).
-    PersonKeys: person_key (person_id: i64, key_id: i64), "person_keys", owned by persons
+    PersonKeys: person_key (person_id: i64, key_id: i64), "person_keys"
 }
 
 relation! {
     /// Nodes of cached slices, foreign and local: (slice, node).
-    SliceNodes: slice_node (slice_id: i64, node_id: i64), "slice_nodes", owned by slices
+    SliceNodes: slice_node (slice_id: i64, node_id: i64), "slice_nodes"
 }
 
 relation! {
     /// Cached persons of cached slices: (slice, person). Local persons that a
     /// local admin added to a cached slice are not the peer's to remove.
     SlicePersons: slice_person (slice_id: i64, person_id: i64), "slice_persons",
-    owned by slices and persons.person_id
+    members of the peer in persons.person_id
 }
 
 relation! {
     /// Roles of cached persons: (person, role).
-    PersonRoles: person_role (person_id: i64, role_id: i32), "person_roles", owned by persons
+    PersonRoles: person_role (person_id: i64, role_id: i32), "person_roles"
 }
 
 /// Deletes pairs from a relation table, several hundred per statement.
@@ -564,29 +570,6 @@ pub async fn login_bases(conn: &mut DbConn, peer_id: i64) -> Result<HashMap<i64,
             .await
     })?;
     Ok(rows.into_iter().collect())
-}
-
-/// Site memberships of a peer's cached persons: (person, site) → primary.
-pub async fn load_person_sites(
-    conn: &mut DbConn,
-    peer_id: i64,
-) -> Result<HashMap<(i64, i64), bool>> {
-    let rows: Vec<(i64, i64, bool)> = with_db!(conn, |c| {
-        person_site::table
-            .inner_join(persons::table)
-            .filter(persons::peer_id.eq(peer_id))
-            .select((
-                person_site::person_id,
-                person_site::site_id,
-                person_site::is_primary,
-            ))
-            .load(c)
-            .await
-    })?;
-    Ok(rows
-        .into_iter()
-        .map(|(p, s, primary)| ((p, s), primary))
-        .collect())
 }
 
 /// Site memberships `(person, site, is_primary)` of the given persons.

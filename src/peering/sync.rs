@@ -174,6 +174,9 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
 
     let mut keys = NaturalKeys::default();
     let (mut added, mut updated) = (0, 0);
+    // Rows the planner's statistics count, roughly, and rows added since;
+    // statistics are refreshed each time the class doubles.
+    let (mut counted, mut added_since) = (cached_ids.len().max(chunk), 0);
     for chunk in spool.chunks(chunk)? {
         let chunk = chunk?;
         let chunk_ids: Vec<i64> = chunk.iter().map(PeerObject::peer_object_id).collect();
@@ -203,6 +206,12 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
         K::upsert(conn, peer_id, &plan.upserts, now).await?;
         added += plan.added;
         updated += plan.updated;
+        added_since += plan.added;
+        if added_since > counted {
+            cache::refresh_statistics::<K>(conn).await?;
+            counted += added_since;
+            added_since = 0;
+        }
     }
 
     let ids = if added > 0 {

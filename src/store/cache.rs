@@ -42,6 +42,9 @@ pub trait CachedKind: Sized {
     /// Name of the natural key's column, empty for kinds without one.
     const NATURAL_KEY: &'static str;
 
+    /// Name of the table.
+    const TABLE: &'static str;
+
     /// The natural key of a row (`login_base`, `hostname`, ...), unique
     /// across authorities; `None` for kinds without one.
     fn natural_key(fields: &Self::Fields) -> Option<&str>;
@@ -123,6 +126,7 @@ macro_rules! cached_kind {
             type Fields = $fields;
             const CLASS: &'static str = $class;
             const NATURAL_KEY: &'static str = cached_kind!(@name $natural);
+            const TABLE: &'static str = stringify!($table);
 
             fn natural_key(fields: &$fields) -> Option<&str> {
                 cached_kind!(@natural fields $natural)
@@ -459,25 +463,8 @@ macro_rules! relation {
                 peer_id: i64,
                 owner_ids: &[i64],
             ) -> Result<HashSet<(i64, i64)>> {
-                // Relations without a member filter do not need the peer.
-                let _ = peer_id;
-                let mut out = HashSet::new();
-                for chunk in owner_ids.chunks(CHUNK) {
-                    let pairs: Vec<($a_ty, $b_ty)> = with_db!(conn, |c| {
-                        $table::table
-                            .filter($table::$a.eq_any(chunk))
-                            $( .filter(diesel::dsl::exists(
-                                $member::table
-                                    .filter($member::$member_id.eq($table::$b))
-                                    .filter($member::peer_id.eq(peer_id)),
-                            )) )?
-                            .select(($table::$a, $table::$b))
-                            .load(c)
-                            .await
-                    })?;
-                    out.extend(pairs.into_iter().map(|(a, b)| (i64::from(a), i64::from(b))));
-                }
-                Ok(out)
+                relation!(@owned conn, peer_id, owner_ids, $table, $a, $a_ty, $b, $b_ty
+                    $(, $member . $member_id)?)
             }
 
             async fn for_owners(conn: &mut DbConn, owner_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
@@ -516,6 +503,34 @@ macro_rules! relation {
             }
         }
     };
+    // Every pair of the owners.
+    (@owned $conn:ident, $peer_id:ident, $owners:ident, $table:ident,
+        $a:ident, $a_ty:ty, $b:ident, $b_ty:ty) => {{
+        let _ = $peer_id;
+        Ok(Self::for_owners($conn, $owners).await?.into_iter().collect())
+    }};
+    // The pairs of the owners whose member is cached from the peer: a
+    // correlated EXISTS on the member's table.
+    (@owned $conn:ident, $peer_id:ident, $owners:ident, $table:ident,
+        $a:ident, $a_ty:ty, $b:ident, $b_ty:ty, $member:ident . $member_id:ident) => {{
+        let mut out = HashSet::new();
+        for chunk in $owners.chunks(CHUNK) {
+            let pairs: Vec<($a_ty, $b_ty)> = with_db!($conn, |c| {
+                $table::table
+                    .filter($table::$a.eq_any(chunk))
+                    .filter(diesel::dsl::exists(
+                        $member::table
+                            .filter($member::$member_id.eq($table::$b))
+                            .filter($member::peer_id.eq($peer_id)),
+                    ))
+                    .select(($table::$a, $table::$b))
+                    .load(c)
+                    .await
+            })?;
+            out.extend(pairs.into_iter().map(|(a, b)| (i64::from(a), i64::from(b))));
+        }
+        Ok(out)
+    }};
 }
 
 relation! {
@@ -558,6 +573,22 @@ pub async fn delete_pairs<R: PairTable>(conn: &mut DbConn, pairs: &[(i64, i64)])
         deleted += chunk.len();
     }
     Ok(deleted)
+}
+
+/// Refreshes the planner's statistics of a cached kind's table after it
+/// grew within the open transaction (PostgreSQL; SQLite plans without
+/// them).
+///
+/// Statistics gathered while a table was small make PostgreSQL plan the
+/// lookups of the next rounds as if it still were (a scan of the peer's
+/// rows with a filter instead of the natural key's index), so a large
+/// first refresh would slow down round after round. ANALYZE inside the
+/// transaction samples its own uncommitted rows too.
+pub async fn refresh_statistics<K: CachedKind>(conn: &mut DbConn) -> Result<()> {
+    if let super::Db::Pg(c) = conn.db() {
+        c.batch_execute(&format!("ANALYZE {}", K::TABLE)).await?;
+    }
+    Ok(())
 }
 
 /// The login_bases of a peer's cached sites: peer's site id → login_base.

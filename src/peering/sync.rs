@@ -135,7 +135,7 @@ pub async fn apply(
     .await?;
     report.timer("validate", validating);
 
-    sync_relations(conn, peer_id, spool, chunk, &ids, report).await
+    sync_relations(conn, spool, chunk, &ids, report).await
 }
 
 /// How a class is read back: objects per round, and the validation timer
@@ -579,17 +579,22 @@ struct Tally {
 }
 
 impl Tally {
-    /// Removes the pairs of `owners` that `desired` no longer lists;
-    /// returns the missing pairs, for the caller to insert.
+    /// Removes the pairs of `owners` that `desired` no longer lists, among
+    /// those whose member the refresh `reconciles`; returns the missing
+    /// pairs, for the caller to insert.
     async fn remove_stale<R: Relation>(
         &mut self,
         conn: &mut DbConn,
-        peer_id: i64,
         owners: &[i64],
         desired: &HashSet<(i64, i64)>,
+        reconciles: impl Fn(i64) -> bool,
     ) -> Result<Vec<(i64, i64)>> {
         let started = Instant::now();
-        let existing = R::owned(conn, peer_id, owners).await?;
+        let existing: HashSet<(i64, i64)> = R::for_owners(conn, owners)
+            .await?
+            .into_iter()
+            .filter(|&(_, member)| reconciles(member))
+            .collect();
         let (add, remove) = diff_sets(desired, &existing);
         self.removed += cache::delete_pairs::<R>(conn, &remove).await?;
         self.took += started.elapsed();
@@ -608,12 +613,12 @@ impl Tally {
     async fn reconcile<R: Relation>(
         &mut self,
         conn: &mut DbConn,
-        peer_id: i64,
         owners: &[i64],
         desired: &HashSet<(i64, i64)>,
+        reconciles: impl Fn(i64) -> bool,
     ) -> Result<()> {
         let missing = self
-            .remove_stale::<R>(conn, peer_id, owners, desired)
+            .remove_stale::<R>(conn, owners, desired, reconciles)
             .await?;
         self.insert::<R>(conn, &missing).await
     }
@@ -636,7 +641,6 @@ struct Tallies {
 /// id appears twice in the dump, its first occurrence counts.
 async fn sync_relations(
     conn: &mut DbConn,
-    peer_id: i64,
     spool: &mut Spool,
     chunk: usize,
     ids: &IdMaps,
@@ -701,13 +705,13 @@ async fn sync_relations(
         missing_keys.extend(
             tallies
                 .person_keys
-                .remove_stale::<PersonKeys>(conn, peer_id, &owners, &keys)
+                .remove_stale::<PersonKeys>(conn, &owners, &keys, |_| true)
                 .await?,
         );
         sync_site_memberships(conn, &owners, &sites, &mut tallies.site_persons).await?;
         tallies
             .person_roles
-            .reconcile::<PersonRoles>(conn, peer_id, &owners, &person_roles)
+            .reconcile::<PersonRoles>(conn, &owners, &person_roles, |_| true)
             .await?;
     }
     tallies
@@ -717,6 +721,9 @@ async fn sync_relations(
     drop((owner_of_key, missing_keys));
 
     seen.clear();
+    // Local persons that a local admin added to a cached slice are not the
+    // peer's to remove: only the peer's own persons are reconciled.
+    let peer_persons: HashSet<i64> = ids.persons.values().copied().collect();
     for slices in spool.slices.chunks(chunk)? {
         let mut owners = Vec::new();
         let mut nodes = HashSet::new();
@@ -746,11 +753,13 @@ async fn sync_relations(
         }
         tallies
             .slice_nodes
-            .reconcile::<SliceNodes>(conn, peer_id, &owners, &nodes)
+            .reconcile::<SliceNodes>(conn, &owners, &nodes, |_| true)
             .await?;
         tallies
             .slice_persons
-            .reconcile::<SlicePersons>(conn, peer_id, &owners, &persons)
+            .reconcile::<SlicePersons>(conn, &owners, &persons, |person| {
+                peer_persons.contains(&person)
+            })
             .await?;
     }
 

@@ -418,14 +418,6 @@ pub trait PairTable {
 /// A membership table whose rows a refresh reconciles, as pairs of local
 /// ids `(owner, member)`: the owner is an object cached from the peer.
 pub trait Relation: PairTable {
-    /// The pairs of `owner_ids` (objects cached from `peer_id`) that a
-    /// refresh of that peer reconciles.
-    fn owned(
-        conn: &mut DbConn,
-        peer_id: i64,
-        owner_ids: &[i64],
-    ) -> impl Future<Output = Result<HashSet<(i64, i64)>>> + Send;
-
     /// The pairs whose owner is one of `owner_ids`, by owner.
     fn for_owners(
         conn: &mut DbConn,
@@ -440,13 +432,12 @@ pub trait Relation: PairTable {
 }
 
 /// Implements [`Relation`] for a two-column membership table whose first
-/// column is the owner; `members of the peer in $member.$member_id` limits
-/// a refresh to the pairs whose member is cached from the same peer.
+/// column is the owner.
 macro_rules! relation {
     (
         $(#[$doc:meta])*
         $name:ident: $table:ident ($a:ident: $a_ty:ty, $b:ident: $b_ty:ty),
-        $label:literal $(, members of the peer in $member:ident . $member_id:ident)?
+        $label:literal
     ) => {
         $(#[$doc])*
         pub struct $name;
@@ -458,15 +449,6 @@ macro_rules! relation {
         }
 
         impl Relation for $name {
-            async fn owned(
-                conn: &mut DbConn,
-                peer_id: i64,
-                owner_ids: &[i64],
-            ) -> Result<HashSet<(i64, i64)>> {
-                relation!(@owned conn, peer_id, owner_ids, $table, $a, $a_ty, $b, $b_ty
-                    $(, $member . $member_id)?)
-            }
-
             async fn for_owners(conn: &mut DbConn, owner_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
                 let mut out = Vec::new();
                 for chunk in owner_ids.chunks(CHUNK) {
@@ -503,34 +485,6 @@ macro_rules! relation {
             }
         }
     };
-    // Every pair of the owners.
-    (@owned $conn:ident, $peer_id:ident, $owners:ident, $table:ident,
-        $a:ident, $a_ty:ty, $b:ident, $b_ty:ty) => {{
-        let _ = $peer_id;
-        Ok(Self::for_owners($conn, $owners).await?.into_iter().collect())
-    }};
-    // The pairs of the owners whose member is cached from the peer: a
-    // correlated EXISTS on the member's table.
-    (@owned $conn:ident, $peer_id:ident, $owners:ident, $table:ident,
-        $a:ident, $a_ty:ty, $b:ident, $b_ty:ty, $member:ident . $member_id:ident) => {{
-        let mut out = HashSet::new();
-        for chunk in $owners.chunks(CHUNK) {
-            let pairs: Vec<($a_ty, $b_ty)> = with_db!($conn, |c| {
-                $table::table
-                    .filter($table::$a.eq_any(chunk))
-                    .filter(diesel::dsl::exists(
-                        $member::table
-                            .filter($member::$member_id.eq($table::$b))
-                            .filter($member::peer_id.eq($peer_id)),
-                    ))
-                    .select(($table::$a, $table::$b))
-                    .load(c)
-                    .await
-            })?;
-            out.extend(pairs.into_iter().map(|(a, b)| (i64::from(a), i64::from(b))));
-        }
-        Ok(out)
-    }};
 }
 
 relation! {
@@ -544,10 +498,9 @@ relation! {
 }
 
 relation! {
-    /// Cached persons of cached slices: (slice, person). Local persons that a
-    /// local admin added to a cached slice are not the peer's to remove.
-    SlicePersons: slice_person (slice_id: i64, person_id: i64), "slice_persons",
-    members of the peer in persons.person_id
+    /// Persons of cached slices: (slice, person); a refresh reconciles the
+    /// pairs whose person is cached from the same peer only.
+    SlicePersons: slice_person (slice_id: i64, person_id: i64), "slice_persons"
 }
 
 relation! {

@@ -12,6 +12,7 @@
 //! Failures and refusals are recorded on the peer record too, in a
 //! transaction of their own.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -23,9 +24,6 @@ use super::spool::{ClassSpool, PeerObject, Spool};
 use super::{lock, peers, sync};
 use crate::error::Result;
 use crate::proto::v1 as pb;
-use crate::store::cache::{
-    CachedKeys, CachedKind, CachedNodes, CachedPersons, CachedSites, CachedSlices,
-};
 use crate::store::peers::{self as peer_store, PeerRow, RefreshRecord};
 use crate::store::{DbConn, Store, now};
 
@@ -125,8 +123,9 @@ impl Refresher {
         conn.transaction(|c| {
             Box::pin(async move {
                 let guarding = Instant::now();
+                let cached = sync::CachedIds::load(c, peer_id).await?;
                 let refusal = match force {
-                    false => guard(c, peer_id, spool, fraction).await?,
+                    false => guard(&cached, spool, fraction),
                     true => None,
                 };
                 report.timer("guard", guarding.elapsed());
@@ -138,7 +137,7 @@ impl Refresher {
                     );
                     return Ok(refused);
                 }
-                sync::apply(c, peer_id, spool, chunk_size, report).await?;
+                sync::apply(c, peer_id, spool, cached, chunk_size, report).await?;
                 let applied = std::mem::take(report).finish(
                     pb::RefreshOutcome::Applied,
                     String::new(),
@@ -167,38 +166,32 @@ async fn record_on(conn: &mut DbConn, peer_id: i64, report: &pb::RefreshReport) 
     peer_store::record_refresh(conn, peer_id, &record).await
 }
 
-/// The mass-delete guard: `Some(reason)` when applying `spool` would
-/// delete more than `fraction` of a non-trivial cache.
-async fn guard(
-    conn: &mut DbConn,
-    peer_id: i64,
-    spool: &Spool,
-    fraction: f64,
-) -> Result<Option<String>> {
-    async fn doomed<K: CachedKind, T: PeerObject>(
-        conn: &mut DbConn,
-        peer_id: i64,
+/// The mass-delete guard: `Some(reason)` when applying `spool` to the
+/// `cached` objects would delete more than `fraction` of a non-trivial
+/// cache.
+fn guard(cached: &sync::CachedIds, spool: &Spool, fraction: f64) -> Option<String> {
+    fn doomed<T: PeerObject>(
+        cached: &HashMap<i64, i64>,
         incoming: &ClassSpool<T>,
-    ) -> Result<(usize, usize)> {
-        let cached = K::ids(conn, peer_id).await?;
+    ) -> (usize, usize) {
         let gone = cached.keys().filter(|id| !incoming.contains(**id)).count();
-        Ok((gone, cached.len()))
+        (gone, cached.len())
     }
     let counts = [
-        doomed::<CachedSites, _>(conn, peer_id, &spool.sites).await?,
-        doomed::<CachedKeys, _>(conn, peer_id, &spool.keys).await?,
-        doomed::<CachedPersons, _>(conn, peer_id, &spool.persons).await?,
-        doomed::<CachedNodes, _>(conn, peer_id, &spool.nodes).await?,
-        doomed::<CachedSlices, _>(conn, peer_id, &spool.slices).await?,
+        doomed(&cached.sites, &spool.sites),
+        doomed(&cached.keys, &spool.keys),
+        doomed(&cached.persons, &spool.persons),
+        doomed(&cached.nodes, &spool.nodes),
+        doomed(&cached.slices, &spool.slices),
     ];
     let gone: usize = counts.iter().map(|c| c.0).sum();
     let cached: usize = counts.iter().map(|c| c.1).sum();
     if cached < GUARD_MIN_CACHED || gone as f64 <= fraction * cached as f64 {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(format!(
+    Some(format!(
         "refused: this refresh would delete {gone} of the {cached} objects cached from the peer ({:.0}%), more than its limit of {:.0}%; the cache is unchanged. If the peer really removed them, refresh with force",
         100.0 * gone as f64 / cached as f64,
         100.0 * fraction
-    )))
+    ))
 }

@@ -43,12 +43,43 @@ struct IdMaps {
     slices: HashMap<i64, i64>,
 }
 
-/// Applies the spooled dump of peer `peer_id`, `chunk` objects per round;
-/// the caller holds the transaction.
+/// What is cached from a peer when its refresh begins, per class: the
+/// peer's ids → local ids.
+#[derive(Debug, Default)]
+pub struct CachedIds {
+    /// Sites.
+    pub sites: HashMap<i64, i64>,
+    /// Keys.
+    pub keys: HashMap<i64, i64>,
+    /// Persons.
+    pub persons: HashMap<i64, i64>,
+    /// Nodes.
+    pub nodes: HashMap<i64, i64>,
+    /// Slices.
+    pub slices: HashMap<i64, i64>,
+}
+
+impl CachedIds {
+    /// Loads them, inside the refresh's transaction.
+    pub async fn load(conn: &mut DbConn, peer_id: i64) -> Result<CachedIds> {
+        Ok(CachedIds {
+            sites: CachedSites::ids(conn, peer_id).await?,
+            keys: CachedKeys::ids(conn, peer_id).await?,
+            persons: CachedPersons::ids(conn, peer_id).await?,
+            nodes: CachedNodes::ids(conn, peer_id).await?,
+            slices: CachedSlices::ids(conn, peer_id).await?,
+        })
+    }
+}
+
+/// Applies the spooled dump of peer `peer_id`, whose cache held `cached`
+/// when the transaction began, `chunk` objects per round; the caller holds
+/// the transaction.
 pub async fn apply(
     conn: &mut DbConn,
     peer_id: i64,
     spool: &mut Spool,
+    cached: CachedIds,
     chunk: usize,
     report: &mut ReportBuilder,
 ) -> Result<()> {
@@ -61,7 +92,8 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.sites,
-        Round {
+        ClassRun {
+            cached: cached.sites,
             chunk,
             validating: &mut validating,
         },
@@ -75,7 +107,8 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.keys,
-        Round {
+        ClassRun {
+            cached: cached.keys,
             chunk,
             validating: &mut validating,
         },
@@ -88,7 +121,8 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.persons,
-        Round {
+        ClassRun {
+            cached: cached.persons,
             chunk,
             validating: &mut validating,
         },
@@ -105,7 +139,8 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.nodes,
-        Round {
+        ClassRun {
+            cached: cached.nodes,
             chunk,
             validating: &mut validating,
         },
@@ -125,7 +160,8 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.slices,
-        Round {
+        ClassRun {
+            cached: cached.slices,
             chunk,
             validating: &mut validating,
         },
@@ -138,9 +174,11 @@ pub async fn apply(
     sync_relations(conn, spool, chunk, &ids, report).await
 }
 
-/// How a class is read back: objects per round, and the validation timer
-/// the class adds to.
-struct Round<'a> {
+/// One class's run: what was cached of it when the refresh began (the
+/// peer's ids → local ids), objects per round, and the validation timer it
+/// adds to.
+struct ClassRun<'a> {
+    cached: HashMap<i64, i64>,
     chunk: usize,
     validating: &'a mut Duration,
 }
@@ -154,15 +192,18 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
     conn: &mut DbConn,
     peer_id: i64,
     spool: &mut ClassSpool<T>,
-    round: Round<'_>,
+    run: ClassRun<'_>,
     report: &mut ReportBuilder,
     mut prepare: impl FnMut(T, &mut ReportBuilder) -> Option<(i64, K::Fields)> + Send,
 ) -> Result<HashMap<i64, i64>> {
     let started = Instant::now();
-    let Round { chunk, validating } = round;
+    let ClassRun {
+        cached: cached_ids,
+        chunk,
+        validating,
+    } = run;
     let validated_before = *validating;
     let now = now();
-    let cached_ids = K::ids(conn, peer_id).await?;
     let mut gone: Vec<i64> = cached_ids
         .keys()
         .filter(|id| !spool.contains(**id))

@@ -49,8 +49,8 @@ pub trait CachedKind: Sized {
     /// across authorities; `None` for kinds without one.
     fn natural_key(fields: &Self::Fields) -> Option<&str>;
 
-    /// The cached rows of a peer among `peer_object_ids` (at most a few
-    /// thousand): peer's id → fields.
+    /// The cached rows of a peer among `peer_object_ids`: peer's id →
+    /// fields.
     fn load(
         conn: &mut DbConn,
         peer_id: i64,
@@ -137,15 +137,19 @@ macro_rules! cached_kind {
                 peer_id: i64,
                 peer_object_ids: &[i64],
             ) -> Result<HashMap<i64, $fields>> {
-                let rows: Vec<(i64, $fields)> = with_db!(conn, |c| {
-                    $table::table
-                        .filter($table::peer_id.eq(peer_id))
-                        .filter($table::$peer_col.eq_any(peer_object_ids))
-                        .select(($table::$peer_col.assume_not_null(), $fields::as_select()))
-                        .load(c)
-                        .await
-                })?;
-                Ok(rows.into_iter().collect())
+                let mut cached = HashMap::with_capacity(peer_object_ids.len());
+                for chunk in peer_object_ids.chunks(CHUNK) {
+                    let rows: Vec<(i64, $fields)> = with_db!(conn, |c| {
+                        $table::table
+                            .filter($table::peer_id.eq(peer_id))
+                            .filter($table::$peer_col.eq_any(chunk))
+                            .select(($table::$peer_col.assume_not_null(), $fields::as_select()))
+                            .load(c)
+                            .await
+                    })?;
+                    cached.extend(rows);
+                }
+                Ok(cached)
             }
 
             async fn ids(conn: &mut DbConn, peer_id: i64) -> Result<HashMap<i64, i64>> {

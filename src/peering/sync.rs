@@ -84,19 +84,17 @@ pub async fn apply(
     report: &mut ReportBuilder,
 ) -> Result<()> {
     let mut ids = IdMaps::default();
-    // Time spent translating and validating the peer's objects, all
-    // classes together (the class timers hold the rest).
-    let mut validating = Duration::ZERO;
+    let mut rounds = Rounds {
+        chunk,
+        validating: Duration::ZERO,
+    };
 
     ids.sites = sync_class::<CachedSites, _>(
         conn,
         peer_id,
         &mut spool.sites,
-        ClassRun {
-            cached: cached.sites,
-            chunk,
-            validating: &mut validating,
-        },
+        cached.sites,
+        &mut rounds,
         report,
         prepare_site,
     )
@@ -107,11 +105,8 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.keys,
-        ClassRun {
-            cached: cached.keys,
-            chunk,
-            validating: &mut validating,
-        },
+        cached.keys,
+        &mut rounds,
         report,
         |key, report| prepare_key(key, &key_types, report),
     )
@@ -121,11 +116,8 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.persons,
-        ClassRun {
-            cached: cached.persons,
-            chunk,
-            validating: &mut validating,
-        },
+        cached.persons,
+        &mut rounds,
         report,
         prepare_person,
     )
@@ -139,11 +131,8 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.nodes,
-        ClassRun {
-            cached: cached.nodes,
-            chunk,
-            validating: &mut validating,
-        },
+        cached.nodes,
+        &mut rounds,
         report,
         |node, report| prepare_node(node, &ids.sites, &known, report),
     )
@@ -160,31 +149,32 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.slices,
-        ClassRun {
-            cached: cached.slices,
-            chunk,
-            validating: &mut validating,
-        },
+        cached.slices,
+        &mut rounds,
         report,
         |slice, report| prepare_slice(slice, &ids, &login_bases, &instantiations, report),
     )
     .await?;
-    report.timer("validate", validating);
+    report.timer("validate", rounds.validating);
 
     sync_relations(conn, spool, chunk, &ids, report).await
 }
 
-/// One class's run: what was cached of it when the refresh began (the
-/// peer's ids → local ids), objects per round, and the validation timer it
-/// adds to.
-struct ClassRun<'a> {
-    cached: HashMap<i64, i64>,
+/// Rows a class adds before its table's planner statistics are worth
+/// refreshing (see [`cache::refresh_statistics`]).
+const STATISTICS_FLOOR: usize = 2000;
+
+/// How classes are applied: objects per round, and the time spent
+/// translating and validating the peer's objects, all classes together
+/// (the class timers hold the rest).
+struct Rounds {
     chunk: usize,
-    validating: &'a mut Duration,
+    validating: Duration,
 }
 
-/// Writes one class from its spool: deletes the cached objects the peer no
-/// longer has, then per chunk validates (`prepare` turns an object into
+/// Writes one class from its spool, given what was cached of it when the
+/// refresh began (`cached_ids`: the peer's ids → local ids): deletes the
+/// cached objects the peer no longer has, then per chunk validates (`prepare` turns an object into
 /// its cached fields, or skips it with a warning), skips objects whose
 /// natural key is taken, diffs against the cache and writes. Returns the
 /// peer's ids → local ids of the class after the write.
@@ -192,17 +182,13 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
     conn: &mut DbConn,
     peer_id: i64,
     spool: &mut ClassSpool<T>,
-    run: ClassRun<'_>,
+    cached_ids: HashMap<i64, i64>,
+    rounds: &mut Rounds,
     report: &mut ReportBuilder,
     mut prepare: impl FnMut(T, &mut ReportBuilder) -> Option<(i64, K::Fields)> + Send,
 ) -> Result<HashMap<i64, i64>> {
     let started = Instant::now();
-    let ClassRun {
-        cached: cached_ids,
-        chunk,
-        validating,
-    } = run;
-    let validated_before = *validating;
+    let validated_before = rounds.validating;
     let now = now();
     let mut gone: Vec<i64> = cached_ids
         .keys()
@@ -216,9 +202,10 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
     let mut keys = NaturalKeys::default();
     let (mut added, mut updated) = (0, 0);
     // Rows the planner's statistics count, roughly, and rows added since;
-    // statistics are refreshed each time the class doubles.
-    let (mut counted, mut added_since) = (cached_ids.len().max(chunk), 0);
-    for chunk in spool.chunks(chunk)? {
+    // statistics are refreshed each time the class doubles, once it is
+    // past a small size.
+    let (mut counted, mut added_since) = (cached_ids.len().max(STATISTICS_FLOOR), 0);
+    for chunk in spool.chunks(rounds.chunk)? {
         let chunk = chunk?;
         let chunk_ids: Vec<i64> = chunk.iter().map(PeerObject::peer_object_id).collect();
         let cached = K::load(conn, peer_id, &chunk_ids).await?;
@@ -228,7 +215,7 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
             .into_iter()
             .filter_map(|object| prepare(object, report))
             .collect();
-        *validating += validation.elapsed();
+        rounds.validating += validation.elapsed();
 
         let accepted = keys
             .check::<K>(conn, peer_id, candidates, &cached, report)
@@ -273,7 +260,7 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
         // of natural keys, is one skipped object.
         skipped: report.warning_count(K::CLASS) as i64,
     });
-    let validated_here = *validating - validated_before;
+    let validated_here = rounds.validating - validated_before;
     report.timer(K::CLASS, started.elapsed().saturating_sub(validated_here));
     Ok(ids)
 }
@@ -688,6 +675,36 @@ async fn sync_relations(
     report: &mut ReportBuilder,
 ) -> Result<()> {
     let mut tallies = Tallies::default();
+    sync_person_memberships(conn, spool, chunk, ids, &mut tallies, report).await?;
+    sync_slice_memberships(conn, spool, chunk, ids, &mut tallies).await?;
+    let Tallies {
+        person_keys,
+        slice_nodes,
+        slice_persons,
+        site_persons,
+        person_roles,
+    } = tallies;
+    for (name, tally) in [
+        (PersonKeys::NAME, person_keys),
+        (SliceNodes::NAME, slice_nodes),
+        (SlicePersons::NAME, slice_persons),
+        (PersonSites::NAME, site_persons),
+        (PersonRoles::NAME, person_roles),
+    ] {
+        report.relation(name, tally.added, tally.removed, tally.took);
+    }
+    Ok(())
+}
+
+/// The keys, sites and roles of the spooled persons.
+async fn sync_person_memberships(
+    conn: &mut DbConn,
+    spool: &mut Spool,
+    chunk: usize,
+    ids: &IdMaps,
+    tallies: &mut Tallies,
+    report: &mut ReportBuilder,
+) -> Result<()> {
     let roles = cache::known_roles(conn).await?;
     // A key belongs to one person: the first person that lists it keeps it.
     // A key may move from a person of a later round to one of an earlier
@@ -701,12 +718,9 @@ async fn sync_relations(
         let mut sites = HashMap::new();
         let mut person_roles = HashSet::new();
         for p in persons? {
-            let Some(&person) = ids.persons.get(&p.person_id) else {
+            let Some(person) = first_occurrence(&ids.persons, &mut seen, p.person_id) else {
                 continue;
             };
-            if !seen.insert(p.person_id) {
-                continue;
-            }
             owners.push(person);
             for k in &p.key_ids {
                 let Some(&key) = ids.keys.get(k) else {
@@ -758,10 +772,18 @@ async fn sync_relations(
     tallies
         .person_keys
         .insert::<PersonKeys>(conn, &missing_keys)
-        .await?;
-    drop((owner_of_key, missing_keys));
+        .await
+}
 
-    seen.clear();
+/// The nodes and persons of the spooled slices.
+async fn sync_slice_memberships(
+    conn: &mut DbConn,
+    spool: &mut Spool,
+    chunk: usize,
+    ids: &IdMaps,
+    tallies: &mut Tallies,
+) -> Result<()> {
+    let mut seen = HashSet::new();
     // Local persons that a local admin added to a cached slice are not the
     // peer's to remove: only the peer's own persons are reconciled.
     let peer_persons: HashSet<i64> = ids.persons.values().copied().collect();
@@ -770,12 +792,9 @@ async fn sync_relations(
         let mut nodes = HashSet::new();
         let mut persons = HashSet::new();
         for s in slices? {
-            let Some(&slice) = ids.slices.get(&s.slice_id) else {
+            let Some(slice) = first_occurrence(&ids.slices, &mut seen, s.slice_id) else {
                 continue;
             };
-            if !seen.insert(s.slice_id) {
-                continue;
-            }
             owners.push(slice);
             // Nodes the peer did not expose (whitelisted, or a third
             // registry's) are dropped here.
@@ -804,23 +823,19 @@ async fn sync_relations(
             .await?;
     }
 
-    let Tallies {
-        person_keys,
-        slice_nodes,
-        slice_persons,
-        site_persons,
-        person_roles,
-    } = tallies;
-    for (name, tally) in [
-        (PersonKeys::NAME, person_keys),
-        (SliceNodes::NAME, slice_nodes),
-        (SlicePersons::NAME, slice_persons),
-        (PersonSites::NAME, site_persons),
-        (PersonRoles::NAME, person_roles),
-    ] {
-        report.relation(name, tally.added, tally.removed, tally.took);
-    }
     Ok(())
+}
+
+/// The local id of an owner the first time the dump lists it; `None` when
+/// it is not cached (skipped) or was listed before (only the first
+/// occurrence of an id counts).
+fn first_occurrence(
+    local_ids: &HashMap<i64, i64>,
+    seen: &mut HashSet<i64>,
+    peer_object_id: i64,
+) -> Option<i64> {
+    let local = *local_ids.get(&peer_object_id)?;
+    seen.insert(peer_object_id).then_some(local)
 }
 
 /// Site memberships of one round of persons: a change of the primary flag

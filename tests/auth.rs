@@ -137,7 +137,7 @@ async fn peer_token_is_denied_admin_calls(backend: Backend) {
     let answer = server
         .peering_as(Some(&peer_token))
         .await
-        .get_peer_data(pb::GetPeerDataRequest {})
+        .get_peer_data(pb::GetPeerDataRequest::default())
         .await;
     if let Err(status) = answer {
         assert!(

@@ -159,9 +159,28 @@ async fn peer_commands_federate_two_registries(backend: Backend) {
     assert_eq!(row(&back, "sites")[1..], ["1", "1", "0", "0", "0"]);
     assert_eq!(counts!(plc2, list_persons, persons).foreign, 1);
 
-    // Nothing changed: nothing written.
+    // Nothing changed: the delta is empty, nothing is compared or written.
+    let first = success(&cli(&plc1, &["peer", "show", "plc2"]).await);
+    let checkpoint = field(&first, "checkpoint");
+    let revision = checkpoint
+        .strip_prefix("revision ")
+        .unwrap_or_else(|| panic!("a checkpoint after a clean refresh: {first}"))
+        .to_owned();
     let again = success(&cli(&plc1, &["refresh", "plc2"]).await);
-    assert_eq!(row(&again, "total")[1..], ["8", "0", "0", "0", "0"]);
+    assert!(
+        again.contains(&format!(
+            "delta since revision {revision}, now at {revision}\n"
+        )),
+        "{again}"
+    );
+    assert!(!again.contains("CLASS"), "no class was compared: {again}");
+    // A full refresh compares everything, and writes nothing either.
+    let full = success(&cli(&plc1, &["refresh", "plc2", "--full"]).await);
+    assert!(
+        full.contains(&format!("full snapshot at revision {revision}\n")),
+        "{full}"
+    );
+    assert_eq!(row(&full, "total")[1..], ["8", "0", "0", "0", "0"]);
 
     // A schedule set now starts from now (set at `add`, it would have
     // refreshed the peer at once, racing the refreshes above).
@@ -384,8 +403,9 @@ async fn refresh_refused_then_forced(backend: Backend) {
     let shown = success(&cli(&plc1, &["peer", "show", "plc2"]).await);
     assert_eq!(field(&shown, "last outcome"), "REFUSED");
 
+    // The delta holds the 10 deletions and nothing else.
     let forced = success(&cli(&plc1, &["refresh", "plc2", "--force"]).await);
-    assert_eq!(row(&forced, "sites")[1..], ["2", "0", "0", "10", "0"]);
+    assert_eq!(row(&forced, "sites")[1..], ["0", "0", "0", "10", "0"]);
     assert_eq!(counts!(plc1, list_sites, sites).foreign, 2);
 }
 

@@ -141,6 +141,7 @@ async fn one_refresh_per_peer_and_readers_keep_answering(backend: Backend) {
                 .refresh_peer(pb::RefreshPeerRequest {
                     peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
                     force: false,
+                    full: false,
                 })
                 .await
         })
@@ -286,6 +287,7 @@ async fn bad_peer_data_in_rounds_of(backend: Backend, chunk: usize) {
             slice(4, "other_four", 1, "plc-instantiated"),
         ],
         peer_nodes: vec![],
+        deleted: None,
     };
     let fake = FakePeer::start(batch.clone()).await;
     let (server, peer_id) = registry_peered_in_rounds(backend, &fake, chunk).await;
@@ -460,6 +462,7 @@ mod shared_database {
                     .refresh_peer(pb::RefreshPeerRequest {
                         peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
                         force: false,
+                        full: false,
                     })
                     .await
             })

@@ -45,6 +45,8 @@ async fn schema_matches_migrations(backend: Backend) {
         slice_node,
         slice_person,
         node_slice_whitelist,
+        export_meta,
+        export_log,
         tokens,
     );
     let roles: Vec<(i32, String)> = with_db!(conn, |c| {

@@ -40,8 +40,12 @@ impl PeeringService for PeeringApi {
             .extensions()
             .get::<Principal>()
             .and_then(|p| p.peer_id);
-        let stream: PeerDataStream =
-            export::stream(self.store.clone(), self.registry_name.clone(), caller_peer);
+        let request = export::Request {
+            registry_name: self.registry_name.clone(),
+            caller_peer,
+            since: request.into_inner().since,
+        };
+        let stream: PeerDataStream = export::stream(self.store.clone(), request);
         Ok(Response::new(Box::pin(stream)))
     }
 }

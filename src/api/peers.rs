@@ -82,7 +82,7 @@ impl PeerService for PeerApi {
             }
         };
         Ok(Response::new(
-            self.refresher.refresh(target, req.force).await?,
+            self.refresher.refresh(target, req.force, req.full).await?,
         ))
     }
 }

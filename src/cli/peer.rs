@@ -344,6 +344,13 @@ fn peer_text(peer: &pb::Peer) -> String {
             outcome_name(peer.last_refresh_outcome).to_owned(),
         ),
         ("cached", counts_text(&peer.cached.unwrap_or_default())),
+        (
+            "checkpoint",
+            peer.checkpoint_revision.map_or_else(
+                || "none (the next refresh is full)".into(),
+                |r| format!("revision {r}"),
+            ),
+        ),
     ];
     let mut out = String::new();
     for (label, value) in fields {

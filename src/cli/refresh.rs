@@ -1,4 +1,4 @@
-//! `fedreg refresh <peer> [--force]`: runs `RefreshPeer` on a server and
+//! `fedreg refresh <peer> [--force] [--full]`: runs `RefreshPeer` on a server and
 //! prints its report: a table per class, one per relation, the phase
 //! timers and the warnings.
 //!
@@ -23,6 +23,10 @@ pub struct RefreshArgs {
     /// peer's mass-delete limit allows.
     #[arg(long)]
     pub force: bool,
+    /// Fetch everything from the peer, not only what changed since the
+    /// last refresh.
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// Refreshes a peer and prints the report.
@@ -38,6 +42,7 @@ pub async fn refresh(
         .refresh_peer(pb::RefreshPeerRequest {
             peer: Some(PeerKey::parse(&args.peer).into()),
             force: args.force,
+            full: args.full,
         })
         .await;
     spinner.stop().await;
@@ -77,6 +82,27 @@ pub fn counts_text(counts: &pb::CachedCounts) -> String {
     )
 }
 
+/// What the peer sent, as a line: `delta since revision 41, now at 57`,
+/// `full snapshot at revision 57` (with the reason when a delta was asked
+/// for); `None` for a peer that does not number its changes.
+fn snapshot_text(report: &pb::RefreshReport) -> Option<String> {
+    let line = match pb::SnapshotKind::try_from(report.snapshot).ok()? {
+        pb::SnapshotKind::Unspecified => return None,
+        pb::SnapshotKind::Delta => format!(
+            "delta since revision {}, now at {}\n",
+            report.since_revision, report.revision
+        ),
+        pb::SnapshotKind::Full if report.full_reason.is_empty() => {
+            format!("full snapshot at revision {}\n", report.revision)
+        }
+        pb::SnapshotKind::Full => format!(
+            "full snapshot at revision {}: {}\n",
+            report.revision, report.full_reason
+        ),
+    };
+    Some(line)
+}
+
 /// The report as text: a headline, the reason of a refusal or failure, the
 /// class and relation tables and the warnings; with `timers`, the phase
 /// timers too.
@@ -90,6 +116,9 @@ pub fn report_text(report: &pb::RefreshReport, timers: bool) -> String {
     );
     if !report.reason.is_empty() {
         out.push_str(&format!("reason: {}\n", report.reason));
+    }
+    if let Some(line) = snapshot_text(report) {
+        out.push_str(&line);
     }
 
     let mut classes = Table::new(&[

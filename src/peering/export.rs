@@ -9,6 +9,15 @@
 //! stream opens with a header and closes with a trailer of counts, so a
 //! receiver can tell a complete dump from a truncated one.
 //!
+//! A caller that sends a checkpoint (the epoch and revision its cache
+//! reflects) gets a delta: per class, the objects the change log
+//! ([`crate::store::revisions`]) numbers after that revision, as they are
+//! now, and the ids of those that were deleted or left the export. Both
+//! kinds of stream end at the snapshot's revision, the caller's next
+//! checkpoint. A checkpoint of another epoch, older than the compacted
+//! history or newer than the database gets a full snapshot, with the
+//! reason in the header.
+//!
 //! Only local objects leave (never objects cached from a third registry),
 //! without secrets: the columns read here are the synced ones of
 //! [`crate::store::cache`], which hold no password, verification key, node
@@ -30,6 +39,7 @@ use crate::store::cache::{
     self, CachedKeys, CachedKind, CachedNodes, CachedPersons, CachedSites, CachedSlices,
     PersonKeys, PersonRoles, Relation, SliceNodes, SlicePersons,
 };
+use crate::store::revisions::{self, History};
 use crate::store::{Db, DbConn, Store, nodes, now};
 
 /// Version of the dump's layout, sent in the header.
@@ -46,12 +56,23 @@ const CHANNEL_DEPTH: usize = 4;
 /// The stream of a `GetPeerData` call.
 pub type PeerDataStream = ReceiverStream<std::result::Result<pb::PeerDataChunk, Status>>;
 
-/// Starts streaming the local objects; `caller_peer` is the calling peer,
-/// whose own nodes cached here are sent as `PeerNodes`.
-pub fn stream(store: Store, registry_name: String, caller_peer: Option<i64>) -> PeerDataStream {
+/// What a `GetPeerData` call asks for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The name this registry announces.
+    pub registry_name: String,
+    /// The calling peer, whose own nodes cached here are sent as
+    /// `PeerNodes`; `None` for an admin.
+    pub caller_peer: Option<i64>,
+    /// The caller's checkpoint, for a delta.
+    pub since: Option<pb::Checkpoint>,
+}
+
+/// Starts streaming the local objects.
+pub fn stream(store: Store, request: Request) -> PeerDataStream {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     tokio::spawn(async move {
-        let result = produce(&store, &registry_name, caller_peer, &tx).await;
+        let result = produce(&store, &request, &tx).await;
         if let Err(e) = result {
             if !matches!(e, Error::Aborted(_)) {
                 tracing::warn!(error = %e, "GetPeerData failed");
@@ -64,35 +85,85 @@ pub fn stream(store: Store, registry_name: String, caller_peer: Option<i64>) -> 
 
 type Sender = mpsc::Sender<std::result::Result<pb::PeerDataChunk, Status>>;
 
-async fn produce(
-    store: &Store,
-    registry_name: &str,
-    caller_peer: Option<i64>,
-    tx: &Sender,
-) -> Result<()> {
+async fn produce(store: &Store, request: &Request, tx: &Sender) -> Result<()> {
     let mut conn = store.read().await?;
     conn.transaction(|c| {
         Box::pin(async move {
             snapshot(c).await?;
-            let mut out = Packer::new(tx);
+            let history = revisions::history(c).await?;
+            let (selection, full_reason) = Selection::serving(request.since.as_ref(), &history);
+            let checkpoint = pb::Checkpoint {
+                epoch: history.epoch,
+                revision: history.revision,
+            };
+            let mut out = Packer::new(tx, request.caller_peer);
             out.send(pb::peer_data_chunk::Part::Header(pb::PeerDataHeader {
-                registry_name: registry_name.to_owned(),
+                registry_name: request.registry_name.clone(),
                 schema_version: SCHEMA_VERSION,
                 snapshot_time: registry::timestamp(now()),
+                checkpoint: Some(checkpoint.clone()),
+                kind: selection.kind() as i32,
+                full_reason,
             }))
             .await?;
-            export_sites(c, &mut out).await?;
-            export_keys(c, &mut out).await?;
-            export_persons(c, &mut out).await?;
-            export_nodes(c, &mut out).await?;
-            if let Some(peer_id) = caller_peer {
+            export_sites(c, &mut out, selection).await?;
+            export_keys(c, &mut out, selection).await?;
+            export_persons(c, &mut out, selection).await?;
+            export_nodes(c, &mut out, selection).await?;
+            if let (Some(peer_id), Selection::Everything) = (request.caller_peer, selection) {
                 export_peer_nodes(c, peer_id, &mut out).await?;
             }
-            export_slices(c, &mut out).await?;
-            out.finish().await
+            export_slices(c, &mut out, selection).await?;
+            out.finish(checkpoint).await
         })
     })
     .await
+}
+
+/// Which objects a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Selection {
+    /// Every exported object.
+    Everything,
+    /// The objects changed after this revision, and deletions.
+    ChangedSince(i64),
+}
+
+impl Selection {
+    /// What to serve a caller at checkpoint `since`, given the database's
+    /// `history`: a delta when the checkpoint can be served, everything
+    /// (with the reason) otherwise.
+    fn serving(since: Option<&pb::Checkpoint>, history: &History) -> (Selection, String) {
+        let Some(since) = since else {
+            return (Selection::Everything, String::new());
+        };
+        let reason = if since.epoch != history.epoch {
+            format!(
+                "the checkpoint is of epoch {:?}, this database's is {:?} (rebuilt or restored)",
+                since.epoch, history.epoch
+            )
+        } else if since.revision < history.compacted_through {
+            format!(
+                "the checkpoint's revision {} is older than the kept history, which starts after revision {}",
+                since.revision, history.compacted_through
+            )
+        } else if since.revision > history.revision {
+            format!(
+                "the checkpoint's revision {} is ahead of this database's revision {}",
+                since.revision, history.revision
+            )
+        } else {
+            return (Selection::ChangedSince(since.revision), String::new());
+        };
+        (Selection::Everything, reason)
+    }
+
+    fn kind(self) -> pb::SnapshotKind {
+        match self {
+            Selection::Everything => pb::SnapshotKind::Full,
+            Selection::ChangedSince(_) => pb::SnapshotKind::Delta,
+        }
+    }
 }
 
 /// Makes the open transaction a consistent, read-only snapshot.
@@ -112,6 +183,7 @@ async fn snapshot(conn: &mut DbConn) -> Result<()> {
 /// Packs objects into batches of bounded size and sends them.
 struct Packer<'a> {
     tx: &'a Sender,
+    caller_peer: Option<i64>,
     batch: pb::PeerDataBatch,
     bytes: usize,
     trailer: pb::PeerDataTrailer,
@@ -119,14 +191,37 @@ struct Packer<'a> {
 }
 
 impl<'a> Packer<'a> {
-    fn new(tx: &'a Sender) -> Packer<'a> {
+    fn new(tx: &'a Sender, caller_peer: Option<i64>) -> Packer<'a> {
         Packer {
             tx,
+            caller_peer,
             batch: pb::PeerDataBatch::default(),
             bytes: 0,
             trailer: pb::PeerDataTrailer::default(),
             db_time: Duration::ZERO,
         }
+    }
+
+    /// Adds the ids of deleted objects of a kind (its log code).
+    async fn deleted(&mut self, kind: i32, ids: Vec<i64>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let deleted = self.batch.deleted.get_or_insert_with(Default::default);
+        let list = match kind {
+            1 => &mut deleted.site_ids,
+            2 => &mut deleted.key_ids,
+            3 => &mut deleted.person_ids,
+            4 => &mut deleted.node_ids,
+            _ => &mut deleted.slice_ids,
+        };
+        self.bytes += 10 * ids.len();
+        self.trailer.deleted += ids.len() as i64;
+        list.extend(ids);
+        if self.bytes >= BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     /// Adds one object to the batch with `place`, sending the batch when full.
@@ -167,34 +262,95 @@ impl<'a> Packer<'a> {
         Ok(value)
     }
 
-    async fn finish(mut self) -> Result<()> {
+    async fn finish(mut self, checkpoint: pb::Checkpoint) -> Result<()> {
         self.flush().await?;
         self.trailer.db_seconds = self.db_time.as_secs_f64();
-        let trailer = self.trailer;
+        self.trailer.checkpoint = Some(checkpoint);
+        let trailer = std::mem::take(&mut self.trailer);
         self.send(pb::peer_data_chunk::Part::Trailer(trailer)).await
     }
 }
 
-/// Pages through the exported rows of a kind: `$body` runs for each page
-/// with `$rows` bound to it.
-macro_rules! for_each_page {
-    ($conn:ident, $out:ident, $kind:ty, |$rows:ident| $body:block) => {{
-        let mut after = 0;
-        loop {
-            let $rows = $out.read(<$kind>::local_page($conn, after, PAGE)).await?;
-            let Some(&(last, _)) = $rows.last() else { break };
-            let full = $rows.len() as i64 == PAGE;
-            $body
-            after = last;
-            if !full {
-                break;
+/// The exported rows of one kind that a stream carries, page by page.
+enum Pages {
+    /// Every row, by id: the last id sent, and whether the last page was
+    /// read.
+    All { after: i64, done: bool },
+    /// The rows of the changed ids, and how many of them were read.
+    Changed { ids: Vec<i64>, read: usize },
+}
+
+impl Pages {
+    async fn new<K: CachedKind>(
+        conn: &mut DbConn,
+        out: &mut Packer<'_>,
+        selection: Selection,
+    ) -> Result<Pages> {
+        Ok(match selection {
+            Selection::Everything => Pages::All {
+                after: 0,
+                done: false,
+            },
+            Selection::ChangedSince(revision) => Pages::Changed {
+                ids: out
+                    .read(revisions::changed_since(conn, K::LOG_KIND, revision))
+                    .await?,
+                read: 0,
+            },
+        })
+    }
+
+    /// The next page, `None` at the end. Changed ids that are no longer
+    /// exported (deleted, or now filtered out) go to the stream as
+    /// deletions on the way.
+    async fn next<K: CachedKind>(
+        &mut self,
+        conn: &mut DbConn,
+        out: &mut Packer<'_>,
+    ) -> Result<Option<Vec<(i64, K::Fields)>>> {
+        match self {
+            Pages::All { after, done } => {
+                if *done {
+                    return Ok(None);
+                }
+                let rows = out.read(K::local_page(conn, *after, PAGE)).await?;
+                *done = (rows.len() as i64) < PAGE;
+                let Some(&(last, _)) = rows.last() else {
+                    return Ok(None);
+                };
+                *after = last;
+                Ok(Some(rows))
+            }
+            Pages::Changed { ids, read } => {
+                while *read < ids.len() {
+                    let page = &ids[*read..ids.len().min(*read + PAGE as usize)];
+                    *read += page.len();
+                    let rows = out.read(K::local_rows(conn, page)).await?;
+                    let present: std::collections::HashSet<i64> =
+                        rows.iter().map(|(id, _)| *id).collect();
+                    let gone = page.iter().filter(|id| !present.contains(id)).copied();
+                    out.deleted(K::LOG_KIND, gone.collect()).await?;
+                    if !rows.is_empty() {
+                        return Ok(Some(rows));
+                    }
+                }
+                Ok(None)
             }
         }
+    }
+}
+
+/// Pages through the exported rows of a kind that `$selection` selects:
+/// `$body` runs for each page with `$rows` bound to it.
+macro_rules! for_each_page {
+    ($conn:ident, $out:ident, $selection:ident, $kind:ty, |$rows:ident| $body:block) => {{
+        let mut pages = Pages::new::<$kind>($conn, $out, $selection).await?;
+        while let Some($rows) = pages.next::<$kind>($conn, $out).await? $body
     }};
 }
 
-async fn export_sites(conn: &mut DbConn, out: &mut Packer<'_>) -> Result<()> {
-    for_each_page!(conn, out, CachedSites, |rows| {
+async fn export_sites(conn: &mut DbConn, out: &mut Packer<'_>, selection: Selection) -> Result<()> {
+    for_each_page!(conn, out, selection, CachedSites, |rows| {
         for (site_id, f) in rows {
             let site = pb::ExportedSite {
                 site_id,
@@ -220,8 +376,8 @@ async fn export_sites(conn: &mut DbConn, out: &mut Packer<'_>) -> Result<()> {
     Ok(())
 }
 
-async fn export_keys(conn: &mut DbConn, out: &mut Packer<'_>) -> Result<()> {
-    for_each_page!(conn, out, CachedKeys, |rows| {
+async fn export_keys(conn: &mut DbConn, out: &mut Packer<'_>, selection: Selection) -> Result<()> {
+    for_each_page!(conn, out, selection, CachedKeys, |rows| {
         for (key_id, f) in rows {
             let key = pb::ExportedKey {
                 key_id,
@@ -248,8 +404,12 @@ fn group(pairs: Vec<(i64, i64)>) -> HashMap<i64, Vec<i64>> {
     out
 }
 
-async fn export_persons(conn: &mut DbConn, out: &mut Packer<'_>) -> Result<()> {
-    for_each_page!(conn, out, CachedPersons, |rows| {
+async fn export_persons(
+    conn: &mut DbConn,
+    out: &mut Packer<'_>,
+    selection: Selection,
+) -> Result<()> {
+    for_each_page!(conn, out, selection, CachedPersons, |rows| {
         let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
         let mut keys = group(out.read(PersonKeys::for_owners(conn, &ids)).await?);
         let mut roles = group(out.read(PersonRoles::for_owners(conn, &ids)).await?);
@@ -293,8 +453,8 @@ async fn export_persons(conn: &mut DbConn, out: &mut Packer<'_>) -> Result<()> {
     Ok(())
 }
 
-async fn export_nodes(conn: &mut DbConn, out: &mut Packer<'_>) -> Result<()> {
-    for_each_page!(conn, out, CachedNodes, |rows| {
+async fn export_nodes(conn: &mut DbConn, out: &mut Packer<'_>, selection: Selection) -> Result<()> {
+    for_each_page!(conn, out, selection, CachedNodes, |rows| {
         for (node_id, f) in rows {
             let node = pb::ExportedNode {
                 node_id,
@@ -348,9 +508,13 @@ async fn export_peer_nodes(conn: &mut DbConn, peer_id: i64, out: &mut Packer<'_>
 /// Exports the local non-system slices. Their node lists leave out the
 /// nodes that are not exported (those with a slice whitelist), so that a
 /// peer never learns of them.
-async fn export_slices(conn: &mut DbConn, out: &mut Packer<'_>) -> Result<()> {
+async fn export_slices(
+    conn: &mut DbConn,
+    out: &mut Packer<'_>,
+    selection: Selection,
+) -> Result<()> {
     let reserved = out.read(nodes::whitelisted_ids(conn)).await?;
-    for_each_page!(conn, out, CachedSlices, |rows| {
+    for_each_page!(conn, out, selection, CachedSlices, |rows| {
         let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
         let pairs = out.read(SliceNodes::for_owners(conn, &ids)).await?;
         let mut nodes = group(
@@ -360,6 +524,27 @@ async fn export_slices(conn: &mut DbConn, out: &mut Packer<'_>) -> Result<()> {
                 .collect(),
         );
         let mut persons = group(out.read(SlicePersons::for_owners(conn, &ids)).await?);
+        // A delta carries, of the caller's nodes cached here, those that its
+        // slices hold (a full snapshot carries them all, before the slices).
+        if let (Some(peer_id), Selection::ChangedSince(_)) = (out.caller_peer, selection) {
+            let held: Vec<i64> = nodes.values().flatten().copied().collect();
+            for (node_id, peer_node_id) in out
+                .read(cache::nodes_of_peer_among(conn, peer_id, &held))
+                .await?
+            {
+                out.push(
+                    pb::PeerNode {
+                        node_id,
+                        peer_node_id,
+                    },
+                    |b, t, o| {
+                        b.peer_nodes.push(o);
+                        t.peer_nodes += 1;
+                    },
+                )
+                .await?;
+            }
+        }
         for (slice_id, f) in rows {
             let slice = pb::ExportedSlice {
                 slice_id,

@@ -24,10 +24,12 @@ use crate::store::peers::PeerRow;
 /// Largest message accepted from a peer (batches are far smaller).
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Fetches the dump of `peer` into a spool in `spool_dir`; `idle_timeout`
+/// Fetches the dump of `peer` into a spool in `spool_dir`, or only the
+/// changes after `since` when the peer can serve them; `idle_timeout`
 /// bounds the wait for each message.
 pub async fn fetch(
     peer: &PeerRow,
+    since: Option<pb::Checkpoint>,
     idle_timeout: Duration,
     spool_dir: &Path,
 ) -> Result<(Spool, Duration)> {
@@ -60,7 +62,9 @@ pub async fn fetch(
     };
     let mut stream = tokio::time::timeout(
         idle_timeout,
-        client.get_peer_data(pb::GetPeerDataRequest {}),
+        client.get_peer_data(pb::GetPeerDataRequest {
+            since: since.clone(),
+        }),
     )
     .await
     .map_err(|e| unavailable("GetPeerData", &e))?
@@ -88,8 +92,17 @@ pub async fn fetch(
         match chunk.part {
             Some(pb::peer_data_chunk::Part::Header(h)) if !header => {
                 header = true;
+                spool.kind = h.kind();
+                if spool.is_delta() && since.is_none() {
+                    return Err(unavailable(
+                        "stream malformed",
+                        &"a delta arrived although everything was asked for",
+                    ));
+                }
                 spool.registry_name = h.registry_name;
                 spool.schema_version = h.schema_version;
+                spool.full_reason = h.full_reason;
+                spool.checkpoint = h.checkpoint;
             }
             Some(pb::peer_data_chunk::Part::Batch(batch)) if header => spool.push(batch)?,
             Some(pb::peer_data_chunk::Part::Trailer(t)) if header => {

@@ -38,6 +38,7 @@ pub async fn load(conn: &mut DbConn, row: PeerRow) -> Result<pb::Peer> {
         last_refresh_time: row.last_refresh_time.and_then(registry::timestamp),
         last_refresh_outcome: row.last_refresh_outcome,
         last_refresh_report,
+        checkpoint_revision: row.checkpoint_revision,
         cached: Some(pb::CachedCounts {
             sites,
             keys,

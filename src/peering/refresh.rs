@@ -1,13 +1,21 @@
 //! `RefreshPeer`: fetch, clean, guard, apply, all or nothing.
 //!
 //! 1. Take the peer's refresh locks (a second refresh fails at once).
-//! 2. Fetch the whole dump over the network into a spool on disk, cleaning
+//! 2. Fetch the peer's data over the network into a spool on disk, cleaning
 //!    it on the way, with no transaction open: a slow or broken peer never
-//!    holds the database, and a large dump never sits in memory.
+//!    holds the database, and a large dump never sits in memory. With a
+//!    checkpoint stored on the peer record (and unless `full` is asked),
+//!    only the changes since it: a delta.
 //! 3. In one write transaction: the mass-delete guard, then every class and
-//!    relation ([`super::sync`]), then the report on the peer record. Any
-//!    error rolls everything back; readers never wait (MVCC on PostgreSQL,
-//!    WAL on SQLite).
+//!    relation ([`super::sync`]), then the report and the new checkpoint on
+//!    the peer record. Any error rolls everything back, checkpoint included,
+//!    so an interrupted refresh resumes from the last committed one; readers
+//!    never wait (MVCC on PostgreSQL, WAL on SQLite).
+//!
+//! A delta must leave the cache as a full refresh would. Objects a refresh
+//! skips (bad data, a natural key taken) are not sent again by a delta
+//! until they change at the peer, so a refresh that recorded any warning
+//! stores no checkpoint: the next one is full, and decides them afresh.
 //!
 //! Failures and refusals are recorded on the peer record too, in a
 //! transaction of their own.
@@ -57,8 +65,14 @@ pub enum PeerRef {
 
 impl Refresher {
     /// Refreshes a peer; `force` applies a refresh that the mass-delete
-    /// guard would refuse.
-    pub async fn refresh(&self, target: PeerRef, force: bool) -> Result<pb::RefreshReport> {
+    /// guard would refuse; `full` fetches everything even when the peer
+    /// record holds a checkpoint.
+    pub async fn refresh(
+        &self,
+        target: PeerRef,
+        force: bool,
+        full: bool,
+    ) -> Result<pb::RefreshReport> {
         let peer = {
             let mut conn = self.store.read().await?;
             match target {
@@ -70,7 +84,7 @@ impl Refresher {
         let _lock = lock::acquire(&self.store, &self.data_dir, &peer).await?;
         let mut report = ReportBuilder::new(&peer.peername, now());
         report.timer("lock", started.elapsed());
-        match self.run(&peer, force, &mut report, started).await {
+        match self.run(&peer, force, full, &mut report, started).await {
             Ok(done) => {
                 if done.outcome != pb::RefreshOutcome::Applied as i32 {
                     self.record(peer.peer_id, &done).await?;
@@ -103,10 +117,25 @@ impl Refresher {
         &self,
         peer: &PeerRow,
         force: bool,
+        full: bool,
         report: &mut ReportBuilder,
         started: Instant,
     ) -> Result<pb::RefreshReport> {
-        let (mut spool, transport) = fetch::fetch(peer, self.idle_timeout, &self.data_dir).await?;
+        let since = match full {
+            true => None,
+            false => peer
+                .checkpoint()
+                .map(|(epoch, revision)| pb::Checkpoint { epoch, revision }),
+        };
+        let since_revision = since.as_ref().map_or(0, |c| c.revision);
+        let (mut spool, transport) =
+            fetch::fetch(peer, since, self.idle_timeout, &self.data_dir).await?;
+        report.snapshot(
+            spool.kind,
+            &spool.full_reason,
+            since_revision,
+            spool.checkpoint.as_ref().map_or(0, |c| c.revision),
+        );
         report.timer("transport", transport);
         report.timer(
             "peer_db",
@@ -122,6 +151,10 @@ impl Refresher {
         let spool = &mut spool;
         conn.transaction(|c| {
             Box::pin(async move {
+                if spool.is_empty_delta() {
+                    // Nothing changed at the peer: nothing to compare.
+                    return finish_applied(c, peer_id, spool, report, started).await;
+                }
                 let guarding = Instant::now();
                 let cached = sync::CachedIds::load(c, peer_id).await?;
                 let refusal = match force {
@@ -138,13 +171,7 @@ impl Refresher {
                     return Ok(refused);
                 }
                 sync::apply(c, peer_id, spool, cached, chunk_size, report).await?;
-                let applied = std::mem::take(report).finish(
-                    pb::RefreshOutcome::Applied,
-                    String::new(),
-                    started.elapsed(),
-                );
-                record_on(c, peer_id, &applied).await?;
-                Ok(applied)
+                finish_applied(c, peer_id, spool, report, started).await
             })
         })
         .await
@@ -155,6 +182,35 @@ impl Refresher {
         let mut conn = self.store.write().await?;
         record_on(&mut conn, peer_id, report).await
     }
+}
+
+/// Records an applied refresh on the peer, in its transaction: the report,
+/// and the checkpoint the cache now reflects (none after a refresh that
+/// skipped anything: see the module's documentation).
+async fn finish_applied(
+    conn: &mut DbConn,
+    peer_id: i64,
+    spool: &Spool,
+    report: &mut ReportBuilder,
+    started: Instant,
+) -> Result<pb::RefreshReport> {
+    let applied = std::mem::take(report).finish(
+        pb::RefreshOutcome::Applied,
+        String::new(),
+        started.elapsed(),
+    );
+    let checkpoint = match applied.warnings.is_empty() {
+        true => spool.checkpoint.as_ref(),
+        false => None,
+    };
+    peer_store::set_checkpoint(
+        conn,
+        peer_id,
+        checkpoint.map(|c| (c.epoch.as_str(), c.revision)),
+    )
+    .await?;
+    record_on(conn, peer_id, &applied).await?;
+    Ok(applied)
 }
 
 async fn record_on(conn: &mut DbConn, peer_id: i64, report: &pb::RefreshReport) -> Result<()> {
@@ -170,19 +226,20 @@ async fn record_on(conn: &mut DbConn, peer_id: i64, report: &pb::RefreshReport) 
 /// `cached` objects would delete more than `fraction` of a non-trivial
 /// cache.
 fn guard(cached: &sync::CachedIds, spool: &Spool, fraction: f64) -> Option<String> {
+    let delta = spool.is_delta();
     fn doomed<T: PeerObject>(
         cached: &HashMap<i64, i64>,
         incoming: &ClassSpool<T>,
+        delta: bool,
     ) -> (usize, usize) {
-        let gone = cached.keys().filter(|id| !incoming.contains(**id)).count();
-        (gone, cached.len())
+        (incoming.doomed(cached, delta).len(), cached.len())
     }
     let counts = [
-        doomed(&cached.sites, &spool.sites),
-        doomed(&cached.keys, &spool.keys),
-        doomed(&cached.persons, &spool.persons),
-        doomed(&cached.nodes, &spool.nodes),
-        doomed(&cached.slices, &spool.slices),
+        doomed(&cached.sites, &spool.sites, delta),
+        doomed(&cached.keys, &spool.keys, delta),
+        doomed(&cached.persons, &spool.persons, delta),
+        doomed(&cached.nodes, &spool.nodes, delta),
+        doomed(&cached.slices, &spool.slices, delta),
     ];
     let gone: usize = counts.iter().map(|c| c.0).sum();
     let cached: usize = counts.iter().map(|c| c.1).sum();

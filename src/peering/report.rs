@@ -70,6 +70,22 @@ impl ReportBuilder {
         self.timer(name, took);
     }
 
+    /// Records what the peer sent: everything or a delta, why everything
+    /// when a delta was asked for, the checkpoint revision asked from and
+    /// the one reached.
+    pub fn snapshot(
+        &mut self,
+        kind: pb::SnapshotKind,
+        full_reason: &str,
+        since_revision: i64,
+        revision: i64,
+    ) {
+        self.report.snapshot = kind as i32;
+        self.report.full_reason = full_reason.to_owned();
+        self.report.since_revision = since_revision;
+        self.report.revision = revision;
+    }
+
     /// Records the time of a phase.
     pub fn timer(&mut self, phase: &str, took: Duration) {
         self.report.timers.push(pb::PhaseTimer {

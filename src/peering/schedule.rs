@@ -97,7 +97,9 @@ async fn tick(
         if Instant::now() < slot.due {
             continue;
         }
-        let result = refresher.refresh(PeerRef::Id(peer.peer_id), false).await;
+        let result = refresher
+            .refresh(PeerRef::Id(peer.peer_id), false, false)
+            .await;
         slot.failures = match &result {
             Ok(r) if r.outcome == pb::RefreshOutcome::Applied as i32 => 0,
             Err(Error::Aborted(_)) => slot.failures,

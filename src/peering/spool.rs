@@ -9,9 +9,14 @@
 //! for the mass-delete guard and for telling gone objects from present
 //! ones. The apply phase then reads each class back in chunks.
 //!
+//! A delta holds the changed objects the same way, plus the ids the peer
+//! deleted (and those that cleaning dropped, which a delta must remove
+//! too): [`ClassSpool::gone`].
+//!
 //! Records are a 4-byte little-endian length and the object's protobuf
 //! encoding.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
@@ -57,6 +62,9 @@ pub struct ClassSpool<T> {
     ids: Vec<i64>,
     /// Objects received, including those cleaning dropped.
     received: usize,
+    /// Ids the peer sent as deleted, and ids cleaning dropped; sorted once
+    /// sealed.
+    gone: Vec<i64>,
     _objects: PhantomData<T>,
 }
 
@@ -67,6 +75,7 @@ impl<T: PeerObject> ClassSpool<T> {
             file: BufWriter::new(file),
             ids: Vec::new(),
             received: 0,
+            gone: Vec::new(),
             _objects: PhantomData,
         })
     }
@@ -78,6 +87,7 @@ impl<T: PeerObject> ClassSpool<T> {
         for mut object in objects {
             self.received += 1;
             if !keep(&mut object) {
+                self.gone.push(object.peer_object_id());
                 continue;
             }
             buffer.clear();
@@ -115,8 +125,32 @@ impl<T: PeerObject> ClassSpool<T> {
         self.ids.binary_search(&peer_object_id).is_ok()
     }
 
+    /// The peer's ids, among the `cached` ones (peer's id → local id),
+    /// whose objects the refresh deletes, sorted: for a full dump those it
+    /// does not hold; for a delta those sent as deleted, or dropped by
+    /// cleaning, and not also sent as objects.
+    pub fn doomed(&self, cached: &HashMap<i64, i64>, delta: bool) -> Vec<i64> {
+        let mut doomed: Vec<i64> = match delta {
+            false => cached
+                .keys()
+                .filter(|id| !self.contains(**id))
+                .copied()
+                .collect(),
+            true => self
+                .gone
+                .iter()
+                .filter(|id| cached.contains_key(id) && !self.contains(**id))
+                .copied()
+                .collect(),
+        };
+        doomed.sort_unstable();
+        doomed
+    }
+
     fn seal(&mut self) -> Result<()> {
         self.ids.sort_unstable();
+        self.gone.sort_unstable();
+        self.gone.dedup();
         self.file
             .flush()
             .map_err(|e| Error::Internal(format!("spooling the peer's dump: {e}")))
@@ -189,13 +223,22 @@ impl<T: PeerObject> Iterator for Chunks<'_, T> {
     }
 }
 
-/// A peer's whole dump, spooled.
+/// A peer's dump or delta, spooled.
 #[derive(Debug)]
 pub struct Spool {
     /// The peer's name for itself.
     pub registry_name: String,
     /// The peer's dump layout version.
     pub schema_version: i32,
+    /// Everything, or the changes since the checkpoint sent.
+    pub kind: pb::SnapshotKind,
+    /// Why the peer sent everything when changes were asked for.
+    pub full_reason: String,
+    /// The checkpoint the stream brings the cache to; `None` from a peer
+    /// that does not number its changes.
+    pub checkpoint: Option<pb::Checkpoint>,
+    /// Deleted ids received, all classes together.
+    pub deleted: usize,
     /// Seconds the peer spent reading its database.
     pub peer_db_seconds: f64,
     /// Sites.
@@ -218,6 +261,10 @@ impl Spool {
         Ok(Spool {
             registry_name: String::new(),
             schema_version: 0,
+            kind: pb::SnapshotKind::Unspecified,
+            full_reason: String::new(),
+            checkpoint: None,
+            deleted: 0,
             peer_db_seconds: 0.0,
             sites: ClassSpool::create(dir)?,
             keys: ClassSpool::create(dir)?,
@@ -239,7 +286,36 @@ impl Spool {
             true
         })?;
         self.peer_nodes.push(batch.peer_nodes, |_| true)?;
-        self.slices.push(batch.slices, |_| true)
+        self.slices.push(batch.slices, |_| true)?;
+        if let Some(deleted) = batch.deleted {
+            self.deleted += deleted.site_ids.len()
+                + deleted.key_ids.len()
+                + deleted.person_ids.len()
+                + deleted.node_ids.len()
+                + deleted.slice_ids.len();
+            self.sites.gone.extend(deleted.site_ids);
+            self.keys.gone.extend(deleted.key_ids);
+            self.persons.gone.extend(deleted.person_ids);
+            self.nodes.gone.extend(deleted.node_ids);
+            self.slices.gone.extend(deleted.slice_ids);
+        }
+        Ok(())
+    }
+
+    /// Whether this is a delta.
+    pub fn is_delta(&self) -> bool {
+        self.kind == pb::SnapshotKind::Delta
+    }
+
+    /// Whether this is a delta with nothing in it.
+    pub fn is_empty_delta(&self) -> bool {
+        self.is_delta()
+            && self.sites.received() == 0
+            && self.keys.received() == 0
+            && self.persons.received() == 0
+            && self.nodes.received() == 0
+            && self.slices.received() == 0
+            && self.deleted == 0
     }
 
     /// Checks the trailer's counts against what arrived.
@@ -251,6 +327,7 @@ impl Spool {
             ("nodes", self.nodes.received(), trailer.nodes),
             ("peer_nodes", self.peer_nodes.received(), trailer.peer_nodes),
             ("slices", self.slices.received(), trailer.slices),
+            ("deleted ids", self.deleted, trailer.deleted),
         ];
         for (class, received, announced) in counts {
             if received as i64 != announced {
@@ -258,6 +335,12 @@ impl Spool {
                     "the trailer announces {announced} {class} but {received} arrived"
                 ));
             }
+        }
+        if trailer.checkpoint != self.checkpoint {
+            return Err(format!(
+                "the trailer's checkpoint {:?} differs from the header's {:?}",
+                trailer.checkpoint, self.checkpoint
+            ));
         }
         Ok(())
     }

@@ -1,5 +1,10 @@
-//! Applying a peer's spooled dump to the cache, inside the refresh's
-//! transaction.
+//! Applying a peer's spooled dump or delta to the cache, inside the
+//! refresh's transaction.
+//!
+//! A delta goes the same way as a full dump: it holds the changed objects
+//! whole, memberships included, and the deleted ids; what differs is which
+//! cached objects go ([`ClassSpool::doomed`]). Objects it does not hold
+//! are unchanged at the peer and stay as they are.
 //!
 //! Classes go in the order sites, keys, persons, nodes, slices. Each class
 //! is read back from the [`Spool`] in chunks, so memory is bounded by the
@@ -86,6 +91,7 @@ pub async fn apply(
     let mut ids = IdMaps::default();
     let mut rounds = Rounds {
         chunk,
+        delta: spool.is_delta(),
         validating: Duration::ZERO,
     };
 
@@ -164,11 +170,12 @@ pub async fn apply(
 /// refreshing (see [`cache::refresh_statistics`]).
 const STATISTICS_FLOOR: usize = 2000;
 
-/// How classes are applied: objects per round, and the time spent
-/// translating and validating the peer's objects, all classes together
-/// (the class timers hold the rest).
+/// How classes are applied: objects per round, whether the spool is a
+/// delta, and the time spent translating and validating the peer's
+/// objects, all classes together (the class timers hold the rest).
 struct Rounds {
     chunk: usize,
+    delta: bool,
     validating: Duration,
 }
 
@@ -190,12 +197,7 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
     let started = Instant::now();
     let validated_before = rounds.validating;
     let now = now();
-    let mut gone: Vec<i64> = cached_ids
-        .keys()
-        .filter(|id| !spool.contains(**id))
-        .copied()
-        .collect();
-    gone.sort_unstable();
+    let gone = spool.doomed(&cached_ids, rounds.delta);
     let mut deleted = K::delete(conn, peer_id, &gone).await?;
     let mut removed: HashSet<i64> = gone.into_iter().collect();
 

@@ -45,6 +45,9 @@ pub trait CachedKind: Sized {
     /// Name of the table.
     const TABLE: &'static str;
 
+    /// The kind's code in the change log (`export_log.kind`).
+    const LOG_KIND: i32;
+
     /// The natural key of a row (`login_base`, `hostname`, ...), unique
     /// across authorities; `None` for kinds without one.
     fn natural_key(fields: &Self::Fields) -> Option<&str>;
@@ -87,6 +90,12 @@ pub trait CachedKind: Sized {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<(i64, Self::Fields)>>> + Send;
 
+    /// The local rows served to peers among `ids`, by id.
+    fn local_rows(
+        conn: &mut DbConn,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<Vec<(i64, Self::Fields)>>> + Send;
+
     /// The rows that hold one of `natural_keys` within the key's scope:
     /// anywhere for keys unique everywhere, among the peer's rows for keys
     /// unique per authority. Each as (key, holder's peer or `None` for a
@@ -107,6 +116,7 @@ macro_rules! cached_kind {
     (
         $(#[$doc:meta])*
         $kind:ident / $fields:ident: $table:ident ($class:literal, $id:ident, $peer_col:ident),
+        logged as $log_kind:literal,
         natural key $natural:tt unique $scope:ident,
         exported where [$($export_filter:expr),*],
         stamped on insert [$($insert_stamp:ident),*] on update [$($update_stamp:ident),*],
@@ -127,6 +137,7 @@ macro_rules! cached_kind {
             const CLASS: &'static str = $class;
             const NATURAL_KEY: &'static str = cached_kind!(@name $natural);
             const TABLE: &'static str = stringify!($table);
+            const LOG_KIND: i32 = $log_kind;
 
             fn natural_key(fields: &$fields) -> Option<&str> {
                 cached_kind!(@natural fields $natural)
@@ -237,6 +248,24 @@ macro_rules! cached_kind {
                 })?)
             }
 
+            async fn local_rows(conn: &mut DbConn, ids: &[i64]) -> Result<Vec<(i64, $fields)>> {
+                let mut rows = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(CHUNK) {
+                    let found: Vec<(i64, $fields)> = with_db!(conn, |c| {
+                        $table::table
+                            .filter($table::peer_id.is_null())
+                            $( .filter($export_filter) )*
+                            .filter($table::$id.eq_any(chunk))
+                            .order($table::$id)
+                            .select(($table::$id, $fields::as_select()))
+                            .load(c)
+                            .await
+                    })?;
+                    rows.extend(found);
+                }
+                Ok(rows)
+            }
+
             async fn holders(
                 conn: &mut DbConn,
                 peer_id: i64,
@@ -279,6 +308,7 @@ macro_rules! cached_kind {
 cached_kind! {
     /// Sites cached from peers.
     CachedSites / SiteFields: sites ("sites", site_id, peer_site_id),
+    logged as 1,
     natural key login_base unique everywhere,
     exported where [],
     stamped on insert [date_created, last_updated] on update [last_updated],
@@ -311,6 +341,7 @@ cached_kind! {
 cached_kind! {
     /// Keys cached from peers.
     CachedKeys / KeyFields: keys ("keys", key_id, peer_key_id),
+    logged as 2,
     natural key none unique per_peer,
     exported where [],
     stamped on insert [] on update [],
@@ -327,6 +358,7 @@ cached_kind! {
 cached_kind! {
     /// Persons cached from peers.
     CachedPersons / PersonFields: persons ("persons", person_id, peer_person_id),
+    logged as 3,
     // An e-mail is unique among the persons of one authority only.
     natural key email unique per_peer,
     exported where [],
@@ -354,6 +386,7 @@ cached_kind! {
 cached_kind! {
     /// Nodes cached from peers.
     CachedNodes / NodeFields: nodes ("nodes", node_id, peer_node_id),
+    logged as 4,
     natural key hostname unique everywhere,
     // Nodes reserved to some slices stay home.
     exported where [diesel::dsl::not(diesel::dsl::exists(
@@ -385,6 +418,7 @@ cached_kind! {
 cached_kind! {
     /// Slices cached from peers.
     CachedSlices / SliceFields: slices ("slices", slice_id, peer_slice_id),
+    logged as 5,
     natural key name unique everywhere,
     // System slices stay home.
     exported where [slices::is_system.eq(false)],
@@ -601,6 +635,28 @@ pub async fn nodes_of_peer(
             .load(c)
             .await
     })?)
+}
+
+/// A peer's nodes as cached here among `node_ids`: (local id, the peer's
+/// id).
+pub async fn nodes_of_peer_among(
+    conn: &mut DbConn,
+    peer_id: i64,
+    node_ids: &[i64],
+) -> Result<Vec<(i64, i64)>> {
+    let mut out = Vec::new();
+    for chunk in node_ids.chunks(CHUNK) {
+        let rows: Vec<(i64, i64)> = with_db!(conn, |c| {
+            nodes::table
+                .filter(nodes::peer_id.eq(peer_id))
+                .filter(nodes::node_id.eq_any(chunk))
+                .select((nodes::node_id, nodes::peer_node_id.assume_not_null()))
+                .load(c)
+                .await
+        })?;
+        out.extend(rows);
+    }
+    Ok(out)
 }
 
 /// Inserts site memberships `(person, site, is_primary)`.

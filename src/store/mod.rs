@@ -38,6 +38,7 @@ pub mod memberships;
 pub mod nodes;
 pub mod peers;
 pub mod persons;
+pub mod revisions;
 pub mod sites;
 pub mod slices;
 pub mod tokens;

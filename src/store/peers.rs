@@ -39,6 +39,18 @@ pub struct PeerRow {
     pub last_refresh_outcome: i32,
     /// Encoded `RefreshReport`.
     pub last_refresh_report: Option<Vec<u8>>,
+    /// The peer's epoch of the checkpoint.
+    pub checkpoint_epoch: Option<String>,
+    /// The peer's revision the cache reflects.
+    pub checkpoint_revision: Option<i64>,
+}
+
+impl PeerRow {
+    /// The checkpoint a delta refresh starts from; `None` when the next
+    /// refresh is a full one.
+    pub fn checkpoint(&self) -> Option<(String, i64)> {
+        Some((self.checkpoint_epoch.clone()?, self.checkpoint_revision?))
+    }
 }
 
 /// The peer with id `peer_id`, or NOT_FOUND.
@@ -177,6 +189,26 @@ pub async fn record_refresh(conn: &mut DbConn, peer_id: i64, record: &RefreshRec
     with_db!(conn, |c| {
         diesel::update(peers::table.find(peer_id))
             .set(record)
+            .execute(c)
+            .await
+    })?;
+    Ok(())
+}
+
+/// Stores the checkpoint (the peer's epoch and revision) the cache reflects;
+/// `None` makes the next refresh a full one.
+pub async fn set_checkpoint(
+    conn: &mut DbConn,
+    peer_id: i64,
+    checkpoint: Option<(&str, i64)>,
+) -> Result<()> {
+    let (epoch, revision) = checkpoint.unzip();
+    with_db!(conn, |c| {
+        diesel::update(peers::table.find(peer_id))
+            .set((
+                peers::checkpoint_epoch.eq(epoch),
+                peers::checkpoint_revision.eq(revision),
+            ))
             .execute(c)
             .await
     })?;

@@ -20,6 +20,26 @@ diesel::table! {
         last_refresh_time -> Nullable<BigInt>,
         last_refresh_outcome -> Integer,
         last_refresh_report -> Nullable<Binary>,
+        checkpoint_epoch -> Nullable<Text>,
+        checkpoint_revision -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    export_meta (only_row) {
+        only_row -> Integer,
+        epoch -> Text,
+        revision -> BigInt,
+        compacted_through -> BigInt,
+    }
+}
+
+diesel::table! {
+    export_log (kind, object_id) {
+        kind -> Integer,
+        object_id -> BigInt,
+        revision -> BigInt,
+        changed_at -> BigInt,
     }
 }
 
@@ -240,4 +260,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     slice_person,
     node_slice_whitelist,
     tokens,
+    export_meta,
+    export_log,
 );

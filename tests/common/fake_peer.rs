@@ -130,6 +130,7 @@ pub fn dump(batch: pb::PeerDataBatch) -> Vec<pb::PeerDataChunk> {
         slices: batch.slices.len() as i64,
         peer_nodes: batch.peer_nodes.len() as i64,
         db_seconds: 0.0,
+        ..Default::default()
     };
     vec![
         pb::PeerDataChunk {
@@ -137,6 +138,7 @@ pub fn dump(batch: pb::PeerDataBatch) -> Vec<pb::PeerDataChunk> {
                 registry_name: "fake".into(),
                 schema_version: 1,
                 snapshot_time: None,
+                ..Default::default()
             })),
         },
         pb::PeerDataChunk {

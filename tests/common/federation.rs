@@ -76,17 +76,36 @@ pub async fn refresh(on: &TestServer, peer_id: i64) -> pb::RefreshReport {
         .unwrap_or_else(|s| panic!("refresh of peer {peer_id} failed: {s:?}"))
 }
 
+/// Refreshes peer `peer_id` on `on` with everything the peer has (not
+/// only the changes since the checkpoint), expecting success.
+pub async fn refresh_full(on: &TestServer, peer_id: i64) -> pb::RefreshReport {
+    request_refresh(on, peer_id, false, true)
+        .await
+        .unwrap_or_else(|s| panic!("full refresh of peer {peer_id} failed: {s:?}"))
+}
+
 /// Refreshes peer `peer_id` on `on`.
 pub async fn try_refresh(
     on: &TestServer,
     peer_id: i64,
     force: bool,
 ) -> Result<pb::RefreshReport, tonic::Status> {
+    request_refresh(on, peer_id, force, false).await
+}
+
+/// Refreshes peer `peer_id` on `on`, forced or not, full or not.
+pub async fn request_refresh(
+    on: &TestServer,
+    peer_id: i64,
+    force: bool,
+    full: bool,
+) -> Result<pb::RefreshReport, tonic::Status> {
     on.peers()
         .await
         .refresh_peer(pb::RefreshPeerRequest {
             peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
             force,
+            full,
         })
         .await
         .map(tonic::Response::into_inner)

@@ -214,6 +214,7 @@ async fn refresh(
         .refresh_peer(pb::RefreshPeerRequest {
             peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
             force,
+            full: false,
         })
         .await
         .map_err(|e| format!("RefreshPeer: {e}"))?

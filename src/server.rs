@@ -27,7 +27,7 @@ use crate::api::registry::RegistryApi;
 use crate::api::tokens::TokenApi;
 use crate::error::{Error, Result};
 use crate::peering::refresh::Refresher;
-use crate::peering::schedule;
+use crate::peering::{compaction, schedule};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::proto::v1::peer_service_server::PeerServiceServer;
 use crate::proto::v1::peering_service_server::PeeringServiceServer;
@@ -45,6 +45,9 @@ const SQLITE_FILE: &str = "fedreg.db";
 
 /// Objects per round of a refresh, unless configured otherwise.
 pub const DEFAULT_REFRESH_CHUNK: usize = 4096;
+
+/// How long the change log keeps a change, unless configured otherwise.
+pub const DEFAULT_CHANGE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How a server runs.
 #[derive(Debug, Clone)]
@@ -66,6 +69,9 @@ pub struct ServerConfig {
     /// Objects a refresh reads back from its spool, checks and writes per
     /// round; bounds a refresh's memory whatever the peer's size.
     pub refresh_chunk: usize,
+    /// How long the change log keeps a change: a peer away for longer gets
+    /// a full snapshot instead of a delta.
+    pub change_retention: Duration,
 }
 
 impl ServerConfig {
@@ -80,6 +86,7 @@ impl ServerConfig {
             max_delete_fraction: 0.5,
             peer_timeout: Duration::from_secs(60),
             refresh_chunk: DEFAULT_REFRESH_CHUNK,
+            change_retention: DEFAULT_CHANGE_RETENTION,
         }
     }
 
@@ -183,6 +190,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     });
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(schedule::run(app.refresher.clone(), stopped.clone()));
+    tokio::spawn(compaction::run(
+        app.store.clone(),
+        app.config.change_retention,
+        stopped.clone(),
+    ));
     let task = tokio::spawn(serve(app.clone(), listener, stopped));
     tracing::info!(%addr, backend = ?app.store.kind(), "fedreg listening");
     Ok(RunningServer {

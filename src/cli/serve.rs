@@ -38,6 +38,10 @@ pub struct ServeArgs {
           default_value_t = server::DEFAULT_REFRESH_CHUNK as u32,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub refresh_chunk: u32,
+    /// Seconds the change log keeps a change for delta refreshes; a peer
+    /// that has not refreshed for longer gets a full snapshot.
+    #[arg(long, env = "FEDREG_CHANGE_RETENTION", default_value_t = 7 * 24 * 3600)]
+    pub change_retention: u64,
 }
 
 /// Serves until SIGINT or SIGTERM, then finishes the calls in flight.
@@ -58,6 +62,7 @@ pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
         max_delete_fraction: args.max_delete_fraction,
         peer_timeout: std::time::Duration::from_secs(args.peer_timeout.max(1)),
         refresh_chunk: args.refresh_chunk as usize,
+        change_retention: std::time::Duration::from_secs(args.change_retention),
     };
     let token_file = config.data_dir.join(server::ADMIN_TOKEN_FILE);
     let stop = shutdown_signal()?;

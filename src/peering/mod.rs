@@ -10,6 +10,7 @@
 //! [`export`] is the serving side (`GetPeerData`), [`schedule`] runs
 //! refreshes on a timer, [`peers`] manages the peer records.
 
+pub mod compaction;
 pub mod diff;
 pub mod export;
 pub mod fetch;

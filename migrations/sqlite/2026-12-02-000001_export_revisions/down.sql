@@ -15,6 +15,7 @@ DROP TRIGGER nodes_log_delete;
 DROP TRIGGER slices_log_insert;
 DROP TRIGGER slices_log_update;
 DROP TRIGGER slices_log_delete;
+DROP TRIGGER persons_log_enabled;
 DROP TRIGGER person_key_log_insert;
 DROP TRIGGER person_key_log_delete;
 DROP TRIGGER person_site_log_insert;

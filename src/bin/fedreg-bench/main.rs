@@ -3,8 +3,8 @@
 //! Starts a serving and a refreshing registry (child processes, loopback),
 //! fills the serving one with a data set of the reference federation test,
 //! then times on the refreshing one: the first refresh, a refresh with
-//! nothing changed, a refresh after 1% changed, GetPeerData alone, and the
-//! floor: the same rows bulk-loaded into the same schema by the database's
+//! nothing changed and one after 1% changed (each as a full refresh and as a
+//! delta refresh from the checkpoint), GetPeerData alone, and the floor: the same rows bulk-loaded into the same schema by the database's
 //! fastest plain method, in the same run. Prints a markdown table (and JSON
 //! with `--json`).
 //!
@@ -173,19 +173,28 @@ enum Step {
     /// Into an empty cache (the peer record is re-created before each run
     /// after the first).
     First,
-    /// Nothing changed on the serving side since the last refresh.
-    Unchanged,
-    /// After [`data::change_one_percent`] on the serving side.
-    OnePercent,
+    /// Nothing changed on the serving side since the last refresh; a full
+    /// refresh (`false`) or a delta.
+    Unchanged(bool),
+    /// After [`data::change_one_percent`] on the serving side; a full
+    /// refresh (`false`) or a delta.
+    OnePercent(bool),
 }
 
 impl Step {
     fn label(self) -> &'static str {
         match self {
             Step::First => "first refresh",
-            Step::Unchanged => "nothing changed",
-            Step::OnePercent => "1% changed",
+            Step::Unchanged(false) => "nothing changed (full)",
+            Step::Unchanged(true) => "nothing changed (delta)",
+            Step::OnePercent(false) => "1% changed (full)",
+            Step::OnePercent(true) => "1% changed (delta)",
         }
+    }
+
+    /// Whether the step refreshes from the checkpoint.
+    fn delta(self) -> bool {
+        matches!(self, Step::Unchanged(true) | Step::OnePercent(true))
     }
 }
 
@@ -207,6 +216,7 @@ async fn refresh(
     r: &Registry,
     peer_id: i64,
     force: bool,
+    full: bool,
 ) -> Result<Option<(f64, pb::RefreshReport)>, String> {
     let started = Instant::now();
     let report = r
@@ -214,7 +224,7 @@ async fn refresh(
         .refresh_peer(pb::RefreshPeerRequest {
             peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
             force,
-            full: false,
+            full,
         })
         .await
         .map_err(|e| format!("RefreshPeer: {e}"))?
@@ -246,22 +256,37 @@ async fn refresh_step(b: &mut Bench<'_>, step: Step, runs: usize) -> Result<Meas
                     .map_err(|e| format!("DeletePeer: {e}"))?;
                 b.peer_id = servers::create_peer_record(r, b.serving, &b.token).await?;
             }
-            Step::OnePercent => {
+            Step::OnePercent(delta) => {
                 let mut conn = b.serving_store.write().await.map_err(|e| e.to_string())?;
-                data::change_one_percent(&mut conn, b.shape, run).await?;
+                // Other objects for the delta runs than for the full ones.
+                let round = if delta { run + runs } else { run };
+                data::change_one_percent(&mut conn, b.shape, round).await?;
             }
             _ => {}
         }
         r.reset_peak_memory();
-        let (t, report) = match refresh(r, b.peer_id, false).await? {
+        let full = !step.delta();
+        let (t, report) = match refresh(r, b.peer_id, false, full).await? {
             Some(done) => done,
             None => {
                 eprintln!("  the mass-delete guard refused the refresh; refreshing with force");
-                refresh(r, b.peer_id, true)
+                refresh(r, b.peer_id, true, full)
                     .await?
                     .ok_or("a forced refresh was refused")?
             }
         };
+        let snapshot = pb::SnapshotKind::try_from(report.snapshot).unwrap_or_default();
+        let expected = match full {
+            true => pb::SnapshotKind::Full,
+            false => pb::SnapshotKind::Delta,
+        };
+        if step != Step::First && snapshot != expected {
+            return Err(format!(
+                "{}: the peer sent {snapshot:?} ({})",
+                step.label(),
+                report.full_reason
+            ));
+        }
         peak = peak.max(r.peak_memory_mib().unwrap_or(0.0));
         let written = changes(&report);
         let expected = (b.shape.objects() + b.shape.memberships()) as i64;
@@ -272,12 +297,12 @@ async fn refresh_step(b: &mut Bench<'_>, step: Step, runs: usize) -> Result<Meas
                     report.warnings.first()
                 ));
             }
-            Step::Unchanged if written != 0 => {
+            Step::Unchanged(_) if written != 0 => {
                 return Err(format!(
                     "a refresh with nothing changed wrote {written} rows"
                 ));
             }
-            Step::OnePercent if written == 0 => {
+            Step::OnePercent(_) if written == 0 => {
                 return Err("a refresh after 1% changed wrote nothing".into());
             }
             _ => {}
@@ -301,17 +326,26 @@ async fn refresh_step(b: &mut Bench<'_>, step: Step, runs: usize) -> Result<Meas
 }
 
 /// Streams GetPeerData from the serving registry `runs` times with the
-/// peer token; the measure holds the median time, the objects and bytes
-/// received, and the serving server's peak memory.
-async fn get_peer_data_step(b: &Bench<'_>, runs: usize) -> Result<Measure, String> {
+/// peer token, everything or (with `since`) the changes after a
+/// checkpoint; the measure holds the median time, the objects and bytes
+/// received, and the serving server's peak memory. Also returns the
+/// checkpoint the stream ended at.
+async fn get_peer_data_step(
+    b: &Bench<'_>,
+    runs: usize,
+    since: Option<pb::Checkpoint>,
+) -> Result<(Measure, Option<pb::Checkpoint>), String> {
     let s = b.serving;
     let (mut times, mut peak, mut sent, mut bytes) = (Vec::new(), 0f64, 0usize, 0u64);
+    let mut reached = None;
     for _ in 0..runs {
         s.reset_peak_memory();
         let started = Instant::now();
         let mut stream = s
             .peering(&b.token)
-            .get_peer_data(pb::GetPeerDataRequest::default())
+            .get_peer_data(pb::GetPeerDataRequest {
+                since: since.clone(),
+            })
             .await
             .map_err(|e| format!("GetPeerData: {e}"))?
             .into_inner();
@@ -322,6 +356,9 @@ async fn get_peer_data_step(b: &Bench<'_>, runs: usize) -> Result<Measure, Strin
             .map_err(|e| format!("GetPeerData stream: {e}"))?
         {
             bytes += prost::Message::encoded_len(&chunk) as u64;
+            if let Some(pb::peer_data_chunk::Part::Trailer(t)) = &chunk.part {
+                reached = t.checkpoint.clone();
+            }
             if let Some(pb::peer_data_chunk::Part::Batch(b)) = &chunk.part {
                 sent += b.sites.len()
                     + b.keys.len()
@@ -334,10 +371,14 @@ async fn get_peer_data_step(b: &Bench<'_>, runs: usize) -> Result<Measure, Strin
         times.push(started.elapsed().as_secs_f64());
         peak = peak.max(s.peak_memory_mib().unwrap_or(0.0));
     }
-    Ok(Measure {
+    let step = match since {
+        None => "GetPeerData alone (serving peak)",
+        Some(_) => "GetPeerData since the checkpoint, nothing changed",
+    };
+    let measure = Measure {
         size: b.shape.label(),
         backend: String::new(),
-        step: "GetPeerData alone (serving peak)",
+        step,
         seconds: median(times),
         objects: sent,
         bytes: Some(bytes),
@@ -345,7 +386,8 @@ async fn get_peer_data_step(b: &Bench<'_>, runs: usize) -> Result<Measure, Strin
         peak_mib: Some(peak),
         changes: None,
         phases: String::new(),
-    })
+    };
+    Ok((measure, reached))
 }
 
 /// Bulk-loads the refreshing side's rows (foreign, with their peer mapping)
@@ -416,12 +458,21 @@ async fn bench_backend(
         token,
     };
     let mut out = Vec::new();
-    for step in [Step::First, Step::Unchanged, Step::OnePercent] {
+    for step in [
+        Step::First,
+        Step::Unchanged(false),
+        Step::Unchanged(true),
+        Step::OnePercent(false),
+        Step::OnePercent(true),
+    ] {
         eprintln!("[{backend}] {}", step.label());
         out.push(refresh_step(&mut bench, step, runs).await?);
     }
     eprintln!("[{backend}] GetPeerData alone");
-    out.push(get_peer_data_step(&bench, runs).await?);
+    let (everything, reached) = get_peer_data_step(&bench, runs, None).await?;
+    out.push(everything);
+    eprintln!("[{backend}] GetPeerData since the checkpoint");
+    out.push(get_peer_data_step(&bench, runs, reached).await?.0);
     s.stop().await;
     r.stop().await;
 

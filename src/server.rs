@@ -182,6 +182,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         default_max_delete_fraction: config.max_delete_fraction,
         idle_timeout: config.peer_timeout,
         chunk_size: config.refresh_chunk.max(1),
+        lock_connections: Default::default(),
     };
     let app = Arc::new(App {
         store,

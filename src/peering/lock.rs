@@ -8,9 +8,13 @@
 //! - on PostgreSQL, a session advisory lock held on a dedicated connection
 //!   for the whole refresh, which serialises processes that share the
 //!   database but not the data directory. Closing the connection releases it.
+//!   A refresh that ends normally unlocks it instead and keeps the
+//!   connection for the next refresh ([`LockConnections`]): opening one
+//!   costs more than a small delta refresh.
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
@@ -21,10 +25,52 @@ use crate::store::peers::PeerRow;
 /// First key of fedreg's advisory locks (the second is the peer id).
 const ADVISORY_LOCK_CLASS: i32 = 0x6672_6567; // "freg"
 
-/// Held while a peer is being refreshed; dropping it releases the locks.
+/// Idle connections kept cannot outnumber this.
+const MAX_IDLE: usize = 4;
+
+/// Idle PostgreSQL connections, unlocked, kept for the advisory locks of
+/// later refreshes; cheap to clone.
+#[derive(Clone, Default)]
+pub struct LockConnections(Arc<Mutex<Vec<AsyncPgConnection>>>);
+
+impl LockConnections {
+    fn take(&self) -> Option<AsyncPgConnection> {
+        self.0.lock().ok()?.pop()
+    }
+
+    fn keep(&self, conn: AsyncPgConnection) {
+        if let Ok(mut idle) = self.0.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Held while a peer is being refreshed; [`RefreshLock::release`] (or
+/// dropping it) releases the locks.
 pub struct RefreshLock {
     _file: File,
-    _pg: Option<AsyncPgConnection>,
+    pg: Option<(AsyncPgConnection, i32)>,
+    idle: LockConnections,
+}
+
+impl RefreshLock {
+    /// Releases the locks, keeping the advisory lock's connection for the
+    /// next refresh when it unlocks cleanly (otherwise it is closed, which
+    /// releases the lock too).
+    pub async fn release(mut self) {
+        if let Some((mut conn, key)) = self.pg.take()
+            && diesel::sql_query("SELECT pg_advisory_unlock($1, $2)")
+                .bind::<diesel::sql_types::Integer, _>(ADVISORY_LOCK_CLASS)
+                .bind::<diesel::sql_types::Integer, _>(key)
+                .execute(&mut conn)
+                .await
+                .is_ok()
+        {
+            self.idle.keep(conn);
+        }
+    }
 }
 
 fn busy(peer: &PeerRow, how: &str) -> Error {
@@ -34,8 +80,14 @@ fn busy(peer: &PeerRow, how: &str) -> Error {
     ))
 }
 
-/// Takes the refresh locks of `peer`, or fails at once with ABORTED.
-pub async fn acquire(store: &Store, data_dir: &Path, peer: &PeerRow) -> Result<RefreshLock> {
+/// Takes the refresh locks of `peer`, or fails at once with ABORTED;
+/// `idle` holds connections that earlier refreshes left for reuse.
+pub async fn acquire(
+    store: &Store,
+    data_dir: &Path,
+    idle: &LockConnections,
+    peer: &PeerRow,
+) -> Result<RefreshLock> {
     let dir = data_dir.join("locks");
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::Unavailable(format!("creating {}: {e}", dir.display())))?;
@@ -55,36 +107,58 @@ pub async fn acquire(store: &Store, data_dir: &Path, peer: &PeerRow) -> Result<R
         }
     }
     let pg = match store.postgres_url() {
-        Some(url) => Some(advisory_lock(url, peer).await?),
+        Some(url) => Some(advisory_lock(url, idle, peer).await?),
         None => None,
     };
     Ok(RefreshLock {
         _file: file,
-        _pg: pg,
+        pg,
+        idle: idle.clone(),
     })
 }
 
-/// Opens a connection of its own and takes the peer's advisory lock on it.
-async fn advisory_lock(url: &str, peer: &PeerRow) -> Result<AsyncPgConnection> {
+/// Takes the peer's advisory lock on a connection of its own: an idle one
+/// if it still works, a new one otherwise. Returns it with the lock's key.
+async fn advisory_lock(
+    url: &str,
+    idle: &LockConnections,
+    peer: &PeerRow,
+) -> Result<(AsyncPgConnection, i32)> {
     #[derive(diesel::QueryableByName)]
     struct Locked {
         #[diesel(sql_type = diesel::sql_types::Bool)]
         locked: bool,
     }
-    let mut conn = AsyncPgConnection::establish(url)
-        .await
-        .map_err(|e| Error::Unavailable(format!("connecting to PostgreSQL: {e}")))?;
     let key = i32::try_from(peer.peer_id).map_err(|_| {
         Error::Internal(format!("peer_id {} too large for a lock key", peer.peer_id))
     })?;
-    let row: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1, $2) AS locked")
-        .bind::<diesel::sql_types::Integer, _>(ADVISORY_LOCK_CLASS)
-        .bind::<diesel::sql_types::Integer, _>(key)
-        .get_result(&mut conn)
-        .await?;
-    if row.locked {
-        Ok(conn)
+    let try_lock = |mut conn: AsyncPgConnection| async move {
+        let row: diesel::QueryResult<Locked> =
+            diesel::sql_query("SELECT pg_try_advisory_lock($1, $2) AS locked")
+                .bind::<diesel::sql_types::Integer, _>(ADVISORY_LOCK_CLASS)
+                .bind::<diesel::sql_types::Integer, _>(key)
+                .get_result(&mut conn)
+                .await;
+        row.map(|row| (conn, row.locked))
+    };
+    // An idle connection may have died (a restarted server): then a new one.
+    let reused = match idle.take() {
+        Some(conn) => try_lock(conn).await.ok(),
+        None => None,
+    };
+    let (conn, locked) = match reused {
+        Some(done) => done,
+        None => {
+            let conn = AsyncPgConnection::establish(url)
+                .await
+                .map_err(|e| Error::Unavailable(format!("connecting to PostgreSQL: {e}")))?;
+            try_lock(conn).await?
+        }
+    };
+    if locked {
+        Ok((conn, key))
     } else {
+        idle.keep(conn);
         Err(busy(
             peer,
             "another fedreg process on this database holds its lock",

@@ -52,6 +52,8 @@ pub struct Refresher {
     pub idle_timeout: Duration,
     /// Objects read back from the spool, checked and written per round.
     pub chunk_size: usize,
+    /// Idle PostgreSQL connections for the refresh locks.
+    pub lock_connections: lock::LockConnections,
 }
 
 /// Which peer to refresh.
@@ -81,10 +83,24 @@ impl Refresher {
             }
         };
         let started = Instant::now();
-        let _lock = lock::acquire(&self.store, &self.data_dir, &peer).await?;
+        let lock =
+            lock::acquire(&self.store, &self.data_dir, &self.lock_connections, &peer).await?;
+        let result = self.refresh_locked(&peer, force, full, started).await;
+        lock.release().await;
+        result
+    }
+
+    /// [`Refresher::refresh`] once the peer's locks are held.
+    async fn refresh_locked(
+        &self,
+        peer: &PeerRow,
+        force: bool,
+        full: bool,
+        started: Instant,
+    ) -> Result<pb::RefreshReport> {
         let mut report = ReportBuilder::new(&peer.peername, now());
         report.timer("lock", started.elapsed());
-        match self.run(&peer, force, full, &mut report, started).await {
+        match self.run(peer, force, full, &mut report, started).await {
             Ok(done) => {
                 if done.outcome != pb::RefreshOutcome::Applied as i32 {
                     self.record(peer.peer_id, &done).await?;
@@ -156,7 +172,7 @@ impl Refresher {
                     return finish_applied(c, peer_id, spool, report, started).await;
                 }
                 let guarding = Instant::now();
-                let cached = sync::CachedIds::load(c, peer_id).await?;
+                let cached = sync::CachedIds::load(c, peer_id, spool).await?;
                 let refusal = match force {
                     false => guard(&cached, spool, fraction),
                     true => None,
@@ -231,18 +247,15 @@ fn guard(cached: &sync::CachedIds, spool: &Spool, fraction: f64) -> Option<Strin
         cached: &HashMap<i64, i64>,
         incoming: &ClassSpool<T>,
         delta: bool,
-    ) -> (usize, usize) {
-        (incoming.doomed(cached, delta).len(), cached.len())
+    ) -> usize {
+        incoming.doomed(cached, delta).len()
     }
-    let counts = [
-        doomed(&cached.sites, &spool.sites, delta),
-        doomed(&cached.keys, &spool.keys, delta),
-        doomed(&cached.persons, &spool.persons, delta),
-        doomed(&cached.nodes, &spool.nodes, delta),
-        doomed(&cached.slices, &spool.slices, delta),
-    ];
-    let gone: usize = counts.iter().map(|c| c.0).sum();
-    let cached: usize = counts.iter().map(|c| c.1).sum();
+    let gone = doomed(&cached.sites, &spool.sites, delta)
+        + doomed(&cached.keys, &spool.keys, delta)
+        + doomed(&cached.persons, &spool.persons, delta)
+        + doomed(&cached.nodes, &spool.nodes, delta)
+        + doomed(&cached.slices, &spool.slices, delta);
+    let cached = cached.total;
     if cached < GUARD_MIN_CACHED || gone as f64 <= fraction * cached as f64 {
         return None;
     }

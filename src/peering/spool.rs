@@ -125,6 +125,16 @@ impl<T: PeerObject> ClassSpool<T> {
         self.ids.binary_search(&peer_object_id).is_ok()
     }
 
+    /// The peer's ids of the spooled objects (once sealed, sorted).
+    pub fn ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.ids.iter().copied()
+    }
+
+    /// The ids sent as deleted or dropped by cleaning (once sealed, sorted).
+    pub fn gone_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.gone.iter().copied()
+    }
+
     /// The peer's ids, among the `cached` ones (peer's id → local id),
     /// whose objects the refresh deletes, sorted: for a full dump those it
     /// does not hold; for a delta those sent as deleted, or dropped by

@@ -49,7 +49,7 @@ struct IdMaps {
 }
 
 /// What is cached from a peer when its refresh begins, per class: the
-/// peer's ids → local ids.
+/// peer's ids → local ids; for a delta, only of the ids it touches.
 #[derive(Debug, Default)]
 pub struct CachedIds {
     /// Sites.
@@ -62,17 +62,91 @@ pub struct CachedIds {
     pub nodes: HashMap<i64, i64>,
     /// Slices.
     pub slices: HashMap<i64, i64>,
+    /// Objects cached from the peer, all classes together.
+    pub total: usize,
+    /// For a delta, the ids loaded.
+    touched: Option<Touched>,
+}
+
+/// The peer's ids a delta touches, per class, sorted: its objects, its
+/// deletions, and the ids its objects refer to. A delta is applied knowing
+/// the cache of these only, so its cost follows its size, not the cache's.
+#[derive(Debug, Default)]
+struct Touched {
+    sites: Vec<i64>,
+    keys: Vec<i64>,
+    persons: Vec<i64>,
+    nodes: Vec<i64>,
+    slices: Vec<i64>,
+}
+
+impl Touched {
+    /// Reads them off a spooled delta.
+    fn of(spool: &mut Spool) -> Result<Touched> {
+        fn own<T: PeerObject>(class: &ClassSpool<T>) -> Vec<i64> {
+            class.ids().chain(class.gone_ids()).collect()
+        }
+        let mut touched = Touched {
+            sites: own(&spool.sites),
+            keys: own(&spool.keys),
+            persons: own(&spool.persons),
+            nodes: own(&spool.nodes),
+            slices: own(&spool.slices),
+        };
+        spool.persons.for_each(|p| {
+            touched.keys.extend(&p.key_ids);
+            touched.sites.extend(&p.site_ids);
+        })?;
+        spool.nodes.for_each(|n| touched.sites.push(n.site_id))?;
+        spool.slices.for_each(|s| {
+            touched.sites.push(s.site_id);
+            touched.nodes.extend(&s.node_ids);
+            touched.persons.extend(&s.person_ids);
+            touched.persons.extend(s.creator_person_id);
+        })?;
+        for ids in [
+            &mut touched.sites,
+            &mut touched.keys,
+            &mut touched.persons,
+            &mut touched.nodes,
+            &mut touched.slices,
+        ] {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        Ok(touched)
+    }
 }
 
 impl CachedIds {
-    /// Loads them, inside the refresh's transaction.
-    pub async fn load(conn: &mut DbConn, peer_id: i64) -> Result<CachedIds> {
+    /// Loads them, inside the refresh's transaction: all of them for a full
+    /// dump, those of the ids it touches for a delta.
+    pub async fn load(conn: &mut DbConn, peer_id: i64, spool: &mut Spool) -> Result<CachedIds> {
+        if !spool.is_delta() {
+            let mut cached = CachedIds {
+                sites: CachedSites::ids(conn, peer_id).await?,
+                keys: CachedKeys::ids(conn, peer_id).await?,
+                persons: CachedPersons::ids(conn, peer_id).await?,
+                nodes: CachedNodes::ids(conn, peer_id).await?,
+                slices: CachedSlices::ids(conn, peer_id).await?,
+                ..Default::default()
+            };
+            cached.total = cached.sites.len()
+                + cached.keys.len()
+                + cached.persons.len()
+                + cached.nodes.len()
+                + cached.slices.len();
+            return Ok(cached);
+        }
+        let touched = Touched::of(spool)?;
         Ok(CachedIds {
-            sites: CachedSites::ids(conn, peer_id).await?,
-            keys: CachedKeys::ids(conn, peer_id).await?,
-            persons: CachedPersons::ids(conn, peer_id).await?,
-            nodes: CachedNodes::ids(conn, peer_id).await?,
-            slices: CachedSlices::ids(conn, peer_id).await?,
+            sites: CachedSites::ids_among(conn, peer_id, &touched.sites).await?,
+            keys: CachedKeys::ids_among(conn, peer_id, &touched.keys).await?,
+            persons: CachedPersons::ids_among(conn, peer_id, &touched.persons).await?,
+            nodes: CachedNodes::ids_among(conn, peer_id, &touched.nodes).await?,
+            slices: CachedSlices::ids_among(conn, peer_id, &touched.slices).await?,
+            total: cache::counts(conn, peer_id).await?.iter().sum::<i64>() as usize,
+            touched: Some(touched),
         })
     }
 }
@@ -89,6 +163,7 @@ pub async fn apply(
     report: &mut ReportBuilder,
 ) -> Result<()> {
     let mut ids = IdMaps::default();
+    let touched = cached.touched.unwrap_or_default();
     let mut rounds = Rounds {
         chunk,
         delta: spool.is_delta(),
@@ -99,7 +174,7 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.sites,
-        cached.sites,
+        (cached.sites, &touched.sites),
         &mut rounds,
         report,
         prepare_site,
@@ -111,7 +186,7 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.keys,
-        cached.keys,
+        (cached.keys, &touched.keys),
         &mut rounds,
         report,
         |key, report| prepare_key(key, &key_types, report),
@@ -122,7 +197,7 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.persons,
-        cached.persons,
+        (cached.persons, &touched.persons),
         &mut rounds,
         report,
         prepare_person,
@@ -137,7 +212,7 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.nodes,
-        cached.nodes,
+        (cached.nodes, &touched.nodes),
         &mut rounds,
         report,
         |node, report| prepare_node(node, &ids.sites, &known, report),
@@ -150,12 +225,15 @@ pub async fn apply(
 
     let instantiations = cache::known_values(conn, Enumeration::Instantiations).await?;
     // A slice's name starts with its site's login_base, as cached now.
-    let login_bases = cache::login_bases(conn, peer_id).await?;
+    let login_bases = match rounds.delta {
+        false => cache::login_bases(conn, peer_id, None).await?,
+        true => cache::login_bases(conn, peer_id, Some(&touched.sites)).await?,
+    };
     ids.slices = sync_class::<CachedSlices, _>(
         conn,
         peer_id,
         &mut spool.slices,
-        cached.slices,
+        (cached.slices, &touched.slices),
         &mut rounds,
         report,
         |slice, report| prepare_slice(slice, &ids, &login_bases, &instantiations, report),
@@ -163,7 +241,7 @@ pub async fn apply(
     .await?;
     report.timer("validate", rounds.validating);
 
-    sync_relations(conn, spool, chunk, &ids, report).await
+    sync_relations(conn, peer_id, spool, &rounds, &ids, report).await
 }
 
 /// Rows a class adds before its table's planner statistics are worth
@@ -180,7 +258,8 @@ struct Rounds {
 }
 
 /// Writes one class from its spool, given what was cached of it when the
-/// refresh began (`cached_ids`: the peer's ids → local ids): deletes the
+/// refresh began (`cached_ids`: the peer's ids → local ids, of the
+/// `touched` ids only for a delta): deletes the
 /// cached objects the peer no longer has, then per chunk validates (`prepare` turns an object into
 /// its cached fields, or skips it with a warning), skips objects whose
 /// natural key is taken, diffs against the cache and writes. Returns the
@@ -189,7 +268,7 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
     conn: &mut DbConn,
     peer_id: i64,
     spool: &mut ClassSpool<T>,
-    cached_ids: HashMap<i64, i64>,
+    (cached_ids, touched): (HashMap<i64, i64>, &[i64]),
     rounds: &mut Rounds,
     report: &mut ReportBuilder,
     mut prepare: impl FnMut(T, &mut ReportBuilder) -> Option<(i64, K::Fields)> + Send,
@@ -244,7 +323,9 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
         }
     }
 
-    let ids = if added > 0 {
+    let ids = if added > 0 && rounds.delta {
+        K::ids_among(conn, peer_id, touched).await?
+    } else if added > 0 {
         K::ids(conn, peer_id).await?
     } else {
         cached_ids
@@ -671,14 +752,15 @@ struct Tallies {
 /// id appears twice in the dump, its first occurrence counts.
 async fn sync_relations(
     conn: &mut DbConn,
+    peer_id: i64,
     spool: &mut Spool,
-    chunk: usize,
+    rounds: &Rounds,
     ids: &IdMaps,
     report: &mut ReportBuilder,
 ) -> Result<()> {
     let mut tallies = Tallies::default();
-    sync_person_memberships(conn, spool, chunk, ids, &mut tallies, report).await?;
-    sync_slice_memberships(conn, spool, chunk, ids, &mut tallies).await?;
+    sync_person_memberships(conn, spool, rounds.chunk, ids, &mut tallies, report).await?;
+    sync_slice_memberships(conn, peer_id, spool, rounds, ids, &mut tallies).await?;
     let Tallies {
         person_keys,
         slice_nodes,
@@ -780,16 +862,19 @@ async fn sync_person_memberships(
 /// The nodes and persons of the spooled slices.
 async fn sync_slice_memberships(
     conn: &mut DbConn,
+    peer_id: i64,
     spool: &mut Spool,
-    chunk: usize,
+    rounds: &Rounds,
     ids: &IdMaps,
     tallies: &mut Tallies,
 ) -> Result<()> {
     let mut seen = HashSet::new();
     // Local persons that a local admin added to a cached slice are not the
-    // peer's to remove: only the peer's own persons are reconciled.
-    let peer_persons: HashSet<i64> = ids.persons.values().copied().collect();
-    for slices in spool.slices.chunks(chunk)? {
+    // peer's to remove: only the peer's own persons are reconciled. A
+    // delta's id maps hold the persons it touches only: the members of its
+    // slices are looked up.
+    let mut peer_persons: HashSet<i64> = ids.persons.values().copied().collect();
+    for slices in spool.slices.chunks(rounds.chunk)? {
         let mut owners = Vec::new();
         let mut nodes = HashSet::new();
         let mut persons = HashSet::new();
@@ -817,6 +902,14 @@ async fn sync_slice_memberships(
             .slice_nodes
             .reconcile::<SliceNodes>(conn, &owners, &nodes, |_| true)
             .await?;
+        if rounds.delta {
+            let members: Vec<i64> = SlicePersons::for_owners(conn, &owners)
+                .await?
+                .into_iter()
+                .map(|(_, person)| person)
+                .collect();
+            peer_persons.extend(cache::persons_of_peer(conn, peer_id, &members).await?);
+        }
         tallies
             .slice_persons
             .reconcile::<SlicePersons>(conn, &owners, &persons, |person| {

@@ -66,6 +66,14 @@ pub trait CachedKind: Sized {
         peer_id: i64,
     ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send;
 
+    /// Local ids of a peer's cached rows among `peer_object_ids`: peer's id
+    /// → local id.
+    fn ids_among(
+        conn: &mut DbConn,
+        peer_id: i64,
+        peer_object_ids: &[i64],
+    ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send;
+
     /// Inserts or updates rows of a peer, keyed on the peer's ids; returns
     /// the number of rows written.
     fn upsert(
@@ -172,6 +180,26 @@ macro_rules! cached_kind {
                         .await
                 })?;
                 Ok(rows.into_iter().collect())
+            }
+
+            async fn ids_among(
+                conn: &mut DbConn,
+                peer_id: i64,
+                peer_object_ids: &[i64],
+            ) -> Result<HashMap<i64, i64>> {
+                let mut ids = HashMap::with_capacity(peer_object_ids.len());
+                for chunk in peer_object_ids.chunks(CHUNK) {
+                    let rows: Vec<(i64, i64)> = with_db!(conn, |c| {
+                        $table::table
+                            .filter($table::peer_id.eq(peer_id))
+                            .filter($table::$peer_col.eq_any(chunk))
+                            .select(($table::$peer_col.assume_not_null(), $table::$id))
+                            .load(c)
+                            .await
+                    })?;
+                    ids.extend(rows);
+                }
+                Ok(ids)
             }
 
             async fn upsert(
@@ -582,16 +610,53 @@ pub async fn refresh_statistics<K: CachedKind>(conn: &mut DbConn) -> Result<()> 
     Ok(())
 }
 
-/// The login_bases of a peer's cached sites: peer's site id → login_base.
-pub async fn login_bases(conn: &mut DbConn, peer_id: i64) -> Result<HashMap<i64, String>> {
-    let rows: Vec<(i64, String)> = with_db!(conn, |c| {
-        sites::table
-            .filter(sites::peer_id.eq(peer_id))
-            .select((sites::peer_site_id.assume_not_null(), sites::login_base))
-            .load(c)
-            .await
-    })?;
-    Ok(rows.into_iter().collect())
+/// The login_bases of a peer's cached sites, all of them or those among
+/// `peer_site_ids`: peer's site id → login_base.
+pub async fn login_bases(
+    conn: &mut DbConn,
+    peer_id: i64,
+    peer_site_ids: Option<&[i64]>,
+) -> Result<HashMap<i64, String>> {
+    let mut out = HashMap::new();
+    let chunks: Vec<Option<&[i64]>> = match peer_site_ids {
+        None => vec![None],
+        Some(ids) => ids.chunks(CHUNK).map(Some).collect(),
+    };
+    for chunk in chunks {
+        let rows: Vec<(i64, String)> = with_db!(conn, |c| {
+            let mut query = sites::table
+                .filter(sites::peer_id.eq(peer_id))
+                .select((sites::peer_site_id.assume_not_null(), sites::login_base))
+                .into_boxed();
+            if let Some(ids) = chunk {
+                query = query.filter(sites::peer_site_id.eq_any(ids));
+            }
+            query.load(c).await
+        })?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// Which of `person_ids` are persons cached from peer `peer_id`.
+pub async fn persons_of_peer(
+    conn: &mut DbConn,
+    peer_id: i64,
+    person_ids: &[i64],
+) -> Result<HashSet<i64>> {
+    let mut found = HashSet::new();
+    for chunk in person_ids.chunks(CHUNK) {
+        let ids: Vec<i64> = with_db!(conn, |c| {
+            persons::table
+                .filter(persons::peer_id.eq(peer_id))
+                .filter(persons::person_id.eq_any(chunk))
+                .select(persons::person_id)
+                .load(c)
+                .await
+        })?;
+        found.extend(ids);
+    }
+    Ok(found)
 }
 
 /// Site memberships `(person, site, is_primary)` of the given persons.

@@ -97,6 +97,9 @@ async fn produce(store: &Store, request: &Request, tx: &Sender) -> Result<()> {
                 revision: history.revision,
             };
             let mut out = Packer::new(tx, request.caller_peer);
+            if let Selection::ChangedSince(revision) = selection {
+                out.changed = out.read(revisions::changed_since(c, revision)).await?;
+            }
             out.send(pb::peer_data_chunk::Part::Header(pb::PeerDataHeader {
                 registry_name: request.registry_name.clone(),
                 schema_version: SCHEMA_VERSION,
@@ -184,6 +187,8 @@ async fn snapshot(conn: &mut DbConn) -> Result<()> {
 struct Packer<'a> {
     tx: &'a Sender,
     caller_peer: Option<i64>,
+    /// For a delta, the changed ids per kind, taken by each kind's pages.
+    changed: HashMap<i32, Vec<i64>>,
     batch: pb::PeerDataBatch,
     bytes: usize,
     trailer: pb::PeerDataTrailer,
@@ -195,6 +200,7 @@ impl<'a> Packer<'a> {
         Packer {
             tx,
             caller_peer,
+            changed: HashMap::new(),
             batch: pb::PeerDataBatch::default(),
             bytes: 0,
             trailer: pb::PeerDataTrailer::default(),
@@ -281,23 +287,17 @@ enum Pages {
 }
 
 impl Pages {
-    async fn new<K: CachedKind>(
-        conn: &mut DbConn,
-        out: &mut Packer<'_>,
-        selection: Selection,
-    ) -> Result<Pages> {
-        Ok(match selection {
+    fn new<K: CachedKind>(out: &mut Packer<'_>, selection: Selection) -> Pages {
+        match selection {
             Selection::Everything => Pages::All {
                 after: 0,
                 done: false,
             },
-            Selection::ChangedSince(revision) => Pages::Changed {
-                ids: out
-                    .read(revisions::changed_since(conn, K::LOG_KIND, revision))
-                    .await?,
+            Selection::ChangedSince(_) => Pages::Changed {
+                ids: out.changed.remove(&K::LOG_KIND).unwrap_or_default(),
                 read: 0,
             },
-        })
+        }
     }
 
     /// The next page, `None` at the end. Changed ids that are no longer
@@ -344,7 +344,7 @@ impl Pages {
 /// `$body` runs for each page with `$rows` bound to it.
 macro_rules! for_each_page {
     ($conn:ident, $out:ident, $selection:ident, $kind:ty, |$rows:ident| $body:block) => {{
-        let mut pages = Pages::new::<$kind>($conn, $out, $selection).await?;
+        let mut pages = Pages::new::<$kind>($out, $selection);
         while let Some($rows) = pages.next::<$kind>($conn, $out).await? $body
     }};
 }

@@ -7,6 +7,8 @@
 //! database's epoch and the compaction horizon. This module reads them and
 //! compacts the log. See the migration `export_revisions` for the triggers.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
@@ -39,18 +41,26 @@ pub async fn history(conn: &mut DbConn) -> Result<History> {
     })?)
 }
 
-/// The ids of the objects of `kind` (the `CachedKind::LOG_KIND` code)
-/// changed after revision `since`, by id.
-pub async fn changed_since(conn: &mut DbConn, kind: i32, since: i64) -> Result<Vec<i64>> {
-    Ok(with_db!(conn, |c| {
+/// The ids of the objects changed after revision `since`, per kind (the
+/// `CachedKind::LOG_KIND` code), by id.
+pub async fn changed_since(conn: &mut DbConn, since: i64) -> Result<HashMap<i32, Vec<i64>>> {
+    // Sorted here, not in SQL: with an ORDER BY on the primary key, SQLite
+    // prefers walking the whole log in key order to the revision's range.
+    let rows: Vec<(i32, i64)> = with_db!(conn, |c| {
         export_log::table
-            .filter(export_log::kind.eq(kind))
             .filter(export_log::revision.gt(since))
-            .order(export_log::object_id)
-            .select(export_log::object_id)
+            .select((export_log::kind, export_log::object_id))
             .load(c)
             .await
-    })?)
+    })?;
+    let mut changed: HashMap<i32, Vec<i64>> = HashMap::new();
+    for (kind, id) in rows {
+        changed.entry(kind).or_default().push(id);
+    }
+    for ids in changed.values_mut() {
+        ids.sort_unstable();
+    }
+    Ok(changed)
 }
 
 /// Drops the log entries of changes made before `cutoff` (Unix seconds)

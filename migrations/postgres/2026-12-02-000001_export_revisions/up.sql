@@ -36,7 +36,8 @@ CREATE TABLE export_log (
     changed_at BIGINT NOT NULL,
     PRIMARY KEY (kind, object_id)
 );
-CREATE INDEX export_log_revision ON export_log (kind, revision);
+-- Deltas and compaction read the log by revision.
+CREATE INDEX export_log_revision ON export_log (revision);
 
 -- The open transaction's revision, taken at its first call.
 CREATE FUNCTION export_revision() RETURNS BIGINT LANGUAGE plpgsql AS $$

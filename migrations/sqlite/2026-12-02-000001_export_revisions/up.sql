@@ -30,7 +30,8 @@ CREATE TABLE export_log (
     changed_at BIGINT NOT NULL,
     PRIMARY KEY (kind, object_id)
 );
-CREATE INDEX export_log_revision ON export_log (kind, revision);
+-- Deltas and compaction read the log by revision.
+CREATE INDEX export_log_revision ON export_log (revision);
 
 
 -- sites

@@ -443,8 +443,9 @@ pub async fn change_one_percent(
 ) -> Result<usize, String> {
     let step = 100;
     let pick = |count: usize, offset: usize| -> String {
+        // Data sets of fewer than `step` objects still get one changed.
         (0..count)
-            .skip((round * 7 + offset) % step)
+            .skip((round * 7 + offset) % step.min(count.max(1)))
             .step_by(step)
             .map(|i| (i + 1).to_string())
             .collect::<Vec<_>>()

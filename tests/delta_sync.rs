@@ -16,7 +16,7 @@ mod common;
 use std::time::Duration;
 
 use common::fake_peer::{Ending, FakePeer, dump, node, site};
-use common::federation::{peer_both_ways, peer_one_way, refresh, refresh_full, writes};
+use common::federation::{get_peer, peer_both_ways, peer_one_way, refresh, refresh_full, writes};
 use common::{Backend, TestServer};
 use fedreg::proto::v1 as pb;
 use rand::rngs::StdRng;
@@ -29,18 +29,6 @@ backend_tests!(
     a_rebuilt_peer_database_gets_everything,
     a_delta_cut_short_keeps_the_checkpoint,
 );
-
-/// The peer record of `peer_id` on `on`.
-async fn peer(on: &TestServer, peer_id: i64) -> pb::Peer {
-    on.peers()
-        .await
-        .get_peer(pb::GetPeerRequest {
-            key: Some(pb::get_peer_request::Key::PeerId(peer_id)),
-        })
-        .await
-        .expect("get peer")
-        .into_inner()
-}
 
 fn kind(report: &pb::RefreshReport) -> pb::SnapshotKind {
     pb::SnapshotKind::try_from(report.snapshot).expect("a known snapshot kind")
@@ -106,7 +94,7 @@ async fn a_delta_carries_the_changes_and_the_deletions(backend: Backend) {
     assert_eq!(kind(&first), pb::SnapshotKind::Full, "no checkpoint yet");
     assert!(first.revision > 0, "{first:?}");
     assert_eq!(
-        peer(&b, a_on_b).await.checkpoint_revision,
+        get_peer(&b, a_on_b).await.checkpoint_revision,
         Some(first.revision)
     );
     let cached_slice = common::objects::slice_named(&mut api_b, "alpha0_web").await;
@@ -182,7 +170,7 @@ async fn a_delta_carries_the_changes_and_the_deletions(backend: Backend) {
     );
     assert_eq!(cached_slice.person_ids.len(), 1);
     assert_eq!(
-        peer(&b, a_on_b).await.checkpoint_revision,
+        get_peer(&b, a_on_b).await.checkpoint_revision,
         Some(delta.revision)
     );
     assert_full_writes_nothing(&b, a_on_b, "hand-made changes").await;
@@ -691,7 +679,10 @@ async fn a_delta_cut_short_keeps_the_checkpoint(backend: Backend) {
     );
     let peer_id = fake.register(&server, "fake").await;
     refresh(&server, peer_id).await;
-    assert_eq!(peer(&server, peer_id).await.checkpoint_revision, Some(5));
+    assert_eq!(
+        get_peer(&server, peer_id).await.checkpoint_revision,
+        Some(5)
+    );
 
     let delta = pb::PeerDataBatch {
         nodes: vec![node(3, "n3.one.org", 1, "boot")],
@@ -707,7 +698,7 @@ async fn a_delta_cut_short_keeps_the_checkpoint(backend: Backend) {
     );
     let cut = common::federation::try_refresh(&server, peer_id, false).await;
     assert!(cut.is_err(), "{cut:?}");
-    let record = peer(&server, peer_id).await;
+    let record = get_peer(&server, peer_id).await;
     assert_eq!(record.checkpoint_revision, Some(5), "unchanged");
     assert_eq!(record.cached.expect("counts").nodes, 2, "nothing applied");
 
@@ -719,5 +710,8 @@ async fn a_delta_cut_short_keeps_the_checkpoint(backend: Backend) {
     assert_eq!((applied.since_revision, applied.revision), (5, 7));
     let nodes = common::federation::class(&applied, "nodes");
     assert_eq!((nodes.received, nodes.added, nodes.deleted), (1, 1, 1));
-    assert_eq!(peer(&server, peer_id).await.checkpoint_revision, Some(7));
+    assert_eq!(
+        get_peer(&server, peer_id).await.checkpoint_revision,
+        Some(7)
+    );
 }

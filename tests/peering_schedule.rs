@@ -8,25 +8,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::federation::{Counts, peer_one_way, populate};
+use common::federation::{Counts, get_peer, peer_one_way, populate};
 use common::objects::site;
 use common::{Backend, TestServer};
 use fedreg::proto::v1::{self as pb, RefreshOutcome};
 
 /// Shortest interval a peer may have.
 const INTERVAL: i64 = 10;
-
-async fn get_peer(server: &TestServer, peer_id: i64) -> pb::Peer {
-    server
-        .peers()
-        .await
-        .get_peer(pb::GetPeerRequest {
-            key: Some(pb::get_peer_request::Key::PeerId(peer_id)),
-        })
-        .await
-        .expect("get peer")
-        .into_inner()
-}
 
 /// Polls the peer record until `done` holds, for at most `limit`.
 async fn wait_for(

@@ -208,18 +208,23 @@ impl<'a> Packer<'a> {
         }
     }
 
-    /// Adds the ids of deleted objects of a kind (its log code).
-    async fn deleted(&mut self, kind: i32, ids: Vec<i64>) -> Result<()> {
+    /// Adds the ids of deleted objects of kind `K`.
+    async fn deleted<K: CachedKind>(&mut self, ids: Vec<i64>) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         let deleted = self.batch.deleted.get_or_insert_with(Default::default);
-        let list = match kind {
-            1 => &mut deleted.site_ids,
-            2 => &mut deleted.key_ids,
-            3 => &mut deleted.person_ids,
-            4 => &mut deleted.node_ids,
-            _ => &mut deleted.slice_ids,
+        let list = match K::LOG_KIND {
+            <CachedSites as CachedKind>::LOG_KIND => &mut deleted.site_ids,
+            <CachedKeys as CachedKind>::LOG_KIND => &mut deleted.key_ids,
+            <CachedPersons as CachedKind>::LOG_KIND => &mut deleted.person_ids,
+            <CachedNodes as CachedKind>::LOG_KIND => &mut deleted.node_ids,
+            <CachedSlices as CachedKind>::LOG_KIND => &mut deleted.slice_ids,
+            other => {
+                return Err(Error::Internal(format!(
+                    "no list of deleted ids for log kind {other}"
+                )));
+            }
         };
         self.bytes += 10 * ids.len();
         self.trailer.deleted += ids.len() as i64;
@@ -329,7 +334,7 @@ impl Pages {
                     let present: std::collections::HashSet<i64> =
                         rows.iter().map(|(id, _)| *id).collect();
                     let gone = page.iter().filter(|id| !present.contains(id)).copied();
-                    out.deleted(K::LOG_KIND, gone.collect()).await?;
+                    out.deleted::<K>(gone.collect()).await?;
                     if !rows.is_empty() {
                         return Ok(Some(rows));
                     }

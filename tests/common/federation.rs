@@ -69,6 +69,18 @@ async fn ensure_peer(on: &TestServer, name: &str, url: &str) -> i64 {
         .peer_id
 }
 
+/// The peer record of `peer_id` on `on`.
+pub async fn get_peer(on: &TestServer, peer_id: i64) -> pb::Peer {
+    on.peers()
+        .await
+        .get_peer(pb::GetPeerRequest {
+            key: Some(pb::get_peer_request::Key::PeerId(peer_id)),
+        })
+        .await
+        .expect("get peer")
+        .into_inner()
+}
+
 /// Refreshes peer `peer_id` on `on`, expecting success.
 pub async fn refresh(on: &TestServer, peer_id: i64) -> pb::RefreshReport {
     try_refresh(on, peer_id, false)

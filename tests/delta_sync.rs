@@ -5,8 +5,10 @@
 //! - random sequences of creates, updates, deletes and membership changes
 //!   on three registries, interleaved with delta and full refreshes and
 //!   server restarts: after every delta refresh, a full refresh of the same
-//!   peer must find nothing to write (fixed seed in CI; set
-//!   `FEDREG_DELTA_STEPS` and `FEDREG_DELTA_SEED` for longer runs);
+//!   peer must find nothing to write (a fixed seed in CI; `long` runs
+//!   four seeds of 3,000 steps: `cargo nextest run --run-ignored only
+//!   --test delta_sync`; `FEDREG_DELTA_STEPS` and `FEDREG_DELTA_SEED` set
+//!   the CI test's run);
 //! - a peer away for longer than the change log's retention gets a full
 //!   snapshot and converges; a rebuilt peer database (another epoch) too;
 //! - a delta cut short leaves the checkpoint where it was.
@@ -521,6 +523,13 @@ async fn random_changes_converge_as_full_refreshes_do(backend: Backend) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20261202);
+    random_run(backend, steps, seed).await;
+}
+
+/// `steps` random steps from `seed` on three registries, a restart every
+/// 80 steps, then everyone refreshes everyone; every delta refresh is
+/// checked against a full one.
+async fn random_run(backend: Backend, steps: usize, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut world = World::start(backend).await;
     for step in 0..steps {
@@ -545,6 +554,31 @@ async fn random_changes_converge_as_full_refreshes_do(backend: Backend) {
         "seed {seed}: only {} refreshes were deltas",
         world.deltas
     );
+}
+
+/// The longer run: four seeds of 3,000 steps per backend (minutes).
+mod long {
+    use super::*;
+
+    const SEEDS: [u64; 4] = [11, 12, 13, 14];
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "takes minutes; run with --run-ignored only"]
+    async fn sqlite() {
+        for seed in SEEDS {
+            random_run(Backend::Sqlite, 3000, seed).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "takes minutes; run with --run-ignored only"]
+    async fn postgres() {
+        if common::postgres_available().await {
+            for seed in SEEDS {
+                random_run(Backend::Postgres, 3000, seed).await;
+            }
+        }
+    }
 }
 
 async fn a_peer_away_longer_than_the_retention_gets_everything(backend: Backend) {

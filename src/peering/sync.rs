@@ -163,7 +163,9 @@ pub async fn apply(
     report: &mut ReportBuilder,
 ) -> Result<()> {
     let mut ids = IdMaps::default();
-    let touched = cached.touched.unwrap_or_default();
+    let touched = cached.touched.as_ref();
+    // A delta's scope per class: the ids it touches; `None` for everything.
+    let scope = |class: fn(&Touched) -> &Vec<i64>| touched.map(|t| class(t).as_slice());
     let mut rounds = Rounds {
         chunk,
         delta: spool.is_delta(),
@@ -174,7 +176,7 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.sites,
-        (cached.sites, &touched.sites),
+        (cached.sites, scope(|t| &t.sites)),
         &mut rounds,
         report,
         prepare_site,
@@ -186,7 +188,7 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.keys,
-        (cached.keys, &touched.keys),
+        (cached.keys, scope(|t| &t.keys)),
         &mut rounds,
         report,
         |key, report| prepare_key(key, &key_types, report),
@@ -197,7 +199,7 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.persons,
-        (cached.persons, &touched.persons),
+        (cached.persons, scope(|t| &t.persons)),
         &mut rounds,
         report,
         prepare_person,
@@ -212,7 +214,7 @@ pub async fn apply(
         conn,
         peer_id,
         &mut spool.nodes,
-        (cached.nodes, &touched.nodes),
+        (cached.nodes, scope(|t| &t.nodes)),
         &mut rounds,
         report,
         |node, report| prepare_node(node, &ids.sites, &known, report),
@@ -225,15 +227,12 @@ pub async fn apply(
 
     let instantiations = cache::known_values(conn, Enumeration::Instantiations).await?;
     // A slice's name starts with its site's login_base, as cached now.
-    let login_bases = match rounds.delta {
-        false => cache::login_bases(conn, peer_id, None).await?,
-        true => cache::login_bases(conn, peer_id, Some(&touched.sites)).await?,
-    };
+    let login_bases = cache::login_bases(conn, peer_id, scope(|t| &t.sites)).await?;
     ids.slices = sync_class::<CachedSlices, _>(
         conn,
         peer_id,
         &mut spool.slices,
-        (cached.slices, &touched.slices),
+        (cached.slices, scope(|t| &t.slices)),
         &mut rounds,
         report,
         |slice, report| prepare_slice(slice, &ids, &login_bases, &instantiations, report),
@@ -259,7 +258,7 @@ struct Rounds {
 
 /// Writes one class from its spool, given what was cached of it when the
 /// refresh began (`cached_ids`: the peer's ids → local ids, of the
-/// `touched` ids only for a delta): deletes the
+/// ids in `scope` only for a delta): deletes the
 /// cached objects the peer no longer has, then per chunk validates (`prepare` turns an object into
 /// its cached fields, or skips it with a warning), skips objects whose
 /// natural key is taken, diffs against the cache and writes. Returns the
@@ -268,7 +267,7 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
     conn: &mut DbConn,
     peer_id: i64,
     spool: &mut ClassSpool<T>,
-    (cached_ids, touched): (HashMap<i64, i64>, &[i64]),
+    (cached_ids, scope): (HashMap<i64, i64>, Option<&[i64]>),
     rounds: &mut Rounds,
     report: &mut ReportBuilder,
     mut prepare: impl FnMut(T, &mut ReportBuilder) -> Option<(i64, K::Fields)> + Send,
@@ -323,10 +322,11 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
         }
     }
 
-    let ids = if added > 0 && rounds.delta {
-        K::ids_among(conn, peer_id, touched).await?
-    } else if added > 0 {
-        K::ids(conn, peer_id).await?
+    let ids = if added > 0 {
+        match scope {
+            Some(ids) => K::ids_among(conn, peer_id, ids).await?,
+            None => K::ids(conn, peer_id).await?,
+        }
     } else {
         cached_ids
             .into_iter()
@@ -690,22 +690,17 @@ struct Tally {
 }
 
 impl Tally {
-    /// Removes the pairs of `owners` that `desired` no longer lists, among
-    /// those whose member the refresh `reconciles`; returns the missing
-    /// pairs, for the caller to insert.
+    /// Removes the pairs of `owners` that `desired` no longer lists;
+    /// returns the missing pairs, for the caller to insert.
     async fn remove_stale<R: Relation>(
         &mut self,
         conn: &mut DbConn,
         owners: &[i64],
         desired: &HashSet<(i64, i64)>,
-        reconciles: impl Fn(i64) -> bool,
     ) -> Result<Vec<(i64, i64)>> {
         let started = Instant::now();
-        let existing: HashSet<(i64, i64)> = R::for_owners(conn, owners)
-            .await?
-            .into_iter()
-            .filter(|&(_, member)| reconciles(member))
-            .collect();
+        let existing: HashSet<(i64, i64)> =
+            R::for_owners(conn, owners).await?.into_iter().collect();
         let (add, remove) = diff_sets(desired, &existing);
         self.removed += cache::delete_pairs::<R>(conn, &remove).await?;
         self.took += started.elapsed();
@@ -720,17 +715,30 @@ impl Tally {
         Ok(())
     }
 
+    /// Like [`Tally::remove_stale`] then the insertion of what is missing,
+    /// for pairs the caller already read (`existing`, filtered as it
+    /// needs).
+    async fn reconcile_read<R: Relation>(
+        &mut self,
+        conn: &mut DbConn,
+        existing: &HashSet<(i64, i64)>,
+        desired: &HashSet<(i64, i64)>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let (add, remove) = diff_sets(desired, existing);
+        self.removed += cache::delete_pairs::<R>(conn, &remove).await?;
+        self.took += started.elapsed();
+        self.insert::<R>(conn, &add).await
+    }
+
     /// [`Tally::remove_stale`], then the insertion of what is missing.
     async fn reconcile<R: Relation>(
         &mut self,
         conn: &mut DbConn,
         owners: &[i64],
         desired: &HashSet<(i64, i64)>,
-        reconciles: impl Fn(i64) -> bool,
     ) -> Result<()> {
-        let missing = self
-            .remove_stale::<R>(conn, owners, desired, reconciles)
-            .await?;
+        let missing = self.remove_stale::<R>(conn, owners, desired).await?;
         self.insert::<R>(conn, &missing).await
     }
 }
@@ -844,13 +852,13 @@ async fn sync_person_memberships(
         missing_keys.extend(
             tallies
                 .person_keys
-                .remove_stale::<PersonKeys>(conn, &owners, &keys, |_| true)
+                .remove_stale::<PersonKeys>(conn, &owners, &keys)
                 .await?,
         );
         sync_site_memberships(conn, &owners, &sites, &mut tallies.site_persons).await?;
         tallies
             .person_roles
-            .reconcile::<PersonRoles>(conn, &owners, &person_roles, |_| true)
+            .reconcile::<PersonRoles>(conn, &owners, &person_roles)
             .await?;
     }
     tallies
@@ -900,21 +908,22 @@ async fn sync_slice_memberships(
         }
         tallies
             .slice_nodes
-            .reconcile::<SliceNodes>(conn, &owners, &nodes, |_| true)
+            .reconcile::<SliceNodes>(conn, &owners, &nodes)
             .await?;
+        let started = Instant::now();
+        let existing = SlicePersons::for_owners(conn, &owners).await?;
         if rounds.delta {
-            let members: Vec<i64> = SlicePersons::for_owners(conn, &owners)
-                .await?
-                .into_iter()
-                .map(|(_, person)| person)
-                .collect();
+            let members: Vec<i64> = existing.iter().map(|&(_, person)| person).collect();
             peer_persons.extend(cache::persons_of_peer(conn, peer_id, &members).await?);
         }
+        let existing: HashSet<(i64, i64)> = existing
+            .into_iter()
+            .filter(|(_, person)| peer_persons.contains(person))
+            .collect();
+        tallies.slice_persons.took += started.elapsed();
         tallies
             .slice_persons
-            .reconcile::<SlicePersons>(conn, &owners, &persons, |person| {
-                peer_persons.contains(&person)
-            })
+            .reconcile_read::<SlicePersons>(conn, &existing, &persons)
             .await?;
     }
 

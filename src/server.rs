@@ -26,6 +26,7 @@ use crate::api::peers::PeerApi;
 use crate::api::registry::RegistryApi;
 use crate::api::tokens::TokenApi;
 use crate::error::{Error, Result};
+use crate::peering::follow::{self, Followers};
 use crate::peering::refresh::Refresher;
 use crate::peering::{compaction, schedule};
 use crate::proto::FILE_DESCRIPTOR_SET;
@@ -112,6 +113,8 @@ pub struct App {
     pub config: ServerConfig,
     /// Runs peer refreshes.
     pub refresher: Refresher,
+    /// Where following each followed peer stands.
+    pub followers: Followers,
 }
 
 /// A server started by [`start`].
@@ -188,9 +191,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         store,
         config,
         refresher,
+        followers: Followers::default(),
     });
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(schedule::run(app.refresher.clone(), stopped.clone()));
+    tokio::spawn(follow::run(
+        app.refresher.clone(),
+        app.followers.clone(),
+        stopped.clone(),
+    ));
     tokio::spawn(compaction::run(
         app.store.clone(),
         app.config.change_retention,
@@ -253,10 +262,14 @@ async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(RegistryServiceServer::new(RegistryApi::new(store.clone())))
         .add_service(TokenServiceServer::new(TokenApi::new(store.clone())))
-        .add_service(PeerServiceServer::new(PeerApi::new(app.refresher.clone())))
+        .add_service(PeerServiceServer::new(PeerApi::new(
+            app.refresher.clone(),
+            app.followers.clone(),
+        )))
         .add_service(PeeringServiceServer::new(PeeringApi::new(
             store.clone(),
             app.config.registry_name.clone(),
+            stopped.clone(),
         )));
 
     let shutdown = async move {

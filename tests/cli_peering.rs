@@ -251,6 +251,16 @@ async fn peer_commands_federate_two_registries(backend: Backend) {
     assert_eq!(peer.max_delete_fraction, Some(0.25), "left as it was");
     assert!(peer.has_outbound_token, "left as it was");
     assert_eq!(field(&updated, "refresh interval"), "manual");
+    assert_eq!(field(&updated, "mode"), "manual");
+
+    // Follow the peer: the mode says so, and the follow status shows.
+    let following = success(&cli(&plc1, &["peer", "update", "plc2b", "--follow", "true"]).await);
+    assert_eq!(field(&following, "mode"), "follow");
+    assert!(field(&following, "follow").contains("lag"), "{following}");
+    let listed = success(&cli(&plc1, &["peer", "list"]).await);
+    assert!(listed.contains(" follow "), "{listed}");
+    let bad = cli(&plc1, &["peer", "update", "plc2b", "--follow", "maybe"]).await;
+    failure_with(&bad, 2, &["--follow", "maybe"]);
 
     // Removing the peer removes its cache, and says what went.
     let removed = success(&cli(&plc1, &["peer", "rm", "plc2b"]).await);

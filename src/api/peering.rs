@@ -1,9 +1,11 @@
-//! `fedreg.v1.PeeringService`: `GetPeerData`, called by peers.
+//! `fedreg.v1.PeeringService`: `GetPeerData` and `Follow`, called by peers.
 
+use tokio::sync::watch;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use super::auth::Principal;
+use crate::peering::announce::{self, FollowStream};
 use crate::peering::export::{self, PeerDataStream};
 use crate::proto::v1 as pb;
 use crate::proto::v1::peering_service_server::PeeringService;
@@ -14,14 +16,17 @@ use crate::store::Store;
 pub struct PeeringApi {
     store: Store,
     registry_name: String,
+    stop: watch::Receiver<bool>,
 }
 
 impl PeeringApi {
-    /// A service over `store`, announcing itself as `registry_name`.
-    pub fn new(store: Store, registry_name: String) -> PeeringApi {
+    /// A service over `store`, announcing itself as `registry_name`; its
+    /// follow streams end when `stop` turns true.
+    pub fn new(store: Store, registry_name: String, stop: watch::Receiver<bool>) -> PeeringApi {
         PeeringApi {
             store,
             registry_name,
+            stop,
         }
     }
 }
@@ -29,6 +34,7 @@ impl PeeringApi {
 #[tonic::async_trait]
 impl PeeringService for PeeringApi {
     type GetPeerDataStream = BoxStream<pb::PeerDataChunk>;
+    type FollowStream = FollowStream;
 
     async fn get_peer_data(
         &self,
@@ -47,5 +53,19 @@ impl PeeringService for PeeringApi {
         };
         let stream: PeerDataStream = export::stream(self.store.clone(), request);
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn follow(
+        &self,
+        request: Request<pb::FollowRequest>,
+    ) -> Result<Response<Self::FollowStream>, Status> {
+        let request = request.into_inner();
+        let heartbeat = announce::heartbeat(request.heartbeat_seconds)?;
+        Ok(Response::new(announce::stream(
+            self.store.clone(),
+            request.since,
+            heartbeat,
+            self.stop.clone(),
+        )))
     }
 }

@@ -2,8 +2,9 @@
 
 use tonic::{Request, Response, Status};
 
+use crate::peering::follow::Followers;
 use crate::peering::peers;
-use crate::peering::refresh::{PeerRef, Refresher};
+use crate::peering::refresh::{PeerRef, RefreshOptions, Refresher};
 use crate::proto::v1 as pb;
 use crate::proto::v1::peer_service_server::PeerService;
 
@@ -11,12 +12,17 @@ use crate::proto::v1::peer_service_server::PeerService;
 #[derive(Clone)]
 pub struct PeerApi {
     refresher: Refresher,
+    followers: Followers,
 }
 
 impl PeerApi {
-    /// A service that refreshes with `refresher` (and uses its store).
-    pub fn new(refresher: Refresher) -> PeerApi {
-        PeerApi { refresher }
+    /// A service that refreshes with `refresher` (and uses its store) and
+    /// tells `followers` when peer records change.
+    pub fn new(refresher: Refresher, followers: Followers) -> PeerApi {
+        PeerApi {
+            refresher,
+            followers,
+        }
     }
 }
 
@@ -26,9 +32,10 @@ impl PeerService for PeerApi {
         &self,
         request: Request<pb::CreatePeerRequest>,
     ) -> Result<Response<pb::Peer>, Status> {
-        Ok(Response::new(
-            peers::create(&self.refresher.store, request.into_inner()).await?,
-        ))
+        let peer =
+            peers::create(&self.refresher.store, &self.followers, request.into_inner()).await?;
+        self.followers.peers_changed();
+        Ok(Response::new(peer))
     }
 
     async fn get_peer(
@@ -36,7 +43,7 @@ impl PeerService for PeerApi {
         request: Request<pb::GetPeerRequest>,
     ) -> Result<Response<pb::Peer>, Status> {
         Ok(Response::new(
-            peers::get(&self.refresher.store, request.into_inner()).await?,
+            peers::get(&self.refresher.store, &self.followers, request.into_inner()).await?,
         ))
     }
 
@@ -45,7 +52,7 @@ impl PeerService for PeerApi {
         request: Request<pb::ListPeersRequest>,
     ) -> Result<Response<pb::ListPeersResponse>, Status> {
         Ok(Response::new(
-            peers::list(&self.refresher.store, request.into_inner()).await?,
+            peers::list(&self.refresher.store, &self.followers, request.into_inner()).await?,
         ))
     }
 
@@ -53,18 +60,19 @@ impl PeerService for PeerApi {
         &self,
         request: Request<pb::UpdatePeerRequest>,
     ) -> Result<Response<pb::Peer>, Status> {
-        Ok(Response::new(
-            peers::update(&self.refresher.store, request.into_inner()).await?,
-        ))
+        let peer =
+            peers::update(&self.refresher.store, &self.followers, request.into_inner()).await?;
+        self.followers.peers_changed();
+        Ok(Response::new(peer))
     }
 
     async fn delete_peer(
         &self,
         request: Request<pb::DeletePeerRequest>,
     ) -> Result<Response<pb::DeletePeerResponse>, Status> {
-        Ok(Response::new(
-            peers::delete(&self.refresher.store, request.into_inner()).await?,
-        ))
+        let removed = peers::delete(&self.refresher.store, request.into_inner()).await?;
+        self.followers.peers_changed();
+        Ok(Response::new(removed))
     }
 
     async fn refresh_peer(
@@ -82,7 +90,16 @@ impl PeerService for PeerApi {
             }
         };
         Ok(Response::new(
-            self.refresher.refresh(target, req.force, req.full).await?,
+            self.refresher
+                .refresh(
+                    target,
+                    RefreshOptions {
+                        force: req.force,
+                        full: req.full,
+                        mode: pb::SyncMode::Manual,
+                    },
+                )
+                .await?,
         ))
     }
 }

@@ -57,7 +57,7 @@ pub struct AddArgs {
         .multiple(true)
         .args([
             "name", "url", "outbound_token", "peer_cacert", "shortname",
-            "hrn_root", "refresh_interval", "max_delete_fraction",
+            "hrn_root", "refresh_interval", "max_delete_fraction", "follow",
         ])
 ))]
 pub struct UpdateArgs {
@@ -98,6 +98,10 @@ pub struct PeerSettings {
     /// --force (default: the server's --max-delete-fraction).
     #[arg(long, value_name = "F")]
     pub max_delete_fraction: Option<f64>,
+    /// Follow the peer (true): keep a stream open to it and apply its
+    /// changes as they are committed, instead of the refresh interval.
+    #[arg(long, value_name = "BOOL")]
+    pub follow: Option<bool>,
 }
 
 impl PeerSettings {
@@ -172,6 +176,7 @@ pub async fn peer(
                 hrn_root: add.settings.hrn_root.unwrap_or_default(),
                 refresh_interval_seconds: add.settings.refresh_interval.unwrap_or(0),
                 max_delete_fraction: add.settings.max_delete_fraction,
+                follow: add.settings.follow.unwrap_or(false),
             };
             let peer = server
                 .peers
@@ -206,6 +211,7 @@ pub async fn peer(
                 hrn_root: update.settings.hrn_root,
                 refresh_interval_seconds: update.settings.refresh_interval,
                 max_delete_fraction: update.settings.max_delete_fraction,
+                follow: update.settings.follow,
             };
             let peer = server
                 .peers
@@ -280,13 +286,40 @@ fn interval_text(seconds: i64) -> String {
     }
 }
 
+/// How the peer's cache is kept up to date: `follow`, the refresh
+/// interval (`300 s`) or `manual`.
+fn mode_text(peer: &pb::Peer) -> String {
+    match peer.mode() {
+        pb::SyncMode::Follow => "follow".into(),
+        _ => interval_text(peer.refresh_interval_seconds),
+    }
+}
+
+/// Where following stands: connection, revisions and lag.
+fn follow_text(status: &pb::FollowStatus) -> String {
+    let connection = if status.connected {
+        "connected"
+    } else {
+        "not connected"
+    };
+    format!(
+        "{connection}; peer at revision {}, applied {}; lag {} revisions, {:.3} s; {} refreshes, {} connects",
+        status.peer_revision,
+        status.applied_revision,
+        status.lag_revisions,
+        status.lag_seconds,
+        status.refreshes,
+        status.connects
+    )
+}
+
 /// The table of `fedreg peer list`.
 fn list_table(peers: &[pb::Peer]) -> Table {
     let mut table = Table::new(&[
         ("ID", Align::Right),
         ("NAME", Align::Left),
         ("URL", Align::Left),
-        ("INTERVAL", Align::Right),
+        ("MODE", Align::Right),
         ("LAST REFRESH", Align::Left),
         ("OUTCOME", Align::Left),
         ("CACHED", Align::Right),
@@ -298,7 +331,7 @@ fn list_table(peers: &[pb::Peer]) -> Table {
             peer.peer_id.to_string(),
             peer.peername.clone(),
             peer.peer_url.clone(),
-            interval_text(peer.refresh_interval_seconds),
+            mode_text(peer),
             timestamp_text(peer.last_refresh_time.as_ref()),
             outcome_name(peer.last_refresh_outcome).to_owned(),
             total.to_string(),
@@ -317,7 +350,7 @@ fn peer_text(peer: &pb::Peer) -> String {
             s.to_owned()
         }
     };
-    let fields = [
+    let mut fields = vec![
         ("id", peer.peer_id.to_string()),
         ("name", peer.peername.clone()),
         ("url", peer.peer_url.clone()),
@@ -325,6 +358,7 @@ fn peer_text(peer: &pb::Peer) -> String {
         ("hrn root", or_dash(&peer.hrn_root)),
         ("CA certificate", set(!peer.cacert.is_empty()).into()),
         ("outbound token", set(peer.has_outbound_token).into()),
+        ("mode", mode_text(peer)),
         (
             "refresh interval",
             interval_text(peer.refresh_interval_seconds),
@@ -352,6 +386,19 @@ fn peer_text(peer: &pb::Peer) -> String {
             ),
         ),
     ];
+    if let Some(status) = &peer.follow_status {
+        fields.push(("follow", follow_text(status)));
+        if !status.last_error.is_empty() {
+            fields.push((
+                "follow error",
+                format!(
+                    "{} ({})",
+                    status.last_error,
+                    timestamp_text(status.last_error_time.as_ref())
+                ),
+            ));
+        }
+    }
     let mut out = String::new();
     for (label, value) in fields {
         out.push_str(&format!("{:<21}{value}\n", format!("{label}:")));

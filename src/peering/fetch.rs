@@ -12,7 +12,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::spool::Spool;
@@ -34,26 +36,7 @@ pub async fn fetch(
     spool_dir: &Path,
 ) -> Result<(Spool, Duration)> {
     let started = Instant::now();
-    let channel = connect(peer, idle_timeout).await?;
-    let token = peer.outbound_token.clone().ok_or_else(|| {
-        Error::FailedPrecondition(format!(
-            "peer {} has no outbound token: set one with UpdatePeer (a peer token created on {})",
-            peer.peername, peer.peer_url
-        ))
-    })?;
-    let bearer: MetadataValue<_> = format!("Bearer {token}").parse().map_err(|_| {
-        Error::FailedPrecondition(format!(
-            "the outbound token of peer {} is not a valid header value",
-            peer.peername
-        ))
-    })?;
-    let mut client =
-        PeeringServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", bearer.clone());
-            Ok(req)
-        })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-
+    let mut client = client(peer, idle_timeout).await?;
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         Error::Unavailable(format!(
             "peer {} ({}): {what}: {e}",
@@ -120,6 +103,47 @@ pub async fn fetch(
             }
         }
     }
+}
+
+/// A `PeeringService` client of a peer, presenting its outbound token.
+pub type PeerClient = PeeringServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <outbound token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// Connects to `peer` (waiting at most `timeout`) as a client presenting
+/// its outbound token.
+pub async fn client(peer: &PeerRow, timeout: Duration) -> Result<PeerClient> {
+    let token = peer.outbound_token.as_ref().ok_or_else(|| {
+        Error::FailedPrecondition(format!(
+            "peer {} has no outbound token: set one with UpdatePeer (a peer token created on {})",
+            peer.peername, peer.peer_url
+        ))
+    })?;
+    let bearer = format!("Bearer {token}").parse().map_err(|_| {
+        Error::FailedPrecondition(format!(
+            "the outbound token of peer {} is not a valid header value",
+            peer.peername
+        ))
+    })?;
+    let channel = connect(peer, timeout).await?;
+    Ok(
+        PeeringServiceClient::with_interceptor(channel, Bearer(bearer))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    )
 }
 
 /// Opens a channel to the peer, with TLS for `https://`.

@@ -8,6 +8,7 @@
 
 use prost::Message;
 
+use super::follow::Followers;
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry::{self, validate};
@@ -17,14 +18,34 @@ use crate::store::{DbConn, Store, cache, now};
 /// Largest page of a peer listing.
 const MAX_PAGE_SIZE: i32 = 1000;
 
-/// The message of a stored peer, with the counts of what is cached from it.
-pub async fn load(conn: &mut DbConn, row: PeerRow) -> Result<pb::Peer> {
+/// The message of a stored peer, with the counts of what is cached from it
+/// and, for a followed peer, where following it stands.
+pub async fn load(conn: &mut DbConn, followers: &Followers, row: PeerRow) -> Result<pb::Peer> {
     let [sites, keys, persons, nodes, slices] = cache::counts(conn, row.peer_id).await?;
     let last_refresh_report = row
         .last_refresh_report
         .as_deref()
         .and_then(|bytes| pb::RefreshReport::decode(bytes).ok());
+    let mode = match (row.follow, row.refresh_interval_seconds) {
+        (true, _) => pb::SyncMode::Follow,
+        (false, 0) => pb::SyncMode::Manual,
+        (false, _) => pb::SyncMode::Scheduled,
+    };
+    let follow_status = match row.follow {
+        true => Some(
+            followers
+                .status(row.peer_id)
+                .unwrap_or_else(|| pb::FollowStatus {
+                    applied_revision: row.checkpoint_revision.unwrap_or(0),
+                    ..Default::default()
+                }),
+        ),
+        false => None,
+    };
     Ok(pb::Peer {
+        follow: row.follow,
+        mode: mode as i32,
+        follow_status,
         peer_id: row.peer_id,
         peername: row.peername,
         peer_url: row.peer_url,
@@ -156,7 +177,11 @@ async fn ensure_name_free(conn: &mut DbConn, name: &str) -> Result<()> {
 }
 
 /// Creates a peer.
-pub async fn create(store: &Store, req: pb::CreatePeerRequest) -> Result<pb::Peer> {
+pub async fn create(
+    store: &Store,
+    followers: &Followers,
+    req: pb::CreatePeerRequest,
+) -> Result<pb::Peer> {
     let peer = NewPeer {
         peername: peername(&req.peername)?,
         peer_url: peer_url(&req.peer_url)?,
@@ -171,31 +196,40 @@ pub async fn create(store: &Store, req: pb::CreatePeerRequest) -> Result<pb::Pee
             .transpose()?,
         date_created: now(),
         last_refresh_outcome: pb::RefreshOutcome::Unspecified as i32,
+        follow: req.follow,
     };
     let mut conn = store.write().await?;
     conn.transaction(|c| {
         Box::pin(async move {
             ensure_name_free(c, &peer.peername).await?;
             let row = peers::insert(c, &peer).await?;
-            load(c, row).await
+            load(c, followers, row).await
         })
     })
     .await
 }
 
 /// Gets a peer by id or name.
-pub async fn get(store: &Store, req: pb::GetPeerRequest) -> Result<pb::Peer> {
+pub async fn get(
+    store: &Store,
+    followers: &Followers,
+    req: pb::GetPeerRequest,
+) -> Result<pb::Peer> {
     let mut conn = store.read().await?;
     let row = match req.key {
         Some(pb::get_peer_request::Key::PeerId(id)) => require(&mut conn, id).await?,
         Some(pb::get_peer_request::Key::Peername(name)) => require_named(&mut conn, &name).await?,
         None => return Err(Error::invalid("key", "", "set peer_id or peername")),
     };
-    load(&mut conn, row).await
+    load(&mut conn, followers, row).await
 }
 
 /// Lists peers.
-pub async fn list(store: &Store, req: pb::ListPeersRequest) -> Result<pb::ListPeersResponse> {
+pub async fn list(
+    store: &Store,
+    followers: &Followers,
+    req: pb::ListPeersRequest,
+) -> Result<pb::ListPeersResponse> {
     let page = registry::page(&pb::ListRequest {
         page_size: req.page_size.min(MAX_PAGE_SIZE),
         page_token: req.page_token,
@@ -207,7 +241,7 @@ pub async fn list(store: &Store, req: pb::ListPeersRequest) -> Result<pb::ListPe
     let next_page_token = registry::next_page_token(&page, rows.len(), last);
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        out.push(load(&mut conn, row).await?);
+        out.push(load(&mut conn, followers, row).await?);
     }
     Ok(pb::ListPeersResponse {
         peers: out,
@@ -216,7 +250,11 @@ pub async fn list(store: &Store, req: pb::ListPeersRequest) -> Result<pb::ListPe
 }
 
 /// Changes a peer.
-pub async fn update(store: &Store, req: pb::UpdatePeerRequest) -> Result<pb::Peer> {
+pub async fn update(
+    store: &Store,
+    followers: &Followers,
+    req: pb::UpdatePeerRequest,
+) -> Result<pb::Peer> {
     let changes = PeerChanges {
         peername: req.peername.as_deref().map(peername).transpose()?,
         peer_url: req.peer_url.as_deref().map(peer_url).transpose()?,
@@ -241,6 +279,7 @@ pub async fn update(store: &Store, req: pb::UpdatePeerRequest) -> Result<pb::Pee
             .map(max_delete_fraction)
             .transpose()?
             .map(Some),
+        follow: req.follow,
     };
     let mut conn = store.write().await?;
     conn.transaction(|c| {
@@ -252,7 +291,7 @@ pub async fn update(store: &Store, req: pb::UpdatePeerRequest) -> Result<pb::Pee
                 ensure_name_free(c, name).await?;
             }
             let row = peers::update(c, req.peer_id, &changes).await?;
-            load(c, row).await
+            load(c, followers, row).await
         })
     })
     .await

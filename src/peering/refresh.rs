@@ -56,6 +56,27 @@ pub struct Refresher {
     pub lock_connections: lock::LockConnections,
 }
 
+/// How a refresh runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RefreshOptions {
+    /// Apply a refresh that the mass-delete guard would refuse.
+    pub force: bool,
+    /// Fetch everything even when the peer record holds a checkpoint.
+    pub full: bool,
+    /// What started the refresh, for the report.
+    pub mode: pb::SyncMode,
+}
+
+impl RefreshOptions {
+    /// A delta refresh (full without a checkpoint), guarded, started by `mode`.
+    pub fn by(mode: pb::SyncMode) -> RefreshOptions {
+        RefreshOptions {
+            mode,
+            ..RefreshOptions::default()
+        }
+    }
+}
+
 /// Which peer to refresh.
 #[derive(Debug, Clone)]
 pub enum PeerRef {
@@ -66,14 +87,11 @@ pub enum PeerRef {
 }
 
 impl Refresher {
-    /// Refreshes a peer; `force` applies a refresh that the mass-delete
-    /// guard would refuse; `full` fetches everything even when the peer
-    /// record holds a checkpoint.
+    /// Refreshes a peer.
     pub async fn refresh(
         &self,
         target: PeerRef,
-        force: bool,
-        full: bool,
+        options: RefreshOptions,
     ) -> Result<pb::RefreshReport> {
         let peer = {
             let mut conn = self.store.read().await?;
@@ -85,7 +103,7 @@ impl Refresher {
         let started = Instant::now();
         let lock =
             lock::acquire(&self.store, &self.data_dir, &self.lock_connections, &peer).await?;
-        let result = self.refresh_locked(&peer, force, full, started).await;
+        let result = self.refresh_locked(&peer, options, started).await;
         lock.release().await;
         result
     }
@@ -94,12 +112,12 @@ impl Refresher {
     async fn refresh_locked(
         &self,
         peer: &PeerRow,
-        force: bool,
-        full: bool,
+        options: RefreshOptions,
         started: Instant,
     ) -> Result<pb::RefreshReport> {
-        let mut report = ReportBuilder::new(&peer.peername, now());
+        let mut report = ReportBuilder::new(&peer.peername, now(), options.mode);
         report.timer("lock", started.elapsed());
+        let RefreshOptions { force, full, .. } = options;
         match self.run(peer, force, full, &mut report, started).await {
             Ok(done) => {
                 if done.outcome != pb::RefreshOutcome::Applied as i32 {

@@ -17,12 +17,14 @@ pub struct ReportBuilder {
 }
 
 impl ReportBuilder {
-    /// A report for `peername`, started at `started` (Unix seconds).
-    pub fn new(peername: &str, started: i64) -> ReportBuilder {
+    /// A report for `peername`, started at `started` (Unix seconds) by
+    /// `mode` (a call, the schedule, a follow stream).
+    pub fn new(peername: &str, started: i64, mode: pb::SyncMode) -> ReportBuilder {
         ReportBuilder {
             report: pb::RefreshReport {
                 peername: peername.to_owned(),
                 started: crate::registry::timestamp(started),
+                mode: mode as i32,
                 ..Default::default()
             },
             ..Default::default()

@@ -16,7 +16,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::refresh::{PeerRef, Refresher};
+use super::refresh::{PeerRef, RefreshOptions, Refresher};
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::store::now;
@@ -98,7 +98,10 @@ async fn tick(
             continue;
         }
         let result = refresher
-            .refresh(PeerRef::Id(peer.peer_id), false, false)
+            .refresh(
+                PeerRef::Id(peer.peer_id),
+                RefreshOptions::by(pb::SyncMode::Scheduled),
+            )
             .await;
         slot.failures = match &result {
             Ok(r) if r.outcome == pb::RefreshOutcome::Applied as i32 => 0,

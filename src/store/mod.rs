@@ -32,6 +32,7 @@
 pub mod schema;
 
 pub mod cache;
+pub mod changes;
 pub mod keys;
 pub mod listing;
 pub mod memberships;
@@ -58,6 +59,7 @@ use scoped_futures::ScopedBoxFuture;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::{Error, Result};
+use changes::ChangeFeed;
 
 pub use migrate::run_migrations;
 
@@ -77,6 +79,7 @@ pub enum BackendKind {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Backend>,
+    feed: Arc<ChangeFeed>,
 }
 
 enum Backend {
@@ -101,7 +104,20 @@ pub enum DbConn {
     /// A pooled SQLite reader.
     SqliteRead(PooledConnection<'static, SqliteAsync>),
     /// The SQLite writer, held exclusively.
-    SqliteWrite(OwnedMutexGuard<SqliteAsync>),
+    SqliteWrite(SqliteWriter),
+}
+
+/// The SQLite writer checked out of a [`Store`]; releasing it wakes the
+/// store's [`ChangeFeed`], since whatever it committed is visible by then.
+pub struct SqliteWriter {
+    conn: OwnedMutexGuard<SqliteAsync>,
+    feed: Arc<ChangeFeed>,
+}
+
+impl Drop for SqliteWriter {
+    fn drop(&mut self) {
+        self.feed.wake();
+    }
 }
 
 /// A connection borrowed as its concrete backend type, for [`with_db!`].
@@ -199,7 +215,17 @@ impl Store {
         };
         Ok(Store {
             inner: Arc::new(backend),
+            feed: Arc::default(),
         })
+    }
+
+    /// A receiver that changes after commits (see [`changes`]): wait on it,
+    /// then read the change history to see what moved.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        if let Backend::Postgres { url, .. } = &*self.inner {
+            self.feed.listen_postgres(url);
+        }
+        self.feed.subscribe()
     }
 
     /// The database behind this store.
@@ -237,9 +263,10 @@ impl Store {
             Backend::Postgres { pool, .. } => {
                 Ok(DbConn::Pg(pool.get_owned().await.map_err(pool_error)?))
             }
-            Backend::Sqlite { writer, .. } => {
-                Ok(DbConn::SqliteWrite(writer.clone().lock_owned().await))
-            }
+            Backend::Sqlite { writer, .. } => Ok(DbConn::SqliteWrite(SqliteWriter {
+                conn: writer.clone().lock_owned().await,
+                feed: self.feed.clone(),
+            })),
         }
     }
 }
@@ -267,7 +294,7 @@ impl DbConn {
         match self {
             DbConn::Pg(c) => Db::Pg(c),
             DbConn::SqliteRead(c) => Db::Sqlite(c),
-            DbConn::SqliteWrite(c) => Db::Sqlite(c),
+            DbConn::SqliteWrite(c) => Db::Sqlite(&mut c.conn),
         }
     }
 

@@ -43,6 +43,9 @@ pub struct PeerRow {
     pub checkpoint_epoch: Option<String>,
     /// The peer's revision the cache reflects.
     pub checkpoint_revision: Option<i64>,
+    /// Whether a follow stream applies the peer's changes as they are
+    /// committed (instead of the refresh schedule).
+    pub follow: bool,
 }
 
 impl PeerRow {
@@ -90,6 +93,8 @@ pub struct NewPeer {
     pub date_created: i64,
     /// `RefreshOutcome` value (unspecified until the first refresh).
     pub last_refresh_outcome: i32,
+    /// Whether the peer is followed.
+    pub follow: bool,
 }
 
 /// Changes to a peer; `None` leaves a column as it is.
@@ -112,6 +117,8 @@ pub struct PeerChanges {
     pub refresh_interval_seconds: Option<i64>,
     /// Mass-delete threshold; `Some(None)` for the server default.
     pub max_delete_fraction: Option<Option<f64>>,
+    /// Whether the peer is followed.
+    pub follow: Option<bool>,
 }
 
 /// The outcome of a refresh, as recorded on the peer.
@@ -162,11 +169,23 @@ pub async fn list(conn: &mut DbConn, after_id: i64, limit: i64) -> Result<Vec<Pe
     })?)
 }
 
-/// Every peer refreshed on a schedule.
+/// Every peer refreshed on a schedule (followed peers are not).
 pub async fn scheduled(conn: &mut DbConn) -> Result<Vec<PeerRow>> {
     Ok(with_db!(conn, |c| {
         peers::table
             .filter(peers::refresh_interval_seconds.gt(0))
+            .filter(peers::follow.eq(false))
+            .select(PeerRow::as_select())
+            .load(c)
+            .await
+    })?)
+}
+
+/// Every followed peer.
+pub async fn followed(conn: &mut DbConn) -> Result<Vec<PeerRow>> {
+    Ok(with_db!(conn, |c| {
+        peers::table
+            .filter(peers::follow.eq(true))
             .select(PeerRow::as_select())
             .load(c)
             .await

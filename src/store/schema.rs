@@ -22,6 +22,7 @@ diesel::table! {
         last_refresh_report -> Nullable<Binary>,
         checkpoint_epoch -> Nullable<Text>,
         checkpoint_revision -> Nullable<BigInt>,
+        follow -> Bool,
     }
 }
 

@@ -214,6 +214,16 @@ struct Scripted(Arc<Mutex<Script>>);
 #[tonic::async_trait]
 impl PeeringService for Scripted {
     type GetPeerDataStream = BoxStream<pb::PeerDataChunk>;
+    type FollowStream = BoxStream<pb::FollowEvent>;
+
+    /// A scripted peer serves snapshots only, as a registry that predates
+    /// follow mode would.
+    async fn follow(
+        &self,
+        _request: Request<pb::FollowRequest>,
+    ) -> Result<Response<Self::FollowStream>, Status> {
+        Err(Status::unimplemented("this peer does not serve Follow"))
+    }
 
     async fn get_peer_data(
         &self,

@@ -17,6 +17,7 @@ pub mod fake_peer;
 pub mod federation;
 pub mod objects;
 pub mod peers;
+pub mod proxy;
 pub mod rows;
 
 use std::sync::atomic::{AtomicU32, Ordering};

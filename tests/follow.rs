@@ -1,0 +1,356 @@
+//! Follow mode: a registry that follows a peer keeps a `Follow` stream open
+//! to it and applies each change the peer commits, without a refresh call.
+//! Checked on real servers, both backends, both directions:
+//! - the stream itself: the first event, a commit's event (the heartbeat
+//!   set to an hour, so only the commit notification can deliver it, also
+//!   from another process sharing a PostgreSQL database), heartbeats, bad
+//!   requests, and a server that stops with streams open;
+//! - changes on both registries reach each other's cache, and the cache is
+//!   what a full refresh makes of the peer's data;
+//! - the followed peer restarting (changes made while it was away arrive
+//!   once it is back) and the connection cut under the stream, several
+//!   times: no change is lost or applied twice;
+//! - a peer that does not serve `Follow` shows the error and is retried.
+
+mod common;
+
+use std::future::Future;
+use std::time::Duration;
+
+use common::fake_peer::{FakePeer, site};
+use common::federation::{get_peer, peer_both_ways, peer_one_way, refresh_full, writes};
+use common::proxy::Proxy;
+use common::{Backend, TestServer, assert_status};
+use fedreg::proto::v1 as pb;
+use tonic::Streaming;
+
+backend_tests!(
+    the_follow_stream_announces_commits_and_heartbeats,
+    changes_reach_followers_both_ways,
+    following_survives_the_peer_restarting,
+    following_survives_cut_connections,
+    a_peer_without_follow_shows_the_error,
+);
+
+/// Longest wait for something that should happen within milliseconds;
+/// generous so that a loaded machine does not fail the test.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Waits until `check` holds, polling; panics after [`PATIENCE`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The next event of a Follow stream, within [`PATIENCE`].
+async fn next_event(events: &mut Streaming<pb::FollowEvent>) -> pb::FollowEvent {
+    tokio::time::timeout(PATIENCE, events.message())
+        .await
+        .expect("an event in time")
+        .expect("the stream works")
+        .expect("the stream is open")
+}
+
+async fn open_follow(
+    on: &TestServer,
+    since: Option<pb::Checkpoint>,
+    heartbeat_seconds: u32,
+) -> Streaming<pb::FollowEvent> {
+    on.peering_as(Some(&on.admin_token))
+        .await
+        .follow(pb::FollowRequest {
+            since,
+            heartbeat_seconds,
+        })
+        .await
+        .expect("follow")
+        .into_inner()
+}
+
+/// Makes `on` follow (or stop following) its peer `peer_id`.
+async fn set_follow(on: &TestServer, peer_id: i64, follow: bool) -> pb::Peer {
+    on.peers()
+        .await
+        .update_peer(pb::UpdatePeerRequest {
+            peer_id,
+            follow: Some(follow),
+            ..Default::default()
+        })
+        .await
+        .expect("set follow")
+        .into_inner()
+}
+
+/// Sites cached on `on` from its peer `peer_id`.
+async fn cached_sites(on: &TestServer, peer_id: i64) -> i64 {
+    get_peer(on, peer_id).await.cached.unwrap_or_default().sites
+}
+
+/// Waits until `on` caches `sites` sites from `peer_id` and its follow
+/// status says it is up to date; returns that status.
+async fn caught_up(on: &TestServer, peer_id: i64, sites: i64) -> pb::FollowStatus {
+    eventually(
+        &format!("{sites} sites cached from peer {peer_id}"),
+        || async {
+            let peer = get_peer(on, peer_id).await;
+            let status = peer.follow_status.unwrap_or_default();
+            peer.cached.unwrap_or_default().sites == sites && status.lag_revisions == 0
+        },
+    )
+    .await;
+    get_peer(on, peer_id).await.follow_status.expect("status")
+}
+
+async fn the_follow_stream_announces_commits_and_heartbeats(backend: Backend) {
+    let mut a = TestServer::start_named(backend, "plca").await;
+    let mut api = a.registry().await;
+
+    // Without a checkpoint, the first event announces the current one.
+    let mut events = open_follow(&a, None, 3600).await;
+    let first = next_event(&mut events).await;
+    assert!(!first.heartbeat);
+    let start = first.checkpoint.expect("checkpoint");
+
+    // A commit is announced at once: with an hour's heartbeat, only the
+    // commit's notification can bring this event.
+    common::objects::site(&mut api, "alpha").await;
+    let changed = next_event(&mut events).await;
+    assert!(!changed.heartbeat);
+    let after = changed.checkpoint.expect("checkpoint");
+    assert_eq!(after.epoch, start.epoch);
+    assert!(after.revision > start.revision, "{after:?} after {start:?}");
+
+    // A commit in another process on the same database: PostgreSQL
+    // notifies every listening process; on SQLite one process owns the
+    // database, so the heartbeat's read (the safety net) announces it.
+    let mut quick = open_follow(&a, Some(after.clone()), 1).await;
+    assert!(next_event(&mut quick).await.heartbeat, "nothing new yet");
+    let mut other = TestServer::start_sharing(&a, |c| c.registry_name = "plca".into()).await;
+    common::objects::site(&mut other.registry().await, "beta").await;
+    let stream = match backend {
+        Backend::Postgres => &mut events,
+        Backend::Sqlite => &mut quick,
+    };
+    let moved = next_event(stream).await;
+    assert!(!moved.heartbeat);
+    assert!(moved.checkpoint.expect("checkpoint").revision > after.revision);
+    other.stop().await;
+
+    // Nothing new: heartbeats, each with the current checkpoint.
+    let now = pb::Checkpoint {
+        epoch: start.epoch.clone(),
+        revision: after.revision + 1,
+    };
+    let mut beats = open_follow(&a, Some(now.clone()), 1).await;
+    for _ in 0..2 {
+        let beat = next_event(&mut beats).await;
+        assert!(beat.heartbeat);
+        assert_eq!(beat.checkpoint, Some(now.clone()));
+    }
+
+    // A checkpoint of another epoch is behind whatever its revision.
+    let mut foreign = open_follow(
+        &a,
+        Some(pb::Checkpoint {
+            epoch: "elsewhere".into(),
+            revision: 1_000_000,
+        }),
+        3600,
+    )
+    .await;
+    assert!(!next_event(&mut foreign).await.heartbeat);
+
+    let bad = a
+        .peering_as(Some(&a.admin_token))
+        .await
+        .follow(pb::FollowRequest {
+            since: None,
+            heartbeat_seconds: 4000,
+        })
+        .await;
+    assert_status(
+        bad,
+        tonic::Code::InvalidArgument,
+        &["heartbeat_seconds", "4000"],
+    );
+    let anonymous = a
+        .peering_as(None)
+        .await
+        .follow(pb::FollowRequest::default())
+        .await;
+    assert_status(anonymous, tonic::Code::Unauthenticated, &[]);
+
+    // Open streams do not hold the server up when it stops: they end.
+    tokio::time::timeout(PATIENCE, a.stop())
+        .await
+        .expect("the server stops with follow streams open");
+    let ended = tokio::time::timeout(PATIENCE, beats.message())
+        .await
+        .expect("the stream ends");
+    assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");
+}
+
+async fn changes_reach_followers_both_ways(backend: Backend) {
+    let a = TestServer::start_named(backend, "plca").await;
+    let b = TestServer::start_named(backend, "plcb").await;
+    let (b_on_a, a_on_b) = peer_both_ways(&a, "plca", &b, "plcb").await;
+    let followed = set_follow(&b, a_on_b, true).await;
+    assert_eq!(followed.mode(), pb::SyncMode::Follow);
+    set_follow(&a, b_on_a, true).await;
+
+    let mut on_a = a.registry().await;
+    let mut on_b = b.registry().await;
+    let mut a_sites = Vec::new();
+    for i in 0..4 {
+        a_sites.push(common::objects::site(&mut on_a, &format!("alpha{i}")).await);
+    }
+    common::objects::site(&mut on_b, "beta0").await;
+    on_a.update_site(pb::UpdateSiteRequest {
+        site_id: a_sites[0],
+        name: Some("Renamed".into()),
+        ..Default::default()
+    })
+    .await
+    .expect("update site");
+    on_a.delete_site(pb::DeleteRequest { id: a_sites[1] })
+        .await
+        .expect("delete site");
+
+    let status = caught_up(&b, a_on_b, 3).await;
+    caught_up(&a, b_on_a, 1).await;
+    assert!(status.connected);
+    assert!(status.refreshes >= 1);
+    assert_eq!(status.applied_revision, status.peer_revision);
+    assert!(status.last_error.is_empty(), "{}", status.last_error);
+    let peer = get_peer(&b, a_on_b).await;
+    let report = peer.last_refresh_report.expect("a report");
+    assert_eq!(report.mode(), pb::SyncMode::Follow);
+    let renamed = on_b
+        .get_site(pb::GetSiteRequest {
+            key: Some(pb::get_site_request::Key::LoginBase("alpha0".into())),
+        })
+        .await
+        .expect("the cached site")
+        .into_inner();
+    assert_eq!(renamed.name, "Renamed");
+
+    // Each cache is what a full refresh makes of the peer's data.
+    assert_eq!(writes(&refresh_full(&b, a_on_b).await), 0);
+    assert_eq!(writes(&refresh_full(&a, b_on_a).await), 0);
+
+    // Stopping to follow closes the stream; the peer is manual again.
+    let manual = set_follow(&b, a_on_b, false).await;
+    assert_eq!(manual.mode(), pb::SyncMode::Manual);
+    assert!(manual.follow_status.is_none());
+    common::objects::site(&mut on_a, "alpha9").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(cached_sites(&b, a_on_b).await, 3, "not followed any more");
+}
+
+async fn following_survives_the_peer_restarting(backend: Backend) {
+    let mut a = TestServer::start_named(backend, "plca").await;
+    let b = TestServer::start_named(backend, "plcb").await;
+    let a_on_b = peer_one_way(&b, "plcb", &a, "plca").await;
+    let address = a.addr();
+    let first = common::objects::site(&mut a.registry().await, "alpha0").await;
+    set_follow(&b, a_on_b, true).await;
+    caught_up(&b, a_on_b, 1).await;
+
+    // The peer stops; while it is away, its database changes (another
+    // process on it, not known to the follower).
+    a.stop().await;
+    let mut away = TestServer::start_sharing(&a, |c| c.registry_name = "plca".into()).await;
+    let mut api = away.registry().await;
+    common::objects::site(&mut api, "alpha1").await;
+    common::objects::site(&mut api, "alpha2").await;
+    api.delete_site(pb::DeleteRequest { id: first })
+        .await
+        .expect("delete");
+    away.stop().await;
+    eventually("the follower notices", || async {
+        !get_peer(&b, a_on_b)
+            .await
+            .follow_status
+            .unwrap_or_default()
+            .connected
+    })
+    .await;
+
+    // Back at its address: the follower reconnects and resumes.
+    let back = TestServer::start_sharing(&a, |c| {
+        c.registry_name = "plca".into();
+        c.listen = address;
+    })
+    .await;
+    let status = caught_up(&b, a_on_b, 2).await;
+    assert!(status.connects >= 2, "{status:?}");
+    assert!(status.connected);
+    common::objects::site(&mut back.registry().await, "alpha3").await;
+    caught_up(&b, a_on_b, 3).await;
+    assert_eq!(writes(&refresh_full(&b, a_on_b).await), 0);
+}
+
+async fn following_survives_cut_connections(backend: Backend) {
+    let a = TestServer::start_named(backend, "plca").await;
+    let b = TestServer::start_named(backend, "plcb").await;
+    let a_on_b = peer_one_way(&b, "plcb", &a, "plca").await;
+    let proxy = Proxy::start(a.addr()).await;
+    b.peers()
+        .await
+        .update_peer(pb::UpdatePeerRequest {
+            peer_id: a_on_b,
+            peer_url: Some(proxy.url()),
+            follow: Some(true),
+            ..Default::default()
+        })
+        .await
+        .expect("follow through the proxy");
+    let mut api = a.registry().await;
+    let mut sites = 0;
+    for round in 0..4 {
+        common::objects::site(&mut api, &format!("alpha{round}")).await;
+        sites += 1;
+        caught_up(&b, a_on_b, sites).await;
+        assert!(proxy.cut() > 0, "a connection to cut");
+        // A change made while the connection is down.
+        common::objects::site(&mut api, &format!("beta{round}")).await;
+        sites += 1;
+        caught_up(&b, a_on_b, sites).await;
+    }
+    let status = get_peer(&b, a_on_b).await.follow_status.expect("status");
+    assert!(status.connects >= 4, "{status:?}");
+    assert_eq!(writes(&refresh_full(&b, a_on_b).await), 0);
+}
+
+async fn a_peer_without_follow_shows_the_error(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let fake = FakePeer::start(pb::PeerDataBatch {
+        sites: vec![site(1, "fake")],
+        ..Default::default()
+    })
+    .await;
+    let peer_id = fake.register(&server, "old").await;
+    set_follow(&server, peer_id, true).await;
+    eventually("the error shows", || async {
+        let status = get_peer(&server, peer_id)
+            .await
+            .follow_status
+            .unwrap_or_default();
+        status.last_error.contains("does not serve Follow") && !status.connected
+    })
+    .await;
+    // A refresh call still works.
+    let report = common::federation::refresh(&server, peer_id).await;
+    assert_eq!(report.mode(), pb::SyncMode::Manual);
+    assert_eq!(cached_sites(&server, peer_id).await, 1);
+}

@@ -186,6 +186,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         idle_timeout: config.peer_timeout,
         chunk_size: config.refresh_chunk.max(1),
         lock_connections: Default::default(),
+        clients: Default::default(),
     };
     let app = Arc::new(App {
         store,

@@ -107,8 +107,13 @@ fn snapshot_text(report: &pb::RefreshReport) -> Option<String> {
 /// class and relation tables and the warnings; with `timers`, the phase
 /// timers too.
 pub fn report_text(report: &pb::RefreshReport, timers: bool) -> String {
+    let trigger = match report.mode() {
+        pb::SyncMode::Follow => ", on a change announced by the followed peer",
+        pb::SyncMode::Scheduled => ", by the schedule",
+        pb::SyncMode::Manual | pb::SyncMode::Unspecified => "",
+    };
     let mut out = format!(
-        "{}: {} in {:.3} s (started {})\n",
+        "{}: {} in {:.3} s (started {}{trigger})\n",
         report.peername,
         outcome_name(report.outcome),
         report.total_seconds,

@@ -9,7 +9,9 @@
 //! timeout, is an error, and nothing has been written to the database at
 //! that point.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tonic::metadata::{Ascii, MetadataValue};
@@ -26,17 +28,17 @@ use crate::store::peers::PeerRow;
 /// Largest message accepted from a peer (batches are far smaller).
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Fetches the dump of `peer` into a spool in `spool_dir`, or only the
-/// changes after `since` when the peer can serve them; `idle_timeout`
-/// bounds the wait for each message.
+/// Fetches the dump of `peer` through `client` into a spool in
+/// `spool_dir`, or only the changes after `since` when the peer can serve
+/// them; `idle_timeout` bounds the wait for each message.
 pub async fn fetch(
+    client: &mut PeerClient,
     peer: &PeerRow,
     since: Option<pb::Checkpoint>,
     idle_timeout: Duration,
     spool_dir: &Path,
 ) -> Result<(Spool, Duration)> {
     let started = Instant::now();
-    let mut client = client(peer, idle_timeout).await?;
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         Error::Unavailable(format!(
             "peer {} ({}): {what}: {e}",
@@ -101,6 +103,54 @@ pub async fn fetch(
                     &"expected a header, batches, then a trailer",
                 ));
             }
+        }
+    }
+}
+
+/// What a client of a peer is made from: its URL, outbound token and CA
+/// certificate. A client is reused while they stay the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection(String, Option<String>, Option<String>);
+
+impl Connection {
+    /// The connection settings of `peer`.
+    pub fn of(peer: &PeerRow) -> Connection {
+        Connection(
+            peer.peer_url.clone(),
+            peer.outbound_token.clone(),
+            peer.cacert.clone(),
+        )
+    }
+}
+
+/// Clients of peers, kept from call to call (a channel reconnects by
+/// itself when its connection breaks): opening a connection costs more
+/// than a small delta refresh. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Clients(Arc<Mutex<HashMap<i64, (Connection, PeerClient)>>>);
+
+impl Clients {
+    /// A client of `peer`: the kept one when the peer's connection settings
+    /// did not change, a new one otherwise (connecting within `timeout`).
+    pub async fn get(&self, peer: &PeerRow, timeout: Duration) -> Result<PeerClient> {
+        let connection = Connection::of(peer);
+        if let Ok(kept) = self.0.lock()
+            && let Some((made_for, client)) = kept.get(&peer.peer_id)
+            && *made_for == connection
+        {
+            return Ok(client.clone());
+        }
+        let client = client(peer, timeout).await?;
+        if let Ok(mut kept) = self.0.lock() {
+            kept.insert(peer.peer_id, (connection, client.clone()));
+        }
+        Ok(client)
+    }
+
+    /// Drops the client of a peer, so that the next call connects anew.
+    pub fn forget(&self, peer_id: i64) {
+        if let Ok(mut kept) = self.0.lock() {
+            kept.remove(&peer_id);
         }
     }
 }

@@ -125,22 +125,13 @@ impl Followers {
 /// A running follow task and what it was started with.
 struct Task {
     handle: JoinHandle<()>,
-    started_with: (String, Option<String>, Option<String>),
+    started_with: fetch::Connection,
 }
 
 impl Drop for Task {
     fn drop(&mut self) {
         self.handle.abort();
     }
-}
-
-/// What a follow task depends on: a change restarts it.
-fn connection_of(peer: &PeerRow) -> (String, Option<String>, Option<String>) {
-    (
-        peer.peer_url.clone(),
-        peer.outbound_token.clone(),
-        peer.cacert.clone(),
-    )
 }
 
 /// Follows every followed peer until `stop` turns true.
@@ -152,7 +143,7 @@ pub async fn run(refresher: Refresher, followers: Followers, mut stop: watch::Re
                 tasks.retain(|id, task| {
                     let keep = peers
                         .iter()
-                        .any(|p| p.peer_id == *id && connection_of(p) == task.started_with);
+                        .any(|p| p.peer_id == *id && fetch::Connection::of(p) == task.started_with);
                     if !keep {
                         followers.forget(*id);
                     }
@@ -160,7 +151,7 @@ pub async fn run(refresher: Refresher, followers: Followers, mut stop: watch::Re
                 });
                 for peer in peers {
                     tasks.entry(peer.peer_id).or_insert_with(|| Task {
-                        started_with: connection_of(&peer),
+                        started_with: fetch::Connection::of(&peer),
                         handle: tokio::spawn(follow_peer(
                             refresher.clone(),
                             followers.clone(),
@@ -193,13 +184,16 @@ async fn follow_peer(refresher: Refresher, followers: Followers, peer_id: i64) {
             Ok(never) => match never {},
             Err(e) => e,
         };
+        // The next stream starts on a fresh connection: the old one may be
+        // half-open.
+        refresher.clients.forget(peer_id);
         failures = failures.saturating_add(1);
         let delay = backoff(failures);
         tracing::warn!(
             peer_id,
             error = %error,
             retry_in_ms = delay.as_millis() as u64,
-            "follow: stream lost; resuming from the checkpoint"
+            "follow: the stream to the peer failed; reopening it from the checkpoint"
         );
         followers.failed(peer_id, error.to_string());
         tokio::time::sleep(delay).await;
@@ -234,7 +228,7 @@ async fn follow_once(
         ))
     };
     let mut applied = peer.checkpoint();
-    let mut client = fetch::client(&peer, refresher.idle_timeout).await?;
+    let mut client = refresher.clients.get(&peer, refresher.idle_timeout).await?;
     let request = pb::FollowRequest {
         since: applied
             .clone()

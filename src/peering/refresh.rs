@@ -33,7 +33,7 @@ use super::{lock, peers, sync};
 use crate::error::Result;
 use crate::proto::v1 as pb;
 use crate::store::peers::{self as peer_store, PeerRow, RefreshRecord};
-use crate::store::{DbConn, Store, now};
+use crate::store::{DbConn, Store, cache, now};
 
 /// A cache smaller than this is never protected by the mass-delete guard.
 const GUARD_MIN_CACHED: usize = 10;
@@ -54,6 +54,8 @@ pub struct Refresher {
     pub chunk_size: usize,
     /// Idle PostgreSQL connections for the refresh locks.
     pub lock_connections: lock::LockConnections,
+    /// Clients of the peers, kept from refresh to refresh.
+    pub clients: fetch::Clients,
 }
 
 /// How a refresh runs.
@@ -162,8 +164,13 @@ impl Refresher {
                 .map(|(epoch, revision)| pb::Checkpoint { epoch, revision }),
         };
         let since_revision = since.as_ref().map_or(0, |c| c.revision);
-        let (mut spool, transport) =
-            fetch::fetch(peer, since, self.idle_timeout, &self.data_dir).await?;
+        let mut client = self.clients.get(peer, self.idle_timeout).await?;
+        let fetched =
+            fetch::fetch(&mut client, peer, since, self.idle_timeout, &self.data_dir).await;
+        let (mut spool, transport) = fetched.inspect_err(|_| {
+            // A fresh connection for the next attempt.
+            self.clients.forget(peer.peer_id);
+        })?;
         report.snapshot(
             spool.kind,
             &spool.full_reason,
@@ -191,9 +198,16 @@ impl Refresher {
                 }
                 let guarding = Instant::now();
                 let cached = sync::CachedIds::load(c, peer_id, spool).await?;
-                let refusal = match force {
-                    false => guard(&cached, spool, fraction),
-                    true => None,
+                let gone = doomed(&cached, spool);
+                let refusal = match (force, gone) {
+                    (true, _) | (false, 0) => None,
+                    (false, _) => {
+                        let total = match cached.total {
+                            Some(total) => total,
+                            None => cache::counts(c, peer_id).await?.iter().sum::<i64>() as usize,
+                        };
+                        guard(gone, total, fraction)
+                    }
                 };
                 report.timer("guard", guarding.elapsed());
                 if let Some(reason) = refusal {
@@ -237,43 +251,49 @@ async fn finish_applied(
         true => spool.checkpoint.as_ref(),
         false => None,
     };
-    peer_store::set_checkpoint(
+    peer_store::record_applied(
         conn,
         peer_id,
+        &record_of(&applied),
         checkpoint.map(|c| (c.epoch.as_str(), c.revision)),
     )
     .await?;
-    record_on(conn, peer_id, &applied).await?;
     Ok(applied)
 }
 
 async fn record_on(conn: &mut DbConn, peer_id: i64, report: &pb::RefreshReport) -> Result<()> {
-    let record = RefreshRecord {
+    peer_store::record_refresh(conn, peer_id, &record_of(report)).await
+}
+
+/// The columns that record `report` on the peer.
+fn record_of(report: &pb::RefreshReport) -> RefreshRecord {
+    RefreshRecord {
         last_refresh_time: Some(now()),
         last_refresh_outcome: report.outcome,
         last_refresh_report: Some(report.encode_to_vec()),
-    };
-    peer_store::record_refresh(conn, peer_id, &record).await
+    }
 }
 
-/// The mass-delete guard: `Some(reason)` when applying `spool` to the
-/// `cached` objects would delete more than `fraction` of a non-trivial
-/// cache.
-fn guard(cached: &sync::CachedIds, spool: &Spool, fraction: f64) -> Option<String> {
+/// How many of the `cached` objects applying `spool` would delete.
+fn doomed(cached: &sync::CachedIds, spool: &Spool) -> usize {
     let delta = spool.is_delta();
-    fn doomed<T: PeerObject>(
+    fn class<T: PeerObject>(
         cached: &HashMap<i64, i64>,
         incoming: &ClassSpool<T>,
         delta: bool,
     ) -> usize {
         incoming.doomed(cached, delta).len()
     }
-    let gone = doomed(&cached.sites, &spool.sites, delta)
-        + doomed(&cached.keys, &spool.keys, delta)
-        + doomed(&cached.persons, &spool.persons, delta)
-        + doomed(&cached.nodes, &spool.nodes, delta)
-        + doomed(&cached.slices, &spool.slices, delta);
-    let cached = cached.total;
+    class(&cached.sites, &spool.sites, delta)
+        + class(&cached.keys, &spool.keys, delta)
+        + class(&cached.persons, &spool.persons, delta)
+        + class(&cached.nodes, &spool.nodes, delta)
+        + class(&cached.slices, &spool.slices, delta)
+}
+
+/// The mass-delete guard: `Some(reason)` when deleting `gone` of the
+/// `cached` objects is more than `fraction` of a non-trivial cache.
+fn guard(gone: usize, cached: usize, fraction: f64) -> Option<String> {
     if cached < GUARD_MIN_CACHED || gone as f64 <= fraction * cached as f64 {
         return None;
     }

@@ -62,8 +62,10 @@ pub struct CachedIds {
     pub nodes: HashMap<i64, i64>,
     /// Slices.
     pub slices: HashMap<i64, i64>,
-    /// Objects cached from the peer, all classes together.
-    pub total: usize,
+    /// Objects cached from the peer, all classes together; `None` for a
+    /// delta, which loads only the ids it touches (the mass-delete guard
+    /// counts the cache when the delta deletes anything).
+    pub total: Option<usize>,
     /// For a delta, the ids loaded.
     touched: Option<Touched>,
 }
@@ -131,11 +133,13 @@ impl CachedIds {
                 slices: CachedSlices::ids(conn, peer_id).await?,
                 ..Default::default()
             };
-            cached.total = cached.sites.len()
-                + cached.keys.len()
-                + cached.persons.len()
-                + cached.nodes.len()
-                + cached.slices.len();
+            cached.total = Some(
+                cached.sites.len()
+                    + cached.keys.len()
+                    + cached.persons.len()
+                    + cached.nodes.len()
+                    + cached.slices.len(),
+            );
             return Ok(cached);
         }
         let touched = Touched::of(spool)?;
@@ -145,7 +149,7 @@ impl CachedIds {
             persons: CachedPersons::ids_among(conn, peer_id, &touched.persons).await?,
             nodes: CachedNodes::ids_among(conn, peer_id, &touched.nodes).await?,
             slices: CachedSlices::ids_among(conn, peer_id, &touched.slices).await?,
-            total: cache::counts(conn, peer_id).await?.iter().sum::<i64>() as usize,
+            total: None,
             touched: Some(touched),
         })
     }

@@ -214,17 +214,20 @@ pub async fn record_refresh(conn: &mut DbConn, peer_id: i64, record: &RefreshRec
     Ok(())
 }
 
-/// Stores the checkpoint (the peer's epoch and revision) the cache reflects;
-/// `None` makes the next refresh a full one.
-pub async fn set_checkpoint(
+/// Records an applied refresh and the checkpoint (the peer's epoch and
+/// revision) the cache now reflects, in one statement; `None` makes the
+/// next refresh a full one.
+pub async fn record_applied(
     conn: &mut DbConn,
     peer_id: i64,
+    record: &RefreshRecord,
     checkpoint: Option<(&str, i64)>,
 ) -> Result<()> {
     let (epoch, revision) = checkpoint.unzip();
     with_db!(conn, |c| {
         diesel::update(peers::table.find(peer_id))
             .set((
+                record,
                 peers::checkpoint_epoch.eq(epoch),
                 peers::checkpoint_revision.eq(revision),
             ))

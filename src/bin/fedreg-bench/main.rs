@@ -11,6 +11,8 @@
 //! `fedreg-bench serve ...` runs a fedreg server (used for the children).
 
 mod data;
+mod follow;
+mod replication;
 mod servers;
 mod shapes;
 
@@ -50,6 +52,11 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Changes timed in follow mode (commit on the serving registry to the
+    /// refreshing one's cache), and in PostgreSQL's logical replication as
+    /// the baseline; 0 skips both.
+    #[arg(long, default_value_t = 1000)]
+    follow_changes: usize,
 }
 
 /// One line of the results table.
@@ -65,6 +72,8 @@ struct Measure {
     peak_mib: Option<f64>,
     changes: Option<i64>,
     phases: String,
+    /// For a latency (the time is then its median): the 99th percentile.
+    p99_seconds: Option<f64>,
 }
 
 #[tokio::main]
@@ -86,6 +95,11 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         };
+    }
+    // Hidden: `replication-baseline [CHANGES]` measures PostgreSQL's own
+    // logical replication latency, the baseline for follow mode.
+    if argv.get(1).is_some_and(|a| a == "replication-baseline") {
+        return replication::command(&argv[2..]).await;
     }
     let args = Args::parse();
     match run(&args).await {
@@ -129,7 +143,27 @@ async fn run(args: &Args) -> Result<(), String> {
         results.extend(bench_backend(args, shape, backend, runs).await?);
     }
     let _ = std::fs::remove_dir_all(servers::work_dir());
+    let baseline = match args.follow_changes {
+        0 => None,
+        n => {
+            eprintln!("baseline: PostgreSQL logical replication, {n} changes");
+            Some(replication::measure(&args.pg_url, n).await?)
+        }
+    };
     println!("{}", table(&results));
+    if args.follow_changes > 0 {
+        println!("{}", follow_table(shape, &results, baseline.as_ref()));
+    }
+    if let Some(replication::Baseline::Measured(b)) = &baseline {
+        results.push(latency_measure(
+            shape,
+            "postgres-logical-replication",
+            "replication: commit to visible",
+            b.median_ms,
+            b.p99_ms,
+            b.changes,
+        ));
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, json(&results))
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
@@ -151,6 +185,22 @@ fn phases(report: &pb::RefreshReport) -> String {
         .map(|t| format!("{} {:.3}", t.phase, t.seconds))
         .collect::<Vec<_>>()
         .join(" · ")
+}
+
+/// Every phase timer of a small refresh, to a tenth of a millisecond:
+/// `total 2.9 ms: lock 0.2 · transport 1.1 ...`.
+fn fine_phases(report: &pb::RefreshReport) -> String {
+    let timers: Vec<String> = report
+        .timers
+        .iter()
+        .filter(|t| t.seconds >= 0.00005)
+        .map(|t| format!("{} {:.1}", t.phase, t.seconds * 1000.0))
+        .collect();
+    format!(
+        "last refresh {:.1} ms: {}",
+        report.total_seconds * 1000.0,
+        timers.join(" · ")
+    )
 }
 
 /// Rows the refresh wrote, by the report's counters.
@@ -322,6 +372,7 @@ async fn refresh_step(b: &mut Bench<'_>, step: Step, runs: usize) -> Result<Meas
         peak_mib: Some(peak),
         changes: Some(changes(&report)),
         phases: phases(&report),
+        p99_seconds: None,
     })
 }
 
@@ -386,6 +437,7 @@ async fn get_peer_data_step(
         peak_mib: Some(peak),
         changes: None,
         phases: String::new(),
+        p99_seconds: None,
     };
     Ok((measure, reached))
 }
@@ -473,6 +525,27 @@ async fn bench_backend(
     out.push(everything);
     eprintln!("[{backend}] GetPeerData since the checkpoint");
     out.push(get_peer_data_step(&bench, runs, reached).await?.0);
+    if args.follow_changes > 0 {
+        eprintln!(
+            "[{backend}] follow: {} changes, commit to cache",
+            args.follow_changes
+        );
+        let r_store = Store::connect(&refreshing_db.url(&r_dir))
+            .await
+            .map_err(|e| e.to_string())?;
+        let l = follow::measure(
+            &s,
+            &serving_store,
+            &r,
+            &r_store,
+            bench.peer_id,
+            args.follow_changes,
+        )
+        .await?;
+        let mut measure = latency_measure(shape, "", FOLLOW_STEP, l.median_ms, l.p99_ms, l.changes);
+        measure.phases = l.last_report.as_ref().map(fine_phases).unwrap_or_default();
+        out.push(measure);
+    }
     s.stop().await;
     r.stop().await;
 
@@ -489,10 +562,11 @@ async fn bench_backend(
         peak_mib: None,
         changes: Some((shape.objects() + shape.memberships()) as i64),
         phases: String::new(),
+        p99_seconds: None,
     });
     for m in &mut out {
         m.backend = backend.to_owned();
-        if !m.step.starts_with("GetPeerData") {
+        if !m.step.starts_with("GetPeerData") && m.step != FOLLOW_STEP {
             m.floor_ratio = Some(m.seconds / floor);
         }
     }
@@ -502,15 +576,91 @@ async fn bench_backend(
     Ok(out)
 }
 
+/// The step of the follow-mode latencies.
+const FOLLOW_STEP: &str = "follow: commit to cache";
+
+/// A latency figure as a line of the results: the median as the time,
+/// the 99th percentile in the phases.
+fn latency_measure(
+    shape: Shape,
+    backend: &str,
+    step: &'static str,
+    median_ms: f64,
+    p99_ms: f64,
+    changes: usize,
+) -> Measure {
+    Measure {
+        size: shape.label(),
+        backend: backend.to_owned(),
+        step,
+        seconds: median_ms / 1000.0,
+        objects: changes,
+        bytes: None,
+        floor_ratio: None,
+        peak_mib: None,
+        changes: None,
+        phases: String::new(),
+        p99_seconds: Some(p99_ms / 1000.0),
+    }
+}
+
+/// The follow-mode table: per backend, the median and 99th percentile from
+/// commit to cache, against logical replication's median.
+fn follow_table(
+    shape: Shape,
+    results: &[Measure],
+    baseline: Option<&replication::Baseline>,
+) -> String {
+    let mut t = String::from(
+        "| size | backend | follow: commit to cache | median ms | p99 ms | × replication median |\n|---|---|---:|---:|---:|---:|\n",
+    );
+    let base = match baseline {
+        Some(replication::Baseline::Measured(b)) => Some(b.median_ms),
+        _ => None,
+    };
+    for m in results.iter().filter(|m| m.step == FOLLOW_STEP) {
+        let p99 = m.p99_seconds.unwrap_or(f64::NAN);
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} changes | {:.2} | {:.2} | {} |",
+            m.size,
+            m.backend,
+            m.objects,
+            m.seconds * 1000.0,
+            p99 * 1000.0,
+            base.map(|b| format!("{:.1}", m.seconds * 1000.0 / b))
+                .unwrap_or_default()
+        );
+    }
+    match baseline {
+        Some(replication::Baseline::Measured(b)) => {
+            let _ = writeln!(
+                t,
+                "| {} | PostgreSQL logical replication (baseline) | {} changes | {:.2} | {:.2} | 1.0 |",
+                shape.label(),
+                b.changes,
+                b.median_ms,
+                b.p99_ms
+            );
+        }
+        Some(replication::Baseline::Unavailable(why)) => {
+            let _ = writeln!(t, "\nbaseline not measured: {why}");
+        }
+        None => {}
+    }
+    t
+}
+
 fn table(results: &[Measure]) -> String {
     let mut t = String::from(
         "| size | backend | step | wall s (median) | objects/s | × floor | peak MiB | rows written | phases (s) |\n|---|---|---|---:|---:|---:|---:|---:|---|\n",
     );
     for m in results {
         let rate = m.objects as f64 / m.seconds;
-        let rate = match m.bytes {
-            Some(b) => format!("{rate:.0} ({:.1} MB/s)", b as f64 / m.seconds / 1e6),
-            None => format!("{rate:.0}"),
+        let rate = match (m.bytes, m.p99_seconds) {
+            (_, Some(p99)) => format!("(latency; p99 {:.2} ms)", p99 * 1000.0),
+            (Some(b), None) => format!("{rate:.0} ({:.1} MB/s)", b as f64 / m.seconds / 1e6),
+            (None, None) => format!("{rate:.0}"),
         };
         let _ = writeln!(
             t,
@@ -536,7 +686,7 @@ fn json(results: &[Measure]) -> String {
         .iter()
         .map(|m| {
             format!(
-                "{{\"size\":{},\"backend\":{},\"step\":{},\"seconds\":{},\"objects\":{},\"bytes\":{},\"floor_ratio\":{},\"peak_mib\":{},\"rows_written\":{},\"phases\":{}}}",
+                "{{\"size\":{},\"backend\":{},\"step\":{},\"seconds\":{},\"objects\":{},\"bytes\":{},\"floor_ratio\":{},\"peak_mib\":{},\"rows_written\":{},\"phases\":{},\"p99_seconds\":{}}}",
                 quote(&m.size),
                 quote(&m.backend),
                 quote(m.step),
@@ -546,7 +696,8 @@ fn json(results: &[Measure]) -> String {
                 opt(m.floor_ratio),
                 opt(m.peak_mib),
                 m.changes.map(|c| c.to_string()).unwrap_or_else(|| "null".into()),
-                quote(&m.phases)
+                quote(&m.phases),
+                opt(m.p99_seconds)
             )
         })
         .collect();

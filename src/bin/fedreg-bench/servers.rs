@@ -9,6 +9,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use fedreg::proto::v1 as pb;
 use fedreg::proto::v1::peer_service_client::PeerServiceClient;
 use fedreg::proto::v1::peering_service_client::PeeringServiceClient;
+use fedreg::proto::v1::registry_service_client::RegistryServiceClient;
 use fedreg::proto::v1::token_service_client::TokenServiceClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -176,6 +177,11 @@ impl Registry {
     /// Peer management with the admin token.
     pub fn peers(&self) -> PeerServiceClient<Authed> {
         PeerServiceClient::new(self.authed(&self.admin_token)).max_decoding_message_size(64 << 20)
+    }
+
+    /// The registry API with the admin token.
+    pub fn registry(&self) -> RegistryServiceClient<Authed> {
+        RegistryServiceClient::new(self.authed(&self.admin_token))
     }
 
     /// Token management with the admin token.

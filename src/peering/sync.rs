@@ -187,7 +187,7 @@ pub async fn apply(
     )
     .await?;
 
-    let key_types = cache::known_values(conn, Enumeration::KeyTypes).await?;
+    let key_types = known_values_for(conn, Enumeration::KeyTypes, &spool.keys).await?;
     ids.keys = sync_class::<CachedKeys, _>(
         conn,
         peer_id,
@@ -211,8 +211,8 @@ pub async fn apply(
     .await?;
 
     let known = NodeEnumerations {
-        boot_states: cache::known_values(conn, Enumeration::BootStates).await?,
-        node_types: cache::known_values(conn, Enumeration::NodeTypes).await?,
+        boot_states: known_values_for(conn, Enumeration::BootStates, &spool.nodes).await?,
+        node_types: known_values_for(conn, Enumeration::NodeTypes, &spool.nodes).await?,
     };
     ids.nodes = sync_class::<CachedNodes, _>(
         conn,
@@ -229,9 +229,12 @@ pub async fn apply(
     ids.local_nodes = map_local_nodes(conn, &mut spool.peer_nodes, report).await?;
     report.timer("local_nodes", started.elapsed());
 
-    let instantiations = cache::known_values(conn, Enumeration::Instantiations).await?;
+    let instantiations = known_values_for(conn, Enumeration::Instantiations, &spool.slices).await?;
     // A slice's name starts with its site's login_base, as cached now.
-    let login_bases = cache::login_bases(conn, peer_id, scope(|t| &t.sites)).await?;
+    let login_bases = match spool.slices.is_empty() {
+        true => HashMap::new(),
+        false => cache::login_bases(conn, peer_id, scope(|t| &t.sites)).await?,
+    };
     ids.slices = sync_class::<CachedSlices, _>(
         conn,
         peer_id,
@@ -245,6 +248,19 @@ pub async fn apply(
     report.timer("validate", rounds.validating);
 
     sync_relations(conn, peer_id, spool, &rounds, &ids, report).await
+}
+
+/// The values of `enumeration` that objects of `class` are checked
+/// against; none read when the class brought no object (a small delta).
+async fn known_values_for<T: PeerObject>(
+    conn: &mut DbConn,
+    enumeration: Enumeration,
+    class: &ClassSpool<T>,
+) -> Result<HashSet<String>> {
+    match class.is_empty() {
+        true => Ok(HashSet::new()),
+        false => cache::known_values(conn, enumeration).await,
+    }
 }
 
 /// Rows a class adds before its table's planner statistics are worth
@@ -801,7 +817,10 @@ async fn sync_person_memberships(
     tallies: &mut Tallies,
     report: &mut ReportBuilder,
 ) -> Result<()> {
-    let roles = cache::known_roles(conn).await?;
+    let roles = match spool.persons.is_empty() {
+        true => HashSet::new(),
+        false => cache::known_roles(conn).await?,
+    };
     // A key belongs to one person: the first person that lists it keeps it.
     // A key may move from a person of a later round to one of an earlier
     // round, so keys are added once every round has removed its stale ones.

@@ -30,6 +30,7 @@ backend_tests!(
     a_peer_away_longer_than_the_retention_gets_everything,
     a_rebuilt_peer_database_gets_everything,
     a_delta_cut_short_keeps_the_checkpoint,
+    a_delta_that_deletes_too_much_is_refused,
 );
 
 fn kind(report: &pb::RefreshReport) -> pb::SnapshotKind {
@@ -748,4 +749,54 @@ async fn a_delta_cut_short_keeps_the_checkpoint(backend: Backend) {
         get_peer(&server, peer_id).await.checkpoint_revision,
         Some(7)
     );
+}
+
+async fn a_delta_that_deletes_too_much_is_refused(backend: Backend) {
+    let a = TestServer::start_named(backend, "plca").await;
+    let b = TestServer::start_named(backend, "plcb").await;
+    let a_on_b = peer_one_way(&b, "plcb", &a, "plca").await;
+    let sites = common::federation::create_sites(&a, "gone", 20).await;
+    refresh(&b, a_on_b).await;
+    let mut api = a.registry().await;
+    for site_id in &sites[..15] {
+        api.delete_site(pb::DeleteRequest { id: *site_id })
+            .await
+            .expect("delete site");
+    }
+    // A few deletions pass: they are within the limit of what the delta
+    // loaded, let alone of the whole cache.
+    api.delete_site(pb::DeleteRequest { id: sites[19] })
+        .await
+        .expect("delete site");
+    let refused = common::federation::try_refresh(&b, a_on_b, false)
+        .await
+        .expect("a report");
+    assert_eq!(
+        refused.outcome(),
+        pb::RefreshOutcome::Refused,
+        "{refused:?}"
+    );
+    assert!(
+        refused.reason.contains("16 of the 20"),
+        "{}",
+        refused.reason
+    );
+    assert_eq!(
+        get_peer(&b, a_on_b).await.cached.unwrap_or_default().sites,
+        20
+    );
+    let forced = common::federation::try_refresh(&b, a_on_b, true)
+        .await
+        .expect("a report");
+    assert_eq!(kind(&forced), pb::SnapshotKind::Delta);
+    assert_eq!(common::federation::class(&forced, "sites").deleted, 16);
+
+    // One more deletion of the four left is within the limit.
+    api.delete_site(pb::DeleteRequest { id: sites[18] })
+        .await
+        .expect("delete site");
+    let small = refresh(&b, a_on_b).await;
+    assert_eq!(kind(&small), pb::SnapshotKind::Delta);
+    assert_eq!(common::federation::class(&small, "sites").deleted, 1);
+    assert_full_writes_nothing(&b, a_on_b, "after the deletions").await;
 }

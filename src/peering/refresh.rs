@@ -201,6 +201,10 @@ impl Refresher {
                 let gone = doomed(&cached, spool);
                 let refusal = match (force, gone) {
                     (true, _) | (false, 0) => None,
+                    // The ids a delta loaded are all cached: when the
+                    // deletions are within the limit of those, they are
+                    // within the limit of the whole cache.
+                    (false, _) if gone as f64 <= fraction * cached.loaded() as f64 => None,
                     (false, _) => {
                         let total = match cached.total {
                             Some(total) => total,

@@ -121,6 +121,16 @@ impl Touched {
 }
 
 impl CachedIds {
+    /// The cached objects loaded, all classes together (for a full dump,
+    /// the whole cache).
+    pub fn loaded(&self) -> usize {
+        self.sites.len()
+            + self.keys.len()
+            + self.persons.len()
+            + self.nodes.len()
+            + self.slices.len()
+    }
+
     /// Loads them, inside the refresh's transaction: all of them for a full
     /// dump, those of the ids it touches for a delta.
     pub async fn load(conn: &mut DbConn, peer_id: i64, spool: &mut Spool) -> Result<CachedIds> {
@@ -133,13 +143,7 @@ impl CachedIds {
                 slices: CachedSlices::ids(conn, peer_id).await?,
                 ..Default::default()
             };
-            cached.total = Some(
-                cached.sites.len()
-                    + cached.keys.len()
-                    + cached.persons.len()
-                    + cached.nodes.len()
-                    + cached.slices.len(),
-            );
+            cached.total = Some(cached.loaded());
             return Ok(cached);
         }
         let touched = Touched::of(spool)?;

@@ -41,7 +41,6 @@ struct Announcer {
     /// The checkpoint last announced (or the caller's, before the first
     /// event).
     announced: Option<pb::Checkpoint>,
-    started: bool,
     failed: bool,
 }
 
@@ -73,9 +72,9 @@ pub fn stream(
         wakes,
         stop,
         heartbeat,
-        next_heartbeat: Instant::now() + heartbeat,
+        // Due at once: the first event tells the current checkpoint.
+        next_heartbeat: Instant::now(),
         announced: since,
-        started: false,
         failed: false,
     };
     Box::pin(futures_util::stream::unfold(
@@ -96,10 +95,6 @@ pub fn stream(
 impl Announcer {
     /// The next event to send; `None` ends the stream.
     async fn next_event(&mut self) -> Option<std::result::Result<pb::FollowEvent, Status>> {
-        if !self.started {
-            self.started = true;
-            return Some(self.announce().await);
-        }
         loop {
             enum Woken {
                 Stop,

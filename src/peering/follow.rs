@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use rand::Rng;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -203,10 +202,7 @@ async fn follow_peer(refresher: Refresher, followers: Followers, peer_id: i64) {
 /// The wait before reopening a stream after `failures` failures in a row:
 /// doubling from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`], ±20%.
 pub fn backoff(failures: u32) -> Duration {
-    let base = FIRST_BACKOFF
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF);
-    base.mul_f64(rand::rng().random_range(0.8..=1.2))
+    super::schedule::doubling_delay(FIRST_BACKOFF, failures.saturating_sub(1), MAX_BACKOFF, 0.2)
 }
 
 /// Opens one stream and applies what it announces until it fails; a stream

@@ -199,19 +199,17 @@ impl Refresher {
                 let guarding = Instant::now();
                 let cached = sync::CachedIds::load(c, peer_id, spool).await?;
                 let gone = doomed(&cached, spool);
-                let refusal = match (force, gone) {
-                    (true, _) | (false, 0) => None,
-                    // The ids a delta loaded are all cached: when the
-                    // deletions are within the limit of those, they are
-                    // within the limit of the whole cache.
-                    (false, _) if gone as f64 <= fraction * cached.loaded() as f64 => None,
-                    (false, _) => {
-                        let total = match cached.total {
-                            Some(total) => total,
-                            None => cache::counts(c, peer_id).await?.iter().sum::<i64>() as usize,
-                        };
-                        guard(gone, total, fraction)
-                    }
+                // The ids loaded are all cached (for a full dump, the whole
+                // cache): deletions within the limit of those are within
+                // the limit of the cache, which is then not counted.
+                let refusal = if force || gone as f64 <= fraction * cached.loaded() as f64 {
+                    None
+                } else {
+                    let total = match cached.is_whole() {
+                        true => cached.loaded(),
+                        false => cache::counts(c, peer_id).await?.iter().sum::<i64>() as usize,
+                    };
+                    guard(gone, total, fraction)
                 };
                 report.timer("guard", guarding.elapsed());
                 if let Some(reason) = refusal {

@@ -35,14 +35,18 @@ struct Slot {
     interval: i64,
 }
 
+/// `first` doubled `doublings` times, at most `cap`, give or take
+/// `jitter` (a fraction) at random: the back-off of scheduled refreshes and
+/// of follow streams.
+pub fn doubling_delay(first: Duration, doublings: u32, cap: Duration, jitter: f64) -> Duration {
+    let base = first.saturating_mul(1u32 << doublings.min(16)).min(cap);
+    base.mul_f64(rand::rng().random_range(1.0 - jitter..=1.0 + jitter))
+}
+
 /// The delay before the next refresh after `failures` consecutive
 /// failures, with ±10% jitter.
 pub fn next_delay(interval: Duration, failures: u32) -> Duration {
-    let base = interval
-        .saturating_mul(1u32 << failures.min(16))
-        .min(MAX_BACKOFF.max(interval));
-    let jitter = rand::rng().random_range(0.9..=1.1);
-    base.mul_f64(jitter)
+    doubling_delay(interval, failures, MAX_BACKOFF.max(interval), 0.1)
 }
 
 /// Runs scheduled refreshes until `stop` turns true.

@@ -62,10 +62,6 @@ pub struct CachedIds {
     pub nodes: HashMap<i64, i64>,
     /// Slices.
     pub slices: HashMap<i64, i64>,
-    /// Objects cached from the peer, all classes together; `None` for a
-    /// delta, which loads only the ids it touches (the mass-delete guard
-    /// counts the cache when the delta deletes anything).
-    pub total: Option<usize>,
     /// For a delta, the ids loaded.
     touched: Option<Touched>,
 }
@@ -131,20 +127,25 @@ impl CachedIds {
             + self.slices.len()
     }
 
+    /// Whether the whole cache was loaded (a full dump): then
+    /// [`CachedIds::loaded`] is the size of the cache; a delta loads only
+    /// the ids it touches.
+    pub fn is_whole(&self) -> bool {
+        self.touched.is_none()
+    }
+
     /// Loads them, inside the refresh's transaction: all of them for a full
     /// dump, those of the ids it touches for a delta.
     pub async fn load(conn: &mut DbConn, peer_id: i64, spool: &mut Spool) -> Result<CachedIds> {
         if !spool.is_delta() {
-            let mut cached = CachedIds {
+            return Ok(CachedIds {
                 sites: CachedSites::ids(conn, peer_id).await?,
                 keys: CachedKeys::ids(conn, peer_id).await?,
                 persons: CachedPersons::ids(conn, peer_id).await?,
                 nodes: CachedNodes::ids(conn, peer_id).await?,
                 slices: CachedSlices::ids(conn, peer_id).await?,
-                ..Default::default()
-            };
-            cached.total = Some(cached.loaded());
-            return Ok(cached);
+                touched: None,
+            });
         }
         let touched = Touched::of(spool)?;
         Ok(CachedIds {
@@ -153,7 +154,6 @@ impl CachedIds {
             persons: CachedPersons::ids_among(conn, peer_id, &touched.persons).await?,
             nodes: CachedNodes::ids_among(conn, peer_id, &touched.nodes).await?,
             slices: CachedSlices::ids_among(conn, peer_id, &touched.slices).await?,
-            total: None,
             touched: Some(touched),
         })
     }

@@ -20,6 +20,7 @@ use fedreg::store::Store;
 use fedreg::store::schema::sites;
 use fedreg::with_db;
 
+use crate::replication::percentile;
 use crate::servers::Registry;
 
 /// Interval between two looks at the refreshing registry's cache.
@@ -38,11 +39,6 @@ pub struct Latencies {
     pub changes: usize,
     /// The report of the last refresh the follow stream ran.
     pub last_report: Option<pb::RefreshReport>,
-}
-
-/// The value at quantile `q` of sorted `values`.
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 /// Makes `refreshing` follow its peer `peer_id` (the `serving` registry),
@@ -126,8 +122,8 @@ pub async fn measure(
     }
     latencies.sort_by(f64::total_cmp);
     Ok(Latencies {
-        median_ms: quantile(&latencies, 0.5),
-        p99_ms: quantile(&latencies, 0.99),
+        median_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
         changes,
         last_report: get_peer(refreshing, peer_id).await?.last_refresh_report,
     })

@@ -536,7 +536,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
 }
 
 /// The value at quantile `p` of sorted `values`: index round((n - 1) p).
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
 }

@@ -26,6 +26,7 @@ use tonic::Streaming;
 
 backend_tests!(
     the_follow_stream_announces_commits_and_heartbeats,
+    follow_events_carry_small_changes_while_their_token_lives,
     changes_reach_followers_both_ways,
     following_survives_the_peer_restarting,
     following_survives_cut_connections,
@@ -71,10 +72,62 @@ async fn open_follow(
         .follow(pb::FollowRequest {
             since,
             heartbeat_seconds,
+            include_changes: false,
         })
         .await
         .expect("follow")
         .into_inner()
+}
+
+/// Opens a Follow stream with `token` that asks for the changes.
+async fn open_follow_with_changes(
+    on: &TestServer,
+    token: &str,
+    since: Option<pb::Checkpoint>,
+) -> Streaming<pb::FollowEvent> {
+    on.peering_as(Some(token))
+        .await
+        .follow(pb::FollowRequest {
+            since,
+            heartbeat_seconds: 3600,
+            include_changes: true,
+        })
+        .await
+        .expect("follow")
+        .into_inner()
+}
+
+/// The login bases of the sites in the carried `changes`, after checking
+/// that they are a whole delta from `since` to `to`.
+fn carried_sites(
+    changes: &pb::FollowChanges,
+    since: &pb::Checkpoint,
+    to: &pb::Checkpoint,
+) -> Vec<String> {
+    use pb::peer_data_chunk::Part;
+    assert_eq!(changes.since.as_ref(), Some(since));
+    let parts: Vec<&Part> = changes
+        .chunks
+        .iter()
+        .map(|c| c.part.as_ref().expect("a part"))
+        .collect();
+    let Some(Part::Header(header)) = parts.first() else {
+        panic!("the changes open with a header: {parts:?}");
+    };
+    assert_eq!(header.kind(), pb::SnapshotKind::Delta);
+    assert_eq!(header.checkpoint.as_ref(), Some(to));
+    assert!(
+        matches!(parts.last(), Some(Part::Trailer(_))),
+        "the changes close with a trailer: {parts:?}"
+    );
+    parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Batch(b) => Some(b.sites.iter().map(|s| s.login_base.clone())),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 /// Makes `on` follow (or stop following) its peer `peer_id`.
@@ -176,6 +229,7 @@ async fn the_follow_stream_announces_commits_and_heartbeats(backend: Backend) {
         .follow(pb::FollowRequest {
             since: None,
             heartbeat_seconds: 4000,
+            include_changes: false,
         })
         .await;
     assert_status(
@@ -198,6 +252,79 @@ async fn the_follow_stream_announces_commits_and_heartbeats(backend: Backend) {
         .await
         .expect("the stream ends");
     assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");
+}
+
+async fn follow_events_carry_small_changes_while_their_token_lives(backend: Backend) {
+    let a = TestServer::start_named(backend, "plca").await;
+    let mut api = a.registry().await;
+    let mut tokens = a.tokens().await;
+    let created = tokens
+        .create_token(pb::CreateTokenRequest {
+            name: "follower".into(),
+            role: "admin".into(),
+            peer_id: None,
+        })
+        .await
+        .expect("create token")
+        .into_inner();
+    let token = created.token.clone();
+
+    let mut events = open_follow_with_changes(&a, &token, None).await;
+    let start = next_event(&mut events).await;
+    assert!(start.changes.is_none(), "nothing to start from yet");
+    let start = start.checkpoint.expect("checkpoint");
+    let mut bare = open_follow(&a, Some(start.clone()), 3600).await;
+    assert!(next_event(&mut bare).await.heartbeat, "nothing new yet");
+
+    // A change's event carries it, from the previous event's checkpoint.
+    common::objects::site(&mut api, "alpha").await;
+    let changed = next_event(&mut events).await;
+    let after = changed.checkpoint.clone().expect("checkpoint");
+    let changes = changed.changes.expect("the change is carried");
+    assert_eq!(carried_sites(&changes, &start, &after), ["alpha"]);
+    // A caller that did not ask for changes gets the checkpoint only.
+    let plain = next_event(&mut bare).await;
+    assert_eq!(plain.checkpoint.as_ref(), Some(&after));
+    assert!(plain.changes.is_none());
+
+    // A stream opened behind gets what it missed in its first event, if
+    // it is small; beyond 256 revisions, the checkpoint only.
+    common::objects::site(&mut api, "beta").await;
+    let mut behind = open_follow_with_changes(&a, &token, Some(after.clone())).await;
+    let first = next_event(&mut behind).await;
+    let now = first.checkpoint.clone().expect("checkpoint");
+    let changes = first.changes.expect("a small gap is carried");
+    assert_eq!(carried_sites(&changes, &after, &now), ["beta"]);
+    for i in 0..260 {
+        common::objects::site(&mut api, &format!("many{i}")).await;
+    }
+    let mut far_behind = open_follow_with_changes(&a, &token, Some(now.clone())).await;
+    let first = next_event(&mut far_behind).await;
+    assert!(first.checkpoint.expect("checkpoint").revision >= now.revision + 260);
+    assert!(
+        first.changes.is_none(),
+        "a large gap is left to GetPeerData"
+    );
+
+    // Revoking the token ends its streams at their next event.
+    tokens
+        .revoke_token(pb::RevokeTokenRequest {
+            token_id: created.info.expect("info").token_id,
+        })
+        .await
+        .expect("revoke");
+    common::objects::site(&mut api, "gamma").await;
+    let ended = loop {
+        match tokio::time::timeout(PATIENCE, events.message())
+            .await
+            .expect("the stream moves")
+        {
+            // Events of the 260 sites, sent before the revocation.
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    assert_status(ended, tonic::Code::Unauthenticated, &["token", "revoked"]);
 }
 
 async fn changes_reach_followers_both_ways(backend: Backend) {
@@ -243,6 +370,34 @@ async fn changes_reach_followers_both_ways(backend: Backend) {
         .expect("the cached site")
         .into_inner();
     assert_eq!(renamed.name, "Renamed");
+
+    // Once caught up, a change comes with its event: applied without a
+    // GetPeerData call.
+    on_a.update_site(pb::UpdateSiteRequest {
+        site_id: a_sites[2],
+        name: Some("Carried".into()),
+        ..Default::default()
+    })
+    .await
+    .expect("update site");
+    let cached_on_b = b.registry().await;
+    eventually("the second rename reaches b", || {
+        let mut api = cached_on_b.clone();
+        async move {
+            api.get_site(pb::GetSiteRequest {
+                key: Some(pb::get_site_request::Key::LoginBase("alpha2".into())),
+            })
+            .await
+            .is_ok_and(|s| s.into_inner().name == "Carried")
+        }
+    })
+    .await;
+    let report = get_peer(&b, a_on_b)
+        .await
+        .last_refresh_report
+        .expect("a report");
+    let phases: Vec<&str> = report.timers.iter().map(|t| t.phase.as_str()).collect();
+    assert!(phases.contains(&"carried"), "{phases:?}");
 
     // Each cache is what a full refresh makes of the peer's data.
     assert_eq!(writes(&refresh_full(&b, a_on_b).await), 0);

@@ -59,12 +59,21 @@ impl PeeringService for PeeringApi {
         &self,
         request: Request<pb::FollowRequest>,
     ) -> Result<Response<Self::FollowStream>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
-        let heartbeat = announce::heartbeat(request.heartbeat_seconds)?;
+        let subscription = announce::Subscription {
+            heartbeat: announce::heartbeat(request.heartbeat_seconds)?,
+            token_id: principal.as_ref().map(|p| p.token_id),
+            changes: request.include_changes.then(|| export::Request {
+                registry_name: self.registry_name.clone(),
+                caller_peer: principal.as_ref().and_then(|p| p.peer_id),
+                since: None,
+            }),
+            since: request.since,
+        };
         Ok(Response::new(announce::stream(
             self.store.clone(),
-            request.since,
-            heartbeat,
+            subscription,
             self.stop.clone(),
         )))
     }

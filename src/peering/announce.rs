@@ -7,33 +7,62 @@
 //! announced for a heartbeat period it sends a heartbeat, after reading
 //! the history again: should a notification ever be lost, the heartbeat
 //! announces the change (the safety net; the notification is the path).
-//! Events carry checkpoints only; the caller fetches the changes with a
-//! delta `GetPeerData`, so what a stream misses costs latency, never data.
+//! An event carries the checkpoint, and, when the caller asked for them
+//! and they are small, the changes since the previous event, read as a
+//! delta `GetPeerData` would stream them: the caller then applies them
+//! without a call of its own. Otherwise (or when the caller's cache is not
+//! where the changes start) the caller fetches them with a delta
+//! `GetPeerData`, so what a stream misses costs latency, never data.
+//!
+//! A stream lives no longer than the token it was opened with: every
+//! event first checks that the token was not revoked.
 
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
+use prost::Message;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Status;
 
-use crate::error::Result;
+use super::export;
+use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
-use crate::store::{Store, revisions};
+use crate::store::{Store, revisions, tokens};
 
 /// Heartbeat period when the caller does not choose one.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 /// Longest heartbeat period a caller may ask for.
 pub const MAX_HEARTBEAT_SECONDS: u32 = 3600;
+/// Changes spanning more revisions than this are left to `GetPeerData`.
+const MAX_CARRIED_REVISIONS: i64 = 256;
+/// Changes whose encoding outgrows this are left to `GetPeerData`.
+const MAX_CARRIED_BYTES: usize = 1024 * 1024;
 
 /// The stream of a `Follow` call.
 pub type FollowStream =
     Pin<Box<dyn Stream<Item = std::result::Result<pb::FollowEvent, Status>> + Send>>;
 
+/// Who opened a stream, and what they asked for.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// The caller's checkpoint.
+    pub since: Option<pb::Checkpoint>,
+    /// The heartbeat period.
+    pub heartbeat: Duration,
+    /// The token the stream was opened with (`None`: no token checked).
+    pub token_id: Option<i64>,
+    /// How to read the changes an event carries (the caller's registry
+    /// name and peer); `None` when the caller wants checkpoints only.
+    pub changes: Option<export::Request>,
+}
+
 /// Where a stream stands.
 struct Announcer {
     store: Store,
+    token_id: Option<i64>,
+    changes: Option<export::Request>,
     wakes: watch::Receiver<u64>,
     stop: watch::Receiver<bool>,
     heartbeat: Duration,
@@ -57,24 +86,25 @@ pub fn heartbeat(seconds: u32) -> Result<Duration> {
     }
 }
 
-/// Announces the checkpoints of `store` to a caller at `since`, until
-/// `stop` turns true or the caller goes away.
+/// Announces the checkpoints of `store` to a `subscription`, until `stop`
+/// turns true, its token is revoked or the caller goes away.
 pub fn stream(
     store: Store,
-    since: Option<pb::Checkpoint>,
-    heartbeat: Duration,
+    subscription: Subscription,
     stop: watch::Receiver<bool>,
 ) -> FollowStream {
     // Subscribed before the first read: a commit after it wakes the stream.
     let wakes = store.changes();
     let announcer = Announcer {
         store,
+        token_id: subscription.token_id,
+        changes: subscription.changes,
         wakes,
         stop,
-        heartbeat,
+        heartbeat: subscription.heartbeat,
         // Due at once: the first event tells the current checkpoint.
         next_heartbeat: Instant::now(),
-        announced: since,
+        announced: subscription.since,
         failed: false,
     };
     Box::pin(futures_util::stream::unfold(
@@ -110,30 +140,22 @@ impl Announcer {
                 },
                 _ = tokio::time::sleep_until(self.next_heartbeat) => Woken::Heartbeat,
             };
-            match woken {
+            let heartbeat_due = match woken {
                 Woken::Stop => return None,
-                Woken::Heartbeat => return Some(self.announce().await),
-                Woken::Commit => match self.moved().await {
-                    Ok(None) => continue,
-                    Ok(Some(checkpoint)) => return Some(Ok(self.sent(checkpoint, false))),
-                    Err(e) => return Some(Err(e.into())),
-                },
+                Woken::Commit => false,
+                Woken::Heartbeat => true,
+            };
+            let current = match self.current().await {
+                Ok(current) => current,
+                Err(e) => return Some(Err(e.into())),
+            };
+            if self.is_new(&current) {
+                return Some(Ok(self.change(current).await));
+            }
+            if heartbeat_due {
+                return Some(Ok(self.sent(current, true, None)));
             }
         }
-    }
-
-    /// An event for the current checkpoint: a change when it moved past
-    /// the one announced, a heartbeat otherwise.
-    async fn announce(&mut self) -> std::result::Result<pb::FollowEvent, Status> {
-        let current = self.current().await?;
-        let moved = self.is_new(&current);
-        Ok(self.sent(current, !moved))
-    }
-
-    /// The current checkpoint when it moved past the one announced.
-    async fn moved(&mut self) -> Result<Option<pb::Checkpoint>> {
-        let current = self.current().await?;
-        Ok(self.is_new(&current).then_some(current))
     }
 
     fn is_new(&self, current: &pb::Checkpoint) -> bool {
@@ -143,18 +165,89 @@ impl Announcer {
         }
     }
 
+    /// The event announcing that the checkpoint moved to `current`, with
+    /// the changes when they can be carried.
+    async fn change(&mut self, current: pb::Checkpoint) -> pb::FollowEvent {
+        match self.carried(&current).await {
+            Some((reached, changes)) => self.sent(reached, false, Some(changes)),
+            None => self.sent(current, false, None),
+        }
+    }
+
+    /// The changes from the checkpoint last announced to `current` (or a
+    /// little past it, should more commits land meanwhile), with the
+    /// checkpoint they reach: when the caller wants them and they are
+    /// small. Reading them is an optimisation: on any failure, the caller
+    /// fetches them itself.
+    async fn carried(
+        &self,
+        current: &pb::Checkpoint,
+    ) -> Option<(pb::Checkpoint, pb::FollowChanges)> {
+        let request = self.changes.as_ref()?;
+        let since = self.announced.as_ref()?;
+        if since.epoch != current.epoch || current.revision - since.revision > MAX_CARRIED_REVISIONS
+        {
+            return None;
+        }
+        let mut stream = export::stream(
+            self.store.clone(),
+            export::Request {
+                since: Some(since.clone()),
+                ..request.clone()
+            },
+        );
+        let (mut chunks, mut bytes, mut reached) = (Vec::new(), 0, None);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .inspect_err(|e| tracing::debug!(error = %e.message(), "follow: reading changes"))
+                .ok()?;
+            if let Some(pb::peer_data_chunk::Part::Header(h)) = &chunk.part {
+                if h.kind() != pb::SnapshotKind::Delta {
+                    return None;
+                }
+                reached = h.checkpoint.clone();
+            }
+            bytes += chunk.encoded_len();
+            if bytes > MAX_CARRIED_BYTES {
+                // Dropping the stream stops its reader.
+                return None;
+            }
+            chunks.push(chunk);
+        }
+        let changes = pb::FollowChanges {
+            since: Some(since.clone()),
+            chunks,
+        };
+        Some((reached?, changes))
+    }
+
     /// Records `checkpoint` as announced and makes its event.
-    fn sent(&mut self, checkpoint: pb::Checkpoint, heartbeat: bool) -> pb::FollowEvent {
+    fn sent(
+        &mut self,
+        checkpoint: pb::Checkpoint,
+        heartbeat: bool,
+        changes: Option<pb::FollowChanges>,
+    ) -> pb::FollowEvent {
         self.announced = Some(checkpoint.clone());
         self.next_heartbeat = Instant::now() + self.heartbeat;
         pb::FollowEvent {
             checkpoint: Some(checkpoint),
             heartbeat,
+            changes,
         }
     }
 
+    /// The current checkpoint, once the stream's token is known to be
+    /// still valid.
     async fn current(&self) -> Result<pb::Checkpoint> {
         let mut conn = self.store.read().await?;
+        if let Some(token_id) = self.token_id
+            && !tokens::exists(&mut conn, token_id).await?
+        {
+            return Err(Error::Unauthenticated(format!(
+                "token {token_id} was revoked; the Follow stream ends"
+            )));
+        }
         let history = revisions::history(&mut conn).await?;
         Ok(pb::Checkpoint {
             epoch: history.epoch,

@@ -56,8 +56,7 @@ pub async fn fetch(
     .map_err(|s| unavailable("GetPeerData", &s.message()))?
     .into_inner();
 
-    let mut spool = Spool::create(spool_dir)?;
-    let mut header = false;
+    let mut receiving = Receiving::new(spool_dir, since.is_some(), peer, "")?;
     loop {
         let message = tokio::time::timeout(idle_timeout, stream.message())
             .await
@@ -74,35 +73,90 @@ pub async fn fetch(
                 &"it ended without its trailer; nothing was applied",
             ));
         };
+        if receiving.take(chunk)? {
+            return Ok((receiving.spool, started.elapsed()));
+        }
+    }
+}
+
+/// Spools the changes a `Follow` event of `peer` carried (the messages of
+/// a delta `GetPeerData` stream), checked as a fetched stream is.
+pub fn spool_carried(
+    peer: &PeerRow,
+    changes: pb::FollowChanges,
+    spool_dir: &Path,
+) -> Result<Spool> {
+    let mut receiving = Receiving::new(spool_dir, true, peer, "the changes of a Follow event: ")?;
+    for chunk in changes.chunks {
+        if receiving.take(chunk)? {
+            return Ok(receiving.spool);
+        }
+    }
+    Err(receiving.fault(
+        "stream truncated",
+        "they end without a trailer; nothing was applied",
+    ))
+}
+
+/// A spool being filled from the messages of a `GetPeerData` stream,
+/// which must come as a header, batches, then a trailer.
+struct Receiving {
+    spool: Spool,
+    header: bool,
+    asked_delta: bool,
+    /// Names the peer and the source in errors.
+    source: String,
+}
+
+impl Receiving {
+    fn new(spool_dir: &Path, asked_delta: bool, peer: &PeerRow, what: &str) -> Result<Receiving> {
+        Ok(Receiving {
+            spool: Spool::create(spool_dir)?,
+            header: false,
+            asked_delta,
+            source: format!("peer {} ({}): {what}", peer.peername, peer.peer_url),
+        })
+    }
+
+    /// What is wrong with the stream, as an error.
+    fn fault(&self, what: &str, detail: &str) -> Error {
+        Error::Unavailable(format!("{}{what}: {detail}", self.source))
+    }
+
+    /// Takes the next message; true once the trailer sealed the spool.
+    fn take(&mut self, chunk: pb::PeerDataChunk) -> Result<bool> {
         match chunk.part {
-            Some(pb::peer_data_chunk::Part::Header(h)) if !header => {
-                header = true;
+            Some(pb::peer_data_chunk::Part::Header(h)) if !self.header => {
+                self.header = true;
+                let spool = &mut self.spool;
                 spool.kind = h.kind();
-                if spool.is_delta() && since.is_none() {
-                    return Err(unavailable(
+                if spool.is_delta() && !self.asked_delta {
+                    return Err(self.fault(
                         "stream malformed",
-                        &"a delta arrived although everything was asked for",
+                        "a delta arrived although everything was asked for",
                     ));
                 }
                 spool.registry_name = h.registry_name;
                 spool.schema_version = h.schema_version;
                 spool.full_reason = h.full_reason;
                 spool.checkpoint = h.checkpoint;
+                Ok(false)
             }
-            Some(pb::peer_data_chunk::Part::Batch(batch)) if header => spool.push(batch)?,
-            Some(pb::peer_data_chunk::Part::Trailer(t)) if header => {
-                spool
-                    .check_trailer(&t)
-                    .map_err(|e| unavailable("stream inconsistent", &e))?;
-                spool.seal(&t)?;
-                return Ok((spool, started.elapsed()));
+            Some(pb::peer_data_chunk::Part::Batch(batch)) if self.header => {
+                self.spool.push(batch)?;
+                Ok(false)
             }
-            _ => {
-                return Err(unavailable(
-                    "stream malformed",
-                    &"expected a header, batches, then a trailer",
-                ));
+            Some(pb::peer_data_chunk::Part::Trailer(t)) if self.header => {
+                if let Err(e) = self.spool.check_trailer(&t) {
+                    return Err(self.fault("stream inconsistent", &e));
+                }
+                self.spool.seal(&t)?;
+                Ok(true)
             }
+            _ => Err(self.fault(
+                "stream malformed",
+                "expected a header, batches, then a trailer",
+            )),
         }
     }
 }

@@ -9,9 +9,11 @@
 //!
 //! 1. opens `Follow` at the checkpoint stored on the peer record;
 //! 2. for each event whose checkpoint is past the cache's, runs a delta
-//!    refresh ([`Refresher::refresh`], the same path as `RefreshPeer`:
-//!    locks, validation, one transaction, checkpoint stored with the
-//!    changes). Events that arrived meanwhile are folded into one refresh;
+//!    refresh ([`Refresher::refresh_carried`], the same path as
+//!    `RefreshPeer`: locks, validation, one transaction, checkpoint stored
+//!    with the changes), on the changes the event carried when they start
+//!    at the cache's checkpoint, on a delta `GetPeerData` otherwise.
+//!    Events that arrived meanwhile are folded into one refresh;
 //! 3. on any failure (peer restarting, connection cut, no heartbeat for
 //!    three periods, a refresh that failed) closes the stream and opens a
 //!    new one after a back-off that doubles up to [`MAX_BACKOFF`], resuming
@@ -230,6 +232,7 @@ async fn follow_once(
             .clone()
             .map(|(epoch, revision)| pb::Checkpoint { epoch, revision }),
         heartbeat_seconds: HEARTBEAT.as_secs() as u32,
+        include_changes: true,
     };
     let mut events = client
         .follow(request)
@@ -254,9 +257,15 @@ async fn follow_once(
             .ok_or_else(|| unavailable("the peer closed the stream"))?;
         *failures = 0;
         let mut target = event.checkpoint.unwrap_or_default();
-        // Events that arrived meanwhile are covered by the same refresh.
+        let mut carried = event.changes;
+        // Events that arrived meanwhile are covered by the same refresh,
+        // which then fetches their changes in one delta.
         while let Some(Ok(Some(later))) = events.message().now_or_never() {
-            target = later.checkpoint.unwrap_or_default();
+            let later = later.checkpoint.unwrap_or_default();
+            if later != target {
+                carried = None;
+            }
+            target = later;
         }
         let ahead = match &applied {
             Some((epoch, revision)) => *epoch != target.epoch || target.revision > *revision,
@@ -270,25 +279,28 @@ async fn follow_once(
             }
         });
         if ahead && fresh {
-            applied = catch_up(refresher, followers, &peer, &target).await?;
+            applied = catch_up(refresher, followers, &peer, &target, carried.as_ref()).await?;
             attempted = Some(target);
         }
     }
 }
 
 /// Refreshes the peer until its cache reflects `target` or a refresh did
-/// not apply; returns the checkpoint stored on the peer record.
+/// not apply, with the `carried` changes of the event when it brought
+/// them; returns the checkpoint stored on the peer record.
 async fn catch_up(
     refresher: &Refresher,
     followers: &Followers,
     peer: &PeerRow,
     target: &pb::Checkpoint,
+    carried: Option<&pb::FollowChanges>,
 ) -> Result<Option<(String, i64)>> {
     let report = loop {
         match refresher
-            .refresh(
+            .refresh_carried(
                 PeerRef::Id(peer.peer_id),
                 RefreshOptions::by(pb::SyncMode::Follow),
+                carried,
             )
             .await
         {

@@ -95,6 +95,18 @@ impl Refresher {
         target: PeerRef,
         options: RefreshOptions,
     ) -> Result<pb::RefreshReport> {
+        self.refresh_carried(target, options, None).await
+    }
+
+    /// Refreshes a peer with the `changes` a `Follow` event carried when
+    /// they start from the checkpoint stored on the peer record (fetching
+    /// from the peer otherwise, as [`Refresher::refresh`] does).
+    pub async fn refresh_carried(
+        &self,
+        target: PeerRef,
+        options: RefreshOptions,
+        changes: Option<&pb::FollowChanges>,
+    ) -> Result<pb::RefreshReport> {
         let peer = {
             let mut conn = self.store.read().await?;
             match target {
@@ -105,7 +117,7 @@ impl Refresher {
         let started = Instant::now();
         let lock =
             lock::acquire(&self.store, &self.data_dir, &self.lock_connections, &peer).await?;
-        let result = self.refresh_locked(&peer, options, started).await;
+        let result = self.refresh_locked(&peer, options, changes, started).await;
         lock.release().await;
         result
     }
@@ -115,12 +127,16 @@ impl Refresher {
         &self,
         peer: &PeerRow,
         options: RefreshOptions,
+        changes: Option<&pb::FollowChanges>,
         started: Instant,
     ) -> Result<pb::RefreshReport> {
         let mut report = ReportBuilder::new(&peer.peername, now(), options.mode);
         report.timer("lock", started.elapsed());
         let RefreshOptions { force, full, .. } = options;
-        match self.run(peer, force, full, &mut report, started).await {
+        match self
+            .run(peer, force, full, changes, &mut report, started)
+            .await
+        {
             Ok(done) => {
                 if done.outcome != pb::RefreshOutcome::Applied as i32 {
                     self.record(peer.peer_id, &done).await?;
@@ -154,6 +170,7 @@ impl Refresher {
         peer: &PeerRow,
         force: bool,
         full: bool,
+        changes: Option<&pb::FollowChanges>,
         report: &mut ReportBuilder,
         started: Instant,
     ) -> Result<pb::RefreshReport> {
@@ -164,20 +181,27 @@ impl Refresher {
                 .map(|(epoch, revision)| pb::Checkpoint { epoch, revision }),
         };
         let since_revision = since.as_ref().map_or(0, |c| c.revision);
-        let mut client = self.clients.get(peer, self.idle_timeout).await?;
-        let fetched =
-            fetch::fetch(&mut client, peer, since, self.idle_timeout, &self.data_dir).await;
-        let (mut spool, transport) = fetched.inspect_err(|_| {
-            // A fresh connection for the next attempt.
-            self.clients.forget(peer.peer_id);
-        })?;
+        // Changes a follow event carried spare the call when they start
+        // where the cache stands.
+        let (mut spool, transport, source) =
+            match changes.filter(|c| since.is_some() && c.since == since) {
+                Some(carried) => {
+                    let spooling = Instant::now();
+                    let spool = fetch::spool_carried(peer, carried.clone(), &self.data_dir)?;
+                    (spool, spooling.elapsed(), "carried")
+                }
+                None => {
+                    let (spool, transport) = self.fetch(peer, since).await?;
+                    (spool, transport, "transport")
+                }
+            };
         report.snapshot(
             spool.kind,
             &spool.full_reason,
             since_revision,
             spool.checkpoint.as_ref().map_or(0, |c| c.revision),
         );
-        report.timer("transport", transport);
+        report.timer(source, transport);
         report.timer(
             "peer_db",
             Duration::from_secs_f64(spool.peer_db_seconds.max(0.0)),
@@ -225,6 +249,22 @@ impl Refresher {
             })
         })
         .await
+    }
+
+    /// Fetches the peer's data since the checkpoint `since` (everything
+    /// without one), with the time it took.
+    async fn fetch(
+        &self,
+        peer: &PeerRow,
+        since: Option<pb::Checkpoint>,
+    ) -> Result<(Spool, Duration)> {
+        let mut client = self.clients.get(peer, self.idle_timeout).await?;
+        fetch::fetch(&mut client, peer, since, self.idle_timeout, &self.data_dir)
+            .await
+            .inspect_err(|_| {
+                // A fresh connection for the next attempt.
+                self.clients.forget(peer.peer_id);
+            })
     }
 
     /// Records a report on the peer in a transaction of its own.

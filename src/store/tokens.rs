@@ -172,6 +172,18 @@ pub async fn revoke(conn: &mut DbConn, token_id: i64) -> Result<()> {
     Ok(())
 }
 
+/// Whether the token `token_id` still exists (was not revoked).
+pub async fn exists(conn: &mut DbConn, token_id: i64) -> Result<bool> {
+    let count: i64 = with_db!(conn, |c| {
+        tokens::table
+            .filter(tokens::token_id.eq(token_id))
+            .count()
+            .get_result(c)
+            .await
+    })?;
+    Ok(count > 0)
+}
+
 /// Records that a token was used.
 pub async fn touch(conn: &mut DbConn, token_id: i64) -> Result<()> {
     with_db!(conn, |c| {

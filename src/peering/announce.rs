@@ -29,7 +29,7 @@ use tonic::Status;
 use super::export;
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
-use crate::store::{Store, revisions, tokens};
+use crate::store::{DbConn, Store, revisions, tokens};
 
 /// Heartbeat period when the caller does not choose one.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
@@ -145,12 +145,27 @@ impl Announcer {
                 Woken::Commit => false,
                 Woken::Heartbeat => true,
             };
+            if !heartbeat_due && self.changes.is_some() && self.announced.is_some() {
+                // Straight to the changes, the token checked meanwhile:
+                // their snapshot says whether anything moved.
+                let (token, carried) = tokio::join!(self.check_token(), self.carried(None));
+                if let Err(e) = token {
+                    return Some(Err(e.into()));
+                }
+                match carried {
+                    Carried::Unchanged => continue,
+                    Carried::Changes(reached, changes) => {
+                        return Some(Ok(self.sent(reached, false, Some(changes))));
+                    }
+                    Carried::Not => {}
+                }
+            }
             let current = match self.current().await {
                 Ok(current) => current,
                 Err(e) => return Some(Err(e.into())),
             };
             if self.is_new(&current) {
-                return Some(Ok(self.change(current).await));
+                return Some(Ok(self.change(current, heartbeat_due).await));
             }
             if heartbeat_due {
                 return Some(Ok(self.sent(current, true, None)));
@@ -166,28 +181,30 @@ impl Announcer {
     }
 
     /// The event announcing that the checkpoint moved to `current`, with
-    /// the changes when they can be carried.
-    async fn change(&mut self, current: pb::Checkpoint) -> pb::FollowEvent {
-        match self.carried(&current).await {
-            Some((reached, changes)) => self.sent(reached, false, Some(changes)),
-            None => self.sent(current, false, None),
+    /// the changes when they can be carried (and were not just tried: only
+    /// a heartbeat's look tries them here).
+    async fn change(&mut self, current: pb::Checkpoint, try_carrying: bool) -> pb::FollowEvent {
+        if try_carrying
+            && let Carried::Changes(reached, changes) = self.carried(Some(&current)).await
+        {
+            return self.sent(reached, false, Some(changes));
         }
+        self.sent(current, false, None)
     }
 
-    /// The changes from the checkpoint last announced to `current` (or a
-    /// little past it, should more commits land meanwhile), with the
-    /// checkpoint they reach: when the caller wants them and they are
-    /// small. Reading them is an optimisation: on any failure, the caller
-    /// fetches them itself.
-    async fn carried(
-        &self,
-        current: &pb::Checkpoint,
-    ) -> Option<(pb::Checkpoint, pb::FollowChanges)> {
-        let request = self.changes.as_ref()?;
-        let since = self.announced.as_ref()?;
-        if since.epoch != current.epoch || current.revision - since.revision > MAX_CARRIED_REVISIONS
-        {
-            return None;
+    /// The changes from the checkpoint last announced on, when the caller
+    /// wants them and they are small (within [`MAX_CARRIED_REVISIONS`] of
+    /// it, `current` when known, and [`MAX_CARRIED_BYTES`]). Reading them
+    /// is an optimisation: on any failure, the caller fetches them itself.
+    async fn carried(&self, current: Option<&pb::Checkpoint>) -> Carried {
+        let (Some(request), Some(since)) = (self.changes.as_ref(), self.announced.as_ref()) else {
+            return Carried::Not;
+        };
+        let within_reach = |to: &pb::Checkpoint| {
+            to.epoch == since.epoch && to.revision - since.revision <= MAX_CARRIED_REVISIONS
+        };
+        if current.is_some_and(|c| !within_reach(c)) {
+            return Carried::Not;
         }
         let mut stream = export::stream(
             self.store.clone(),
@@ -197,20 +214,30 @@ impl Announcer {
             },
         );
         let (mut chunks, mut bytes, mut reached) = (Vec::new(), 0, None);
+        // Leaving early drops the stream, which stops its reader.
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk
-                .inspect_err(|e| tracing::debug!(error = %e.message(), "follow: reading changes"))
-                .ok()?;
-            if let Some(pb::peer_data_chunk::Part::Header(h)) = &chunk.part {
-                if h.kind() != pb::SnapshotKind::Delta {
-                    return None;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    tracing::debug!(error = %e.message(), "follow: reading changes");
+                    return Carried::Not;
                 }
-                reached = h.checkpoint.clone();
+            };
+            if let Some(pb::peer_data_chunk::Part::Header(h)) = &chunk.part {
+                let Some(to) = h.checkpoint.as_ref() else {
+                    return Carried::Not;
+                };
+                if h.kind() != pb::SnapshotKind::Delta || !within_reach(to) {
+                    return Carried::Not;
+                }
+                if to == since {
+                    return Carried::Unchanged;
+                }
+                reached = Some(to.clone());
             }
             bytes += chunk.encoded_len();
             if bytes > MAX_CARRIED_BYTES {
-                // Dropping the stream stops its reader.
-                return None;
+                return Carried::Not;
             }
             chunks.push(chunk);
         }
@@ -218,7 +245,10 @@ impl Announcer {
             since: Some(since.clone()),
             chunks,
         };
-        Some((reached?, changes))
+        match reached {
+            Some(reached) => Carried::Changes(reached, changes),
+            None => Carried::Not,
+        }
     }
 
     /// Records `checkpoint` as announced and makes its event.
@@ -241,17 +271,41 @@ impl Announcer {
     /// still valid.
     async fn current(&self) -> Result<pb::Checkpoint> {
         let mut conn = self.store.read().await?;
-        if let Some(token_id) = self.token_id
-            && !tokens::exists(&mut conn, token_id).await?
-        {
-            return Err(Error::Unauthenticated(format!(
-                "token {token_id} was revoked; the Follow stream ends"
-            )));
-        }
+        self.token_valid(&mut conn).await?;
         let history = revisions::history(&mut conn).await?;
         Ok(pb::Checkpoint {
             epoch: history.epoch,
             revision: history.revision,
         })
     }
+
+    /// Fails when the stream's token was revoked.
+    async fn check_token(&self) -> Result<()> {
+        match self.token_id {
+            Some(_) => self.token_valid(&mut self.store.read().await?).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn token_valid(&self, conn: &mut DbConn) -> Result<()> {
+        match self.token_id {
+            Some(token_id) if !tokens::exists(conn, token_id).await? => {
+                Err(Error::Unauthenticated(format!(
+                    "token {token_id} was revoked; the Follow stream ends"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What came of reading the changes an event may carry.
+enum Carried {
+    /// Nothing moved since the checkpoint last announced.
+    Unchanged,
+    /// The changes, and the checkpoint they reach.
+    Changes(pb::Checkpoint, pb::FollowChanges),
+    /// Not carried (too many, another epoch, a failure): the caller
+    /// fetches them.
+    Not,
 }

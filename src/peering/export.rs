@@ -40,7 +40,7 @@ use crate::store::cache::{
     PersonKeys, PersonRoles, Relation, SliceNodes, SlicePersons,
 };
 use crate::store::revisions::{self, History};
-use crate::store::{Db, DbConn, Store, nodes, now};
+use crate::store::{DbConn, Store, nodes, now};
 
 /// Version of the dump's layout, sent in the header.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -87,9 +87,8 @@ type Sender = mpsc::Sender<std::result::Result<pb::PeerDataChunk, Status>>;
 
 async fn produce(store: &Store, request: &Request, tx: &Sender) -> Result<()> {
     let mut conn = store.read().await?;
-    conn.transaction(|c| {
+    conn.snapshot(|c| {
         Box::pin(async move {
-            snapshot(c).await?;
             let history = revisions::history(c).await?;
             let (selection, full_reason) = Selection::serving(request.since.as_ref(), &history);
             let checkpoint = pb::Checkpoint {
@@ -167,20 +166,6 @@ impl Selection {
             Selection::ChangedSince(_) => pb::SnapshotKind::Delta,
         }
     }
-}
-
-/// Makes the open transaction a consistent, read-only snapshot.
-async fn snapshot(conn: &mut DbConn) -> Result<()> {
-    use diesel_async::SimpleAsyncConnection;
-    match conn.db() {
-        Db::Pg(c) => {
-            c.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .await?
-        }
-        // A WAL read transaction sees one snapshot from its first read on.
-        Db::Sqlite(_) => {}
-    }
-    Ok(())
 }
 
 /// Packs objects into batches of bounded size and sends them.
@@ -518,8 +503,13 @@ async fn export_slices(
     out: &mut Packer<'_>,
     selection: Selection,
 ) -> Result<()> {
-    let reserved = out.read(nodes::whitelisted_ids(conn)).await?;
+    // Read with the first page: a delta without slices needs none.
+    let mut reserved = None;
     for_each_page!(conn, out, selection, CachedSlices, |rows| {
+        if reserved.is_none() {
+            reserved = Some(out.read(nodes::whitelisted_ids(conn)).await?);
+        }
+        let reserved = reserved.get_or_insert_default();
         let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
         let pairs = out.read(SliceNodes::for_owners(conn, &ids)).await?;
         let mut nodes = group(

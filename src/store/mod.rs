@@ -340,6 +340,44 @@ impl DbConn {
         E: From<Error> + Send + 'a,
     {
         with_db!(self, |c| begin(c).await).map_err(|e| E::from(Error::from(e)))?;
+        self.finish_transaction(f).await
+    }
+
+    /// Runs `f` as [`DbConn::transaction`] does, in a read-only transaction
+    /// that sees one snapshot of the database throughout: REPEATABLE READ
+    /// on PostgreSQL (begun in one statement), a WAL read transaction on
+    /// SQLite (one snapshot from its first read on).
+    pub async fn snapshot<'a, T, E, F>(&'a mut self, f: F) -> std::result::Result<T, E>
+    where
+        F: for<'r> FnOnce(&'r mut DbConn) -> ScopedBoxFuture<'a, 'r, std::result::Result<T, E>>
+            + Send
+            + 'a,
+        T: Send + 'a,
+        E: From<Error> + Send + 'a,
+    {
+        let begun = match self.db() {
+            Db::Pg(c) => {
+                diesel_async::AnsiTransactionManager::begin_transaction_sql(
+                    c,
+                    "BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+                )
+                .await
+            }
+            Db::Sqlite(c) => begin(c).await,
+        };
+        begun.map_err(|e| E::from(Error::from(e)))?;
+        self.finish_transaction(f).await
+    }
+
+    /// Runs `f` in the transaction just begun, then commits or rolls back.
+    async fn finish_transaction<'a, T, E, F>(&'a mut self, f: F) -> std::result::Result<T, E>
+    where
+        F: for<'r> FnOnce(&'r mut DbConn) -> ScopedBoxFuture<'a, 'r, std::result::Result<T, E>>
+            + Send
+            + 'a,
+        T: Send + 'a,
+        E: From<Error> + Send + 'a,
+    {
         match f(self).await {
             Ok(value) => {
                 with_db!(self, |c| commit(c).await).map_err(|e| E::from(Error::from(e)))?;

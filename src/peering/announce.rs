@@ -239,7 +239,13 @@ impl Announcer {
             if bytes > MAX_CARRIED_BYTES {
                 return Carried::Not;
             }
+            let last = matches!(chunk.part, Some(pb::peer_data_chunk::Part::Trailer(_)));
             chunks.push(chunk);
+            if last {
+                // Complete: no need to wait for the reader to close its
+                // transaction.
+                break;
+            }
         }
         let changes = pb::FollowChanges {
             since: Some(since.clone()),

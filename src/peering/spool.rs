@@ -2,12 +2,14 @@
 //!
 //! A refresh receives the whole dump before it opens its transaction (a
 //! slow peer must never hold the database), but a large dump must not sit
-//! in memory as messages either. So each object is written, as it
-//! arrives, to an unnamed temporary file of its class in the data
-//! directory (the file has no name, so nothing is left behind, even by a
-//! crash). What stays in memory is compact: the peer's ids of each class,
-//! for the mass-delete guard and for telling gone objects from present
-//! ones. The apply phase then reads each class back in chunks.
+//! in memory as messages either. So each object is encoded, as it
+//! arrives, into its class's spool: a buffer in memory while the class
+//! holds less than [`IN_MEMORY_BYTES`] (a small delta never touches the
+//! disk), an unnamed temporary file in the data directory beyond (the file
+//! has no name, so nothing is left behind, even by a crash). What else
+//! stays in memory is compact: the peer's ids of each class, for the
+//! mass-delete guard and for telling gone objects from present ones. The
+//! apply phase then reads each class back in chunks.
 //!
 //! A delta holds the changed objects the same way, plus the ids the peer
 //! deleted (and those that cleaning dropped, which a delta must remove
@@ -20,7 +22,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use prost::Message;
 
@@ -54,10 +56,24 @@ peer_object!(
     ExportedSlice.slice_id,
 );
 
+/// Encoded objects a class keeps in memory before it moves them to a file.
+pub const IN_MEMORY_BYTES: usize = 256 * 1024;
+
+/// Where a class's encoded objects are.
+#[derive(Debug)]
+enum Storage {
+    /// In memory, while small.
+    Memory(Vec<u8>),
+    /// In an unnamed temporary file.
+    File(BufWriter<File>),
+}
+
 /// The spooled objects of one class.
 #[derive(Debug)]
 pub struct ClassSpool<T> {
-    file: BufWriter<File>,
+    storage: Storage,
+    /// Where the file goes, once the objects outgrow memory.
+    dir: PathBuf,
     /// The peer's ids of the spooled objects; sorted once sealed.
     ids: Vec<i64>,
     /// Objects received, including those cleaning dropped.
@@ -70,9 +86,9 @@ pub struct ClassSpool<T> {
 
 impl<T: PeerObject> ClassSpool<T> {
     fn create(dir: &Path) -> Result<ClassSpool<T>> {
-        let file = tempfile::tempfile_in(dir).map_err(|e| spool_error(dir, &e))?;
         Ok(ClassSpool {
-            file: BufWriter::new(file),
+            storage: Storage::Memory(Vec::new()),
+            dir: dir.to_owned(),
             ids: Vec::new(),
             received: 0,
             gone: Vec::new(),
@@ -96,13 +112,34 @@ impl<T: PeerObject> ClassSpool<T> {
                 .map_err(|e| Error::Internal(format!("spooling the peer's dump: {e}")))?;
             let length = u32::try_from(buffer.len())
                 .map_err(|_| Error::Internal("an object of over 4 GiB in a dump".into()))?;
-            self.file
-                .write_all(&length.to_le_bytes())
-                .and_then(|()| self.file.write_all(&buffer))
-                .map_err(|e| Error::Internal(format!("spooling the peer's dump: {e}")))?;
+            self.write(&length.to_le_bytes())?;
+            self.write(&buffer)?;
             self.ids.push(object.peer_object_id());
         }
         Ok(())
+    }
+
+    /// Appends bytes, moving the spool to a file when memory would hold
+    /// more than [`IN_MEMORY_BYTES`].
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let failed = |e: std::io::Error| Error::Internal(format!("spooling the peer's dump: {e}"));
+        if let Storage::Memory(memory) = &mut self.storage {
+            if memory.len() + bytes.len() <= IN_MEMORY_BYTES {
+                memory.extend_from_slice(bytes);
+                return Ok(());
+            }
+            let file = tempfile::tempfile_in(&self.dir).map_err(|e| spool_error(&self.dir, &e))?;
+            let mut file = BufWriter::new(file);
+            file.write_all(memory).map_err(failed)?;
+            self.storage = Storage::File(file);
+        }
+        match &mut self.storage {
+            Storage::File(file) => file.write_all(bytes).map_err(failed),
+            Storage::Memory(memory) => {
+                memory.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
     }
 
     /// Objects received, including those cleaning dropped.
@@ -161,19 +198,28 @@ impl<T: PeerObject> ClassSpool<T> {
         self.ids.sort_unstable();
         self.gone.sort_unstable();
         self.gone.dedup();
-        self.file
-            .flush()
-            .map_err(|e| Error::Internal(format!("spooling the peer's dump: {e}")))
+        match &mut self.storage {
+            Storage::File(file) => file
+                .flush()
+                .map_err(|e| Error::Internal(format!("spooling the peer's dump: {e}"))),
+            Storage::Memory(_) => Ok(()),
+        }
     }
 
     /// Reads the objects back, in the order they arrived, in chunks of at
     /// most `size`.
     pub fn chunks(&mut self, size: usize) -> Result<Chunks<'_, T>> {
-        let file = self.file.get_mut();
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| Error::Internal(format!("reading the spooled dump: {e}")))?;
+        let reader: Box<dyn Read + Send + '_> = match &mut self.storage {
+            Storage::Memory(memory) => Box::new(memory.as_slice()),
+            Storage::File(file) => {
+                let file = file.get_mut();
+                file.seek(SeekFrom::Start(0))
+                    .map_err(|e| Error::Internal(format!("reading the spooled dump: {e}")))?;
+                Box::new(BufReader::with_capacity(256 * 1024, file))
+            }
+        };
         Ok(Chunks {
-            reader: BufReader::with_capacity(256 * 1024, file),
+            reader,
             size,
             left: self.ids.len(),
             buffer: Vec::new(),
@@ -195,7 +241,7 @@ const CHUNK: usize = 4096;
 
 /// Reads a [`ClassSpool`] back, chunk by chunk.
 pub struct Chunks<'a, T> {
-    reader: BufReader<&'a mut File>,
+    reader: Box<dyn Read + Send + 'a>,
     size: usize,
     left: usize,
     buffer: Vec<u8>,
@@ -409,5 +455,33 @@ mod tests {
         let mut again = 0;
         spool.for_each(|_| again += 1).unwrap();
         assert_eq!(again, 27);
+        assert!(
+            matches!(spool.storage, Storage::Memory(_)),
+            "small: in memory"
+        );
+    }
+
+    #[test]
+    fn a_class_that_outgrows_memory_moves_to_a_file_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = ClassSpool::<pb::ExportedSite>::create(dir.path()).unwrap();
+        let sites: Vec<pb::ExportedSite> = (1..=5000)
+            .map(|id| pb::ExportedSite {
+                site_id: id,
+                login_base: format!("site{id}"),
+                name: "x".repeat(100),
+                ..Default::default()
+            })
+            .collect();
+        spool.push(sites, |_| true).unwrap();
+        spool.seal().unwrap();
+        assert!(matches!(spool.storage, Storage::File(_)), "large: on disk");
+        let ids: Vec<i64> = spool
+            .chunks(1000)
+            .unwrap()
+            .flat_map(|c| c.unwrap())
+            .map(|s| s.site_id)
+            .collect();
+        assert_eq!(ids, (1..=5000).collect::<Vec<i64>>());
     }
 }

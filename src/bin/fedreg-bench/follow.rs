@@ -5,20 +5,36 @@
 //! The refreshing registry is set to follow the serving one and given time
 //! to catch up. Then, one change at a time, a local site of the serving
 //! registry is renamed through its API; the clock starts when the call
-//! returns (the change is committed by then) and stops when a query on the
-//! refreshing registry's database sees the new name in its cache. The
-//! query polls every [`POLL`], so a latency is overstated by up to that
-//! much, never understated. Changes are paced (the next one after the
-//! previous arrived), so the figures are latencies, not queueing.
+//! returns (the change is committed by then) and stops when the new name
+//! is visible in the refreshing registry's cache:
+//!
+//! - SQLite: a query on the refreshing registry's database sees it; the
+//!   query polls every [`POLL`], so a latency is overstated by up to that
+//!   much, never understated.
+//! - PostgreSQL: a trigger on the refreshing database's `sites` notifies
+//!   the benchmark, which PostgreSQL delivers at the commit that makes the
+//!   name visible (no polling load on the server). Two more triggers stamp
+//!   the change as the logical replication baseline is stamped
+//!   ([`crate::replication`]): `clock_timestamp()` when the serving
+//!   registry writes the row, just before its commit, and when the
+//!   refreshing registry writes its cached copy, just before its commit.
+//!   Those stamps give the second figure, measured like the baseline.
+//!
+//! Changes are paced (the next one after the previous arrived), so the
+//! figures are latencies, not queueing.
 
+use std::collections::HashMap;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use fedreg::proto::v1 as pb;
 use fedreg::store::Store;
 use fedreg::store::schema::sites;
 use fedreg::with_db;
+use futures_util::StreamExt;
 
 use crate::replication::percentile;
 use crate::servers::Registry;
@@ -28,6 +44,25 @@ const POLL: Duration = Duration::from_micros(200);
 /// Longest wait for one change, or for following to start.
 const PATIENCE: Duration = Duration::from_secs(60);
 
+/// Notification channel of the arrival trigger.
+const CHANNEL: &str = "fedreg_bench_followed";
+/// How often the arrival table is checked if no notification came.
+const ARRIVAL_POLL: Duration = Duration::from_millis(2);
+
+/// How the benchmark learns that a change reached the refreshing registry.
+pub enum Watch<'a> {
+    /// By polling the refreshing registry's database (SQLite).
+    Poll(&'a Store),
+    /// By the triggers that stamp and announce the change (PostgreSQL):
+    /// the URLs of the serving and the refreshing databases.
+    Stamps {
+        /// The serving registry's database.
+        serving: String,
+        /// The refreshing registry's database.
+        refreshing: String,
+    },
+}
+
 /// Commit-to-cache latencies of follow mode.
 #[derive(Debug, Clone)]
 pub struct Latencies {
@@ -35,6 +70,9 @@ pub struct Latencies {
     pub median_ms: f64,
     /// 99th percentile, milliseconds.
     pub p99_ms: f64,
+    /// With [`Watch::Stamps`]: the median and 99th percentile between the
+    /// two rows' write stamps, as the baseline measures.
+    pub stamped_ms: Option<(f64, f64)>,
     /// Changes measured.
     pub changes: usize,
     /// The report of the last refresh the follow stream ran.
@@ -43,12 +81,12 @@ pub struct Latencies {
 
 /// Makes `refreshing` follow its peer `peer_id` (the `serving` registry),
 /// then times `changes` site renames on `serving` until each is in the
-/// cache of `refreshing` (whose database is `refreshing_store`).
+/// cache of `refreshing`, learnt as `watch` says.
 pub async fn measure(
     serving: &Registry,
     serving_store: &Store,
     refreshing: &Registry,
-    refreshing_store: &Store,
+    watch: Watch<'_>,
     peer_id: i64,
     changes: usize,
 ) -> Result<Latencies, String> {
@@ -80,11 +118,11 @@ pub async fn measure(
         return Err("the serving registry has no site to change".into());
     }
     let mut api = serving.registry();
-    let mut cache = refreshing_store.read().await.map_err(|e| e.to_string())?;
+    let mut watcher = Watcher::open(&watch, peer_id).await?;
     let mut latencies = Vec::with_capacity(changes);
     for i in 0..changes {
         let site_id = site_ids[i % site_ids.len()];
-        let name = format!("Followed change {i}");
+        let name = format!("{NAME_PREFIX}{i}");
         api.update_site(pb::UpdateSiteRequest {
             site_id,
             name: Some(name.clone()),
@@ -93,40 +131,205 @@ pub async fn measure(
         .await
         .map_err(|e| format!("UpdateSite: {e}"))?;
         let committed = Instant::now();
-        loop {
-            let arrived: i64 = with_db!(cache, |c| {
-                sites::table
-                    .filter(sites::peer_id.eq(peer_id))
-                    .filter(sites::peer_site_id.eq(site_id))
-                    .filter(sites::name.eq(&name))
-                    .count()
-                    .get_result(c)
-                    .await
-            })
-            .map_err(|e| e.to_string())?;
-            if arrived > 0 {
-                break;
-            }
-            if committed.elapsed() > PATIENCE {
-                return Err(format!(
-                    "change {i} (site {site_id}) did not reach the follower in {} s",
-                    PATIENCE.as_secs()
-                ));
-            }
-            // tokio's timer ticks in milliseconds: sleep on a blocking thread.
-            tokio::task::spawn_blocking(|| std::thread::sleep(POLL))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        watcher
+            .wait_for(site_id, &name, committed)
+            .await
+            .map_err(|e| format!("change {i} (site {site_id}): {e}"))?;
         latencies.push(committed.elapsed().as_secs_f64() * 1000.0);
     }
     latencies.sort_by(f64::total_cmp);
+    let stamped_ms = match (&watch, &mut watcher) {
+        (Watch::Stamps { serving, .. }, Watcher::Notified(conn)) => {
+            let mut stamped = stamped_latencies(serving, conn).await?;
+            stamped.sort_by(f64::total_cmp);
+            Some((percentile(&stamped, 0.5), percentile(&stamped, 0.99)))
+        }
+        _ => None,
+    };
     Ok(Latencies {
         median_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
+        stamped_ms,
         changes,
         last_report: get_peer(refreshing, peer_id).await?.last_refresh_report,
     })
+}
+
+/// The new names the benchmark gives sites; the triggers watch these only.
+const NAME_PREFIX: &str = "Followed change ";
+
+/// A connection that learns of arrivals.
+enum Watcher {
+    /// Polls the refreshing registry's cache.
+    Polled(fedreg::store::DbConn, i64),
+    /// Listens on the refreshing database for the arrival trigger.
+    Notified(AsyncPgConnection),
+}
+
+impl Watcher {
+    /// Opens the watch; with stamps, installs the triggers first.
+    async fn open(watch: &Watch<'_>, peer_id: i64) -> Result<Watcher, String> {
+        match watch {
+            Watch::Poll(store) => Ok(Watcher::Polled(
+                store.read().await.map_err(|e| e.to_string())?,
+                peer_id,
+            )),
+            Watch::Stamps {
+                serving,
+                refreshing,
+            } => {
+                let mut s = connect(serving).await?;
+                exec(
+                    &mut s,
+                    &format!(
+                        "CREATE TABLE bench_commit (name text PRIMARY KEY, at timestamptz NOT NULL);
+                         CREATE FUNCTION bench_stamp_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+                         BEGIN
+                             INSERT INTO bench_commit VALUES (NEW.name, clock_timestamp())
+                                 ON CONFLICT DO NOTHING;
+                             RETURN NULL;
+                         END $$;
+                         CREATE TRIGGER bench_stamp_commit AFTER UPDATE ON sites FOR EACH ROW
+                             WHEN (NEW.peer_id IS NULL AND NEW.name LIKE '{NAME_PREFIX}%')
+                             EXECUTE FUNCTION bench_stamp_commit();"
+                    ),
+                )
+                .await?;
+                let mut r = connect(refreshing).await?;
+                exec(
+                    &mut r,
+                    &format!(
+                        "CREATE TABLE bench_arrival (name text PRIMARY KEY, at timestamptz NOT NULL);
+                         CREATE FUNCTION bench_stamp_arrival() RETURNS trigger LANGUAGE plpgsql AS $$
+                         BEGIN
+                             INSERT INTO bench_arrival VALUES (NEW.name, clock_timestamp())
+                                 ON CONFLICT DO NOTHING;
+                             PERFORM pg_notify('{CHANNEL}', NEW.name);
+                             RETURN NULL;
+                         END $$;
+                         CREATE TRIGGER bench_stamp_arrival AFTER INSERT OR UPDATE ON sites
+                             FOR EACH ROW
+                             WHEN (NEW.peer_id IS NOT NULL AND NEW.name LIKE '{NAME_PREFIX}%')
+                             EXECUTE FUNCTION bench_stamp_arrival();
+                         LISTEN {CHANNEL};"
+                    ),
+                )
+                .await?;
+                Ok(Watcher::Notified(r))
+            }
+        }
+    }
+
+    /// Waits until site `site_id` is cached under `name`.
+    async fn wait_for(&mut self, site_id: i64, name: &str, since: Instant) -> Result<(), String> {
+        loop {
+            let arrived = match self {
+                Watcher::Polled(cache, peer_id) => {
+                    let peer_id = *peer_id;
+                    let seen: i64 = with_db!(cache, |c| {
+                        sites::table
+                            .filter(sites::peer_id.eq(peer_id))
+                            .filter(sites::peer_site_id.eq(site_id))
+                            .filter(sites::name.eq(name))
+                            .count()
+                            .get_result(c)
+                            .await
+                    })
+                    .map_err(|e| e.to_string())?;
+                    if seen == 0 {
+                        // tokio's timer ticks in milliseconds: sleep on a
+                        // blocking thread.
+                        tokio::task::spawn_blocking(|| std::thread::sleep(POLL))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    seen > 0
+                }
+                Watcher::Notified(conn) => notified(conn, name).await?,
+            };
+            if arrived {
+                return Ok(());
+            }
+            if since.elapsed() > PATIENCE {
+                return Err(format!(
+                    "did not reach the follower in {} s",
+                    PATIENCE.as_secs()
+                ));
+            }
+        }
+    }
+}
+
+/// Whether `name` arrived: its notification within [`ARRIVAL_POLL`], or
+/// (should notifications not come) its row in `bench_arrival`.
+async fn notified(conn: &mut AsyncPgConnection, name: &str) -> Result<bool, String> {
+    {
+        let mut notifications = pin!(conn.notifications_stream());
+        match tokio::time::timeout(ARRIVAL_POLL, notifications.next()).await {
+            Ok(Some(Ok(n))) if n.payload == name => return Ok(true),
+            // An earlier change's notification, or nothing yet.
+            Ok(Some(Ok(_))) | Ok(None) | Err(_) => {}
+            Ok(Some(Err(e))) => return Err(format!("waiting for a notification: {e}")),
+        }
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let seen: Count = diesel::sql_query("SELECT count(*) AS n FROM bench_arrival WHERE name = $1")
+        .bind::<Text, _>(name)
+        .get_result(conn)
+        .await
+        .map_err(|e| format!("checking the arrival table: {e}"))?;
+    Ok(seen.n > 0)
+}
+
+/// The latencies between the two stamps of each change, milliseconds.
+async fn stamped_latencies(
+    serving: &str,
+    refreshing: &mut AsyncPgConnection,
+) -> Result<Vec<f64>, String> {
+    #[derive(diesel::QueryableByName)]
+    struct Stamp {
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = BigInt)]
+        micros: i64,
+    }
+    let read = |table: &str| {
+        format!("SELECT name, (extract(epoch FROM at) * 1000000)::bigint AS micros FROM {table}")
+    };
+    let committed: Vec<Stamp> = diesel::sql_query(read("bench_commit"))
+        .load(&mut connect(serving).await?)
+        .await
+        .map_err(|e| format!("reading the commit stamps: {e}"))?;
+    let arrived: HashMap<String, i64> = diesel::sql_query(read("bench_arrival"))
+        .load::<Stamp>(refreshing)
+        .await
+        .map_err(|e| format!("reading the arrival stamps: {e}"))?
+        .into_iter()
+        .map(|s| (s.name, s.micros))
+        .collect();
+    committed
+        .iter()
+        .map(|c| match arrived.get(&c.name) {
+            Some(at) => Ok((at - c.micros) as f64 / 1000.0),
+            None => Err(format!("{} has no arrival stamp", c.name)),
+        })
+        .collect()
+}
+
+async fn connect(url: &str) -> Result<AsyncPgConnection, String> {
+    AsyncPgConnection::establish(url)
+        .await
+        .map_err(|e| format!("connecting to {url}: {e}"))
+}
+
+async fn exec(conn: &mut AsyncPgConnection, sql: &str) -> Result<(), String> {
+    conn.batch_execute(sql)
+        .await
+        .map_err(|e| format!("{e} (in: {sql:.120})"))
 }
 
 /// Waits until `on` is connected to its followed peer and up to date.

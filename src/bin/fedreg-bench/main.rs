@@ -74,6 +74,10 @@ struct Measure {
     phases: String,
     /// For a latency (the time is then its median): the 99th percentile.
     p99_seconds: Option<f64>,
+    /// For the follow latency on PostgreSQL: the median and 99th
+    /// percentile, milliseconds, between write stamps, as the baseline is
+    /// measured.
+    stamped_ms: Option<(f64, f64)>,
 }
 
 #[tokio::main]
@@ -373,6 +377,7 @@ async fn refresh_step(b: &mut Bench<'_>, step: Step, runs: usize) -> Result<Meas
         changes: Some(changes(&report)),
         phases: phases(&report),
         p99_seconds: None,
+        stamped_ms: None,
     })
 }
 
@@ -438,6 +443,7 @@ async fn get_peer_data_step(
         changes: None,
         phases: String::new(),
         p99_seconds: None,
+        stamped_ms: None,
     };
     Ok((measure, reached))
 }
@@ -533,17 +539,25 @@ async fn bench_backend(
         let r_store = Store::connect(&refreshing_db.url(&r_dir))
             .await
             .map_err(|e| e.to_string())?;
+        let watch = match backend {
+            "sqlite" => follow::Watch::Poll(&r_store),
+            _ => follow::Watch::Stamps {
+                serving: serving_db.url(&s_dir),
+                refreshing: refreshing_db.url(&r_dir),
+            },
+        };
         let l = follow::measure(
             &s,
             &serving_store,
             &r,
-            &r_store,
+            watch,
             bench.peer_id,
             args.follow_changes,
         )
         .await?;
         let mut measure = latency_measure(shape, "", FOLLOW_STEP, l.median_ms, l.p99_ms, l.changes);
         measure.phases = l.last_report.as_ref().map(fine_phases).unwrap_or_default();
+        measure.stamped_ms = l.stamped_ms;
         out.push(measure);
     }
     s.stop().await;
@@ -563,6 +577,7 @@ async fn bench_backend(
         changes: Some((shape.objects() + shape.memberships()) as i64),
         phases: String::new(),
         p99_seconds: None,
+        stamped_ms: None,
     });
     for m in &mut out {
         m.backend = backend.to_owned();
@@ -601,6 +616,7 @@ fn latency_measure(
         changes: None,
         phases: String::new(),
         p99_seconds: Some(p99_ms / 1000.0),
+        stamped_ms: None,
     }
 }
 
@@ -612,23 +628,28 @@ fn follow_table(
     baseline: Option<&replication::Baseline>,
 ) -> String {
     let mut t = String::from(
-        "| size | backend | follow: commit to cache | median ms | p99 ms | × replication median |\n|---|---|---:|---:|---:|---:|\n",
+        "| size | backend | follow: commit to cache | median ms | p99 ms | stamped median ms | stamped p99 ms | × replication median |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
     );
     let base = match baseline {
         Some(replication::Baseline::Measured(b)) => Some(b.median_ms),
         _ => None,
     };
+    let ms = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
     for m in results.iter().filter(|m| m.step == FOLLOW_STEP) {
         let p99 = m.p99_seconds.unwrap_or(f64::NAN);
+        // Compared as the baseline is measured where the stamps exist.
+        let compared = m.stamped_ms.map_or(m.seconds * 1000.0, |s| s.0);
         let _ = writeln!(
             t,
-            "| {} | {} | {} changes | {:.2} | {:.2} | {} |",
+            "| {} | {} | {} changes | {:.2} | {:.2} | {} | {} | {} |",
             m.size,
             m.backend,
             m.objects,
             m.seconds * 1000.0,
             p99 * 1000.0,
-            base.map(|b| format!("{:.1}", m.seconds * 1000.0 / b))
+            ms(m.stamped_ms.map(|s| s.0)),
+            ms(m.stamped_ms.map(|s| s.1)),
+            base.map(|b| format!("{:.1}", compared / b))
                 .unwrap_or_default()
         );
     }
@@ -636,7 +657,7 @@ fn follow_table(
         Some(replication::Baseline::Measured(b)) => {
             let _ = writeln!(
                 t,
-                "| {} | PostgreSQL logical replication (baseline) | {} changes | {:.2} | {:.2} | 1.0 |",
+                "| {} | PostgreSQL logical replication (baseline) | {} changes | | | {:.2} | {:.2} | 1.0 |",
                 shape.label(),
                 b.changes,
                 b.median_ms,
@@ -686,7 +707,7 @@ fn json(results: &[Measure]) -> String {
         .iter()
         .map(|m| {
             format!(
-                "{{\"size\":{},\"backend\":{},\"step\":{},\"seconds\":{},\"objects\":{},\"bytes\":{},\"floor_ratio\":{},\"peak_mib\":{},\"rows_written\":{},\"phases\":{},\"p99_seconds\":{}}}",
+                "{{\"size\":{},\"backend\":{},\"step\":{},\"seconds\":{},\"objects\":{},\"bytes\":{},\"floor_ratio\":{},\"peak_mib\":{},\"rows_written\":{},\"phases\":{},\"p99_seconds\":{},\"stamped_median_ms\":{},\"stamped_p99_ms\":{}}}",
                 quote(&m.size),
                 quote(&m.backend),
                 quote(m.step),
@@ -697,7 +718,9 @@ fn json(results: &[Measure]) -> String {
                 opt(m.peak_mib),
                 m.changes.map(|c| c.to_string()).unwrap_or_else(|| "null".into()),
                 quote(&m.phases),
-                opt(m.p99_seconds)
+                opt(m.p99_seconds),
+                opt(m.stamped_ms.map(|s| s.0)),
+                opt(m.stamped_ms.map(|s| s.1))
             )
         })
         .collect();

@@ -1,11 +1,13 @@
 //! `RefreshPeer`: fetch, clean, guard, apply, all or nothing.
 //!
 //! 1. Take the peer's refresh locks (a second refresh fails at once).
-//! 2. Fetch the peer's data over the network into a spool on disk, cleaning
-//!    it on the way, with no transaction open: a slow or broken peer never
-//!    holds the database, and a large dump never sits in memory. With a
+//! 2. Fetch the peer's data over the network into a spool, cleaning it on
+//!    the way, with no transaction open: a slow or broken peer never holds
+//!    the database, and a large dump never sits in memory. With a
 //!    checkpoint stored on the peer record (and unless `full` is asked),
-//!    only the changes since it: a delta.
+//!    only the changes since it: a delta. Changes a follow event carried
+//!    ([`Refresher::refresh_carried`]) are spooled without a call when they
+//!    start at that checkpoint.
 //! 3. In one write transaction: the mass-delete guard, then every class and
 //!    relation ([`super::sync`]), then the report and the new checkpoint on
 //!    the peer record. Any error rolls everything back, checkpoint included,

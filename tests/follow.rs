@@ -10,6 +10,8 @@
 //! - the followed peer restarting (changes made while it was away arrive
 //!   once it is back) and the connection cut under the stream, several
 //!   times: no change is lost or applied twice;
+//! - of two processes sharing a database, one follows a peer and the
+//!   other stands by, taking over when the first stops;
 //! - a peer that does not serve `Follow` shows the error and is retried.
 
 mod common;
@@ -30,6 +32,7 @@ backend_tests!(
     changes_reach_followers_both_ways,
     following_survives_the_peer_restarting,
     following_survives_cut_connections,
+    one_of_several_processes_follows_a_peer,
     a_peer_without_follow_shows_the_error,
 );
 
@@ -508,4 +511,53 @@ async fn a_peer_without_follow_shows_the_error(backend: Backend) {
     let report = common::federation::refresh(&server, peer_id).await;
     assert_eq!(report.mode(), pb::SyncMode::Manual);
     assert_eq!(cached_sites(&server, peer_id).await, 1);
+}
+
+async fn one_of_several_processes_follows_a_peer(backend: Backend) {
+    let a = TestServer::start_named(backend, "plca").await;
+    let b1 = TestServer::start_named(backend, "plcb").await;
+    let a_on_b = peer_one_way(&b1, "plcb", &a, "plca").await;
+    // A second process of registry plcb on the same database.
+    let b2 = TestServer::start_sharing(&b1, |c| c.registry_name = "plcb".into()).await;
+    set_follow(&b1, a_on_b, true).await;
+    let mut on_a = a.registry().await;
+    common::objects::site(&mut on_a, "alpha0").await;
+
+    // One follows (b2's supervisor sees the record at its next rescan).
+    eventually("one process follows, the other stands by", || async {
+        let s1 = get_peer(&b1, a_on_b)
+            .await
+            .follow_status
+            .unwrap_or_default();
+        let s2 = get_peer(&b2, a_on_b)
+            .await
+            .follow_status
+            .unwrap_or_default();
+        (s1.connected && s2.standby) || (s2.connected && s1.standby)
+    })
+    .await;
+    caught_up(&b1, a_on_b, 1).await;
+    let s1 = get_peer(&b1, a_on_b)
+        .await
+        .follow_status
+        .unwrap_or_default();
+    let (follower, stand_by) = match s1.connected {
+        true => (b1, b2),
+        false => (b2, b1),
+    };
+    assert!(
+        !get_peer(&stand_by, a_on_b)
+            .await
+            .follow_status
+            .unwrap_or_default()
+            .connected
+    );
+
+    // The follower stops: the other takes over and changes keep coming.
+    let mut follower = follower;
+    follower.stop().await;
+    common::objects::site(&mut on_a, "alpha1").await;
+    let status = caught_up(&stand_by, a_on_b, 2).await;
+    assert!(status.connected && !status.standby, "{status:?}");
+    assert_eq!(writes(&refresh_full(&stand_by, a_on_b).await), 0);
 }

@@ -297,6 +297,9 @@ fn mode_text(peer: &pb::Peer) -> String {
 
 /// Where following stands: connection, revisions and lag.
 fn follow_text(status: &pb::FollowStatus) -> String {
+    if status.standby {
+        return "standby: another fedreg process on this database follows the peer".into();
+    }
     let connection = if status.connected {
         "connected"
     } else {

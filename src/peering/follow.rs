@@ -20,8 +20,13 @@
 //!    from the stored checkpoint: nothing is skipped or applied twice,
 //!    since every refresh starts from what the last commit recorded.
 //!
+//! Of several processes sharing a database, one follows each peer: the task first takes the peer's [`FollowLease`];
+//! while another process holds it, the task stands by and tries again
+//! every [`STANDBY_RETRY`], so it takes over soon after that process stops.
+//!
 //! [`Followers`] holds what the tasks know for the peers API: connected or
-//! not, the peer's last revision, the cache's, the lag, the last error.
+//! not (or standing by), the peer's last revision, the cache's, the lag,
+//! the last error.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,6 +37,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::fetch;
+use super::lock::FollowLease;
 use super::refresh::{PeerRef, RefreshOptions, Refresher};
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
@@ -50,6 +56,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const BUSY_RETRY: Duration = Duration::from_millis(20);
 /// How often the supervisor looks at the peer records unpoked.
 const RESCAN: Duration = Duration::from_secs(5);
+/// How often a process standing by tries to take over following a peer.
+const STANDBY_RETRY: Duration = Duration::from_secs(2);
 
 /// What the follow tasks of one server know; cheap to clone.
 #[derive(Clone, Default)]
@@ -73,6 +81,7 @@ struct Tracker {
     last_error: Option<(String, i64)>,
     refreshes: i64,
     connects: i64,
+    standby: bool,
 }
 
 impl Followers {
@@ -94,6 +103,7 @@ impl Followers {
             last_error_time,
             refreshes: t.refreshes,
             connects: t.connects,
+            standby: t.standby,
         })
     }
 
@@ -177,12 +187,27 @@ async fn followed(refresher: &Refresher) -> Result<Vec<PeerRow>> {
 }
 
 /// Follows one peer for as long as the task lives, reopening the stream
-/// after failures.
+/// after failures; stands by while another process holds the peer's
+/// [`FollowLease`].
 async fn follow_peer(refresher: Refresher, followers: Followers, peer_id: i64) {
     let mut failures = 0u32;
     loop {
-        let error = match follow_once(&refresher, &followers, peer_id, &mut failures).await {
-            Ok(never) => match never {},
+        let error = match lease(&refresher, peer_id).await {
+            Ok(Some(lease)) => {
+                followers.update(peer_id, |t| t.standby = false);
+                match follow_once(&refresher, &followers, peer_id, &mut failures, lease).await {
+                    Ok(never) => match never {},
+                    Err(e) => e,
+                }
+            }
+            Ok(None) => {
+                followers.update(peer_id, |t| {
+                    t.standby = true;
+                    t.connected = false;
+                });
+                tokio::time::sleep(STANDBY_RETRY).await;
+                continue;
+            }
             Err(e) => e,
         };
         // The next stream starts on a fresh connection: the old one may be
@@ -201,6 +226,15 @@ async fn follow_peer(refresher: Refresher, followers: Followers, peer_id: i64) {
     }
 }
 
+/// The lease of following the peer, or `None` when another process has it.
+async fn lease(refresher: &Refresher, peer_id: i64) -> Result<Option<FollowLease>> {
+    let peer = {
+        let mut conn = refresher.store.read().await?;
+        peers::require(&mut conn, peer_id).await?
+    };
+    FollowLease::take(&refresher.store, &peer).await
+}
+
 /// The wait before reopening a stream after `failures` failures in a row:
 /// doubling from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`], ±20%.
 pub fn backoff(failures: u32) -> Duration {
@@ -214,6 +248,7 @@ async fn follow_once(
     followers: &Followers,
     peer_id: i64,
     failures: &mut u32,
+    mut lease: FollowLease,
 ) -> Result<std::convert::Infallible> {
     let peer = {
         let mut conn = refresher.store.read().await?;
@@ -255,6 +290,12 @@ async fn follow_once(
             .map_err(|_| unavailable(&format!("no heartbeat for {} s", silence.as_secs())))?
             .map_err(|s| unavailable(s.message()))?
             .ok_or_else(|| unavailable("the peer closed the stream"))?;
+        if !lease.holds() {
+            return Err(Error::Unavailable(format!(
+                "peer {}: the follow lease was lost with its database connection; taking it again",
+                peer.peername
+            )));
+        }
         *failures = 0;
         let mut target = event.checkpoint.unwrap_or_default();
         let mut carried = event.changes;

@@ -1,4 +1,5 @@
-//! One refresh per peer at a time, across threads and processes.
+//! One refresh per peer at a time, across threads and processes; and one
+//! follower per peer among processes sharing a database ([`FollowLease`]).
 //!
 //! Two locks, both released by the operating system or the database when
 //! their holder dies, so a crash never leaves one behind:
@@ -16,14 +17,17 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::peers::PeerRow;
 
-/// First key of fedreg's advisory locks (the second is the peer id).
+/// First key of fedreg's refresh locks (the second is the peer id).
 const ADVISORY_LOCK_CLASS: i32 = 0x6672_6567; // "freg"
+/// First key of the follow leases (the second is the peer id).
+const FOLLOW_LEASE_CLASS: i32 = 0x6672_6566; // "fref"
 
 /// Idle connections kept cannot outnumber this.
 const MAX_IDLE: usize = 4;
@@ -88,24 +92,11 @@ pub async fn acquire(
     idle: &LockConnections,
     peer: &PeerRow,
 ) -> Result<RefreshLock> {
-    let dir = data_dir.join("locks");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::Unavailable(format!("creating {}: {e}", dir.display())))?;
-    let path = dir.join(format!("peer-{}.lock", peer.peer_id));
-    let file = File::create(&path)
-        .map_err(|e| Error::Unavailable(format!("creating {}: {e}", path.display())))?;
-    match fs4::FileExt::try_lock(&file) {
-        Ok(()) => {}
-        Err(fs4::TryLockError::WouldBlock) => {
-            return Err(busy(peer, &format!("lock file {} is held", path.display())));
-        }
-        Err(fs4::TryLockError::Error(e)) => {
-            return Err(Error::Unavailable(format!(
-                "locking {}: {e}",
-                path.display()
-            )));
-        }
-    }
+    let name = format!("peer-{}.lock", peer.peer_id);
+    let Some(file) = try_lock_file(data_dir, &name)? else {
+        let path = data_dir.join("locks").join(name);
+        return Err(busy(peer, &format!("lock file {} is held", path.display())));
+    };
     let pg = match store.postgres_url() {
         Some(url) => Some(advisory_lock(url, idle, peer).await?),
         None => None,
@@ -117,6 +108,107 @@ pub async fn acquire(
     })
 }
 
+/// Locks the file `name` in the data directory's `locks`, unless another
+/// holder has it (`None`).
+fn try_lock_file(data_dir: &Path, name: &str) -> Result<Option<File>> {
+    let dir = data_dir.join("locks");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::Unavailable(format!("creating {}: {e}", dir.display())))?;
+    try_lock_path(&dir.join(name))
+}
+
+/// Locks the file at `path` (creating it), unless another holder has it
+/// (`None`).
+fn try_lock_path(path: &Path) -> Result<Option<File>> {
+    let file = File::create(path)
+        .map_err(|e| Error::Unavailable(format!("creating {}: {e}", path.display())))?;
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(Some(file)),
+        Err(fs4::TryLockError::WouldBlock) => Ok(None),
+        Err(fs4::TryLockError::Error(e)) => Err(Error::Unavailable(format!(
+            "locking {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Tries the session advisory lock (`class`, `key`) on `conn`.
+async fn try_advisory_lock(
+    mut conn: AsyncPgConnection,
+    class: i32,
+    key: i32,
+) -> diesel::QueryResult<(AsyncPgConnection, bool)> {
+    #[derive(diesel::QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        locked: bool,
+    }
+    let row: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1, $2) AS locked")
+        .bind::<diesel::sql_types::Integer, _>(class)
+        .bind::<diesel::sql_types::Integer, _>(key)
+        .get_result(&mut conn)
+        .await?;
+    Ok((conn, row.locked))
+}
+
+/// The second key of a peer's advisory locks.
+fn lock_key(peer: &PeerRow) -> Result<i32> {
+    i32::try_from(peer.peer_id)
+        .map_err(|_| Error::Internal(format!("peer_id {} too large for a lock key", peer.peer_id)))
+}
+
+async fn connect(url: &str) -> Result<AsyncPgConnection> {
+    AsyncPgConnection::establish(url)
+        .await
+        .map_err(|e| Error::Unavailable(format!("connecting to PostgreSQL: {e}")))
+}
+
+/// Held while this process follows a peer, so that of the processes that
+/// share a database, one follows each peer and the others stand by. On
+/// PostgreSQL a session advisory lock on a connection of its own, held for
+/// as long as the lease; on SQLite an fs4 lock on the file
+/// `<database>-follow-<peer id>.lock` beside the database. Both are
+/// released when their holder dies.
+pub struct FollowLease {
+    _file: Option<File>,
+    pg: Option<AsyncPgConnection>,
+}
+
+impl FollowLease {
+    /// Takes the lease of following `peer`, or `None` when another process
+    /// holds it.
+    pub async fn take(store: &Store, peer: &PeerRow) -> Result<Option<FollowLease>> {
+        if let Some(url) = store.postgres_url() {
+            let key = lock_key(peer)?;
+            let (conn, locked) = try_advisory_lock(connect(url).await?, FOLLOW_LEASE_CLASS, key)
+                .await
+                .map_err(|e| Error::Unavailable(format!("taking the follow lease: {e}")))?;
+            return Ok(locked.then_some(FollowLease {
+                _file: None,
+                pg: Some(conn),
+            }));
+        }
+        let database = Path::new(store.sqlite_path().unwrap_or_default());
+        let path = database.with_file_name(format!(
+            "{}-follow-{}.lock",
+            database.file_name().unwrap_or_default().to_string_lossy(),
+            peer.peer_id
+        ));
+        Ok(try_lock_path(&path)?.map(|file| FollowLease {
+            _file: Some(file),
+            pg: None,
+        }))
+    }
+
+    /// Whether the lease still holds: not once the database closed its
+    /// connection (a restart), which released the advisory lock.
+    pub fn holds(&mut self) -> bool {
+        self.pg
+            .as_mut()
+            .is_none_or(|conn| !PoolableConnection::is_broken(conn))
+    }
+}
+
 /// Takes the peer's advisory lock on a connection of its own: an idle one
 /// if it still works, a new one otherwise. Returns it with the lock's key.
 async fn advisory_lock(
@@ -124,36 +216,15 @@ async fn advisory_lock(
     idle: &LockConnections,
     peer: &PeerRow,
 ) -> Result<(AsyncPgConnection, i32)> {
-    #[derive(diesel::QueryableByName)]
-    struct Locked {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        locked: bool,
-    }
-    let key = i32::try_from(peer.peer_id).map_err(|_| {
-        Error::Internal(format!("peer_id {} too large for a lock key", peer.peer_id))
-    })?;
-    let try_lock = |mut conn: AsyncPgConnection| async move {
-        let row: diesel::QueryResult<Locked> =
-            diesel::sql_query("SELECT pg_try_advisory_lock($1, $2) AS locked")
-                .bind::<diesel::sql_types::Integer, _>(ADVISORY_LOCK_CLASS)
-                .bind::<diesel::sql_types::Integer, _>(key)
-                .get_result(&mut conn)
-                .await;
-        row.map(|row| (conn, row.locked))
-    };
+    let key = lock_key(peer)?;
     // An idle connection may have died (a restarted server): then a new one.
     let reused = match idle.take() {
-        Some(conn) => try_lock(conn).await.ok(),
+        Some(conn) => try_advisory_lock(conn, ADVISORY_LOCK_CLASS, key).await.ok(),
         None => None,
     };
     let (conn, locked) = match reused {
         Some(done) => done,
-        None => {
-            let conn = AsyncPgConnection::establish(url)
-                .await
-                .map_err(|e| Error::Unavailable(format!("connecting to PostgreSQL: {e}")))?;
-            try_lock(conn).await?
-        }
+        None => try_advisory_lock(connect(url).await?, ADVISORY_LOCK_CLASS, key).await?,
     };
     if locked {
         Ok((conn, key))

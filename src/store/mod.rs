@@ -93,6 +93,7 @@ enum Backend {
     Sqlite {
         readers: Pool<SqliteAsync>,
         writer: Arc<Mutex<SqliteAsync>>,
+        path: String,
     },
 }
 
@@ -219,6 +220,7 @@ impl Store {
             Backend::Sqlite {
                 readers,
                 writer: Arc::new(Mutex::new(writer)),
+                path: url.to_owned(),
             }
         };
         Ok(Store {
@@ -249,6 +251,14 @@ impl Store {
         match &*self.inner {
             Backend::Postgres { url, .. } => Some(url),
             Backend::Sqlite { .. } => None,
+        }
+    }
+
+    /// The SQLite database file; `None` on PostgreSQL.
+    pub fn sqlite_path(&self) -> Option<&str> {
+        match &*self.inner {
+            Backend::Sqlite { path, .. } => Some(path),
+            Backend::Postgres { .. } => None,
         }
     }
 

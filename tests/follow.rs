@@ -70,16 +70,16 @@ async fn open_follow(
     since: Option<pb::Checkpoint>,
     heartbeat_seconds: u32,
 ) -> Streaming<pb::FollowEvent> {
-    on.peering_as(Some(&on.admin_token))
-        .await
-        .follow(pb::FollowRequest {
+    follow_as(
+        on,
+        &on.admin_token,
+        pb::FollowRequest {
             since,
             heartbeat_seconds,
             include_changes: false,
-        })
-        .await
-        .expect("follow")
-        .into_inner()
+        },
+    )
+    .await
 }
 
 /// Opens a Follow stream with `token` that asks for the changes.
@@ -88,13 +88,22 @@ async fn open_follow_with_changes(
     token: &str,
     since: Option<pb::Checkpoint>,
 ) -> Streaming<pb::FollowEvent> {
+    let request = pb::FollowRequest {
+        since,
+        heartbeat_seconds: 3600,
+        include_changes: true,
+    };
+    follow_as(on, token, request).await
+}
+
+async fn follow_as(
+    on: &TestServer,
+    token: &str,
+    request: pb::FollowRequest,
+) -> Streaming<pb::FollowEvent> {
     on.peering_as(Some(token))
         .await
-        .follow(pb::FollowRequest {
-            since,
-            heartbeat_seconds: 3600,
-            include_changes: true,
-        })
+        .follow(request)
         .await
         .expect("follow")
         .into_inner()
@@ -145,6 +154,21 @@ async fn set_follow(on: &TestServer, peer_id: i64, follow: bool) -> pb::Peer {
         .await
         .expect("set follow")
         .into_inner()
+}
+
+/// Renames site `site_id` through `api`.
+async fn rename_site(
+    api: &mut fedreg::proto::v1::registry_service_client::RegistryServiceClient<common::Authed>,
+    site_id: i64,
+    name: &str,
+) {
+    api.update_site(pb::UpdateSiteRequest {
+        site_id,
+        name: Some(name.into()),
+        ..Default::default()
+    })
+    .await
+    .expect("update site");
 }
 
 /// Sites cached on `on` from its peer `peer_id`.
@@ -345,13 +369,7 @@ async fn changes_reach_followers_both_ways(backend: Backend) {
         a_sites.push(common::objects::site(&mut on_a, &format!("alpha{i}")).await);
     }
     common::objects::site(&mut on_b, "beta0").await;
-    on_a.update_site(pb::UpdateSiteRequest {
-        site_id: a_sites[0],
-        name: Some("Renamed".into()),
-        ..Default::default()
-    })
-    .await
-    .expect("update site");
+    rename_site(&mut on_a, a_sites[0], "Renamed").await;
     on_a.delete_site(pb::DeleteRequest { id: a_sites[1] })
         .await
         .expect("delete site");
@@ -376,13 +394,7 @@ async fn changes_reach_followers_both_ways(backend: Backend) {
 
     // Once caught up, a change comes with its event: applied without a
     // GetPeerData call.
-    on_a.update_site(pb::UpdateSiteRequest {
-        site_id: a_sites[2],
-        name: Some("Carried".into()),
-        ..Default::default()
-    })
-    .await
-    .expect("update site");
+    rename_site(&mut on_a, a_sites[2], "Carried").await;
     let cached_on_b = b.registry().await;
     eventually("the second rename reaches b", || {
         let mut api = cached_on_b.clone();

@@ -24,19 +24,17 @@
 //! figures are latencies, not queueing.
 
 use std::collections::HashMap;
-use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use fedreg::proto::v1 as pb;
 use fedreg::store::Store;
 use fedreg::store::schema::sites;
 use fedreg::with_db;
-use futures_util::StreamExt;
 
-use crate::replication::percentile;
+use crate::replication::{connect_url, exec, notified_within, percentile};
 use crate::servers::Registry;
 
 /// Interval between two looks at the refreshing registry's cache.
@@ -158,6 +156,24 @@ pub async fn measure(
 /// The new names the benchmark gives sites; the triggers watch these only.
 const NAME_PREFIX: &str = "Followed change ";
 
+/// The SQL of a table `table` of stamps and of the trigger that fills it:
+/// after `events` on `sites`, for the benchmark's names on rows where
+/// `rows` holds, the name and `clock_timestamp()`, then `and_then`.
+fn stamping(table: &str, events: &str, rows: &str, and_then: &str) -> String {
+    format!(
+        "CREATE TABLE {table} (name text PRIMARY KEY, at timestamptz NOT NULL);
+         CREATE FUNCTION {table}_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO {table} VALUES (NEW.name, clock_timestamp()) ON CONFLICT DO NOTHING;
+             {and_then}
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER {table}_stamp AFTER {events} ON sites FOR EACH ROW
+             WHEN ({rows} AND NEW.name LIKE '{NAME_PREFIX}%')
+             EXECUTE FUNCTION {table}_stamp();"
+    )
+}
+
 /// A connection that learns of arrivals.
 enum Watcher {
     /// Polls the refreshing registry's cache.
@@ -178,43 +194,21 @@ impl Watcher {
                 serving,
                 refreshing,
             } => {
-                let mut s = connect(serving).await?;
+                let mut s = connect_url(serving).await?;
                 exec(
                     &mut s,
-                    &format!(
-                        "CREATE TABLE bench_commit (name text PRIMARY KEY, at timestamptz NOT NULL);
-                         CREATE FUNCTION bench_stamp_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-                         BEGIN
-                             INSERT INTO bench_commit VALUES (NEW.name, clock_timestamp())
-                                 ON CONFLICT DO NOTHING;
-                             RETURN NULL;
-                         END $$;
-                         CREATE TRIGGER bench_stamp_commit AFTER UPDATE ON sites FOR EACH ROW
-                             WHEN (NEW.peer_id IS NULL AND NEW.name LIKE '{NAME_PREFIX}%')
-                             EXECUTE FUNCTION bench_stamp_commit();"
-                    ),
+                    &stamping("bench_commit", "UPDATE", "NEW.peer_id IS NULL", ""),
                 )
                 .await?;
-                let mut r = connect(refreshing).await?;
-                exec(
-                    &mut r,
-                    &format!(
-                        "CREATE TABLE bench_arrival (name text PRIMARY KEY, at timestamptz NOT NULL);
-                         CREATE FUNCTION bench_stamp_arrival() RETURNS trigger LANGUAGE plpgsql AS $$
-                         BEGIN
-                             INSERT INTO bench_arrival VALUES (NEW.name, clock_timestamp())
-                                 ON CONFLICT DO NOTHING;
-                             PERFORM pg_notify('{CHANNEL}', NEW.name);
-                             RETURN NULL;
-                         END $$;
-                         CREATE TRIGGER bench_stamp_arrival AFTER INSERT OR UPDATE ON sites
-                             FOR EACH ROW
-                             WHEN (NEW.peer_id IS NOT NULL AND NEW.name LIKE '{NAME_PREFIX}%')
-                             EXECUTE FUNCTION bench_stamp_arrival();
-                         LISTEN {CHANNEL};"
-                    ),
-                )
-                .await?;
+                let mut r = connect_url(refreshing).await?;
+                let notify = format!("PERFORM pg_notify('{CHANNEL}', NEW.name);");
+                let arrival = stamping(
+                    "bench_arrival",
+                    "INSERT OR UPDATE",
+                    "NEW.peer_id IS NOT NULL",
+                    &notify,
+                );
+                exec(&mut r, &format!("{arrival} LISTEN {CHANNEL};")).await?;
                 Ok(Watcher::Notified(r))
             }
         }
@@ -263,14 +257,8 @@ impl Watcher {
 /// Whether `name` arrived: its notification within [`ARRIVAL_POLL`], or
 /// (should notifications not come) its row in `bench_arrival`.
 async fn notified(conn: &mut AsyncPgConnection, name: &str) -> Result<bool, String> {
-    {
-        let mut notifications = pin!(conn.notifications_stream());
-        match tokio::time::timeout(ARRIVAL_POLL, notifications.next()).await {
-            Ok(Some(Ok(n))) if n.payload == name => return Ok(true),
-            // An earlier change's notification, or nothing yet.
-            Ok(Some(Ok(_))) | Ok(None) | Err(_) => {}
-            Ok(Some(Err(e))) => return Err(format!("waiting for a notification: {e}")),
-        }
+    if notified_within(conn, name, ARRIVAL_POLL).await? {
+        return Ok(true);
     }
     #[derive(diesel::QueryableByName)]
     struct Count {
@@ -301,7 +289,7 @@ async fn stamped_latencies(
         format!("SELECT name, (extract(epoch FROM at) * 1000000)::bigint AS micros FROM {table}")
     };
     let committed: Vec<Stamp> = diesel::sql_query(read("bench_commit"))
-        .load(&mut connect(serving).await?)
+        .load(&mut connect_url(serving).await?)
         .await
         .map_err(|e| format!("reading the commit stamps: {e}"))?;
     let arrived: HashMap<String, i64> = diesel::sql_query(read("bench_arrival"))
@@ -318,18 +306,6 @@ async fn stamped_latencies(
             None => Err(format!("{} has no arrival stamp", c.name)),
         })
         .collect()
-}
-
-async fn connect(url: &str) -> Result<AsyncPgConnection, String> {
-    AsyncPgConnection::establish(url)
-        .await
-        .map_err(|e| format!("connecting to {url}: {e}"))
-}
-
-async fn exec(conn: &mut AsyncPgConnection, sql: &str) -> Result<(), String> {
-    conn.batch_execute(sql)
-        .await
-        .map_err(|e| format!("{e} (in: {sql:.120})"))
 }
 
 /// Waits until `on` is connected to its followed peer and up to date.

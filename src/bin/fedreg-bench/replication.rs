@@ -312,16 +312,11 @@ async fn wait_for_arrival(subscriber: &mut AsyncPgConnection, id: i64) -> Result
     let payload = id.to_string();
     let start = Instant::now();
     loop {
+        if notified_within(subscriber, &payload, ARRIVAL_POLL)
+            .await
+            .map_err(|e| format!("waiting for change {id} on the subscriber: {e}"))?
         {
-            let mut notifications = pin!(subscriber.notifications_stream());
-            match tokio::time::timeout(ARRIVAL_POLL, notifications.next()).await {
-                Ok(Some(Ok(n))) if n.payload == payload => return Ok(()),
-                // An earlier change's notification, or nothing yet.
-                Ok(Some(Ok(_))) | Ok(None) | Err(_) => {}
-                Ok(Some(Err(e))) => {
-                    return Err(format!("waiting for change {id} on the subscriber: {e}"));
-                }
-            }
+            return Ok(());
         }
         let arrived: Count = diesel::sql_query("SELECT count(*) AS n FROM arrival WHERE id = $1")
             .bind::<BigInt, _>(id)
@@ -337,6 +332,22 @@ async fn wait_for_arrival(subscriber: &mut AsyncPgConnection, id: i64) -> Result
                 ARRIVAL_TIMEOUT.as_secs()
             ));
         }
+    }
+}
+
+/// Whether a notification carrying `payload` arrives on `conn` within
+/// `wait` (one carrying another payload, an earlier change's, counts as
+/// nothing yet).
+pub async fn notified_within(
+    conn: &mut AsyncPgConnection,
+    payload: &str,
+    wait: Duration,
+) -> Result<bool, String> {
+    let mut notifications = pin!(conn.notifications_stream());
+    match tokio::time::timeout(wait, notifications.next()).await {
+        Ok(Some(Ok(n))) => Ok(n.payload == payload),
+        Ok(None) | Err(_) => Ok(false),
+        Ok(Some(Err(e))) => Err(e.to_string()),
     }
 }
 
@@ -543,13 +554,18 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Connects to database `db` on the server of `pg_base`.
 async fn connect(pg_base: &str, db: &str) -> Result<AsyncPgConnection, String> {
-    AsyncPgConnection::establish(&format!("{pg_base}/{db}"))
+    connect_url(&format!("{pg_base}/{db}")).await
+}
+
+/// Connects to the database at `url`.
+pub async fn connect_url(url: &str) -> Result<AsyncPgConnection, String> {
+    AsyncPgConnection::establish(url)
         .await
-        .map_err(|e| format!("connecting to {db} at {pg_base}: {e}"))
+        .map_err(|e| format!("connecting to {url}: {e}"))
 }
 
 /// Runs `sql` (one or more statements), naming it in the error.
-async fn exec(conn: &mut AsyncPgConnection, sql: &str) -> Result<(), String> {
+pub async fn exec(conn: &mut AsyncPgConnection, sql: &str) -> Result<(), String> {
     conn.batch_execute(sql)
         .await
         .map_err(|e| format!("{e} (in: {sql:.120})"))

@@ -18,17 +18,53 @@ use std::future::Future;
 use diesel::prelude::*;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 
-use super::DbConn;
+use diesel::dsl::SqlTypeOf;
+use diesel::sql_types::{Array, BigInt};
+
 use super::schema::{
     keys, node_slice_whitelist, nodes, person_key, person_role, person_site, persons, sites,
     slice_node, slice_person, slices,
 };
+use super::{Db, DbConn};
 use crate::error::Result;
 use crate::{execute_batch, with_db};
 
 /// Rows per multi-row statement: well under SQLite's limit on bound
 /// parameters (32766) for the widest row.
 const CHUNK: usize = 1000;
+
+/// The PostgreSQL upsert of a cached kind's rows as one statement whose
+/// parameters are `$1` the peer, `$2` the time stamp, `$3` the array of the
+/// peer's ids and then one array per column: the rows come out of
+/// `UNNEST`, which spares PostgreSQL parsing and planning a statement of
+/// thousands of parameters per chunk.
+fn unnest_upsert_sql(
+    table: &str,
+    peer_col: &str,
+    columns: &[&str],
+    insert_stamps: &[&str],
+    update_stamps: &[&str],
+) -> String {
+    let arrays: Vec<String> = (0..=columns.len()).map(|i| format!("${}", i + 3)).collect();
+    let mut set: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    set.extend(update_stamps.iter().map(|s| format!("{s} = $2")));
+    format!(
+        "INSERT INTO {table} (peer_id, {peer_col}, {}{}) \
+         SELECT $1, u.*{} FROM UNNEST({}) AS u \
+         ON CONFLICT (peer_id, {peer_col}) DO UPDATE SET {}",
+        columns.join(", "),
+        insert_stamps
+            .iter()
+            .map(|s| format!(", {s}"))
+            .collect::<String>(),
+        insert_stamps.iter().map(|_| ", $2").collect::<String>(),
+        arrays.join(", "),
+        set.join(", ")
+    )
+}
 
 /// One kind of object cached from peers.
 pub trait CachedKind: Sized {
@@ -209,6 +245,26 @@ macro_rules! cached_kind {
                 now: i64,
             ) -> Result<usize> {
                 use diesel::upsert::excluded;
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                if let Db::Pg(c) = conn.db() {
+                    // One statement, one array per column (see `unnest_upsert_sql`).
+                    let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+                    $( let $col: Vec<$ty> = rows.iter().map(|(_, f)| f.$col.clone()).collect(); )*
+                    let query = diesel::sql_query(unnest_upsert_sql(
+                        stringify!($table),
+                        stringify!($peer_col),
+                        &[$(stringify!($col)),*],
+                        &[$(stringify!($insert_stamp)),*],
+                        &[$(stringify!($update_stamp)),*],
+                    ))
+                    .bind::<BigInt, _>(peer_id)
+                    .bind::<BigInt, _>(now)
+                    .bind::<Array<BigInt>, _>(ids);
+                    $( let query = query.bind::<Array<SqlTypeOf<$table::$col>>, _>($col); )*
+                    return Ok(diesel_async::RunQueryDsl::execute(query, c).await?);
+                }
                 // Kinds without time stamps do not use `now`.
                 let _ = now;
                 let mut written = 0;
@@ -532,6 +588,21 @@ macro_rules! relation {
             }
 
             async fn insert(conn: &mut DbConn, pairs: &[(i64, i64)]) -> Result<usize> {
+                if pairs.is_empty() {
+                    return Ok(0);
+                }
+                if let Db::Pg(c) = conn.db() {
+                    // One statement, one array per column.
+                    let (a, b): (Vec<$a_ty>, Vec<$b_ty>) =
+                        pairs.iter().map(|&(a, b)| (a as $a_ty, b as $b_ty)).unzip();
+                    let query = diesel::sql_query(concat!(
+                        "INSERT INTO ", stringify!($table),
+                        " (", stringify!($a), ", ", stringify!($b), ") SELECT * FROM UNNEST($1, $2)"
+                    ))
+                    .bind::<Array<SqlTypeOf<$table::$a>>, _>(a)
+                    .bind::<Array<SqlTypeOf<$table::$b>>, _>(b);
+                    return Ok(diesel_async::RunQueryDsl::execute(query, c).await?);
+                }
                 let mut inserted = 0;
                 for chunk in pairs.chunks(CHUNK) {
                     let values: Vec<_> = chunk

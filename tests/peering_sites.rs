@@ -141,4 +141,79 @@ async fn sites_federate_both_ways(backend: Backend) {
     );
 }
 
-backend_tests!(sites_federate_both_ways);
+/// Enough sites for one refresh to write them as a batch (on PostgreSQL an
+/// `UNNEST` statement from 16 rows on): added (half of them without a
+/// latitude), updated (the latitude set where it was unset, changed where
+/// it was set), then half of them deleted; each time the cache is what the
+/// peer has.
+async fn a_batch_of_sites_is_added_updated_and_deleted(backend: Backend) {
+    let plc1 = TestServer::start_named(backend, "plc1").await;
+    let plc2 = TestServer::start_named(backend, "plc2").await;
+    let (_, plc1_on_2) = peer_both_ways(&plc1, "plc1", &plc2, "plc2").await;
+    let mut api1 = plc1.registry().await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let mut request = site(&format!("batch{i}"));
+        if i % 2 == 0 {
+            request.latitude = Some(i as f64 / 2.0);
+        }
+        ids.push(
+            api1.create_site(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .site_id,
+        );
+    }
+    let added = refresh(&plc2, plc1_on_2).await;
+    assert_eq!(class(&added, "sites").added, 40, "{added:?}");
+
+    for (i, &site_id) in ids.iter().enumerate() {
+        api1.update_site(pb::UpdateSiteRequest {
+            site_id,
+            name: Some(format!("Renamed {i}")),
+            // Set where it was unset, changed where it was set.
+            latitude: Some(if i % 2 == 0 { -1.5 } else { i as f64 }),
+            url: Some(format!("https://batch{i}.example.org")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let updated = refresh(&plc2, plc1_on_2).await;
+    assert_eq!(class(&updated, "sites").updated, 40, "{updated:?}");
+    let mut api2 = plc2.registry().await;
+    for i in [0, 17, 39] {
+        let cached = api2
+            .get_site(pb::GetSiteRequest {
+                key: Some(pb::get_site_request::Key::LoginBase(format!("batch{i}"))),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(cached.name, format!("Renamed {i}"));
+        let latitude = if i % 2 == 0 { -1.5 } else { i as f64 };
+        assert_eq!(cached.latitude, Some(latitude));
+        assert_eq!(cached.url, format!("https://batch{i}.example.org"));
+    }
+    // The same data again: nothing to write, by delta or in full.
+    assert_eq!(writes(&refresh(&plc2, plc1_on_2).await), 0);
+    assert_eq!(
+        writes(&common::federation::refresh_full(&plc2, plc1_on_2).await),
+        0
+    );
+
+    for &site_id in &ids[..20] {
+        api1.delete_site(pb::DeleteRequest { id: site_id })
+            .await
+            .unwrap();
+    }
+    let deleted = refresh(&plc2, plc1_on_2).await;
+    assert_eq!(class(&deleted, "sites").deleted, 20, "{deleted:?}");
+    assert_eq!(counts!(plc2, list_sites, sites).foreign, 20);
+}
+
+backend_tests!(
+    sites_federate_both_ways,
+    a_batch_of_sites_is_added_updated_and_deleted
+);

@@ -33,6 +33,12 @@ use crate::{execute_batch, with_db};
 /// parameters (32766) for the widest row.
 const CHUNK: usize = 1000;
 
+/// Rows from which PostgreSQL writes go through `UNNEST`. Its statement is
+/// raw SQL, prepared anew at each call (two round trips); a smaller batch
+/// goes through a multi-row statement that the connection keeps prepared
+/// (one round trip), which a followed change of one row can tell.
+const UNNEST_FROM: usize = 16;
+
 /// The PostgreSQL upsert of a cached kind's rows as one statement whose
 /// parameters are `$1` the peer, `$2` the time stamp, `$3` the array of the
 /// peer's ids and then one array per column: the rows come out of
@@ -248,7 +254,7 @@ macro_rules! cached_kind {
                 if rows.is_empty() {
                     return Ok(0);
                 }
-                if let Db::Pg(c) = conn.db() {
+                if let (Db::Pg(c), true) = (conn.db(), rows.len() >= UNNEST_FROM) {
                     // One statement, one array per column (see `unnest_upsert_sql`).
                     let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
                     $( let $col: Vec<$ty> = rows.iter().map(|(_, f)| f.$col.clone()).collect(); )*
@@ -591,7 +597,7 @@ macro_rules! relation {
                 if pairs.is_empty() {
                     return Ok(0);
                 }
-                if let Db::Pg(c) = conn.db() {
+                if let (Db::Pg(c), true) = (conn.db(), pairs.len() >= UNNEST_FROM) {
                     // One statement, one array per column.
                     let (a, b): (Vec<$a_ty>, Vec<$b_ty>) =
                         pairs.iter().map(|&(a, b)| (a as $a_ty, b as $b_ty)).unzip();

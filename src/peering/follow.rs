@@ -20,9 +20,10 @@
 //!    from the stored checkpoint: nothing is skipped or applied twice,
 //!    since every refresh starts from what the last commit recorded.
 //!
-//! Of several processes sharing a database, one follows each peer: the task first takes the peer's [`FollowLease`];
-//! while another process holds it, the task stands by and tries again
-//! every [`STANDBY_RETRY`], so it takes over soon after that process stops.
+//! Of several processes sharing a database, one follows each peer: the
+//! task first takes the peer's [`FollowLease`]; while another process
+//! holds it, the task stands by and tries again every [`STANDBY_RETRY`],
+//! so it takes over soon after that process stops.
 //!
 //! [`Followers`] holds what the tasks know for the peers API: connected or
 //! not (or standing by), the peer's last revision, the cache's, the lag,
@@ -192,7 +193,7 @@ async fn followed(refresher: &Refresher) -> Result<Vec<PeerRow>> {
 async fn follow_peer(refresher: Refresher, followers: Followers, peer_id: i64) {
     let mut failures = 0u32;
     loop {
-        let error = match lease(&refresher, peer_id).await {
+        let error = match FollowLease::take(&refresher.store, peer_id).await {
             Ok(Some(lease)) => {
                 followers.update(peer_id, |t| t.standby = false);
                 match follow_once(&refresher, &followers, peer_id, &mut failures, lease).await {
@@ -224,15 +225,6 @@ async fn follow_peer(refresher: Refresher, followers: Followers, peer_id: i64) {
         followers.failed(peer_id, error.to_string());
         tokio::time::sleep(delay).await;
     }
-}
-
-/// The lease of following the peer, or `None` when another process has it.
-async fn lease(refresher: &Refresher, peer_id: i64) -> Result<Option<FollowLease>> {
-    let peer = {
-        let mut conn = refresher.store.read().await?;
-        peers::require(&mut conn, peer_id).await?
-    };
-    FollowLease::take(&refresher.store, &peer).await
 }
 
 /// The wait before reopening a stream after `failures` failures in a row:

@@ -152,9 +152,9 @@ async fn try_advisory_lock(
 }
 
 /// The second key of a peer's advisory locks.
-fn lock_key(peer: &PeerRow) -> Result<i32> {
-    i32::try_from(peer.peer_id)
-        .map_err(|_| Error::Internal(format!("peer_id {} too large for a lock key", peer.peer_id)))
+fn lock_key(peer_id: i64) -> Result<i32> {
+    i32::try_from(peer_id)
+        .map_err(|_| Error::Internal(format!("peer_id {peer_id} too large for a lock key")))
 }
 
 async fn connect(url: &str) -> Result<AsyncPgConnection> {
@@ -175,11 +175,11 @@ pub struct FollowLease {
 }
 
 impl FollowLease {
-    /// Takes the lease of following `peer`, or `None` when another process
-    /// holds it.
-    pub async fn take(store: &Store, peer: &PeerRow) -> Result<Option<FollowLease>> {
+    /// Takes the lease of following peer `peer_id`, or `None` when another
+    /// process holds it.
+    pub async fn take(store: &Store, peer_id: i64) -> Result<Option<FollowLease>> {
         if let Some(url) = store.postgres_url() {
-            let key = lock_key(peer)?;
+            let key = lock_key(peer_id)?;
             let (conn, locked) = try_advisory_lock(connect(url).await?, FOLLOW_LEASE_CLASS, key)
                 .await
                 .map_err(|e| Error::Unavailable(format!("taking the follow lease: {e}")))?;
@@ -192,7 +192,7 @@ impl FollowLease {
         let path = database.with_file_name(format!(
             "{}-follow-{}.lock",
             database.file_name().unwrap_or_default().to_string_lossy(),
-            peer.peer_id
+            peer_id
         ));
         Ok(try_lock_path(&path)?.map(|file| FollowLease {
             _file: Some(file),
@@ -216,7 +216,7 @@ async fn advisory_lock(
     idle: &LockConnections,
     peer: &PeerRow,
 ) -> Result<(AsyncPgConnection, i32)> {
-    let key = lock_key(peer)?;
+    let key = lock_key(peer.peer_id)?;
     // An idle connection may have died (a restarted server): then a new one.
     let reused = match idle.take() {
         Some(conn) => try_advisory_lock(conn, ADVISORY_LOCK_CLASS, key).await.ok(),

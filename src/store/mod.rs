@@ -19,12 +19,12 @@
 //!
 //! PostgreSQL: a bb8 pool of `AsyncPgConnection` (pure-Rust driver, no
 //! libpq); every caller gets a pooled connection, one the server closed
-//! being replaced at checkout (noticed without a round trip). SQLite: a bb8 pool of
-//! reader connections and one writer connection behind a mutex, all in WAL
-//! mode with foreign keys on and a busy timeout. One writer per process means
-//! SQLite writers queue in order instead of failing with `SQLITE_BUSY`, and
-//! readers never wait for a writer (WAL). [`Store::read`] and
-//! [`Store::write`] hand out the right kind.
+//! being replaced at checkout (noticed without a round trip). SQLite: a
+//! bb8 pool of reader connections and one writer connection behind a
+//! mutex, all in WAL mode with foreign keys on and a busy timeout. One
+//! writer per process means SQLite writers queue in order instead of
+//! failing with `SQLITE_BUSY`, and readers never wait for a writer (WAL).
+//! [`Store::read`] and [`Store::write`] hand out the right kind.
 //!
 //! Transactions go through diesel-async's transaction manager
 //! ([`DbConn::transaction`]), so a connection dropped mid-transaction (a

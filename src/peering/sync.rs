@@ -311,7 +311,13 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
     let (mut counted, mut added_since) = (cached_ids.len().max(STATISTICS_FLOOR), 0);
     for chunk in spool.chunks(rounds.chunk)? {
         let chunk = chunk?;
-        let chunk_ids: Vec<i64> = chunk.iter().map(PeerObject::peer_object_id).collect();
+        // Only ids cached when the refresh began can have a row (a first
+        // refresh reads none).
+        let chunk_ids: Vec<i64> = chunk
+            .iter()
+            .map(PeerObject::peer_object_id)
+            .filter(|id| cached_ids.contains_key(id))
+            .collect();
         let cached = K::load(conn, peer_id, &chunk_ids).await?;
 
         let validation = Instant::now();

@@ -33,6 +33,54 @@ use crate::{execute_batch, with_db};
 /// parameters (32766) for the widest row.
 const CHUNK: usize = 1000;
 
+/// One read of rows by id: a dense run of ids as one range (whose
+/// statement the connection keeps prepared, and which the index walks in
+/// order), or a list.
+#[derive(Debug, Clone, Copy)]
+enum IdBatch<'a> {
+    /// Ids `lo..=hi`.
+    Span(i64, i64),
+    /// These ids.
+    List(&'a [i64]),
+}
+
+/// How the rows of a set of ids are read: one range when the ids are dense
+/// (a chunk of a full dump, a page of owners: ids in order, few gaps),
+/// otherwise lists of [`CHUNK`]. A range may also hold rows of ids not
+/// asked for, which [`IdReads::keeps`] drops.
+struct IdReads<'a> {
+    batches: Vec<IdBatch<'a>>,
+    /// The ids asked for, when a range reads more.
+    wanted: Option<HashSet<i64>>,
+}
+
+impl<'a> IdReads<'a> {
+    fn of(ids: &'a [i64]) -> IdReads<'a> {
+        let (Some(&lo), Some(&hi)) = (ids.iter().min(), ids.iter().max()) else {
+            return IdReads {
+                batches: Vec::new(),
+                wanted: None,
+            };
+        };
+        // At most half of the range is ids not asked for.
+        if ids.len() > 1 && hi.abs_diff(lo) < 2 * ids.len() as u64 {
+            return IdReads {
+                batches: vec![IdBatch::Span(lo, hi)],
+                wanted: Some(ids.iter().copied().collect()),
+            };
+        }
+        IdReads {
+            batches: ids.chunks(CHUNK).map(IdBatch::List).collect(),
+            wanted: None,
+        }
+    }
+
+    /// Whether a row of `id` was asked for.
+    fn keeps(&self, id: i64) -> bool {
+        self.wanted.as_ref().is_none_or(|w| w.contains(&id))
+    }
+}
+
 /// Rows from which PostgreSQL writes go through `UNNEST`. Its statement is
 /// raw SQL, prepared anew at each call (two round trips); a smaller batch
 /// goes through a multi-row statement that the connection keeps prepared
@@ -199,16 +247,21 @@ macro_rules! cached_kind {
                 peer_object_ids: &[i64],
             ) -> Result<HashMap<i64, $fields>> {
                 let mut cached = HashMap::with_capacity(peer_object_ids.len());
-                for chunk in peer_object_ids.chunks(CHUNK) {
+                let reads = IdReads::of(peer_object_ids);
+                for &batch in &reads.batches {
                     let rows: Vec<(i64, $fields)> = with_db!(conn, |c| {
-                        $table::table
+                        let query = $table::table
                             .filter($table::peer_id.eq(peer_id))
-                            .filter($table::$peer_col.eq_any(chunk))
                             .select(($table::$peer_col.assume_not_null(), $fields::as_select()))
-                            .load(c)
-                            .await
+                            .into_boxed();
+                        match batch {
+                            IdBatch::Span(lo, hi) => query.filter($table::$peer_col.between(lo, hi)),
+                            IdBatch::List(ids) => query.filter($table::$peer_col.eq_any(ids)),
+                        }
+                        .load(c)
+                        .await
                     })?;
-                    cached.extend(rows);
+                    cached.extend(rows.into_iter().filter(|(id, _)| reads.keeps(*id)));
                 }
                 Ok(cached)
             }
@@ -230,16 +283,21 @@ macro_rules! cached_kind {
                 peer_object_ids: &[i64],
             ) -> Result<HashMap<i64, i64>> {
                 let mut ids = HashMap::with_capacity(peer_object_ids.len());
-                for chunk in peer_object_ids.chunks(CHUNK) {
+                let reads = IdReads::of(peer_object_ids);
+                for &batch in &reads.batches {
                     let rows: Vec<(i64, i64)> = with_db!(conn, |c| {
-                        $table::table
+                        let query = $table::table
                             .filter($table::peer_id.eq(peer_id))
-                            .filter($table::$peer_col.eq_any(chunk))
                             .select(($table::$peer_col.assume_not_null(), $table::$id))
-                            .load(c)
-                            .await
+                            .into_boxed();
+                        match batch {
+                            IdBatch::Span(lo, hi) => query.filter($table::$peer_col.between(lo, hi)),
+                            IdBatch::List(ids) => query.filter($table::$peer_col.eq_any(ids)),
+                        }
+                        .load(c)
+                        .await
                     })?;
-                    ids.extend(rows);
+                    ids.extend(rows.into_iter().filter(|(id, _)| reads.keeps(*id)));
                 }
                 Ok(ids)
             }
@@ -579,16 +637,26 @@ macro_rules! relation {
         impl Relation for $name {
             async fn for_owners(conn: &mut DbConn, owner_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
                 let mut out = Vec::new();
-                for chunk in owner_ids.chunks(CHUNK) {
+                let reads = IdReads::of(owner_ids);
+                for &batch in &reads.batches {
                     let pairs: Vec<($a_ty, $b_ty)> = with_db!(conn, |c| {
-                        $table::table
-                            .filter($table::$a.eq_any(chunk))
+                        let query = $table::table
                             .order(($table::$a, $table::$b))
                             .select(($table::$a, $table::$b))
-                            .load(c)
-                            .await
+                            .into_boxed();
+                        match batch {
+                            IdBatch::Span(lo, hi) => query.filter($table::$a.between(lo, hi)),
+                            IdBatch::List(ids) => query.filter($table::$a.eq_any(ids)),
+                        }
+                        .load(c)
+                        .await
                     })?;
-                    out.extend(pairs.into_iter().map(|(a, b)| (i64::from(a), i64::from(b))));
+                    out.extend(
+                        pairs
+                            .into_iter()
+                            .map(|(a, b)| (i64::from(a), i64::from(b)))
+                            .filter(|&(a, _)| reads.keeps(a)),
+                    );
                 }
                 Ok(out)
             }
@@ -742,20 +810,28 @@ pub async fn person_sites_of(
     person_ids: &[i64],
 ) -> Result<Vec<(i64, i64, bool)>> {
     let mut out = Vec::new();
-    for chunk in person_ids.chunks(CHUNK) {
+    let reads = IdReads::of(person_ids);
+    for &batch in &reads.batches {
         let rows: Vec<(i64, i64, bool)> = with_db!(conn, |c| {
-            person_site::table
-                .filter(person_site::person_id.eq_any(chunk))
+            let query = person_site::table
                 .order((person_site::person_id, person_site::site_id))
                 .select((
                     person_site::person_id,
                     person_site::site_id,
                     person_site::is_primary,
                 ))
-                .load(c)
-                .await
+                .into_boxed();
+            match batch {
+                IdBatch::Span(lo, hi) => query.filter(person_site::person_id.between(lo, hi)),
+                IdBatch::List(ids) => query.filter(person_site::person_id.eq_any(ids)),
+            }
+            .load(c)
+            .await
         })?;
-        out.extend(rows);
+        out.extend(
+            rows.into_iter()
+                .filter(|&(person, _, _)| reads.keeps(person)),
+        );
     }
     Ok(out)
 }

@@ -4,9 +4,10 @@
 //! fills the serving one with a data set of the reference federation test,
 //! then times on the refreshing one: the first refresh, a refresh with
 //! nothing changed and one after 1% changed (each as a full refresh and as a
-//! delta refresh from the checkpoint), GetPeerData alone, and the floor: the same rows bulk-loaded into the same schema by the database's
-//! fastest plain method, in the same run. Prints a markdown table (and JSON
-//! with `--json`).
+//! delta refresh from the checkpoint), GetPeerData alone, and the floor: the
+//! same rows bulk-loaded into the same schema by the database's fastest
+//! plain method, right after each run of the first refresh. Prints a
+//! markdown table (and JSON with `--json`).
 //!
 //! `fedreg-bench serve ...` runs a fedreg server (used for the children).
 
@@ -298,7 +299,12 @@ async fn refresh(
 /// memory of the refreshing server and the last report. Checks what the
 /// refresh wrote: everything on a first refresh, nothing when nothing
 /// changed, something after a change.
-async fn refresh_step(b: &mut Bench<'_>, step: Step, runs: usize) -> Result<Measure, String> {
+async fn refresh_step(
+    b: &mut Bench<'_>,
+    step: Step,
+    runs: usize,
+    mut floor: Option<&mut Floor<'_>>,
+) -> Result<Measure, String> {
     let r = b.refreshing;
     let (mut times, mut peak, mut last) = (Vec::new(), 0f64, None);
     for run in 0..runs {
@@ -363,6 +369,9 @@ async fn refresh_step(b: &mut Bench<'_>, step: Step, runs: usize) -> Result<Meas
         }
         times.push(t);
         last = Some(report);
+        if let Some(floor) = floor.as_mut() {
+            floor.run().await?;
+        }
     }
     let report = last.ok_or("no run")?;
     Ok(Measure {
@@ -448,19 +457,24 @@ async fn get_peer_data_step(
     Ok((measure, reached))
 }
 
-/// Bulk-loads the refreshing side's rows (foreign, with their peer mapping)
-/// into a fresh database `runs` times; returns the median seconds.
-async fn floor_step(
-    args: &Args,
+/// The floor: the refreshing side's rows (foreign, with their peer
+/// mapping) bulk-loaded into a fresh database. It runs right after each run
+/// of the first refresh, so that the two meet the machine in the same state
+/// (its speed drifts from minute to minute).
+struct Floor<'a> {
+    args: &'a Args,
     shape: Shape,
-    backend: &str,
-    work: &std::path::Path,
-    runs: usize,
-) -> Result<f64, String> {
-    let mut times = Vec::new();
-    for run in 0..runs {
-        let floor_db = Database::create(backend, &args.pg_url, "floor").await?;
-        let dir = work.join(format!("floor-{run}"));
+    backend: &'a str,
+    work: &'a std::path::Path,
+    /// Seconds of each run so far.
+    times: Vec<f64>,
+}
+
+impl Floor<'_> {
+    /// One bulk load into a fresh database.
+    async fn run(&mut self) -> Result<(), String> {
+        let floor_db = Database::create(self.backend, &self.args.pg_url, "floor").await?;
+        let dir = self.work.join(format!("floor-{}", self.times.len()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let url = floor_db.url(&dir);
         fedreg::store::run_migrations(&url)
@@ -473,13 +487,14 @@ async fn floor_step(
         )
         .await?;
         drop(store);
-        let tables = data::tables(shape, Some(1));
+        let tables = data::tables(self.shape, Some(1));
         let started = Instant::now();
         data::load(&url, &tables).await?;
-        times.push(started.elapsed().as_secs_f64());
+        self.times.push(started.elapsed().as_secs_f64());
         floor_db.drop_database().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
     }
-    Ok(median(times))
 }
 
 async fn bench_backend(
@@ -515,6 +530,13 @@ async fn bench_backend(
         peer_id,
         token,
     };
+    let mut floor = Floor {
+        args,
+        shape,
+        backend,
+        work: &work,
+        times: Vec::new(),
+    };
     let mut out = Vec::new();
     for step in [
         Step::First,
@@ -524,7 +546,8 @@ async fn bench_backend(
         Step::OnePercent(true),
     ] {
         eprintln!("[{backend}] {}", step.label());
-        out.push(refresh_step(&mut bench, step, runs).await?);
+        let floor = (step == Step::First).then_some(&mut floor);
+        out.push(refresh_step(&mut bench, step, runs, floor).await?);
     }
     eprintln!("[{backend}] GetPeerData alone");
     let (everything, reached) = get_peer_data_step(&bench, runs, None).await?;
@@ -563,8 +586,7 @@ async fn bench_backend(
     s.stop().await;
     r.stop().await;
 
-    eprintln!("[{backend}] floor: bulk load of the same rows");
-    let floor = floor_step(args, shape, backend, &work, runs).await?;
+    let floor = median(std::mem::take(&mut floor.times));
     out.push(Measure {
         size: shape.label(),
         backend: String::new(),

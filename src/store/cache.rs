@@ -986,3 +986,47 @@ pub async fn counts(conn: &mut DbConn, peer_id: i64) -> Result<[i64; 5]> {
         count!(slices),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_ids_are_read_as_one_range_and_sparse_ones_as_lists() {
+        // A chunk of a full dump: ids in order with a few gaps.
+        let dense = [3, 4, 6, 7, 9];
+        let reads = IdReads::of(&dense);
+        assert!(matches!(reads.batches[..], [IdBatch::Span(3, 9)]));
+        assert!(reads.keeps(6));
+        assert!(
+            !reads.keeps(5),
+            "a row in the range but not asked for is dropped"
+        );
+
+        // A delta's ids: far apart.
+        let sparse = [10, 5_000, 90_000];
+        let reads = IdReads::of(&sparse);
+        assert!(matches!(reads.batches[..], [IdBatch::List(ids)] if ids == sparse));
+        assert!(reads.keeps(5_000));
+
+        // Lists stay within the statement's parameter limit.
+        let many: Vec<i64> = (0..2500).map(|i| i * 1000).collect();
+        let reads = IdReads::of(&many);
+        let sizes: Vec<usize> = reads
+            .batches
+            .iter()
+            .map(|b| match b {
+                IdBatch::List(ids) => ids.len(),
+                IdBatch::Span(..) => 0,
+            })
+            .collect();
+        assert_eq!(sizes, [CHUNK, CHUNK, 500]);
+
+        // One id, and none.
+        assert!(matches!(
+            IdReads::of(&[42]).batches[..],
+            [IdBatch::List([42])]
+        ));
+        assert!(IdReads::of(&[]).batches.is_empty());
+    }
+}

@@ -27,6 +27,12 @@ use fedreg::store::Store;
 use servers::{Database, Registry};
 use shapes::Shape;
 
+/// mimalloc instead of the system allocator: a registry moves many small
+/// rows between the database's threads and the async ones, which glibc's
+/// allocator serves poorly (a large share of GetPeerData's time went to it).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmark of RefreshPeer and GetPeerData between two fedreg servers.
 #[derive(Debug, Parser)]
 #[command(name = "fedreg-bench")]

@@ -27,7 +27,7 @@ use super::schema::{
 };
 use super::{Db, DbConn};
 use crate::error::Result;
-use crate::{execute_batch, with_db};
+use crate::{execute_batch, load_rows, with_db};
 
 /// Rows per multi-row statement: well under SQLite's limit on bound
 /// parameters (32766) for the widest row.
@@ -249,17 +249,15 @@ macro_rules! cached_kind {
                 let mut cached = HashMap::with_capacity(peer_object_ids.len());
                 let reads = IdReads::of(peer_object_ids);
                 for &batch in &reads.batches {
-                    let rows: Vec<(i64, $fields)> = with_db!(conn, |c| {
+                    let rows: Vec<(i64, $fields)> = load_rows!(conn, {
                         let query = $table::table
                             .filter($table::peer_id.eq(peer_id))
                             .select(($table::$peer_col.assume_not_null(), $fields::as_select()))
                             .into_boxed();
                         match batch {
                             IdBatch::Span(lo, hi) => query.filter($table::$peer_col.between(lo, hi)),
-                            IdBatch::List(ids) => query.filter($table::$peer_col.eq_any(ids)),
+                            IdBatch::List(ids) => query.filter($table::$peer_col.eq_any(ids.to_vec())),
                         }
-                        .load(c)
-                        .await
                     })?;
                     cached.extend(rows.into_iter().filter(|(id, _)| reads.keeps(*id)));
                 }
@@ -267,13 +265,12 @@ macro_rules! cached_kind {
             }
 
             async fn ids(conn: &mut DbConn, peer_id: i64) -> Result<HashMap<i64, i64>> {
-                let rows: Vec<(i64, i64)> = with_db!(conn, |c| {
+                let rows: Vec<(i64, i64)> = load_rows!(
+                    conn,
                     $table::table
                         .filter($table::peer_id.eq(peer_id))
                         .select(($table::$peer_col.assume_not_null(), $table::$id))
-                        .load(c)
-                        .await
-                })?;
+                )?;
                 Ok(rows.into_iter().collect())
             }
 
@@ -285,17 +282,15 @@ macro_rules! cached_kind {
                 let mut ids = HashMap::with_capacity(peer_object_ids.len());
                 let reads = IdReads::of(peer_object_ids);
                 for &batch in &reads.batches {
-                    let rows: Vec<(i64, i64)> = with_db!(conn, |c| {
+                    let rows: Vec<(i64, i64)> = load_rows!(conn, {
                         let query = $table::table
                             .filter($table::peer_id.eq(peer_id))
                             .select(($table::$peer_col.assume_not_null(), $table::$id))
                             .into_boxed();
                         match batch {
                             IdBatch::Span(lo, hi) => query.filter($table::$peer_col.between(lo, hi)),
-                            IdBatch::List(ids) => query.filter($table::$peer_col.eq_any(ids)),
+                            IdBatch::List(ids) => query.filter($table::$peer_col.eq_any(ids.to_vec())),
                         }
-                        .load(c)
-                        .await
                     })?;
                     ids.extend(rows.into_iter().filter(|(id, _)| reads.keeps(*id)));
                 }
@@ -383,7 +378,8 @@ macro_rules! cached_kind {
                 after_id: i64,
                 limit: i64,
             ) -> Result<Vec<(i64, $fields)>> {
-                Ok(with_db!(conn, |c| {
+                Ok(load_rows!(
+                    conn,
                     $table::table
                         .filter($table::peer_id.is_null())
                         $( .filter($export_filter) )*
@@ -391,24 +387,21 @@ macro_rules! cached_kind {
                         .order($table::$id)
                         .limit(limit)
                         .select(($table::$id, $fields::as_select()))
-                        .load(c)
-                        .await
-                })?)
+                )?)
             }
 
             async fn local_rows(conn: &mut DbConn, ids: &[i64]) -> Result<Vec<(i64, $fields)>> {
                 let mut rows = Vec::with_capacity(ids.len());
                 for chunk in ids.chunks(CHUNK) {
-                    let found: Vec<(i64, $fields)> = with_db!(conn, |c| {
+                    let found: Vec<(i64, $fields)> = load_rows!(
+                        conn,
                         $table::table
                             .filter($table::peer_id.is_null())
                             $( .filter($export_filter) )*
-                            .filter($table::$id.eq_any(chunk))
+                            .filter($table::$id.eq_any(chunk.to_vec()))
                             .order($table::$id)
                             .select(($table::$id, $fields::as_select()))
-                            .load(c)
-                            .await
-                    })?;
+                    )?;
                     rows.extend(found);
                 }
                 Ok(rows)
@@ -639,17 +632,15 @@ macro_rules! relation {
                 let mut out = Vec::new();
                 let reads = IdReads::of(owner_ids);
                 for &batch in &reads.batches {
-                    let pairs: Vec<($a_ty, $b_ty)> = with_db!(conn, |c| {
+                    let pairs: Vec<($a_ty, $b_ty)> = load_rows!(conn, {
                         let query = $table::table
                             .order(($table::$a, $table::$b))
                             .select(($table::$a, $table::$b))
                             .into_boxed();
                         match batch {
                             IdBatch::Span(lo, hi) => query.filter($table::$a.between(lo, hi)),
-                            IdBatch::List(ids) => query.filter($table::$a.eq_any(ids)),
+                            IdBatch::List(ids) => query.filter($table::$a.eq_any(ids.to_vec())),
                         }
-                        .load(c)
-                        .await
                     })?;
                     out.extend(
                         pairs
@@ -812,7 +803,7 @@ pub async fn person_sites_of(
     let mut out = Vec::new();
     let reads = IdReads::of(person_ids);
     for &batch in &reads.batches {
-        let rows: Vec<(i64, i64, bool)> = with_db!(conn, |c| {
+        let rows: Vec<(i64, i64, bool)> = load_rows!(conn, {
             let query = person_site::table
                 .order((person_site::person_id, person_site::site_id))
                 .select((
@@ -823,10 +814,8 @@ pub async fn person_sites_of(
                 .into_boxed();
             match batch {
                 IdBatch::Span(lo, hi) => query.filter(person_site::person_id.between(lo, hi)),
-                IdBatch::List(ids) => query.filter(person_site::person_id.eq_any(ids)),
+                IdBatch::List(ids) => query.filter(person_site::person_id.eq_any(ids.to_vec())),
             }
-            .load(c)
-            .await
         })?;
         out.extend(
             rows.into_iter()

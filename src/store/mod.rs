@@ -146,6 +146,26 @@ macro_rules! with_db {
     };
 }
 
+/// Loads the rows of a query on whichever backend a [`DbConn`] holds. On
+/// SQLite the rows are read and turned into Rust values on the database's
+/// thread, in one go: diesel-async's own `load` first copies every value of
+/// every row into an owned row, which then crosses threads (an allocation
+/// and a free per value, on two threads). The query must own its bind
+/// values; it is written once and built for each backend.
+#[macro_export]
+macro_rules! load_rows {
+    ($conn:expr, $query:expr) => {
+        match $conn.db() {
+            $crate::store::Db::Pg(c) => diesel_async::RunQueryDsl::load($query, c).await,
+            $crate::store::Db::Sqlite(c) => {
+                let query = $query;
+                c.spawn_blocking(move |sync| diesel::RunQueryDsl::load(query, sync))
+                    .await
+            }
+        }
+    };
+}
+
 /// Executes a multi-row `INSERT` (optionally with `ON CONFLICT`) on
 /// whichever backend a [`DbConn`] holds; returns the affected row count.
 ///

@@ -24,7 +24,7 @@
 //! key, boot nonce or session. Nodes with a slice whitelist and system
 //! slices stay home.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -95,7 +95,7 @@ async fn produce(store: &Store, request: &Request, tx: &Sender) -> Result<()> {
                 epoch: history.epoch,
                 revision: history.revision,
             };
-            let mut out = Packer::new(tx, request.caller_peer);
+            let mut out = Packer::new(tx);
             if let Selection::ChangedSince(revision) = selection {
                 out.changed = out.read(revisions::changed_since(c, revision)).await?;
             }
@@ -108,14 +108,19 @@ async fn produce(store: &Store, request: &Request, tx: &Sender) -> Result<()> {
                 full_reason,
             }))
             .await?;
-            export_sites(c, &mut out, selection).await?;
-            export_keys(c, &mut out, selection).await?;
-            export_persons(c, &mut out, selection).await?;
-            export_nodes(c, &mut out, selection).await?;
+            export(&mut Sites, c, &mut out, selection).await?;
+            export(&mut Keys, c, &mut out, selection).await?;
+            export(&mut Persons, c, &mut out, selection).await?;
+            export(&mut Nodes, c, &mut out, selection).await?;
             if let (Some(peer_id), Selection::Everything) = (request.caller_peer, selection) {
                 export_peer_nodes(c, peer_id, &mut out).await?;
             }
-            export_slices(c, &mut out, selection).await?;
+            let mut slices = Slices {
+                caller_peer: request.caller_peer,
+                delta: selection != Selection::Everything,
+                reserved: None,
+            };
+            export(&mut slices, c, &mut out, selection).await?;
             out.finish(checkpoint).await
         })
     })
@@ -171,7 +176,6 @@ impl Selection {
 /// Packs objects into batches of bounded size and sends them.
 struct Packer<'a> {
     tx: &'a Sender,
-    caller_peer: Option<i64>,
     /// For a delta, the changed ids per kind, taken by each kind's pages.
     changed: HashMap<i32, Vec<i64>>,
     batch: pb::PeerDataBatch,
@@ -181,10 +185,9 @@ struct Packer<'a> {
 }
 
 impl<'a> Packer<'a> {
-    fn new(tx: &'a Sender, caller_peer: Option<i64>) -> Packer<'a> {
+    fn new(tx: &'a Sender) -> Packer<'a> {
         Packer {
             tx,
-            caller_peer,
             changed: HashMap::new(),
             batch: pb::PeerDataBatch::default(),
             bytes: 0,
@@ -277,70 +280,162 @@ enum Pages {
 }
 
 impl Pages {
-    fn new<K: CachedKind>(out: &mut Packer<'_>, selection: Selection) -> Pages {
+    fn new<K: CachedKind>(changed: &mut HashMap<i32, Vec<i64>>, selection: Selection) -> Pages {
         match selection {
             Selection::Everything => Pages::All {
                 after: 0,
                 done: false,
             },
             Selection::ChangedSince(_) => Pages::Changed {
-                ids: out.changed.remove(&K::LOG_KIND).unwrap_or_default(),
+                ids: changed.remove(&K::LOG_KIND).unwrap_or_default(),
                 read: 0,
             },
         }
     }
 
-    /// The next page, `None` at the end. Changed ids that are no longer
-    /// exported (deleted, or now filtered out) go to the stream as
-    /// deletions on the way.
+    /// The next page of rows, with the changed ids met on the way that are
+    /// no longer exported (deleted, or now filtered out); `None` at the end.
     async fn next<K: CachedKind>(
         &mut self,
         conn: &mut DbConn,
-        out: &mut Packer<'_>,
-    ) -> Result<Option<Vec<(i64, K::Fields)>>> {
+    ) -> Result<Option<(Vec<(i64, K::Fields)>, Vec<i64>)>> {
         match self {
             Pages::All { after, done } => {
                 if *done {
                     return Ok(None);
                 }
-                let rows = out.read(K::local_page(conn, *after, PAGE)).await?;
+                let rows = K::local_page(conn, *after, PAGE).await?;
                 *done = (rows.len() as i64) < PAGE;
                 let Some(&(last, _)) = rows.last() else {
                     return Ok(None);
                 };
                 *after = last;
-                Ok(Some(rows))
+                Ok(Some((rows, Vec::new())))
             }
             Pages::Changed { ids, read } => {
+                let mut gone = Vec::new();
                 while *read < ids.len() {
                     let page = &ids[*read..ids.len().min(*read + PAGE as usize)];
                     *read += page.len();
-                    let rows = out.read(K::local_rows(conn, page)).await?;
-                    let present: std::collections::HashSet<i64> =
-                        rows.iter().map(|(id, _)| *id).collect();
-                    let gone = page.iter().filter(|id| !present.contains(id)).copied();
-                    out.deleted::<K>(gone.collect()).await?;
+                    let rows = K::local_rows(conn, page).await?;
+                    let present: HashSet<i64> = rows.iter().map(|(id, _)| *id).collect();
+                    gone.extend(page.iter().filter(|id| !present.contains(id)));
                     if !rows.is_empty() {
-                        return Ok(Some(rows));
+                        return Ok(Some((rows, gone)));
                     }
                 }
-                Ok(None)
+                Ok((!gone.is_empty()).then(|| (Vec::new(), gone)))
             }
         }
     }
 }
 
-/// Pages through the exported rows of a kind that `$selection` selects:
-/// `$body` runs for each page with `$rows` bound to it.
-macro_rules! for_each_page {
-    ($conn:ident, $out:ident, $selection:ident, $kind:ty, |$rows:ident| $body:block) => {{
-        let mut pages = Pages::new::<$kind>($out, $selection);
-        while let Some($rows) = pages.next::<$kind>($conn, $out).await? $body
-    }};
+/// The stored columns of an exported class's rows.
+type Fields<E> = <<E as Exported>::Kind as CachedKind>::Fields;
+
+/// How the objects of one class leave: what is read with each page of
+/// their rows, and how a page becomes messages.
+trait Exported {
+    /// The kind whose rows are read.
+    type Kind: CachedKind;
+    /// What a page's objects carry besides their own columns.
+    type Extra: Default + Send;
+
+    /// Reads what the objects `ids` (a page, in order) carry.
+    fn extra(
+        &mut self,
+        _conn: &mut DbConn,
+        _ids: &[i64],
+    ) -> impl Future<Output = Result<Self::Extra>> + Send {
+        async { Ok(Self::Extra::default()) }
+    }
+
+    /// Packs a page's objects.
+    fn pack(
+        rows: Vec<(i64, Fields<Self>)>,
+        extra: Self::Extra,
+        out: &mut Packer<'_>,
+    ) -> impl Future<Output = Result<()>> + Send;
 }
 
-async fn export_sites(conn: &mut DbConn, out: &mut Packer<'_>, selection: Selection) -> Result<()> {
-    for_each_page!(conn, out, selection, CachedSites, |rows| {
+/// One page of a class as read from the database, ready to be packed.
+struct Page<E: Exported> {
+    rows: Vec<(i64, Fields<E>)>,
+    extra: E::Extra,
+    /// Changed ids found no longer exported: sent as deletions.
+    gone: Vec<i64>,
+    /// Time spent reading the page.
+    db_time: Duration,
+}
+
+async fn read_page<E: Exported>(
+    class: &mut E,
+    pages: &mut Pages,
+    conn: &mut DbConn,
+) -> Result<Option<Page<E>>> {
+    let started = Instant::now();
+    let Some((rows, gone)) = pages.next::<E::Kind>(conn).await? else {
+        return Ok(None);
+    };
+    let extra = if rows.is_empty() {
+        E::Extra::default()
+    } else {
+        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+        class.extra(conn, &ids).await?
+    };
+    Ok(Some(Page {
+        rows,
+        extra,
+        gone,
+        db_time: started.elapsed(),
+    }))
+}
+
+impl Packer<'_> {
+    /// Packs and sends one page of class `E`.
+    async fn page<E: Exported>(&mut self, page: Page<E>) -> Result<()> {
+        self.db_time += page.db_time;
+        self.deleted::<E::Kind>(page.gone).await?;
+        E::pack(page.rows, page.extra, self).await
+    }
+}
+
+/// Streams the objects of one class that `selection` selects. The next
+/// page is read while the current one is packed and sent, so that the
+/// database's work (in the PostgreSQL server's process, or on SQLite's
+/// blocking thread) overlaps fedreg's.
+async fn export<E: Exported>(
+    class: &mut E,
+    conn: &mut DbConn,
+    out: &mut Packer<'_>,
+    selection: Selection,
+) -> Result<()> {
+    let mut pages = Pages::new::<E::Kind>(&mut out.changed, selection);
+    let mut current = read_page(class, &mut pages, conn).await?;
+    while let Some(page) = current {
+        let (next, ()) = tokio::try_join!(read_page(class, &mut pages, conn), out.page(page))?;
+        current = next;
+    }
+    Ok(())
+}
+
+/// Groups `(owner, member)` pairs by owner.
+fn group(pairs: Vec<(i64, i64)>) -> HashMap<i64, Vec<i64>> {
+    let mut out: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (owner, member) in pairs {
+        out.entry(owner).or_default().push(member);
+    }
+    out
+}
+
+/// Sites: their own columns.
+struct Sites;
+
+impl Exported for Sites {
+    type Kind = CachedSites;
+    type Extra = ();
+
+    async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer<'_>) -> Result<()> {
         for (site_id, f) in rows {
             let site = pb::ExportedSite {
                 site_id,
@@ -362,12 +457,18 @@ async fn export_sites(conn: &mut DbConn, out: &mut Packer<'_>, selection: Select
             })
             .await?;
         }
-    });
-    Ok(())
+        Ok(())
+    }
 }
 
-async fn export_keys(conn: &mut DbConn, out: &mut Packer<'_>, selection: Selection) -> Result<()> {
-    for_each_page!(conn, out, selection, CachedKeys, |rows| {
+/// Keys: their own columns.
+struct Keys;
+
+impl Exported for Keys {
+    type Kind = CachedKeys;
+    type Extra = ();
+
+    async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer<'_>) -> Result<()> {
         for (key_id, f) in rows {
             let key = pb::ExportedKey {
                 key_id,
@@ -381,38 +482,49 @@ async fn export_keys(conn: &mut DbConn, out: &mut Packer<'_>, selection: Selecti
             })
             .await?;
         }
-    });
-    Ok(())
-}
-
-/// Groups `(owner, member)` pairs by owner.
-fn group(pairs: Vec<(i64, i64)>) -> HashMap<i64, Vec<i64>> {
-    let mut out: HashMap<i64, Vec<i64>> = HashMap::new();
-    for (owner, member) in pairs {
-        out.entry(owner).or_default().push(member);
+        Ok(())
     }
-    out
 }
 
-async fn export_persons(
-    conn: &mut DbConn,
-    out: &mut Packer<'_>,
-    selection: Selection,
-) -> Result<()> {
-    for_each_page!(conn, out, selection, CachedPersons, |rows| {
-        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
-        let mut keys = group(out.read(PersonKeys::for_owners(conn, &ids)).await?);
-        let mut roles = group(out.read(PersonRoles::for_owners(conn, &ids)).await?);
-        let mut sites: HashMap<i64, (Vec<i64>, Option<i64>)> = HashMap::new();
-        for (person, site, primary) in out.read(cache::person_sites_of(conn, &ids)).await? {
-            let entry = sites.entry(person).or_default();
+/// Persons, with their keys, roles and sites.
+struct Persons;
+
+/// The keys, roles and sites of a page of persons, by person.
+#[derive(Default)]
+struct PersonLinks {
+    keys: HashMap<i64, Vec<i64>>,
+    roles: HashMap<i64, Vec<i64>>,
+    /// The sites and the primary one.
+    sites: HashMap<i64, (Vec<i64>, Option<i64>)>,
+}
+
+impl Exported for Persons {
+    type Kind = CachedPersons;
+    type Extra = PersonLinks;
+
+    async fn extra(&mut self, conn: &mut DbConn, ids: &[i64]) -> Result<PersonLinks> {
+        let mut links = PersonLinks {
+            keys: group(PersonKeys::for_owners(conn, ids).await?),
+            roles: group(PersonRoles::for_owners(conn, ids).await?),
+            sites: HashMap::new(),
+        };
+        for (person, site, primary) in cache::person_sites_of(conn, ids).await? {
+            let entry = links.sites.entry(person).or_default();
             entry.0.push(site);
             if primary {
                 entry.1 = Some(site);
             }
         }
+        Ok(links)
+    }
+
+    async fn pack(
+        rows: Vec<(i64, Fields<Self>)>,
+        mut links: PersonLinks,
+        out: &mut Packer<'_>,
+    ) -> Result<()> {
         for (person_id, f) in rows {
-            let (site_ids, primary_site_id) = sites.remove(&person_id).unwrap_or_default();
+            let (site_ids, primary_site_id) = links.sites.remove(&person_id).unwrap_or_default();
             let person = pb::ExportedPerson {
                 person_id,
                 email: f.email,
@@ -423,8 +535,9 @@ async fn export_persons(
                 url: f.url,
                 bio: f.bio,
                 enabled: f.enabled,
-                key_ids: keys.remove(&person_id).unwrap_or_default(),
-                role_ids: roles
+                key_ids: links.keys.remove(&person_id).unwrap_or_default(),
+                role_ids: links
+                    .roles
                     .remove(&person_id)
                     .unwrap_or_default()
                     .into_iter()
@@ -439,12 +552,18 @@ async fn export_persons(
             })
             .await?;
         }
-    });
-    Ok(())
+        Ok(())
+    }
 }
 
-async fn export_nodes(conn: &mut DbConn, out: &mut Packer<'_>, selection: Selection) -> Result<()> {
-    for_each_page!(conn, out, selection, CachedNodes, |rows| {
+/// Nodes: their own columns.
+struct Nodes;
+
+impl Exported for Nodes {
+    type Kind = CachedNodes;
+    type Extra = ();
+
+    async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer<'_>) -> Result<()> {
         for (node_id, f) in rows {
             let node = pb::ExportedNode {
                 node_id,
@@ -464,8 +583,20 @@ async fn export_nodes(conn: &mut DbConn, out: &mut Packer<'_>, selection: Select
             })
             .await?;
         }
-    });
-    Ok(())
+        Ok(())
+    }
+}
+
+async fn push_peer_node(out: &mut Packer<'_>, (node_id, peer_node_id): (i64, i64)) -> Result<()> {
+    let node = pb::PeerNode {
+        node_id,
+        peer_node_id,
+    };
+    out.push(node, |b, t, o| {
+        b.peer_nodes.push(o);
+        t.peer_nodes += 1;
+    })
+    .await
 }
 
 async fn export_peer_nodes(conn: &mut DbConn, peer_id: i64, out: &mut Packer<'_>) -> Result<()> {
@@ -476,16 +607,8 @@ async fn export_peer_nodes(conn: &mut DbConn, peer_id: i64, out: &mut Packer<'_>
             .await?;
         let Some(&(last, _)) = rows.last() else { break };
         let full = rows.len() as i64 == PAGE;
-        for (node_id, peer_node_id) in rows {
-            let node = pb::PeerNode {
-                node_id,
-                peer_node_id,
-            };
-            out.push(node, |b, t, o| {
-                b.peer_nodes.push(o);
-                t.peer_nodes += 1;
-            })
-            .await?;
+        for row in rows {
+            push_peer_node(out, row).await?;
         }
         after = last;
         if !full {
@@ -495,50 +618,68 @@ async fn export_peer_nodes(conn: &mut DbConn, peer_id: i64, out: &mut Packer<'_>
     Ok(())
 }
 
-/// Exports the local non-system slices. Their node lists leave out the
-/// nodes that are not exported (those with a slice whitelist), so that a
-/// peer never learns of them.
-async fn export_slices(
-    conn: &mut DbConn,
-    out: &mut Packer<'_>,
-    selection: Selection,
-) -> Result<()> {
-    // Read with the first page: a delta without slices needs none.
-    let mut reserved = None;
-    for_each_page!(conn, out, selection, CachedSlices, |rows| {
-        if reserved.is_none() {
-            reserved = Some(out.read(nodes::whitelisted_ids(conn)).await?);
+/// The local non-system slices. Their node lists leave out the nodes that
+/// are not exported (those with a slice whitelist), so that a peer never
+/// learns of them.
+struct Slices {
+    /// The peer the stream goes to, if any.
+    caller_peer: Option<i64>,
+    /// Whether the stream is a delta.
+    delta: bool,
+    /// The nodes with a slice whitelist, read with the first page (a delta
+    /// without slices needs none).
+    reserved: Option<HashSet<i64>>,
+}
+
+/// The nodes and persons of a page of slices, by slice, and the caller's
+/// nodes cached here that they hold (for a delta).
+#[derive(Default)]
+struct SliceLinks {
+    nodes: HashMap<i64, Vec<i64>>,
+    persons: HashMap<i64, Vec<i64>>,
+    peer_nodes: Vec<(i64, i64)>,
+}
+
+impl Exported for Slices {
+    type Kind = CachedSlices;
+    type Extra = SliceLinks;
+
+    async fn extra(&mut self, conn: &mut DbConn, ids: &[i64]) -> Result<SliceLinks> {
+        if self.reserved.is_none() {
+            self.reserved = Some(nodes::whitelisted_ids(conn).await?);
         }
-        let reserved = reserved.get_or_insert_default();
-        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
-        let pairs = out.read(SliceNodes::for_owners(conn, &ids)).await?;
-        let mut nodes = group(
+        let reserved = self.reserved.get_or_insert_default();
+        let pairs = SliceNodes::for_owners(conn, ids).await?;
+        let nodes = group(
             pairs
                 .into_iter()
                 .filter(|(_, node_id)| !reserved.contains(node_id))
                 .collect(),
         );
-        let mut persons = group(out.read(SlicePersons::for_owners(conn, &ids)).await?);
+        let persons = group(SlicePersons::for_owners(conn, ids).await?);
         // A delta carries, of the caller's nodes cached here, those that its
         // slices hold (a full snapshot carries them all, before the slices).
-        if let (Some(peer_id), Selection::ChangedSince(_)) = (out.caller_peer, selection) {
-            let held: Vec<i64> = nodes.values().flatten().copied().collect();
-            for (node_id, peer_node_id) in out
-                .read(cache::nodes_of_peer_among(conn, peer_id, &held))
-                .await?
-            {
-                out.push(
-                    pb::PeerNode {
-                        node_id,
-                        peer_node_id,
-                    },
-                    |b, t, o| {
-                        b.peer_nodes.push(o);
-                        t.peer_nodes += 1;
-                    },
-                )
-                .await?;
+        let peer_nodes = match (self.caller_peer, self.delta) {
+            (Some(peer_id), true) => {
+                let held: Vec<i64> = nodes.values().flatten().copied().collect();
+                cache::nodes_of_peer_among(conn, peer_id, &held).await?
             }
+            _ => Vec::new(),
+        };
+        Ok(SliceLinks {
+            nodes,
+            persons,
+            peer_nodes,
+        })
+    }
+
+    async fn pack(
+        rows: Vec<(i64, Fields<Self>)>,
+        mut links: SliceLinks,
+        out: &mut Packer<'_>,
+    ) -> Result<()> {
+        for row in std::mem::take(&mut links.peer_nodes) {
+            push_peer_node(out, row).await?;
         }
         for (slice_id, f) in rows {
             let slice = pb::ExportedSlice {
@@ -552,8 +693,8 @@ async fn export_slices(
                 creator_person_id: f.creator_person_id,
                 created: registry::timestamp(f.created),
                 expires: registry::timestamp(f.expires),
-                node_ids: nodes.remove(&slice_id).unwrap_or_default(),
-                person_ids: persons.remove(&slice_id).unwrap_or_default(),
+                node_ids: links.nodes.remove(&slice_id).unwrap_or_default(),
+                person_ids: links.persons.remove(&slice_id).unwrap_or_default(),
             };
             out.push(slice, |b, t, o| {
                 b.slices.push(o);
@@ -561,6 +702,6 @@ async fn export_slices(
             })
             .await?;
         }
-    });
-    Ok(())
+        Ok(())
+    }
 }

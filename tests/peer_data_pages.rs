@@ -1,0 +1,82 @@
+//! GetPeerData over more rows than one page: every object leaves once, in
+//! order, with its memberships, whatever page it falls in; callers that
+//! drop the stream half-read leave the server serving. On both backends.
+
+mod common;
+
+use common::objects::site;
+use common::{Backend, TestServer};
+use fedreg::proto::v1::{self as pb, peer_data_chunk::Part};
+
+/// More than two export pages of persons.
+const PERSONS: usize = 1_010;
+
+async fn every_object_leaves_once_across_pages(backend: Backend) {
+    let server = TestServer::start_named(backend, "plc1").await;
+    let mut api = server.registry().await;
+    let site_id = site(&mut api, "inria").await;
+    let mut created = Vec::with_capacity(PERSONS);
+    for i in 0..PERSONS {
+        let person_id = api
+            .create_person(pb::CreatePersonRequest {
+                email: format!("p{i:04}@inria.fr"),
+                first_name: "P".into(),
+                last_name: format!("{i}"),
+                ..Default::default()
+            })
+            .await
+            .expect("create person")
+            .into_inner()
+            .person_id;
+        api.add_person_to_site(pb::PersonSiteRequest {
+            person_id,
+            site_id,
+            is_primary: true,
+        })
+        .await
+        .expect("add person to site");
+        created.push(person_id);
+    }
+
+    let open = || async {
+        server
+            .peering_as(Some(&server.admin_token))
+            .await
+            .get_peer_data(pb::GetPeerDataRequest::default())
+            .await
+            .expect("GetPeerData")
+            .into_inner()
+    };
+    // Callers that go away after the header.
+    for _ in 0..3 {
+        let mut stream = open().await;
+        let first = stream
+            .message()
+            .await
+            .expect("first chunk")
+            .expect("a chunk");
+        assert!(matches!(first.part, Some(Part::Header(_))), "{first:?}");
+        drop(stream);
+    }
+
+    let mut stream = open().await;
+    let (mut persons, mut trailer) = (Vec::new(), None);
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        match chunk.part {
+            Some(Part::Batch(batch)) => persons.extend(batch.persons),
+            Some(Part::Trailer(t)) => trailer = Some(t),
+            _ => {}
+        }
+    }
+    let ids: Vec<i64> = persons.iter().map(|p| p.person_id).collect();
+    assert_eq!(ids, created, "every person once, in id order");
+    for person in &persons {
+        assert_eq!(person.site_ids, [site_id], "{person:?}");
+        assert_eq!(person.primary_site_id, Some(site_id), "{person:?}");
+    }
+    let trailer = trailer.expect("a trailer");
+    assert_eq!(trailer.persons, PERSONS as i64);
+    assert_eq!(trailer.sites, 1);
+}
+
+backend_tests!(every_object_leaves_once_across_pages);

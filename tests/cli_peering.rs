@@ -140,7 +140,14 @@ async fn peer_commands_federate_two_registries(backend: Backend) {
     assert_eq!(row(&report, "person_keys")[1..], ["3", "0"]);
     assert_eq!(row(&report, "site_persons")[1..], ["3", "0"]);
     let timers = section(&report, "PHASE");
-    for phase in ["transport", "peer_db", "sites", "person_roles", "total"] {
+    for phase in [
+        "transport",
+        "peer_db",
+        "sites",
+        "pairs",
+        "person_roles",
+        "total",
+    ] {
         assert_eq!(row(timers, phase).len(), 2, "a timer for {phase}");
     }
     assert!(report.ends_with("no warnings\n"), "{report}");

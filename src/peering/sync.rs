@@ -796,9 +796,18 @@ async fn sync_relations(
     ids: &IdMaps,
     report: &mut ReportBuilder,
 ) -> Result<()> {
+    let started = Instant::now();
     let mut tallies = Tallies::default();
     sync_person_memberships(conn, spool, rounds.chunk, ids, &mut tallies, report).await?;
     sync_slice_memberships(conn, peer_id, spool, rounds, ids, &mut tallies).await?;
+    let reconciling = tallies.person_keys.took
+        + tallies.slice_nodes.took
+        + tallies.slice_persons.took
+        + tallies.site_persons.took
+        + tallies.person_roles.took;
+    // The rest: reading the spooled persons and slices again and building
+    // the pairs they list.
+    report.timer("pairs", started.elapsed().saturating_sub(reconciling));
     let Tallies {
         person_keys,
         slice_nodes,

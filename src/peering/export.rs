@@ -648,10 +648,10 @@ impl Exported for Slices {
     type Extra = SliceLinks;
 
     async fn extra(&mut self, conn: &mut DbConn, ids: &[i64]) -> Result<SliceLinks> {
-        if self.reserved.is_none() {
-            self.reserved = Some(nodes::whitelisted_ids(conn).await?);
-        }
-        let reserved = self.reserved.get_or_insert_default();
+        let reserved = match &mut self.reserved {
+            Some(reserved) => reserved,
+            unread => unread.insert(nodes::whitelisted_ids(conn).await?),
+        };
         let pairs = SliceNodes::for_owners(conn, ids).await?;
         let nodes = group(
             pairs

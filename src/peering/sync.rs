@@ -800,14 +800,7 @@ async fn sync_relations(
     let mut tallies = Tallies::default();
     sync_person_memberships(conn, spool, rounds.chunk, ids, &mut tallies, report).await?;
     sync_slice_memberships(conn, peer_id, spool, rounds, ids, &mut tallies).await?;
-    let reconciling = tallies.person_keys.took
-        + tallies.slice_nodes.took
-        + tallies.slice_persons.took
-        + tallies.site_persons.took
-        + tallies.person_roles.took;
-    // The rest: reading the spooled persons and slices again and building
-    // the pairs they list.
-    report.timer("pairs", started.elapsed().saturating_sub(reconciling));
+    let took = started.elapsed();
     let Tallies {
         person_keys,
         slice_nodes,
@@ -815,13 +808,18 @@ async fn sync_relations(
         site_persons,
         person_roles,
     } = tallies;
-    for (name, tally) in [
+    let relations = [
         (PersonKeys::NAME, person_keys),
         (SliceNodes::NAME, slice_nodes),
         (SlicePersons::NAME, slice_persons),
         (PersonSites::NAME, site_persons),
         (PersonRoles::NAME, person_roles),
-    ] {
+    ];
+    // The rest: reading the spooled persons and slices again and building
+    // the pairs they list.
+    let reconciling: Duration = relations.iter().map(|(_, tally)| tally.took).sum();
+    report.timer("pairs", took.saturating_sub(reconciling));
+    for (name, tally) in relations {
         report.relation(name, tally.added, tally.removed, tally.took);
     }
     Ok(())

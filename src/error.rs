@@ -52,6 +52,9 @@ pub enum Error {
     /// The operation conflicts with one already running.
     #[error("{0}")]
     Aborted(String),
+    /// A limit was reached (a peer's dump larger than allowed...).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A dependency (database, peer) cannot be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -60,12 +63,26 @@ pub enum Error {
     Internal(String),
 }
 
+/// Characters of a value that an error quotes; a longer value is cut
+/// there and marked, so that a huge input never comes back whole.
+pub const QUOTED_CHARS: usize = 40;
+
+/// `value` as an error quotes it: at most [`QUOTED_CHARS`] characters,
+/// then `...` when it was longer.
+pub fn quoted(value: &str) -> String {
+    match value.char_indices().nth(QUOTED_CHARS) {
+        Some((cut, _)) => format!("{}...", &value[..cut]),
+        None => value.to_owned(),
+    }
+}
+
 impl Error {
-    /// An [`Error::InvalidArgument`] for `field` with `value`.
+    /// An [`Error::InvalidArgument`] for `field` with `value` (quoted in
+    /// part when long).
     pub fn invalid(field: &'static str, value: impl ToString, reason: impl Into<String>) -> Error {
         Error::InvalidArgument {
             field,
-            value: value.to_string(),
+            value: quoted(&value.to_string()),
             reason: reason.into(),
         }
     }
@@ -75,7 +92,7 @@ impl Error {
         Error::NotFound {
             what,
             field,
-            value: value.to_string(),
+            value: quoted(&value.to_string()),
         }
     }
 
@@ -83,7 +100,7 @@ impl Error {
     pub fn exists(field: &'static str, value: impl ToString) -> Error {
         Error::AlreadyExists {
             field,
-            value: value.to_string(),
+            value: quoted(&value.to_string()),
         }
     }
 }

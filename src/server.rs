@@ -26,8 +26,10 @@ use crate::api::peers::PeerApi;
 use crate::api::registry::RegistryApi;
 use crate::api::tokens::TokenApi;
 use crate::error::{Error, Result};
+use crate::peering::fetch::FetchLimits;
 use crate::peering::follow::{self, Followers};
 use crate::peering::refresh::Refresher;
+use crate::peering::spool::DumpLimits;
 use crate::peering::{compaction, schedule};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::proto::v1::peer_service_server::PeerServiceServer;
@@ -46,6 +48,10 @@ const SQLITE_FILE: &str = "fedreg.db";
 
 /// Objects per round of a refresh, unless configured otherwise.
 pub const DEFAULT_REFRESH_CHUNK: usize = 4096;
+
+/// Longest a refresh may spend receiving a peer's data, unless configured
+/// otherwise.
+pub const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// How long the change log keeps a change, unless configured otherwise.
 pub const DEFAULT_CHANGE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -67,6 +73,10 @@ pub struct ServerConfig {
     pub max_delete_fraction: f64,
     /// Longest wait for the next message of a peer's `GetPeerData` stream.
     pub peer_timeout: Duration,
+    /// Longest a refresh may spend receiving a peer's data.
+    pub refresh_timeout: Duration,
+    /// The most a peer's dump may hold.
+    pub max_dump: DumpLimits,
     /// Objects a refresh reads back from its spool, checks and writes per
     /// round; bounds a refresh's memory whatever the peer's size.
     pub refresh_chunk: usize,
@@ -86,6 +96,8 @@ impl ServerConfig {
             tls: None,
             max_delete_fraction: 0.5,
             peer_timeout: Duration::from_secs(60),
+            refresh_timeout: DEFAULT_REFRESH_TIMEOUT,
+            max_dump: DumpLimits::default(),
             refresh_chunk: DEFAULT_REFRESH_CHUNK,
             change_retention: DEFAULT_CHANGE_RETENTION,
         }
@@ -183,7 +195,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         store: store.clone(),
         data_dir: config.data_dir.clone(),
         default_max_delete_fraction: config.max_delete_fraction,
-        idle_timeout: config.peer_timeout,
+        limits: FetchLimits {
+            idle_timeout: config.peer_timeout,
+            deadline: config.refresh_timeout,
+            dump: config.max_dump,
+        },
         chunk_size: config.refresh_chunk.max(1),
         lock_connections: Default::default(),
         clients: Default::default(),

@@ -246,6 +246,7 @@ mod tests {
                     updated: 1,
                     deleted: 0,
                     skipped: 0,
+                    cascaded: 0,
                 },
                 pb::ClassReport {
                     class: "nodes".into(),

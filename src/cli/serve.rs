@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::StorageArgs;
 use crate::error::{Error, Result};
+use crate::peering::spool::DumpLimits;
 use crate::server::{self, ServerConfig};
 
 /// Options of `fedreg serve`.
@@ -32,6 +33,21 @@ pub struct ServeArgs {
     /// before giving up on it (the cache is then left as it was).
     #[arg(long, env = "FEDREG_PEER_TIMEOUT", default_value_t = 60)]
     pub peer_timeout: u64,
+    /// Seconds a refresh may spend receiving a peer's data, however steadily
+    /// it arrives (the cache is then left as it was).
+    #[arg(long, env = "FEDREG_REFRESH_TIMEOUT",
+          default_value_t = server::DEFAULT_REFRESH_TIMEOUT.as_secs())]
+    pub refresh_timeout: u64,
+    /// Most objects (and deleted ids) a peer's data may hold; a refresh
+    /// receiving more fails.
+    #[arg(long, env = "FEDREG_MAX_DUMP_OBJECTS",
+          default_value_t = DumpLimits::default().max_objects)]
+    pub max_dump_objects: usize,
+    /// Most bytes a peer's data may hold, as spooled; a refresh receiving
+    /// more fails.
+    #[arg(long, env = "FEDREG_MAX_DUMP_BYTES",
+          default_value_t = DumpLimits::default().max_bytes)]
+    pub max_dump_bytes: u64,
     /// Objects a refresh reads back, checks and writes per round: bounds
     /// the memory of a refresh whatever the peer's size.
     #[arg(long, env = "FEDREG_REFRESH_CHUNK",
@@ -61,6 +77,11 @@ pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
         tls: args.tls_cert.zip(args.tls_key),
         max_delete_fraction: args.max_delete_fraction,
         peer_timeout: std::time::Duration::from_secs(args.peer_timeout.max(1)),
+        refresh_timeout: std::time::Duration::from_secs(args.refresh_timeout.max(1)),
+        max_dump: DumpLimits {
+            max_objects: args.max_dump_objects,
+            max_bytes: args.max_dump_bytes,
+        },
         refresh_chunk: args.refresh_chunk as usize,
         change_retention: std::time::Duration::from_secs(args.change_retention),
     };

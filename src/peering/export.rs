@@ -37,7 +37,7 @@ use crate::proto::v1 as pb;
 use crate::registry;
 use crate::store::cache::{
     self, CachedKeys, CachedKind, CachedNodes, CachedPersons, CachedSites, CachedSlices,
-    PersonKeys, PersonRoles, Relation, SliceNodes, SlicePersons,
+    PersonKeys, PersonRoles, Relation,
 };
 use crate::store::revisions::{self, History};
 use crate::store::{DbConn, Store, nodes, now};
@@ -621,9 +621,11 @@ async fn export_peer_nodes(conn: &mut DbConn, peer_id: i64, out: &mut Packer<'_>
     Ok(())
 }
 
-/// The local non-system slices. Their node lists leave out the nodes that
-/// are not exported (those with a slice whitelist), so that a peer never
-/// learns of them.
+/// The local non-system slices. Their node lists hold the nodes exported
+/// (local ones without a slice whitelist, so that a peer never learns of
+/// those) and the caller's own nodes; their person lists the local enabled
+/// persons. Every id a peer receives is of an object it receives too, or
+/// of its own.
 struct Slices {
     /// The peer the stream goes to, if any.
     caller_peer: Option<i64>,
@@ -652,14 +654,14 @@ impl Exported for Slices {
             Some(reserved) => reserved,
             unread => unread.insert(nodes::whitelisted_ids(conn).await?),
         };
-        let pairs = SliceNodes::for_owners(conn, ids).await?;
+        let pairs = cache::exported_slice_nodes(conn, ids, self.caller_peer).await?;
         let nodes = group(
             pairs
                 .into_iter()
                 .filter(|(_, node_id)| !reserved.contains(node_id))
                 .collect(),
         );
-        let persons = group(SlicePersons::for_owners(conn, ids).await?);
+        let persons = group(cache::exported_slice_persons(conn, ids).await?);
         // A delta carries, of the caller's nodes cached here, those that its
         // slices hold (a full snapshot carries them all, before the slices).
         let peer_nodes = match (self.caller_peer, self.delta) {

@@ -19,7 +19,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use super::spool::Spool;
+use super::spool::{DumpLimits, Spool};
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::proto::v1::peering_service_client::PeeringServiceClient;
@@ -28,17 +28,52 @@ use crate::store::peers::PeerRow;
 /// Largest message accepted from a peer (batches are far smaller).
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Bounds on fetching a peer's data: a slow, stuck or endless peer fails
+/// its refresh clearly instead of holding it (and its lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Longest wait for the next message of the stream.
+    pub idle_timeout: Duration,
+    /// Longest a whole fetch may take, however steadily messages arrive.
+    pub deadline: Duration,
+    /// The most the dump may hold.
+    pub dump: DumpLimits,
+}
+
 /// Fetches the dump of `peer` through `client` into a spool in
 /// `spool_dir`, or only the changes after `since` when the peer can serve
-/// them; `idle_timeout` bounds the wait for each message.
+/// them, within `limits`.
 pub async fn fetch(
     client: &mut PeerClient,
     peer: &PeerRow,
     since: Option<pb::Checkpoint>,
-    idle_timeout: Duration,
+    limits: FetchLimits,
     spool_dir: &Path,
 ) -> Result<(Spool, Duration)> {
     let started = Instant::now();
+    let fetching = fetch_within(client, peer, since, limits, spool_dir);
+    let spool = tokio::time::timeout(limits.deadline, fetching)
+        .await
+        .map_err(|_| {
+            Error::Unavailable(format!(
+                "peer {} ({}): the transfer took longer than {} s (--refresh-timeout); nothing was applied",
+                peer.peername,
+                peer.peer_url,
+                limits.deadline.as_secs_f64()
+            ))
+        })??;
+    Ok((spool, started.elapsed()))
+}
+
+/// [`fetch`] without its overall deadline.
+async fn fetch_within(
+    client: &mut PeerClient,
+    peer: &PeerRow,
+    since: Option<pb::Checkpoint>,
+    limits: FetchLimits,
+    spool_dir: &Path,
+) -> Result<Spool> {
+    let idle_timeout = limits.idle_timeout;
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         Error::Unavailable(format!(
             "peer {} ({}): {what}: {e}",
@@ -56,7 +91,7 @@ pub async fn fetch(
     .map_err(|s| unavailable("GetPeerData", &s.message()))?
     .into_inner();
 
-    let mut receiving = Receiving::new(spool_dir, since.is_some(), peer, "")?;
+    let mut receiving = Receiving::new(spool_dir, since, limits.dump, peer, "")?;
     loop {
         let message = tokio::time::timeout(idle_timeout, stream.message())
             .await
@@ -74,7 +109,7 @@ pub async fn fetch(
             ));
         };
         if receiving.take(chunk)? {
-            return Ok((receiving.spool, started.elapsed()));
+            return Ok(receiving.spool);
         }
     }
 }
@@ -84,9 +119,16 @@ pub async fn fetch(
 pub fn spool_carried(
     peer: &PeerRow,
     changes: pb::FollowChanges,
+    limits: DumpLimits,
     spool_dir: &Path,
 ) -> Result<Spool> {
-    let mut receiving = Receiving::new(spool_dir, true, peer, "the changes of a Follow event: ")?;
+    let mut receiving = Receiving::new(
+        spool_dir,
+        changes.since,
+        limits,
+        peer,
+        "the changes of a Follow event: ",
+    )?;
     for chunk in changes.chunks {
         if receiving.take(chunk)? {
             return Ok(receiving.spool);
@@ -103,17 +145,25 @@ pub fn spool_carried(
 struct Receiving {
     spool: Spool,
     header: bool,
-    asked_delta: bool,
+    /// The checkpoint the changes were asked from; `None` when everything
+    /// was asked for.
+    since: Option<pb::Checkpoint>,
     /// Names the peer and the source in errors.
     source: String,
 }
 
 impl Receiving {
-    fn new(spool_dir: &Path, asked_delta: bool, peer: &PeerRow, what: &str) -> Result<Receiving> {
+    fn new(
+        spool_dir: &Path,
+        since: Option<pb::Checkpoint>,
+        limits: DumpLimits,
+        peer: &PeerRow,
+        what: &str,
+    ) -> Result<Receiving> {
         Ok(Receiving {
-            spool: Spool::create(spool_dir)?,
+            spool: Spool::create(spool_dir, limits)?,
             header: false,
-            asked_delta,
+            since,
             source: format!("peer {} ({}): {what}", peer.peername, peer.peer_url),
         })
     }
@@ -123,19 +173,47 @@ impl Receiving {
         Error::Unavailable(format!("{}{what}: {detail}", self.source))
     }
 
+    /// Checks a header against what was asked: a known kind of snapshot,
+    /// and a delta only from the checkpoint asked, in its epoch, to a
+    /// revision no older.
+    fn check_header(&self, h: &pb::PeerDataHeader) -> std::result::Result<(), String> {
+        let kind = pb::SnapshotKind::try_from(h.kind)
+            .map_err(|_| format!("unknown snapshot kind {}", h.kind))?;
+        if kind != pb::SnapshotKind::Delta {
+            return Ok(());
+        }
+        let Some(since) = &self.since else {
+            return Err("a delta arrived although everything was asked for".into());
+        };
+        let Some(reached) = &h.checkpoint else {
+            return Err("a delta arrived without a checkpoint".into());
+        };
+        if reached.epoch != since.epoch {
+            return Err(format!(
+                "a delta of epoch {:?} arrived for changes since epoch {:?}",
+                crate::error::quoted(&reached.epoch),
+                crate::error::quoted(&since.epoch)
+            ));
+        }
+        if reached.revision < since.revision {
+            return Err(format!(
+                "a delta up to revision {} arrived, behind the checkpoint's revision {}",
+                reached.revision, since.revision
+            ));
+        }
+        Ok(())
+    }
+
     /// Takes the next message; true once the trailer sealed the spool.
     fn take(&mut self, chunk: pb::PeerDataChunk) -> Result<bool> {
         match chunk.part {
             Some(pb::peer_data_chunk::Part::Header(h)) if !self.header => {
+                if let Err(e) = self.check_header(&h) {
+                    return Err(self.fault("stream malformed", &e));
+                }
                 self.header = true;
                 let spool = &mut self.spool;
                 spool.kind = h.kind();
-                if spool.is_delta() && !self.asked_delta {
-                    return Err(self.fault(
-                        "stream malformed",
-                        "a delta arrived although everything was asked for",
-                    ));
-                }
                 spool.registry_name = h.registry_name;
                 spool.schema_version = h.schema_version;
                 spool.full_reason = h.full_reason;

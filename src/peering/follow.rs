@@ -253,7 +253,10 @@ async fn follow_once(
         ))
     };
     let mut applied = peer.checkpoint();
-    let mut client = refresher.clients.get(&peer, refresher.idle_timeout).await?;
+    let mut client = refresher
+        .clients
+        .get(&peer, refresher.limits.idle_timeout)
+        .await?;
     let request = pb::FollowRequest {
         since: applied
             .clone()

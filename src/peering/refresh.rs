@@ -22,7 +22,6 @@
 //! Failures and refusals are recorded on the peer record too, in a
 //! transaction of their own.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,7 @@ use prost::Message;
 
 use super::fetch;
 use super::report::ReportBuilder;
-use super::spool::{ClassSpool, PeerObject, Spool};
+use super::spool::Spool;
 use super::{lock, peers, sync};
 use crate::error::Result;
 use crate::proto::v1 as pb;
@@ -50,8 +49,8 @@ pub struct Refresher {
     /// Largest fraction of a peer's cache a refresh may delete unforced,
     /// unless the peer record sets its own.
     pub default_max_delete_fraction: f64,
-    /// Longest wait for the next message from a peer.
-    pub idle_timeout: Duration,
+    /// Bounds on fetching a peer's data.
+    pub limits: fetch::FetchLimits,
     /// Objects read back from the spool, checked and written per round.
     pub chunk_size: usize,
     /// Idle PostgreSQL connections for the refresh locks.
@@ -185,18 +184,20 @@ impl Refresher {
         let since_revision = since.as_ref().map_or(0, |c| c.revision);
         // Changes a follow event carried spare the call when they start
         // where the cache stands.
-        let (mut spool, transport, source) =
-            match changes.filter(|c| since.is_some() && c.since == since) {
-                Some(carried) => {
-                    let spooling = Instant::now();
-                    let spool = fetch::spool_carried(peer, carried.clone(), &self.data_dir)?;
-                    (spool, spooling.elapsed(), "carried")
-                }
-                None => {
-                    let (spool, transport) = self.fetch(peer, since).await?;
-                    (spool, transport, "transport")
-                }
-            };
+        let (mut spool, transport, source) = match changes
+            .filter(|c| since.is_some() && c.since == since)
+        {
+            Some(carried) => {
+                let spooling = Instant::now();
+                let spool =
+                    fetch::spool_carried(peer, carried.clone(), self.limits.dump, &self.data_dir)?;
+                (spool, spooling.elapsed(), "carried")
+            }
+            None => {
+                let (spool, transport) = self.fetch(peer, since).await?;
+                (spool, transport, "transport")
+            }
+        };
         report.snapshot(
             spool.kind,
             &spool.full_reason,
@@ -224,7 +225,7 @@ impl Refresher {
                 }
                 let guarding = Instant::now();
                 let cached = sync::CachedIds::load(c, peer_id, spool).await?;
-                let gone = doomed(&cached, spool);
+                let gone = cached.doomed(c, peer_id, spool).await?;
                 // The ids loaded are all cached (for a full dump, the whole
                 // cache): deletions within the limit of those are within
                 // the limit of the cache, which is then not counted.
@@ -260,8 +261,8 @@ impl Refresher {
         peer: &PeerRow,
         since: Option<pb::Checkpoint>,
     ) -> Result<(Spool, Duration)> {
-        let mut client = self.clients.get(peer, self.idle_timeout).await?;
-        fetch::fetch(&mut client, peer, since, self.idle_timeout, &self.data_dir)
+        let mut client = self.clients.get(peer, self.limits.idle_timeout).await?;
+        fetch::fetch(&mut client, peer, since, self.limits, &self.data_dir)
             .await
             .inspect_err(|_| {
                 // A fresh connection for the next attempt.
@@ -316,23 +317,6 @@ fn record_of(report: &pb::RefreshReport) -> RefreshRecord {
         last_refresh_outcome: report.outcome,
         last_refresh_report: Some(report.encode_to_vec()),
     }
-}
-
-/// How many of the `cached` objects applying `spool` would delete.
-fn doomed(cached: &sync::CachedIds, spool: &Spool) -> usize {
-    let delta = spool.is_delta();
-    fn class<T: PeerObject>(
-        cached: &HashMap<i64, i64>,
-        incoming: &ClassSpool<T>,
-        delta: bool,
-    ) -> usize {
-        incoming.doomed(cached, delta).len()
-    }
-    class(&cached.sites, &spool.sites, delta)
-        + class(&cached.keys, &spool.keys, delta)
-        + class(&cached.persons, &spool.persons, delta)
-        + class(&cached.nodes, &spool.nodes, delta)
-        + class(&cached.slices, &spool.slices, delta)
 }
 
 /// The mass-delete guard: `Some(reason)` when deleting `gone` of the

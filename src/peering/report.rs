@@ -62,6 +62,15 @@ impl ReportBuilder {
         self.report.classes.push(class);
     }
 
+    /// Adds to a recorded class's deletions `count` objects that went with
+    /// objects of a later class (the keys of deleted persons).
+    pub fn add_cascaded(&mut self, class: &str, count: usize) {
+        if let Some(c) = self.report.classes.iter_mut().find(|c| c.class == class) {
+            c.deleted += count as i64;
+            c.cascaded += count as i64;
+        }
+    }
+
     /// Records the counts and time of a relation.
     pub fn relation(&mut self, name: &str, added: usize, removed: usize, took: Duration) {
         self.report.relations.push(pb::RelationReport {

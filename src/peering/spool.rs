@@ -78,6 +78,8 @@ pub struct ClassSpool<T> {
     ids: Vec<i64>,
     /// Objects received, including those cleaning dropped.
     received: usize,
+    /// Bytes spooled.
+    bytes: u64,
     /// Ids the peer sent as deleted, and ids cleaning dropped; sorted once
     /// sealed.
     gone: Vec<i64>,
@@ -91,6 +93,7 @@ impl<T: PeerObject> ClassSpool<T> {
             dir: dir.to_owned(),
             ids: Vec::new(),
             received: 0,
+            bytes: 0,
             gone: Vec::new(),
             _objects: PhantomData,
         })
@@ -114,6 +117,7 @@ impl<T: PeerObject> ClassSpool<T> {
                 .map_err(|_| Error::Internal("an object of over 4 GiB in a dump".into()))?;
             self.write(&length.to_le_bytes())?;
             self.write(&buffer)?;
+            self.bytes += 4 + buffer.len() as u64;
             self.ids.push(object.peer_object_id());
         }
         Ok(())
@@ -160,6 +164,12 @@ impl<T: PeerObject> ClassSpool<T> {
     /// Whether the peer sent an object with this id (once sealed).
     pub fn contains(&self, peer_object_id: i64) -> bool {
         self.ids.binary_search(&peer_object_id).is_ok()
+    }
+
+    /// Whether the peer sent this id as deleted, or cleaning dropped its
+    /// object (once sealed).
+    pub fn is_gone(&self, peer_object_id: i64) -> bool {
+        self.gone.binary_search(&peer_object_id).is_ok()
     }
 
     /// The peer's ids of the spooled objects (once sealed, sorted).
@@ -279,6 +289,27 @@ impl<T: PeerObject> Iterator for Chunks<'_, T> {
     }
 }
 
+/// The most a spooled dump may hold; past either bound the refresh fails
+/// (and its spool is dropped: its files have no name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpLimits {
+    /// Objects and deleted ids, all classes together.
+    pub max_objects: usize,
+    /// Encoded bytes, all classes together.
+    pub max_bytes: u64,
+}
+
+impl Default for DumpLimits {
+    /// Ten times the largest federation measured (100 times the
+    /// reference's largest data set: about a million objects, 0.4 GB).
+    fn default() -> DumpLimits {
+        DumpLimits {
+            max_objects: 10_000_000,
+            max_bytes: 4 << 30,
+        }
+    }
+}
+
 /// A peer's dump or delta, spooled.
 #[derive(Debug)]
 pub struct Spool {
@@ -295,6 +326,10 @@ pub struct Spool {
     pub checkpoint: Option<pb::Checkpoint>,
     /// Deleted ids received, all classes together.
     pub deleted: usize,
+    /// Keys of the persons cleaning dropped: they go with their persons.
+    pub dropped_person_keys: Vec<i64>,
+    /// The most the spool may hold.
+    limits: DumpLimits,
     /// Seconds the peer spent reading its database.
     pub peer_db_seconds: f64,
     /// Sites.
@@ -312,8 +347,8 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// An empty spool whose files go in `dir`.
-    pub fn create(dir: &Path) -> Result<Spool> {
+    /// An empty spool whose files go in `dir`, holding at most `limits`.
+    pub fn create(dir: &Path, limits: DumpLimits) -> Result<Spool> {
         Ok(Spool {
             registry_name: String::new(),
             schema_version: 0,
@@ -321,6 +356,8 @@ impl Spool {
             full_reason: String::new(),
             checkpoint: None,
             deleted: 0,
+            dropped_person_keys: Vec::new(),
+            limits,
             peer_db_seconds: 0.0,
             sites: ClassSpool::create(dir)?,
             keys: ClassSpool::create(dir)?,
@@ -336,7 +373,14 @@ impl Spool {
     pub fn push(&mut self, batch: pb::PeerDataBatch) -> Result<()> {
         self.sites.push(batch.sites, |_| true)?;
         self.keys.push(batch.keys, |_| true)?;
-        self.persons.push(batch.persons, super::diff::keep_person)?;
+        let dropped_keys = &mut self.dropped_person_keys;
+        self.persons.push(batch.persons, |person| {
+            let keep = super::diff::keep_person(person);
+            if !keep {
+                dropped_keys.extend(&person.key_ids);
+            }
+            keep
+        })?;
         self.nodes.push(batch.nodes, |node| {
             super::diff::clean_node(node);
             true
@@ -354,6 +398,38 @@ impl Spool {
             self.persons.gone.extend(deleted.person_ids);
             self.nodes.gone.extend(deleted.node_ids);
             self.slices.gone.extend(deleted.slice_ids);
+        }
+        self.check_limits()
+    }
+
+    /// Fails once the spool holds more than its limits allow.
+    fn check_limits(&self) -> Result<()> {
+        let objects = self.sites.received
+            + self.keys.received
+            + self.persons.received
+            + self.nodes.received
+            + self.peer_nodes.received
+            + self.slices.received
+            + self.deleted;
+        let bytes = self.sites.bytes
+            + self.keys.bytes
+            + self.persons.bytes
+            + self.nodes.bytes
+            + self.peer_nodes.bytes
+            + self.slices.bytes;
+        let DumpLimits {
+            max_objects,
+            max_bytes,
+        } = self.limits;
+        if objects > max_objects {
+            return Err(Error::ResourceExhausted(format!(
+                "the peer's data holds more than {max_objects} objects (--max-dump-objects); nothing was applied"
+            )));
+        }
+        if bytes > max_bytes {
+            return Err(Error::ResourceExhausted(format!(
+                "the peer's data is larger than {max_bytes} bytes (--max-dump-bytes); nothing was applied"
+            )));
         }
         Ok(())
     }

@@ -28,7 +28,9 @@ use super::report::ReportBuilder;
 use super::spool::{ClassSpool, PeerObject, Spool};
 use crate::error::Result;
 use crate::proto::v1 as pb;
-use crate::registry::validate;
+use crate::registry::nodes::NodeEnumerations;
+use crate::registry::{keys as key_rules, nodes as node_rules, persons as person_rules};
+use crate::registry::{sites as site_rules, slices as slice_rules};
 use crate::store::cache::{
     self, CachedKeys, CachedKind, CachedNodes, CachedPersons, CachedSites, CachedSlices,
     Enumeration, KeyFields, NodeFields, PairTable, PersonFields, PersonKeys, PersonRoles,
@@ -62,8 +64,92 @@ pub struct CachedIds {
     pub nodes: HashMap<i64, i64>,
     /// Slices.
     pub slices: HashMap<i64, i64>,
+    /// Who holds the keys the refresh brings.
+    key_owners: KeyOwners,
     /// For a delta, the ids loaded.
     touched: Option<Touched>,
+}
+
+/// Who holds the keys of a refresh. A key belongs to one person, so a key
+/// that no person of the peer lists is not cached (and is deleted when it
+/// was); the keys of a person that cleaning drops (a disabled one) go with
+/// it, without a warning.
+#[derive(Debug, Default)]
+struct KeyOwners {
+    /// Keys the spooled persons list.
+    listed: HashSet<i64>,
+    /// Keys of the persons cleaning dropped.
+    dropped: HashSet<i64>,
+    /// For a delta: keys it brings that its persons do not list, whose
+    /// cached owner it leaves as it is (a key changed alone).
+    kept: HashSet<i64>,
+}
+
+impl KeyOwners {
+    /// Reads them off the spool (and, for a delta, off the cache of the
+    /// keys it brings alone).
+    async fn load(
+        conn: &mut DbConn,
+        peer_id: i64,
+        spool: &mut Spool,
+        cached_keys: &HashMap<i64, i64>,
+    ) -> Result<KeyOwners> {
+        let mut owners = KeyOwners {
+            dropped: spool.dropped_person_keys.iter().copied().collect(),
+            ..KeyOwners::default()
+        };
+        if spool.keys.is_empty() && spool.persons.is_empty() {
+            return Ok(owners);
+        }
+        spool
+            .persons
+            .for_each(|p| owners.listed.extend(&p.key_ids))?;
+        if !spool.is_delta() {
+            return Ok(owners);
+        }
+        let alone: HashMap<i64, i64> = spool
+            .keys
+            .ids()
+            .filter(|id| !owners.listed.contains(id) && !owners.dropped.contains(id))
+            .filter_map(|id| cached_keys.get(&id).map(|&local| (local, id)))
+            .collect();
+        if alone.is_empty() {
+            return Ok(owners);
+        }
+        let local_keys: Vec<i64> = alone.keys().copied().collect();
+        let holders = crate::store::keys::owners(conn, &local_keys).await?;
+        let holder_ids: Vec<i64> = holders.values().copied().collect();
+        let holders_at_peer =
+            cache::peer_ids_of::<CachedPersons>(conn, peer_id, &holder_ids).await?;
+        let touched_persons: HashSet<i64> = spool
+            .persons
+            .ids()
+            .chain(spool.persons.gone_ids())
+            .collect();
+        owners.kept = holders
+            .into_iter()
+            .filter(|(_, person)| {
+                holders_at_peer
+                    .get(person)
+                    .is_some_and(|at_peer| !touched_persons.contains(at_peer))
+            })
+            .filter_map(|(key, _)| alone.get(&key).copied())
+            .collect();
+        Ok(owners)
+    }
+
+    /// Whether a key the peer sent is taken: `Ok(true)` when a person
+    /// holds it, `Ok(false)` when its person was dropped (it goes silently),
+    /// `Err(reason)` when no person of the peer holds it.
+    fn holds(&self, key_id: i64) -> std::result::Result<bool, &'static str> {
+        if self.listed.contains(&key_id) || self.kept.contains(&key_id) {
+            Ok(true)
+        } else if self.dropped.contains(&key_id) {
+            Ok(false)
+        } else {
+            Err("no person of the peer lists it (a key belongs to one person)")
+        }
+    }
 }
 
 /// The peer's ids a delta touches, per class, sorted: its objects, its
@@ -91,6 +177,7 @@ impl Touched {
             nodes: own(&spool.nodes),
             slices: own(&spool.slices),
         };
+        touched.keys.extend(&spool.dropped_person_keys);
         spool.persons.for_each(|p| {
             touched.keys.extend(&p.key_ids);
             touched.sites.extend(&p.site_ids);
@@ -137,25 +224,64 @@ impl CachedIds {
     /// Loads them, inside the refresh's transaction: all of them for a full
     /// dump, those of the ids it touches for a delta.
     pub async fn load(conn: &mut DbConn, peer_id: i64, spool: &mut Spool) -> Result<CachedIds> {
-        if !spool.is_delta() {
-            return Ok(CachedIds {
+        let mut cached = if !spool.is_delta() {
+            CachedIds {
                 sites: CachedSites::ids(conn, peer_id).await?,
                 keys: CachedKeys::ids(conn, peer_id).await?,
                 persons: CachedPersons::ids(conn, peer_id).await?,
                 nodes: CachedNodes::ids(conn, peer_id).await?,
                 slices: CachedSlices::ids(conn, peer_id).await?,
-                touched: None,
-            });
-        }
-        let touched = Touched::of(spool)?;
-        Ok(CachedIds {
-            sites: CachedSites::ids_among(conn, peer_id, &touched.sites).await?,
-            keys: CachedKeys::ids_among(conn, peer_id, &touched.keys).await?,
-            persons: CachedPersons::ids_among(conn, peer_id, &touched.persons).await?,
-            nodes: CachedNodes::ids_among(conn, peer_id, &touched.nodes).await?,
-            slices: CachedSlices::ids_among(conn, peer_id, &touched.slices).await?,
-            touched: Some(touched),
-        })
+                ..CachedIds::default()
+            }
+        } else {
+            let touched = Touched::of(spool)?;
+            CachedIds {
+                sites: CachedSites::ids_among(conn, peer_id, &touched.sites).await?,
+                keys: CachedKeys::ids_among(conn, peer_id, &touched.keys).await?,
+                persons: CachedPersons::ids_among(conn, peer_id, &touched.persons).await?,
+                nodes: CachedNodes::ids_among(conn, peer_id, &touched.nodes).await?,
+                slices: CachedSlices::ids_among(conn, peer_id, &touched.slices).await?,
+                touched: Some(touched),
+                ..CachedIds::default()
+            }
+        };
+        cached.key_owners = KeyOwners::load(conn, peer_id, spool, &cached.keys).await?;
+        Ok(cached)
+    }
+
+    /// How many cached objects applying `spool` deletes for sure: those
+    /// the peer no longer has, the nodes and slices that go with their
+    /// sites, and the keys of the persons cleaning dropped. The mass-delete
+    /// guard counts these.
+    pub async fn doomed(&self, conn: &mut DbConn, peer_id: i64, spool: &Spool) -> Result<usize> {
+        let delta = spool.is_delta();
+        let sites = spool.sites.doomed(&self.sites, delta);
+        let nodes: HashSet<i64> = spool.nodes.doomed(&self.nodes, delta).into_iter().collect();
+        let slices: HashSet<i64> = spool
+            .slices
+            .doomed(&self.slices, delta)
+            .into_iter()
+            .collect();
+        let mut keys: HashSet<i64> = spool.keys.doomed(&self.keys, delta).into_iter().collect();
+        keys.extend(
+            self.key_owners
+                .dropped
+                .iter()
+                .filter(|id| self.keys.contains_key(id) && !self.key_owners.listed.contains(id)),
+        );
+        let persons = spool.persons.doomed(&self.persons, delta).len();
+        let site_ids: Vec<i64> = sites
+            .iter()
+            .filter_map(|id| self.sites.get(id))
+            .copied()
+            .collect();
+        let (site_nodes, site_slices) = match site_ids.is_empty() {
+            true => (Vec::new(), Vec::new()),
+            false => cache::cached_at_sites(conn, peer_id, &site_ids).await?,
+        };
+        let cascaded = site_nodes.iter().filter(|id| !nodes.contains(id)).count()
+            + site_slices.iter().filter(|id| !slices.contains(id)).count();
+        Ok(sites.len() + keys.len() + persons + nodes.len() + slices.len() + cascaded)
     }
 }
 
@@ -179,12 +305,14 @@ pub async fn apply(
         delta: spool.is_delta(),
         validating: Duration::ZERO,
     };
+    let mut cascade = Cascade::default();
 
     ids.sites = sync_class::<CachedSites, _>(
         conn,
         peer_id,
         &mut spool.sites,
         (cached.sites, scope(|t| &t.sites)),
+        (Vec::new(), &mut cascade),
         &mut rounds,
         report,
         prepare_site,
@@ -192,14 +320,16 @@ pub async fn apply(
     .await?;
 
     let key_types = known_values_for(conn, Enumeration::KeyTypes, &spool.keys).await?;
+    let owners = &cached.key_owners;
     ids.keys = sync_class::<CachedKeys, _>(
         conn,
         peer_id,
         &mut spool.keys,
         (cached.keys, scope(|t| &t.keys)),
+        (Vec::new(), &mut cascade),
         &mut rounds,
         report,
-        |key, report| prepare_key(key, &key_types, report),
+        |key, report| prepare_key(key, &key_types, owners, report),
     )
     .await?;
 
@@ -208,21 +338,25 @@ pub async fn apply(
         peer_id,
         &mut spool.persons,
         (cached.persons, scope(|t| &t.persons)),
+        (Vec::new(), &mut cascade),
         &mut rounds,
         report,
         prepare_person,
     )
     .await?;
+    delete_keys_of_gone_persons(conn, peer_id, &mut cascade, owners, &mut ids.keys, report).await?;
 
-    let known = NodeEnumerations {
-        boot_states: known_values_for(conn, Enumeration::BootStates, &spool.nodes).await?,
-        node_types: known_values_for(conn, Enumeration::NodeTypes, &spool.nodes).await?,
+    let known = match spool.nodes.is_empty() {
+        true => NodeEnumerations::default(),
+        false => NodeEnumerations::load(conn).await?,
     };
+    let site_nodes = std::mem::take(&mut cascade.nodes);
     ids.nodes = sync_class::<CachedNodes, _>(
         conn,
         peer_id,
         &mut spool.nodes,
         (cached.nodes, scope(|t| &t.nodes)),
+        (site_nodes, &mut cascade),
         &mut rounds,
         report,
         |node, report| prepare_node(node, &ids.sites, &known, report),
@@ -239,11 +373,13 @@ pub async fn apply(
         true => HashMap::new(),
         false => cache::login_bases(conn, peer_id, scope(|t| &t.sites)).await?,
     };
+    let site_slices = std::mem::take(&mut cascade.slices);
     ids.slices = sync_class::<CachedSlices, _>(
         conn,
         peer_id,
         &mut spool.slices,
         (cached.slices, scope(|t| &t.slices)),
+        (site_slices, &mut cascade),
         &mut rounds,
         report,
         |slice, report| prepare_slice(slice, &ids, &login_bases, &instantiations, report),
@@ -280,28 +416,124 @@ struct Rounds {
     validating: Duration,
 }
 
+/// What goes with the objects a class deletes, for the classes after it:
+/// a site's nodes and slices (the database's cascade; the peer's ids), a
+/// person's keys (a key belongs to its person; local ids).
+#[derive(Debug, Default)]
+struct Cascade {
+    nodes: Vec<i64>,
+    slices: Vec<i64>,
+    keys_of_persons: Vec<i64>,
+}
+
+impl Cascade {
+    /// Notes what goes with the cached objects of class `K` whose local ids
+    /// are `local_ids`, before they are deleted.
+    async fn note<K: CachedKind>(
+        &mut self,
+        conn: &mut DbConn,
+        peer_id: i64,
+        local_ids: &[i64],
+    ) -> Result<()> {
+        if local_ids.is_empty() {
+            return Ok(());
+        }
+        if K::CLASS == CachedSites::CLASS {
+            let (nodes, slices) = cache::cached_at_sites(conn, peer_id, local_ids).await?;
+            self.nodes.extend(nodes);
+            self.slices.extend(slices);
+        } else if K::CLASS == CachedPersons::CLASS {
+            let pairs = PersonKeys::for_owners(conn, local_ids).await?;
+            self.keys_of_persons
+                .extend(pairs.into_iter().map(|(_, key)| key));
+        }
+        Ok(())
+    }
+}
+
+/// Deletes the cached keys whose persons this refresh deleted, unless a
+/// person of the peer still lists them (a key that moved); counts them in
+/// the keys' report.
+async fn delete_keys_of_gone_persons(
+    conn: &mut DbConn,
+    peer_id: i64,
+    cascade: &mut Cascade,
+    owners: &KeyOwners,
+    keys: &mut HashMap<i64, i64>,
+    report: &mut ReportBuilder,
+) -> Result<()> {
+    let local = std::mem::take(&mut cascade.keys_of_persons);
+    if local.is_empty() {
+        return Ok(());
+    }
+    let gone: Vec<i64> = cache::peer_ids_of::<CachedKeys>(conn, peer_id, &local)
+        .await?
+        .into_values()
+        .filter(|key| !owners.listed.contains(key))
+        .collect();
+    let deleted = CachedKeys::delete(conn, peer_id, &gone).await?;
+    for key in &gone {
+        keys.remove(key);
+    }
+    report.add_cascaded(CachedKeys::CLASS, deleted);
+    Ok(())
+}
+
+/// Deletes cached objects of class `K` by the peer's ids, noting first in
+/// `cascade` what goes with them; returns how many went.
+async fn delete_noting<K: CachedKind>(
+    conn: &mut DbConn,
+    peer_id: i64,
+    peer_object_ids: &[i64],
+    local_ids: &HashMap<i64, i64>,
+    cascade: &mut Cascade,
+) -> Result<usize> {
+    if peer_object_ids.is_empty() {
+        return Ok(0);
+    }
+    let local: Vec<i64> = peer_object_ids
+        .iter()
+        .filter_map(|id| local_ids.get(id))
+        .copied()
+        .collect();
+    cascade.note::<K>(conn, peer_id, &local).await?;
+    K::delete(conn, peer_id, peer_object_ids).await
+}
+
 /// Writes one class from its spool, given what was cached of it when the
-/// refresh began (`cached_ids`: the peer's ids → local ids, of the
-/// ids in `scope` only for a delta): deletes the
-/// cached objects the peer no longer has, then per chunk validates (`prepare` turns an object into
-/// its cached fields, or skips it with a warning), skips objects whose
-/// natural key is taken, diffs against the cache and writes. Returns the
-/// peer's ids → local ids of the class after the write.
+/// refresh began (`cached_ids`: the peer's ids → local ids, of the ids in
+/// `scope` only for a delta) less what went since with objects of an
+/// earlier class (`cascaded`, the peer's ids): deletes the cached objects
+/// the peer no longer has, then per chunk validates (`prepare` turns an
+/// object into its cached fields, or skips it with a warning), checks
+/// natural keys (moving aside those of the peer's own objects that are
+/// renamed, see [`NaturalKeys`]), diffs against the cache and writes.
+/// Returns the peer's ids → local ids of the class after the write.
+#[allow(clippy::too_many_arguments)]
 async fn sync_class<K: CachedKind, T: PeerObject>(
     conn: &mut DbConn,
     peer_id: i64,
     spool: &mut ClassSpool<T>,
-    (cached_ids, scope): (HashMap<i64, i64>, Option<&[i64]>),
+    (mut cached_ids, scope): (HashMap<i64, i64>, Option<&[i64]>),
+    (cascaded, cascade): (Vec<i64>, &mut Cascade),
     rounds: &mut Rounds,
     report: &mut ReportBuilder,
     mut prepare: impl FnMut(T, &mut ReportBuilder) -> Option<(i64, K::Fields)> + Send,
 ) -> Result<HashMap<i64, i64>> {
     let started = Instant::now();
     let validated_before = rounds.validating;
+    let warned_before = report.warning_count(K::CLASS);
     let now = now();
+    // Every id cascaded was an object of this class cached from the peer
+    // (a delta's map holds only the ids it touches).
+    let cascaded_count = cascaded.len();
+    for id in &cascaded {
+        cached_ids.remove(id);
+    }
     let gone = spool.doomed(&cached_ids, rounds.delta);
-    let mut deleted = K::delete(conn, peer_id, &gone).await?;
+    let mut deleted = delete_noting::<K>(conn, peer_id, &gone, &cached_ids, cascade).await?;
     let mut removed: HashSet<i64> = gone.into_iter().collect();
+    removed.extend(cascaded);
 
     let mut keys = NaturalKeys::default();
     let (mut added, mut updated) = (0, 0);
@@ -316,14 +548,23 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
         let chunk_ids: Vec<i64> = chunk
             .iter()
             .map(PeerObject::peer_object_id)
-            .filter(|id| cached_ids.contains_key(id))
+            .filter(|id| cached_ids.contains_key(id) && !removed.contains(id))
             .collect();
         let cached = K::load(conn, peer_id, &chunk_ids).await?;
 
         let validation = Instant::now();
         let candidates: Vec<(i64, K::Fields)> = chunk
             .into_iter()
-            .filter_map(|object| prepare(object, report))
+            .filter_map(|object| {
+                let id = object.peer_object_id();
+                match crate::registry::validate::peer_object_id("id", id) {
+                    Ok(_) => prepare(object, report),
+                    Err(e) => {
+                        report.warn(K::CLASS, id, "", e.to_string());
+                        None
+                    }
+                }
+            })
             .collect();
         rounds.validating += validation.elapsed();
 
@@ -339,7 +580,7 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
             .into_iter()
             .filter(|id| !keys.accepted.contains(id))
             .collect();
-        deleted += K::delete(conn, peer_id, &stale).await?;
+        deleted += delete_noting::<K>(conn, peer_id, &stale, &cached_ids, cascade).await?;
         removed.extend(stale);
         K::upsert(conn, peer_id, &plan.upserts, now).await?;
         added += plan.added;
@@ -351,6 +592,29 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
             added_since = 0;
         }
     }
+
+    // Objects whose natural key went to another of the peer's objects
+    // and that the peer did not send again: the peer's data has two
+    // objects for one key (a delta missing a rename); the one it sent wins.
+    let displaced: Vec<i64> = keys
+        .parked
+        .iter()
+        .filter(|id| !keys.accepted.contains(id) && !removed.contains(id))
+        .copied()
+        .collect();
+    for &id in &displaced {
+        report.warn(
+            K::CLASS,
+            id,
+            "",
+            format!(
+                "another of the peer's objects took its {} and the peer did not send it again",
+                K::NATURAL_KEY
+            ),
+        );
+    }
+    deleted += delete_noting::<K>(conn, peer_id, &displaced, &cached_ids, cascade).await?;
+    removed.extend(displaced);
 
     let ids = if added > 0 {
         match scope {
@@ -368,10 +632,11 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
         received: spool.len() as i64,
         added: added as i64,
         updated: updated as i64,
-        deleted: deleted as i64,
+        deleted: (deleted + cascaded_count) as i64,
         // Every warning of the class, from validation and from the checks
         // of natural keys, is one skipped object.
-        skipped: report.warning_count(K::CLASS) as i64,
+        skipped: (report.warning_count(K::CLASS) - warned_before) as i64,
+        cascaded: cascaded_count as i64,
     });
     let validated_here = rounds.validating - validated_before;
     report.timer(K::CLASS, started.elapsed().saturating_sub(validated_here));
@@ -379,18 +644,30 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
 }
 
 /// The uniqueness checks of one class, across its chunks.
+///
+/// A natural key (login_base, e-mail, hostname, slice name) must be unique
+/// in the peer's final state, not at every step of its history: between
+/// two refreshes the peer may have swapped two keys, or renamed a chain of
+/// objects each into the key of the next. So when an object takes a key
+/// that another object cached from the same peer still holds, the holder
+/// is parked (its key moved to a placeholder, [`cache::park`]) rather
+/// than the object skipped; the holder gets its own new key when its turn
+/// comes, in place, keeping its local id and memberships.
 #[derive(Debug, Default)]
 struct NaturalKeys {
     /// Peer's ids accepted so far.
     accepted: HashSet<i64>,
     /// Natural keys accepted so far.
     claimed: HashSet<String>,
+    /// Peer's ids of cached objects parked so far.
+    parked: HashSet<i64>,
 }
 
 impl NaturalKeys {
     /// Drops, with a warning, candidates whose id appeared before, whose
-    /// natural key another authority uses here, an earlier candidate
-    /// claimed, or another of the peer's cached objects holds.
+    /// natural key another authority uses here, or an earlier candidate
+    /// claimed; parks the peer's other cached objects that hold the keys
+    /// of the candidates accepted.
     async fn check<K: CachedKind>(
         &mut self,
         conn: &mut DbConn,
@@ -418,6 +695,7 @@ impl NaturalKeys {
                 .collect();
         let field = K::NATURAL_KEY;
         let mut accepted = Vec::with_capacity(candidates.len());
+        let mut park = Vec::new();
         for (id, fields) in candidates {
             let key = K::natural_key(&fields).unwrap_or_default();
             let holder = holders.get(key);
@@ -429,16 +707,18 @@ impl NaturalKeys {
                 ))
             } else if !key.is_empty() && self.claimed.contains(key) {
                 Some(format!("{field} {key:?} appears twice in the peer's data"))
-            } else if holder.is_some_and(|(_, holder_id)| *holder_id != Some(id)) {
-                Some(format!(
-                    "{field} {key:?} is held by another object cached from this peer"
-                ))
             } else {
                 None
             };
             match problem {
                 Some(reason) => report.warn(K::CLASS, id, key, reason),
                 None => {
+                    if let Some(&(_, Some(holder_id))) = holder
+                        && holder_id != id
+                        && self.parked.insert(holder_id)
+                    {
+                        park.push(holder_id);
+                    }
                     self.accepted.insert(id);
                     if !key.is_empty() {
                         self.claimed.insert(key.to_owned());
@@ -447,6 +727,7 @@ impl NaturalKeys {
                 }
             }
         }
+        cache::park::<K>(conn, peer_id, &park).await?;
         Ok(accepted)
     }
 }
@@ -469,111 +750,104 @@ fn checked<T>(
     }
 }
 
+/// A site the peer sent, checked as the admin API checks one.
 fn prepare_site(s: pb::ExportedSite, report: &mut ReportBuilder) -> Option<(i64, SiteFields)> {
-    let class = CachedSites::CLASS;
-    let login_base = checked(
+    let label = crate::error::quoted(&s.login_base);
+    let fields = SiteFields {
+        login_base: s.login_base,
+        name: s.name,
+        abbreviated_name: s.abbreviated_name,
+        enabled: s.enabled,
+        is_public: s.is_public,
+        max_slices: s.max_slices,
+        max_slivers: s.max_slivers,
+        latitude: s.latitude,
+        longitude: s.longitude,
+        url: s.url,
+        ext_consortium_id: s.ext_consortium_id,
+    };
+    let fields = checked(
         report,
-        class,
+        CachedSites::CLASS,
         s.site_id,
-        &s.login_base,
-        validate::login_base(&s.login_base),
+        &label,
+        site_rules::checked(fields),
     )?;
-    let coordinates = s
-        .latitude
-        .map(validate::latitude)
-        .transpose()
-        .and_then(|lat| Ok((lat, s.longitude.map(validate::longitude).transpose()?)));
-    let (latitude, longitude) = checked(report, class, s.site_id, &login_base, coordinates)?;
-    Some((
-        s.site_id,
-        SiteFields {
-            login_base,
-            name: s.name,
-            abbreviated_name: s.abbreviated_name,
-            enabled: s.enabled,
-            is_public: s.is_public,
-            max_slices: s.max_slices,
-            max_slivers: s.max_slivers,
-            latitude,
-            longitude,
-            url: s.url,
-            ext_consortium_id: s.ext_consortium_id,
-        },
-    ))
+    Some((s.site_id, fields))
 }
 
+/// A key the peer sent, checked as the admin API checks one, and taken
+/// only when a person of the peer holds it ([`KeyOwners`]).
 fn prepare_key(
     k: pb::ExportedKey,
     key_types: &HashSet<String>,
+    owners: &KeyOwners,
     report: &mut ReportBuilder,
 ) -> Option<(i64, KeyFields)> {
     let class = CachedKeys::CLASS;
+    let label = key_label(&k.key);
+    match owners.holds(k.key_id) {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(reason) => {
+            report.warn(class, k.key_id, &label, reason);
+            return None;
+        }
+    }
     if !key_types.contains(&k.key_type) {
         report.warn(
             class,
             k.key_id,
-            &key_label(&k.key),
-            format!("unknown key_type {:?}", k.key_type),
+            &label,
+            format!("unknown key_type {:?}", crate::error::quoted(&k.key_type)),
         );
         return None;
     }
-    let key = checked(
-        report,
-        class,
-        k.key_id,
-        &key_label(&k.key),
-        validate::ssh_key("key", &k.key_type, &k.key),
-    )?;
-    Some((
-        k.key_id,
-        KeyFields {
-            key_type: k.key_type,
-            key,
-            is_blacklisted: k.is_blacklisted,
-        },
-    ))
+    let fields = KeyFields {
+        key_type: k.key_type,
+        key: k.key,
+        is_blacklisted: k.is_blacklisted,
+    };
+    let fields = checked(report, class, k.key_id, &label, key_rules::checked(fields))?;
+    Some((k.key_id, fields))
 }
 
 /// A short name for a key in warnings: its comment, or its start.
 fn key_label(key: &str) -> String {
     match key.split_whitespace().nth(2) {
-        Some(comment) => comment.to_owned(),
+        Some(comment) => crate::error::quoted(comment),
         None => key.chars().take(24).collect(),
     }
 }
 
+/// A person the peer sent, checked as the admin API checks one.
 fn prepare_person(
     p: pb::ExportedPerson,
     report: &mut ReportBuilder,
 ) -> Option<(i64, PersonFields)> {
-    let email = checked(
+    let label = crate::error::quoted(&p.email);
+    let fields = PersonFields {
+        email: p.email,
+        first_name: p.first_name,
+        last_name: p.last_name,
+        title: p.title,
+        phone: p.phone,
+        url: p.url,
+        bio: p.bio,
+        enabled: p.enabled,
+    };
+    let fields = checked(
         report,
         CachedPersons::CLASS,
         p.person_id,
-        &p.email,
-        validate::email(&p.email),
+        &label,
+        person_rules::checked(fields),
     )?;
-    Some((
-        p.person_id,
-        PersonFields {
-            email,
-            first_name: p.first_name,
-            last_name: p.last_name,
-            title: p.title,
-            phone: p.phone,
-            url: p.url,
-            bio: p.bio,
-            enabled: p.enabled,
-        },
-    ))
+    Some((p.person_id, fields))
 }
 
-/// The enumerations a node's fields must belong to.
-struct NodeEnumerations {
-    boot_states: HashSet<String>,
-    node_types: HashSet<String>,
-}
-
+/// A node the peer sent, checked as the admin API checks one; its site
+/// must be one of the peer's synced sites.
 fn prepare_node(
     n: pb::ExportedNode,
     sites: &HashMap<i64, i64>,
@@ -581,47 +855,43 @@ fn prepare_node(
     report: &mut ReportBuilder,
 ) -> Option<(i64, NodeFields)> {
     let class = CachedNodes::CLASS;
-    let hostname = checked(
+    let label = crate::error::quoted(&n.hostname);
+    let Some(&site_id) = sites.get(&n.site_id) else {
+        report.warn(
+            class,
+            n.node_id,
+            &label,
+            format!(
+                "its site {} is not among the peer's synced sites",
+                n.site_id
+            ),
+        );
+        return None;
+    };
+    let fields = NodeFields {
+        hostname: n.hostname,
+        site_id,
+        node_type: n.node_type,
+        boot_state: n.boot_state,
+        run_level: n.run_level,
+        model: n.model,
+        version: n.version,
+        ssh_rsa_key: n.ssh_rsa_key,
+        verified: n.verified,
+    };
+    let fields = checked(
         report,
         class,
         n.node_id,
-        &n.hostname,
-        validate::hostname(&n.hostname),
+        &label,
+        node_rules::checked(fields, known),
     )?;
-    let problem = if !sites.contains_key(&n.site_id) {
-        Some(format!(
-            "its site {} is not among the peer's synced sites",
-            n.site_id
-        ))
-    } else if !known.boot_states.contains(&n.boot_state) {
-        Some(format!("unknown boot_state {:?}", n.boot_state))
-    } else if !known.node_types.contains(&n.node_type) {
-        Some(format!("unknown node_type {:?}", n.node_type))
-    } else {
-        None
-    };
-    if let Some(reason) = problem {
-        report.warn(class, n.node_id, &hostname, reason);
-        return None;
-    }
-    Some((
-        n.node_id,
-        NodeFields {
-            hostname,
-            site_id: sites[&n.site_id],
-            node_type: n.node_type,
-            boot_state: n.boot_state,
-            run_level: n.run_level,
-            model: n.model,
-            version: n.version,
-            ssh_rsa_key: n.ssh_rsa_key,
-            verified: n.verified,
-        },
-    ))
+    Some((n.node_id, fields))
 }
 
 /// `PeerNodes`: the peer's ids of our own nodes → our ids, keeping only
-/// ids that really are local nodes here.
+/// the nodes this registry exports (local, without a slice whitelist): a
+/// peer may place its slices only on nodes it was given.
 async fn map_local_nodes(
     conn: &mut DbConn,
     spool: &mut ClassSpool<pb::PeerNode>,
@@ -630,23 +900,26 @@ async fn map_local_nodes(
     let mut claims = Vec::with_capacity(spool.len());
     spool.for_each(|n| claims.push((n.node_id, n.peer_node_id)))?;
     let claimed: Vec<i64> = claims.iter().map(|&(_, local)| local).collect();
-    let local = cache::local_node_ids(conn, &claimed).await?;
+    let exported = cache::exported_node_ids(conn, &claimed).await?;
     let mut out = HashMap::with_capacity(claims.len());
     for (node_id, peer_node_id) in claims {
-        if local.contains(&peer_node_id) {
+        if exported.contains(&peer_node_id) {
             out.insert(node_id, peer_node_id);
         } else {
             report.warn(
                 "peer_nodes",
                 node_id,
                 "",
-                format!("node {peer_node_id} is not a local node here"),
+                format!("node {peer_node_id} is not a node this registry exports"),
             );
         }
     }
     Ok(out)
 }
 
+/// A slice the peer sent, checked as the admin API checks one; its site
+/// must be one of the peer's synced sites, and its name must start with
+/// that site's login_base.
 fn prepare_slice(
     s: pb::ExportedSlice,
     ids: &IdMaps,
@@ -655,11 +928,12 @@ fn prepare_slice(
     report: &mut ReportBuilder,
 ) -> Option<(i64, SliceFields)> {
     let class = CachedSlices::CLASS;
+    let label = crate::error::quoted(&s.name);
     let Some(&site_id) = ids.sites.get(&s.site_id) else {
         report.warn(
             class,
             s.slice_id,
-            &s.name,
+            &label,
             format!(
                 "its site {} is not among the peer's synced sites",
                 s.site_id
@@ -667,48 +941,37 @@ fn prepare_slice(
         );
         return None;
     };
-    if !instantiations.contains(&s.instantiation) {
-        report.warn(
-            class,
-            s.slice_id,
-            &s.name,
-            format!("unknown instantiation {:?}", s.instantiation),
-        );
-        return None;
-    }
-    let (name, prefix) = checked(
+    let fields = SliceFields {
+        site_id,
+        name: s.name,
+        instantiation: s.instantiation,
+        url: s.url,
+        description: s.description,
+        max_nodes: s.max_nodes,
+        creator_person_id: s
+            .creator_person_id
+            .and_then(|p| ids.persons.get(&p).copied()),
+        created: s.created.map(|t| t.seconds).unwrap_or_default(),
+        expires: s.expires.map(|t| t.seconds).unwrap_or_default(),
+    };
+    let fields = checked(
         report,
         class,
         s.slice_id,
-        &s.name,
-        validate::slice_name(&s.name),
+        &label,
+        slice_rules::checked(fields, instantiations),
     )?;
     let login_base = login_bases.get(&s.site_id).map_or("", String::as_str);
-    if prefix != login_base {
+    if slice_rules::login_base_of(&fields.name) != login_base {
         report.warn(
             class,
             s.slice_id,
-            &s.name,
+            &label,
             format!("name must start with its site's login_base {login_base:?}"),
         );
         return None;
     }
-    Some((
-        s.slice_id,
-        SliceFields {
-            site_id,
-            name,
-            instantiation: s.instantiation,
-            url: s.url,
-            description: s.description,
-            max_nodes: s.max_nodes,
-            creator_person_id: s
-                .creator_person_id
-                .and_then(|p| ids.persons.get(&p).copied()),
-            created: s.created.map(|t| t.seconds).unwrap_or_default(),
-            expires: s.expires.map(|t| t.seconds).unwrap_or_default(),
-        },
-    ))
+    Some((s.slice_id, fields))
 }
 
 /// What one relation did over the rounds of a refresh.
@@ -799,7 +1062,7 @@ async fn sync_relations(
     let started = Instant::now();
     let mut tallies = Tallies::default();
     sync_person_memberships(conn, spool, rounds.chunk, ids, &mut tallies, report).await?;
-    sync_slice_memberships(conn, peer_id, spool, rounds, ids, &mut tallies).await?;
+    sync_slice_memberships(conn, peer_id, spool, rounds, ids, &mut tallies, report).await?;
     let took = started.elapsed();
     let Tallies {
         person_keys,
@@ -856,6 +1119,14 @@ async fn sync_person_memberships(
             owners.push(person);
             for k in &p.key_ids {
                 let Some(&key) = ids.keys.get(k) else {
+                    if !spool.keys.contains(*k) {
+                        report.warn(
+                            "person_keys",
+                            p.person_id,
+                            &p.email,
+                            format!("key {k} is not among the peer's keys"),
+                        );
+                    }
                     continue;
                 };
                 match owner_of_key.get(&key) {
@@ -874,6 +1145,13 @@ async fn sync_person_memberships(
             for s in &p.site_ids {
                 if let Some(&site) = ids.sites.get(s) {
                     sites.insert((person, site), p.primary_site_id == Some(*s));
+                } else if !spool.sites.contains(*s) {
+                    report.warn(
+                        "site_persons",
+                        p.person_id,
+                        &p.email,
+                        format!("site {s} is not among the peer's sites"),
+                    );
                 }
             }
             for &role in &p.role_ids {
@@ -915,6 +1193,7 @@ async fn sync_slice_memberships(
     rounds: &Rounds,
     ids: &IdMaps,
     tallies: &mut Tallies,
+    report: &mut ReportBuilder,
 ) -> Result<()> {
     let mut seen = HashSet::new();
     // Local persons that a local admin added to a cached slice are not the
@@ -931,20 +1210,41 @@ async fn sync_slice_memberships(
                 continue;
             };
             owners.push(slice);
-            // Nodes the peer did not expose (whitelisted, or a third
-            // registry's) are dropped here.
-            nodes.extend(
-                s.node_ids
-                    .iter()
-                    .filter_map(|n| ids.nodes.get(n).or_else(|| ids.local_nodes.get(n)))
-                    .map(|&node| (slice, node)),
-            );
-            persons.extend(
-                s.person_ids
-                    .iter()
-                    .filter_map(|p| ids.persons.get(p))
-                    .map(|&person| (slice, person)),
-            );
+            // A member the peer sent but that was skipped (with its own
+            // warning) or not claimed is left out; one it never sent is a
+            // dangling reference.
+            for n in &s.node_ids {
+                match ids.nodes.get(n).or_else(|| ids.local_nodes.get(n)) {
+                    Some(&node) => {
+                        nodes.insert((slice, node));
+                    }
+                    None if !spool.nodes.contains(*n) && !spool.peer_nodes.contains(*n) => {
+                        report.warn(
+                            "slice_nodes",
+                            s.slice_id,
+                            &s.name,
+                            format!("node {n} is not among the peer's nodes"),
+                        );
+                    }
+                    None => {}
+                }
+            }
+            for p in &s.person_ids {
+                match ids.persons.get(p) {
+                    Some(&person) => {
+                        persons.insert((slice, person));
+                    }
+                    None if !spool.persons.contains(*p) && !spool.persons.is_gone(*p) => {
+                        report.warn(
+                            "slice_persons",
+                            s.slice_id,
+                            &s.name,
+                            format!("person {p} is not among the peer's persons"),
+                        );
+                    }
+                    None => {}
+                }
+            }
         }
         tallies
             .slice_nodes

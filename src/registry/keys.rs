@@ -6,11 +6,22 @@
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry::{self, persons, validate};
+use crate::store::cache::KeyFields;
 use crate::store::keys::{self, KeyChanges, KeyRow, NewKey};
 use crate::store::{DbConn, Store};
 
 /// Key type of a new key when the request leaves it empty.
 const DEFAULT_KEY_TYPE: &str = "ssh";
+
+/// A key's fields checked by the rules every key obeys, whether an admin
+/// writes it or a peer sends it; normalised.
+pub fn checked(f: KeyFields) -> Result<KeyFields> {
+    Ok(KeyFields {
+        key: validate::ssh_key("key", &f.key_type, &f.key)?,
+        key_type: f.key_type,
+        is_blacklisted: f.is_blacklisted,
+    })
+}
 
 /// The message of a stored key with its owner.
 pub fn to_message(row: KeyRow, owner: Option<i64>) -> pb::Key {
@@ -43,12 +54,17 @@ pub async fn create(store: &Store, req: pb::CreateKeyRequest) -> Result<pb::Key>
         "" => DEFAULT_KEY_TYPE,
         other => other,
     };
+    let f = checked(KeyFields {
+        key_type: key_type.to_owned(),
+        key: req.key,
+        is_blacklisted: false,
+    })?;
     let key = NewKey {
         peer_id: None,
         peer_key_id: None,
-        key_type: key_type.to_owned(),
-        key: validate::ssh_key("key", key_type, &req.key)?,
-        is_blacklisted: false,
+        key_type: f.key_type,
+        key: f.key,
+        is_blacklisted: f.is_blacklisted,
     };
     let mut conn = store.write().await?;
     conn.transaction(|c| {

@@ -4,10 +4,12 @@
 //! unique in the registry; its node type and boot state are values of the
 //! `node_types` and `boot_states` tables. Node secrets are never returned.
 
+use std::collections::HashSet;
+
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry::{self, slices as slice_ops, validate};
-use crate::store::cache::{self, Enumeration};
+use crate::store::cache::{self, Enumeration, NodeFields};
 use crate::store::nodes::{self, NewNode, NodeChanges, NodeRelations, NodeRow};
 use crate::store::sites;
 use crate::store::{DbConn, Store, now};
@@ -22,6 +24,43 @@ const MAX_RUN_LEVEL: usize = 32;
 const MAX_MODEL: usize = 255;
 const MAX_VERSION: usize = 64;
 const MAX_SSH_RSA_KEY: usize = 1024;
+
+/// The values a node's enumerated fields may take (the `node_types` and
+/// `boot_states` tables).
+#[derive(Debug, Clone, Default)]
+pub struct NodeEnumerations {
+    /// Known boot states.
+    pub boot_states: HashSet<String>,
+    /// Known node types.
+    pub node_types: HashSet<String>,
+}
+
+impl NodeEnumerations {
+    /// Reads them.
+    pub async fn load(conn: &mut DbConn) -> Result<NodeEnumerations> {
+        Ok(NodeEnumerations {
+            boot_states: cache::known_values(conn, Enumeration::BootStates).await?,
+            node_types: cache::known_values(conn, Enumeration::NodeTypes).await?,
+        })
+    }
+}
+
+/// A node's fields checked by the rules every node obeys, whether an admin
+/// writes it or a peer sends it; normalised. The site is the caller's to
+/// check.
+pub fn checked(f: NodeFields, known: &NodeEnumerations) -> Result<NodeFields> {
+    Ok(NodeFields {
+        hostname: validate::hostname(&f.hostname)?,
+        site_id: f.site_id,
+        node_type: validate::one_of("node_type", &f.node_type, &known.node_types)?,
+        boot_state: validate::one_of("boot_state", &f.boot_state, &known.boot_states)?,
+        run_level: validate::optional_text("run_level", &f.run_level, MAX_RUN_LEVEL)?,
+        model: validate::optional_text("model", &f.model, MAX_MODEL)?,
+        version: validate::optional_text("version", &f.version, MAX_VERSION)?,
+        ssh_rsa_key: validate::optional_text("ssh_rsa_key", &f.ssh_rsa_key, MAX_SSH_RSA_KEY)?,
+        verified: f.verified,
+    })
+}
 
 /// The message of a stored node with its relations.
 pub fn to_message(row: NodeRow, rel: NodeRelations) -> pb::Node {
@@ -100,33 +139,42 @@ fn or_default<'a>(value: &'a str, default: &'a str) -> &'a str {
 /// Creates a local node at a local site.
 pub async fn create(store: &Store, req: pb::CreateNodeRequest) -> Result<pb::Node> {
     let now = now();
-    let hostname = validate::hostname(&req.hostname)?;
-    let model = validate::optional_text("model", &req.model, MAX_MODEL)?;
-    let version = validate::optional_text("version", &req.version, MAX_VERSION)?;
-    let ssh_rsa_key = validate::optional_text("ssh_rsa_key", &req.ssh_rsa_key, MAX_SSH_RSA_KEY)?;
     let mut conn = store.write().await?;
     conn.transaction(|c| {
         Box::pin(async move {
+            let f = checked(
+                NodeFields {
+                    hostname: req.hostname,
+                    site_id: req.site_id,
+                    node_type: or_default(&req.node_type, DEFAULT_NODE_TYPE).to_owned(),
+                    boot_state: or_default(&req.boot_state, DEFAULT_BOOT_STATE).to_owned(),
+                    run_level: String::new(),
+                    model: req.model,
+                    version: req.version,
+                    ssh_rsa_key: req.ssh_rsa_key,
+                    verified: false,
+                },
+                &NodeEnumerations::load(c).await?,
+            )?;
             let node = NewNode {
                 peer_id: None,
                 peer_node_id: None,
-                hostname,
-                site_id: req.site_id,
-                node_type: node_type(c, or_default(&req.node_type, DEFAULT_NODE_TYPE)).await?,
-                boot_state: boot_state(c, or_default(&req.boot_state, DEFAULT_BOOT_STATE))
-                    .await?,
-                run_level: String::new(),
-                model,
-                version,
-                ssh_rsa_key,
-                verified: false,
+                hostname: f.hostname,
+                site_id: f.site_id,
+                node_type: f.node_type,
+                boot_state: f.boot_state,
+                run_level: f.run_level,
+                model: f.model,
+                version: f.version,
+                ssh_rsa_key: f.ssh_rsa_key,
+                verified: f.verified,
                 date_created: now,
                 last_updated: now,
                 last_contact: None,
             };
-            let site = sites::by_id(c, req.site_id)
+            let site = sites::by_id(c, node.site_id)
                 .await?
-                .ok_or_else(|| Error::not_found("site", "site_id", req.site_id))?;
+                .ok_or_else(|| Error::not_found("site", "site_id", node.site_id))?;
             if let Some(peer) = site.peer_id {
                 return Err(Error::FailedPrecondition(format!(
                     "site_id {} (site {}) is cached from peer {peer}: nodes are created at local sites only",

@@ -12,6 +12,7 @@ use rand::RngCore;
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry::{self, sites, validate};
+use crate::store::cache::PersonFields;
 use crate::store::memberships;
 use crate::store::persons::{self, NewPerson, PersonChanges, PersonRelations, PersonRow};
 use crate::store::{DbConn, Store, now};
@@ -20,6 +21,21 @@ use crate::store::{DbConn, Store, now};
 const MAX_NAME: usize = 128;
 const MAX_PHONE: usize = 64;
 const MAX_TEXT: usize = 254;
+
+/// A person's fields checked by the rules every person obeys, whether an
+/// admin writes it or a peer sends it; normalised.
+pub fn checked(f: PersonFields) -> Result<PersonFields> {
+    Ok(PersonFields {
+        email: validate::email(&f.email)?,
+        first_name: validate::required_text("first_name", &f.first_name, MAX_NAME)?,
+        last_name: validate::required_text("last_name", &f.last_name, MAX_NAME)?,
+        title: validate::optional_text("title", &f.title, MAX_NAME)?,
+        phone: validate::optional_text("phone", &f.phone, MAX_PHONE)?,
+        url: validate::optional_text("url", &f.url, MAX_TEXT)?,
+        bio: validate::optional_text("bio", &f.bio, MAX_TEXT)?,
+        enabled: f.enabled,
+    })
+}
 
 /// The message of a stored person with its relations; secrets stay out.
 pub fn to_message(row: PersonRow, rel: PersonRelations) -> pb::Person {
@@ -103,17 +119,27 @@ async fn stored_password(password: &str) -> Result<Option<String>> {
 /// Creates a local person.
 pub async fn create(store: &Store, req: pb::CreatePersonRequest) -> Result<pb::Person> {
     let now = now();
+    let f = checked(PersonFields {
+        email: req.email,
+        first_name: req.first_name,
+        last_name: req.last_name,
+        title: req.title,
+        phone: req.phone,
+        url: req.url,
+        bio: req.bio,
+        enabled: req.enabled.unwrap_or(false),
+    })?;
     let person = NewPerson {
         peer_id: None,
         peer_person_id: None,
-        email: validate::email(&req.email)?,
-        first_name: validate::required_text("first_name", &req.first_name, MAX_NAME)?,
-        last_name: validate::required_text("last_name", &req.last_name, MAX_NAME)?,
-        title: validate::optional_text("title", &req.title, MAX_NAME)?,
-        phone: validate::optional_text("phone", &req.phone, MAX_PHONE)?,
-        url: validate::optional_text("url", &req.url, MAX_TEXT)?,
-        bio: validate::optional_text("bio", &req.bio, MAX_TEXT)?,
-        enabled: req.enabled.unwrap_or(false),
+        email: f.email,
+        first_name: f.first_name,
+        last_name: f.last_name,
+        title: f.title,
+        phone: f.phone,
+        url: f.url,
+        bio: f.bio,
+        enabled: f.enabled,
         password_hash: stored_password(&req.password).await?,
         date_created: now,
         last_updated: now,

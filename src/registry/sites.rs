@@ -3,8 +3,37 @@
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry::{self, validate};
+use crate::store::cache::SiteFields;
 use crate::store::sites::{self, NewSite, SiteChanges, SiteRelations, SiteRow};
+use crate::store::slices;
 use crate::store::{DbConn, Store, now};
+
+/// Longest name, abbreviated name and url.
+const MAX_NAME: usize = 254;
+const MAX_ABBREVIATED_NAME: usize = 50;
+const MAX_URL: usize = 254;
+
+/// A site's fields checked by the rules every site obeys, whether an admin
+/// writes it or a peer sends it; normalised.
+pub fn checked(f: SiteFields) -> Result<SiteFields> {
+    Ok(SiteFields {
+        login_base: validate::login_base(&f.login_base)?,
+        name: validate::required_text("name", &f.name, MAX_NAME)?,
+        abbreviated_name: validate::optional_text(
+            "abbreviated_name",
+            &f.abbreviated_name,
+            MAX_ABBREVIATED_NAME,
+        )?,
+        enabled: f.enabled,
+        is_public: f.is_public,
+        max_slices: validate::non_negative("max_slices", f.max_slices)?,
+        max_slivers: validate::non_negative("max_slivers", f.max_slivers)?,
+        latitude: f.latitude.map(validate::latitude).transpose()?,
+        longitude: f.longitude.map(validate::longitude).transpose()?,
+        url: validate::optional_text("url", &f.url, MAX_URL)?,
+        ext_consortium_id: f.ext_consortium_id,
+    })
+}
 
 /// The message of a stored site with its relations.
 pub fn to_message(row: SiteRow, rel: SiteRelations) -> pb::Site {
@@ -55,20 +84,33 @@ async fn ensure_login_base_free(conn: &mut DbConn, login_base: &str) -> Result<(
 /// Creates a local site.
 pub async fn create(store: &Store, req: pb::CreateSiteRequest) -> Result<pb::Site> {
     let now = now();
+    let f = checked(SiteFields {
+        login_base: req.login_base,
+        name: req.name,
+        abbreviated_name: req.abbreviated_name,
+        enabled: req.enabled.unwrap_or(true),
+        is_public: req.is_public.unwrap_or(true),
+        max_slices: req.max_slices.unwrap_or(10),
+        max_slivers: req.max_slivers.unwrap_or(1000),
+        latitude: req.latitude,
+        longitude: req.longitude,
+        url: req.url,
+        ext_consortium_id: req.ext_consortium_id,
+    })?;
     let site = NewSite {
         peer_id: None,
         peer_site_id: None,
-        login_base: validate::login_base(&req.login_base)?,
-        name: validate::required_text("name", &req.name, 254)?,
-        abbreviated_name: validate::optional_text("abbreviated_name", &req.abbreviated_name, 50)?,
-        enabled: req.enabled.unwrap_or(true),
-        is_public: req.is_public.unwrap_or(true),
-        max_slices: validate::non_negative("max_slices", req.max_slices.unwrap_or(10))?,
-        max_slivers: validate::non_negative("max_slivers", req.max_slivers.unwrap_or(1000))?,
-        latitude: req.latitude.map(validate::latitude).transpose()?,
-        longitude: req.longitude.map(validate::longitude).transpose()?,
-        url: validate::optional_text("url", &req.url, 254)?,
-        ext_consortium_id: req.ext_consortium_id,
+        login_base: f.login_base,
+        name: f.name,
+        abbreviated_name: f.abbreviated_name,
+        enabled: f.enabled,
+        is_public: f.is_public,
+        max_slices: f.max_slices,
+        max_slivers: f.max_slivers,
+        latitude: f.latitude,
+        longitude: f.longitude,
+        url: f.url,
+        ext_consortium_id: f.ext_consortium_id,
         date_created: now,
         last_updated: now,
     };
@@ -117,12 +159,12 @@ pub async fn update(store: &Store, req: pb::UpdateSiteRequest) -> Result<pb::Sit
         name: req
             .name
             .as_deref()
-            .map(|v| validate::required_text("name", v, 254))
+            .map(|v| validate::required_text("name", v, MAX_NAME))
             .transpose()?,
         abbreviated_name: req
             .abbreviated_name
             .as_deref()
-            .map(|v| validate::optional_text("abbreviated_name", v, 50))
+            .map(|v| validate::optional_text("abbreviated_name", v, MAX_ABBREVIATED_NAME))
             .transpose()?,
         enabled: req.enabled,
         is_public: req.is_public,
@@ -143,7 +185,7 @@ pub async fn update(store: &Store, req: pb::UpdateSiteRequest) -> Result<pb::Sit
         url: req
             .url
             .as_deref()
-            .map(|v| validate::optional_text("url", v, 254))
+            .map(|v| validate::optional_text("url", v, MAX_URL))
             .transpose()?,
         ext_consortium_id: req.ext_consortium_id.map(Some),
         last_updated: Some(now()),
@@ -157,12 +199,34 @@ pub async fn update(store: &Store, req: pb::UpdateSiteRequest) -> Result<pb::Sit
                 && *lb != current.login_base
             {
                 ensure_login_base_free(c, lb).await?;
+                rename_slices(c, req.site_id, &current.login_base, lb).await?;
             }
             let row = sites::update(c, req.site_id, &changes).await?;
             load(c, row).await
         })
     })
     .await
+}
+
+/// Renames the slices of a site whose login_base changes from `old` to
+/// `new`: a slice's name starts with its site's login_base, always (a
+/// peer's slice that does not is skipped). Fails, naming the slice, when a
+/// new name would not be a valid slice name.
+async fn rename_slices(conn: &mut DbConn, site_id: i64, old: &str, new: &str) -> Result<()> {
+    let prefix = format!("{old}_");
+    for name in slices::names_at_site(conn, site_id).await? {
+        if let Some(rest) = name.strip_prefix(&prefix) {
+            validate::slice_name(&format!("{new}_{rest}")).map_err(|e| {
+                Error::invalid(
+                    "login_base",
+                    new,
+                    format!("its slice {name} would be renamed to an invalid name: {e}"),
+                )
+            })?;
+        }
+    }
+    slices::rename_prefix(conn, site_id, old, new).await?;
+    Ok(())
 }
 
 /// Deletes a local site with its nodes and slices.

@@ -8,16 +8,16 @@
 //! at once or none; a person can join a slice when the slice or the person is
 //! local, so local users can be added to a peer's slice.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry::{self, validate};
-use crate::store::cache::{self, Enumeration};
-use crate::store::nodes;
+use crate::store::cache::{self, Enumeration, SliceFields};
 use crate::store::sites;
 use crate::store::slices::{self, NewSlice, SliceChanges, SliceRelations, SliceRow};
 use crate::store::{DbConn, Store, now};
+use crate::store::{nodes, persons};
 
 /// Instantiation of a slice created without one.
 pub const DEFAULT_INSTANTIATION: &str = "plc-instantiated";
@@ -98,14 +98,32 @@ async fn owning_site(conn: &mut DbConn, name: &str, login_base: &str) -> Result<
     Ok(site.site_id)
 }
 
+/// A slice's fields checked by the rules every slice obeys, whether an
+/// admin writes it or a peer sends it; normalised. The site is the
+/// caller's to check, and the name's prefix against it
+/// ([`login_base_of`]).
+pub fn checked(f: SliceFields, instantiations: &HashSet<String>) -> Result<SliceFields> {
+    Ok(SliceFields {
+        site_id: f.site_id,
+        name: validate::slice_name(&f.name)?.0,
+        instantiation: validate::one_of("instantiation", &f.instantiation, instantiations)?,
+        url: validate::optional_text("url", &f.url, MAX_URL)?,
+        description: validate::optional_text("description", &f.description, MAX_DESCRIPTION)?,
+        max_nodes: validate::non_negative("max_nodes", f.max_nodes)?,
+        creator_person_id: f.creator_person_id,
+        created: f.created,
+        expires: f.expires,
+    })
+}
+
+/// The login_base a checked slice name starts with.
+pub fn login_base_of(name: &str) -> &str {
+    name.split_once('_').map_or(name, |(base, _)| base)
+}
+
 /// Creates a local slice, owned by the site its name starts with.
 pub async fn create(store: &Store, req: pb::CreateSliceRequest) -> Result<pb::Slice> {
     let now = now();
-    let (name, login_base) = validate::slice_name(&req.name)?;
-    let url = validate::optional_text("url", &req.url, MAX_URL)?;
-    let description = validate::optional_text("description", &req.description, MAX_DESCRIPTION)?;
-    let max_nodes =
-        validate::non_negative("max_nodes", req.max_nodes.unwrap_or(DEFAULT_MAX_NODES))?;
     let expires = match &req.expires {
         Some(ts) => validate::future_time("expires", registry::seconds(ts), now)?,
         None => now + DEFAULT_LIFETIME_SECS,
@@ -114,32 +132,46 @@ pub async fn create(store: &Store, req: pb::CreateSliceRequest) -> Result<pb::Sl
     conn.transaction(|c| {
         Box::pin(async move {
             let requested = req.instantiation.trim();
-            let instantiation = instantiation(
-                c,
-                if requested.is_empty() {
-                    DEFAULT_INSTANTIATION
-                } else {
-                    requested
+            let f = checked(
+                SliceFields {
+                    site_id: 0,
+                    name: req.name,
+                    instantiation: match requested {
+                        "" => DEFAULT_INSTANTIATION,
+                        other => other,
+                    }
+                    .to_owned(),
+                    url: req.url,
+                    description: req.description,
+                    max_nodes: req.max_nodes.unwrap_or(DEFAULT_MAX_NODES),
+                    creator_person_id: req.creator_person_id,
+                    created: now,
+                    expires,
                 },
-            )
-            .await?;
-            let site_id = owning_site(c, &name, &login_base).await?;
-            if slices::by_name(c, &name).await?.is_some() {
-                return Err(Error::exists("name", &name));
+                &cache::known_values(c, Enumeration::Instantiations).await?,
+            )?;
+            let site_id = owning_site(c, &f.name, login_base_of(&f.name)).await?;
+            if slices::by_name(c, &f.name).await?.is_some() {
+                return Err(Error::exists("name", &f.name));
+            }
+            if let Some(creator) = f.creator_person_id
+                && persons::by_id(c, creator).await?.is_none()
+            {
+                return Err(Error::not_found("person", "creator_person_id", creator));
             }
             let slice = NewSlice {
                 peer_id: None,
                 peer_slice_id: None,
                 site_id,
-                name,
-                instantiation,
-                url,
-                description,
-                max_nodes,
-                creator_person_id: req.creator_person_id,
+                name: f.name,
+                instantiation: f.instantiation,
+                url: f.url,
+                description: f.description,
+                max_nodes: f.max_nodes,
+                creator_person_id: f.creator_person_id,
                 is_system: req.is_system,
-                created: now,
-                expires,
+                created: f.created,
+                expires: f.expires,
             };
             let row = slices::insert(c, &slice).await?;
             load(c, row).await

@@ -41,16 +41,32 @@ pub fn required_text(field: &'static str, value: &str, max: usize) -> Result<Str
     optional_text(field, v, max)
 }
 
-/// An optional free-text field: at most `max` characters.
+/// An optional free-text field: at most `max` characters, no NUL
+/// character (PostgreSQL cannot store one, so neither backend takes it).
 pub fn optional_text(field: &'static str, value: &str, max: usize) -> Result<String> {
     if value.chars().count() > max {
         return Err(Error::invalid(
             field,
-            truncate(value, 40),
+            value,
             format!("must be at most {max} characters"),
         ));
     }
+    if value.contains('\0') {
+        return Err(Error::invalid(
+            field,
+            value,
+            "must not contain NUL characters",
+        ));
+    }
     Ok(value.trim().to_owned())
+}
+
+/// An id an object has at the registry that sent it: positive.
+pub fn peer_object_id(field: &'static str, value: i64) -> Result<i64> {
+    if value <= 0 {
+        return Err(Error::invalid(field, value, "must be positive"));
+    }
+    Ok(value)
 }
 
 /// A latitude in degrees.
@@ -156,7 +172,7 @@ pub fn ssh_key(field: &'static str, key_type: &str, key: &str) -> Result<String>
             format!("unknown key type; known: {}", KEY_TYPES.join(", ")),
         ));
     }
-    let bad = |reason: &str| Error::invalid(field, truncate(key, 60), reason);
+    let bad = |reason: &str| Error::invalid(field, key, reason);
     if key.len() > MAX_KEY_LEN {
         return Err(bad(&format!("must be at most {MAX_KEY_LEN} characters")));
     }
@@ -321,14 +337,6 @@ fn is_hostname(v: &str) -> bool {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
-}
-
-fn truncate(value: &str, max: usize) -> String {
-    if value.chars().count() <= max {
-        value.to_owned()
-    } else {
-        format!("{}...", value.chars().take(max).collect::<String>())
-    }
 }
 
 #[cfg(test)]

@@ -135,6 +135,12 @@ pub trait CachedKind: Sized {
     /// Name of the table.
     const TABLE: &'static str;
 
+    /// Name of the column holding the peer's id of a row.
+    const PEER_COLUMN: &'static str;
+
+    /// Name of the column holding the local id of a row.
+    const ID_COLUMN: &'static str;
+
     /// The kind's code in the change log (`export_log.kind`).
     const LOG_KIND: i32;
 
@@ -235,6 +241,8 @@ macro_rules! cached_kind {
             const CLASS: &'static str = $class;
             const NATURAL_KEY: &'static str = cached_kind!(@name $natural);
             const TABLE: &'static str = stringify!($table);
+            const PEER_COLUMN: &'static str = stringify!($peer_col);
+            const ID_COLUMN: &'static str = stringify!($id);
             const LOG_KIND: i32 = $log_kind;
 
             fn natural_key(fields: &$fields) -> Option<&str> {
@@ -730,6 +738,95 @@ pub async fn delete_pairs<R: PairTable>(conn: &mut DbConn, pairs: &[(i64, i64)])
     Ok(deleted)
 }
 
+/// Moves the natural keys of a peer's cached rows out of the way, within
+/// the refresh's transaction: each becomes a placeholder that no valid
+/// key can equal (`#parked.<peer>.<peer's id>`), freeing its key for
+/// another of the peer's objects that took it (a rename, a swap, a
+/// chain). The row keeps its local id and memberships; the refresh
+/// writes its own new key later, or deletes it.
+///
+/// Only integers reach the SQL text.
+pub async fn park<K: CachedKind>(
+    conn: &mut DbConn,
+    peer_id: i64,
+    peer_object_ids: &[i64],
+) -> Result<()> {
+    let (table, key, peer_col) = (K::TABLE, K::NATURAL_KEY, K::PEER_COLUMN);
+    for chunk in peer_object_ids.chunks(CHUNK) {
+        let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
+        let sql = format!(
+            "UPDATE {table} SET {key} = '#parked.' || CAST(peer_id AS TEXT) || '.' || CAST({peer_col} AS TEXT) \
+             WHERE peer_id = {peer_id} AND {peer_col} IN ({})",
+            ids.join(",")
+        );
+        with_db!(conn, |c| c.batch_execute(&sql).await)?;
+    }
+    Ok(())
+}
+
+/// A peer's cached nodes and slices at the given (local) sites, which go
+/// with them when they are deleted: the peer's ids of the nodes, then of
+/// the slices.
+pub async fn cached_at_sites(
+    conn: &mut DbConn,
+    peer_id: i64,
+    site_ids: &[i64],
+) -> Result<(Vec<i64>, Vec<i64>)> {
+    let (mut node_ids, mut slice_ids) = (Vec::new(), Vec::new());
+    for chunk in site_ids.chunks(CHUNK) {
+        let found: Vec<i64> = with_db!(conn, |c| {
+            nodes::table
+                .filter(nodes::peer_id.eq(peer_id))
+                .filter(nodes::site_id.eq_any(chunk))
+                .select(nodes::peer_node_id.assume_not_null())
+                .load(c)
+                .await
+        })?;
+        node_ids.extend(found);
+        let found: Vec<i64> = with_db!(conn, |c| {
+            slices::table
+                .filter(slices::peer_id.eq(peer_id))
+                .filter(slices::site_id.eq_any(chunk))
+                .select(slices::peer_slice_id.assume_not_null())
+                .load(c)
+                .await
+        })?;
+        slice_ids.extend(found);
+    }
+    Ok((node_ids, slice_ids))
+}
+
+/// A row's local id and its id at its peer.
+#[derive(QueryableByName)]
+struct IdPair {
+    #[diesel(sql_type = BigInt)]
+    local: i64,
+    #[diesel(sql_type = BigInt)]
+    peer: i64,
+}
+
+/// The peer's ids of rows cached from peer `peer_id` among the local
+/// `ids`: local id → the peer's id. Only integers reach the SQL text.
+pub async fn peer_ids_of<K: CachedKind>(
+    conn: &mut DbConn,
+    peer_id: i64,
+    ids: &[i64],
+) -> Result<HashMap<i64, i64>> {
+    let (table, id, peer_col) = (K::TABLE, K::ID_COLUMN, K::PEER_COLUMN);
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+        let sql = format!(
+            "SELECT {id} AS local, {peer_col} AS peer FROM {table} \
+             WHERE peer_id = {peer_id} AND {id} IN ({})",
+            list.join(",")
+        );
+        let rows: Vec<IdPair> = with_db!(conn, |c| diesel::sql_query(&sql).load(c).await)?;
+        found.extend(rows.into_iter().map(|r| (r.local, r.peer)));
+    }
+    Ok(found)
+}
+
 /// Refreshes the planner's statistics of a cached kind's table after it
 /// grew within the open transaction (PostgreSQL; SQLite plans without
 /// them).
@@ -793,6 +890,63 @@ pub async fn persons_of_peer(
         found.extend(ids);
     }
     Ok(found)
+}
+
+/// The nodes of the given slices that this registry exports to `caller`,
+/// as pairs (slice, node) by slice: its own nodes, and the caller's nodes
+/// cached here (which the caller maps back through `PeerNodes`); a third
+/// registry's nodes stay out, as every object of a third registry does.
+pub async fn exported_slice_nodes(
+    conn: &mut DbConn,
+    slice_ids: &[i64],
+    caller: Option<i64>,
+) -> Result<Vec<(i64, i64)>> {
+    let mut out = Vec::new();
+    let reads = IdReads::of(slice_ids);
+    for &batch in &reads.batches {
+        let pairs: Vec<(i64, i64)> = load_rows!(conn, {
+            let query = slice_node::table
+                .inner_join(nodes::table)
+                .filter(nodes::peer_id.is_null().or(nodes::peer_id.eq(caller)))
+                .order((slice_node::slice_id, slice_node::node_id))
+                .select((slice_node::slice_id, slice_node::node_id))
+                .into_boxed();
+            match batch {
+                IdBatch::Span(lo, hi) => query.filter(slice_node::slice_id.between(lo, hi)),
+                IdBatch::List(ids) => query.filter(slice_node::slice_id.eq_any(ids.to_vec())),
+            }
+        })?;
+        out.extend(pairs.into_iter().filter(|&(slice, _)| reads.keeps(slice)));
+    }
+    Ok(out)
+}
+
+/// The persons of the given slices that this registry exports, as pairs
+/// (slice, person) by slice: its own enabled persons (a disabled person is
+/// not federated; a peer's persons are its own to serve).
+pub async fn exported_slice_persons(
+    conn: &mut DbConn,
+    slice_ids: &[i64],
+) -> Result<Vec<(i64, i64)>> {
+    let mut out = Vec::new();
+    let reads = IdReads::of(slice_ids);
+    for &batch in &reads.batches {
+        let pairs: Vec<(i64, i64)> = load_rows!(conn, {
+            let query = slice_person::table
+                .inner_join(persons::table)
+                .filter(persons::peer_id.is_null())
+                .filter(persons::enabled.eq(true))
+                .order((slice_person::slice_id, slice_person::person_id))
+                .select((slice_person::slice_id, slice_person::person_id))
+                .into_boxed();
+            match batch {
+                IdBatch::Span(lo, hi) => query.filter(slice_person::slice_id.between(lo, hi)),
+                IdBatch::List(ids) => query.filter(slice_person::slice_id.eq_any(ids.to_vec())),
+            }
+        })?;
+        out.extend(pairs.into_iter().filter(|&(slice, _)| reads.keeps(slice)));
+    }
+    Ok(out)
 }
 
 /// Site memberships `(person, site, is_primary)` of the given persons.
@@ -895,14 +1049,20 @@ impl PairTable for PersonSites {
     const SQL: (&'static str, &'static str, &'static str) = ("person_site", "person_id", "site_id");
 }
 
-/// Local nodes by id, for checking the ids a peer claims in `PeerNodes`.
-pub async fn local_node_ids(conn: &mut DbConn, node_ids: &[i64]) -> Result<HashSet<i64>> {
+/// The local nodes among `node_ids` that this registry exports (those
+/// without a slice whitelist), for checking the ids a peer claims in
+/// `PeerNodes`: a peer may place its slices only on nodes it was given.
+pub async fn exported_node_ids(conn: &mut DbConn, node_ids: &[i64]) -> Result<HashSet<i64>> {
     let mut found = HashSet::new();
     for chunk in node_ids.chunks(CHUNK) {
         let ids: Vec<i64> = with_db!(conn, |c| {
             nodes::table
                 .filter(nodes::node_id.eq_any(chunk))
                 .filter(nodes::peer_id.is_null())
+                .filter(diesel::dsl::not(diesel::dsl::exists(
+                    node_slice_whitelist::table
+                        .filter(node_slice_whitelist::node_id.eq(nodes::node_id)),
+                )))
                 .select(nodes::node_id)
                 .load(c)
                 .await

@@ -158,6 +158,55 @@ pub async fn update(conn: &mut DbConn, slice_id: i64, changes: &SliceChanges) ->
     })?)
 }
 
+diesel::define_sql_function! {
+    /// The characters of a text from a 1-based position on (`substr` on
+    /// both backends).
+    fn substr(text: diesel::sql_types::Text, from: diesel::sql_types::Integer) -> diesel::sql_types::Text;
+}
+
+/// Renames the slices of a site named after its old login_base
+/// (`<old_base>_<rest>`) to `<new_base>_<rest>`, when the site's
+/// login_base changes; returns how many. Slices with another prefix keep
+/// their names.
+pub async fn rename_prefix(
+    conn: &mut DbConn,
+    site_id: i64,
+    old_base: &str,
+    new_base: &str,
+) -> Result<usize> {
+    // A login_base holds neither `_` nor `%`: only the separator needs
+    // escaping in the pattern.
+    let pattern = format!("{old_base}\\_%");
+    let rest_from = old_base.len() as i32 + 1;
+    let new_prefix = new_base.to_owned();
+    Ok(with_db!(conn, |c| {
+        diesel::update(
+            slices::table
+                .filter(slices::site_id.eq(site_id))
+                .filter(slices::name.like(&pattern).escape('\\')),
+        )
+        .set(
+            slices::name.eq(new_prefix
+                .clone()
+                .into_sql::<diesel::sql_types::Text>()
+                .concat(substr(slices::name, rest_from))),
+        )
+        .execute(c)
+        .await
+    })?)
+}
+
+/// The names of a site's slices.
+pub async fn names_at_site(conn: &mut DbConn, site_id: i64) -> Result<Vec<String>> {
+    Ok(with_db!(conn, |c| {
+        slices::table
+            .filter(slices::site_id.eq(site_id))
+            .select(slices::name)
+            .load(c)
+            .await
+    })?)
+}
+
 /// Deletes a slice; its memberships and whitelist entries go with it
 /// (cascades).
 pub async fn delete(conn: &mut DbConn, slice_id: i64) -> Result<usize> {

@@ -27,6 +27,9 @@ pub enum Ending {
     BreakAfter(usize),
     /// Silently stalled after the first `n` chunks, never finishing.
     StallAfter(usize),
+    /// After the first `n` chunks, an empty batch every `every`, never
+    /// finishing (a peer that keeps a refresh waiting while looking alive).
+    DripAfter(usize, std::time::Duration),
 }
 
 /// What the fake peer serves.
@@ -121,8 +124,28 @@ pub async fn cache(server: &TestServer, peername: &str, batch: pb::PeerDataBatch
 
 /// A complete dump of `batch`: header, the batch, a matching trailer.
 pub fn dump(batch: pb::PeerDataBatch) -> Vec<pb::PeerDataChunk> {
+    snapshot(batch, pb::SnapshotKind::Unspecified as i32, None)
+}
+
+/// A complete stream of `batch` as a snapshot of `kind` (a
+/// [`pb::SnapshotKind`], or any number) reaching `checkpoint`: header, the
+/// batch, a matching trailer.
+pub fn snapshot(
+    batch: pb::PeerDataBatch,
+    kind: i32,
+    checkpoint: Option<pb::Checkpoint>,
+) -> Vec<pb::PeerDataChunk> {
     use pb::peer_data_chunk::Part;
+    let deleted = batch.deleted.as_ref().map_or(0, |d| {
+        d.site_ids.len()
+            + d.key_ids.len()
+            + d.person_ids.len()
+            + d.node_ids.len()
+            + d.slice_ids.len()
+    });
     let trailer = pb::PeerDataTrailer {
+        deleted: deleted as i64,
+        checkpoint: checkpoint.clone(),
         sites: batch.sites.len() as i64,
         keys: batch.keys.len() as i64,
         persons: batch.persons.len() as i64,
@@ -130,7 +153,6 @@ pub fn dump(batch: pb::PeerDataBatch) -> Vec<pb::PeerDataChunk> {
         slices: batch.slices.len() as i64,
         peer_nodes: batch.peer_nodes.len() as i64,
         db_seconds: 0.0,
-        ..Default::default()
     };
     vec![
         pb::PeerDataChunk {
@@ -138,6 +160,8 @@ pub fn dump(batch: pb::PeerDataBatch) -> Vec<pb::PeerDataChunk> {
                 registry_name: "fake".into(),
                 schema_version: 1,
                 snapshot_time: None,
+                kind,
+                checkpoint,
                 ..Default::default()
             })),
         },
@@ -234,7 +258,7 @@ impl PeeringService for Scripted {
         tokio::spawn(async move {
             let limit = match script.ending {
                 Ending::Complete => script.chunks.len(),
-                Ending::BreakAfter(n) | Ending::StallAfter(n) => n,
+                Ending::BreakAfter(n) | Ending::StallAfter(n) | Ending::DripAfter(n, _) => n,
             };
             for chunk in script.chunks.into_iter().take(limit) {
                 if tx.send(Ok(chunk)).await.is_err() {
@@ -250,6 +274,15 @@ impl PeeringService for Scripted {
                     // Keep the stream open until the client gives up.
                     tx.closed().await;
                 }
+                Ending::DripAfter(_, every) => loop {
+                    tokio::time::sleep(every).await;
+                    let empty = pb::PeerDataChunk {
+                        part: Some(pb::peer_data_chunk::Part::Batch(Default::default())),
+                    };
+                    if tx.send(Ok(empty)).await.is_err() {
+                        return;
+                    }
+                },
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

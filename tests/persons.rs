@@ -881,7 +881,7 @@ async fn site_membership_errors(backend: Backend) {
             .unwrap()
             .into_inner()
             .site_ids,
-        []
+        Vec::<i64>::new()
     );
     assert_eq!(
         &api.get_person(by_id(remote_person))

@@ -4,29 +4,21 @@
 //! `admin-token` file that `fedreg serve` writes in its data directory, so
 //! that on the server's own machine `fedreg --data-dir DIR peer list` just
 //! works. When the server refuses the token, the error says where the token
-//! came from.
+//! came from. The connection itself is [`crate::client::Client`]'s.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::Args;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::CliError;
+use crate::client::{Authed, Client};
 use crate::error::Error;
 use crate::proto::v1::peer_service_client::PeerServiceClient;
 use crate::server::ADMIN_TOKEN_FILE;
 
-/// Longest wait for the connection to the server.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest answer accepted (peer listings carry their last reports).
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
-/// How to reach a running server (options of `peer` and `refresh`).
+/// How to reach a running server (options of `peer`, `refresh` and `status`).
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Client options (peer, refresh)")]
+#[command(next_help_heading = "Client options (peer, refresh, status)")]
 pub struct ClientArgs {
     /// The server's gRPC URL: `http://host:port`, or `https://host:port`
     /// with --cacert.
@@ -47,29 +39,10 @@ pub struct ClientArgs {
     pub cacert: Option<PathBuf>,
 }
 
-/// A channel that sends `authorization: Bearer <token>` with every call.
-pub type Authed = InterceptedService<Channel, Bearer>;
-
-/// Adds the bearer token, when there is one, to every request.
-#[derive(Debug, Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A connection to a server's `PeerService`.
+/// A connection to a server, for the client subcommands.
 pub struct Server {
+    /// The connection.
+    pub client: Client,
     /// The peer-management client.
     pub peers: PeerServiceClient<Authed>,
     /// Where the token came from, told when the server refuses it.
@@ -105,17 +78,28 @@ impl Server {
                 }
             }
         };
-        let bearer = token
-            .map(|t| {
-                format!("Bearer {t}")
-                    .parse::<MetadataValue<Ascii>>()
-                    .map_err(|_| Error::invalid("token", "(hidden)", "not a valid header value"))
+        let ca_pem = args
+            .cacert
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path).map_err(|e| {
+                    Error::invalid("cacert", path.display(), format!("cannot read it: {e}"))
+                })
             })
             .transpose()?;
-        let channel = channel(args).await?;
+        let client = Client::connect(&args.server, token.as_deref(), ca_pem.as_deref())
+            .await
+            .map_err(|e| match e {
+                // As if the server had answered: the code says what failed.
+                Error::Unavailable(message) => CliError::Rpc {
+                    code: tonic::Code::Unavailable,
+                    message,
+                },
+                e => e.into(),
+            })?;
         Ok(Server {
-            peers: PeerServiceClient::new(InterceptedService::new(channel, Bearer(bearer)))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            peers: client.peers(),
+            client,
             token_origin,
         })
     }
@@ -133,54 +117,4 @@ impl Server {
         }
         error
     }
-}
-
-/// Opens a channel to `args.server`, verifying TLS with `args.cacert`.
-async fn channel(args: &ClientArgs) -> Result<Channel, CliError> {
-    let url = args.server.trim();
-    let bad = |reason: String| Error::invalid("server", url, reason);
-    let mut endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| bad(format!("not a URL: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    match (
-        url.split_once("://").map(|(scheme, _)| scheme),
-        &args.cacert,
-    ) {
-        (Some("https"), Some(path)) => {
-            let pem = std::fs::read(path).map_err(|e| {
-                Error::invalid("cacert", path.display(), format!("cannot read it: {e}"))
-            })?;
-            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| bad(format!("TLS: {}", chain(&e))))?;
-        }
-        (Some("https"), None) => {
-            return Err(
-                bad("an https:// server needs --cacert (its CA certificate)".into()).into(),
-            );
-        }
-        (Some("http"), None) => {}
-        (Some("http"), Some(_)) => {
-            return Err(bad("--cacert is for https:// servers only".into()).into());
-        }
-        _ => return Err(bad("must be http://host:port or https://host:port".into()).into()),
-    }
-    endpoint.connect().await.map_err(|e| CliError::Rpc {
-        code: tonic::Code::Unavailable,
-        message: format!("cannot reach {url}: {}", chain(&e)),
-    })
-}
-
-/// An error and its sources, joined with `: `.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

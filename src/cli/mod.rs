@@ -5,17 +5,23 @@
 //!   `--data-dir` / `--database-url` as the server: `serve`, `migrate` and
 //!   `token` ([`serve`], [`token`]);
 //! - client ones that call a running server over gRPC with an admin token:
-//!   `peer` and `refresh` ([`client`] connects, [`peer`] and [`refresh`]
-//!   print what the server answers, with [`table`] and [`progress`]).
+//!   `peer`, `refresh` and `status` ([`client`] connects, [`peer`],
+//!   [`refresh`] and [`status`] print what the server answers, with
+//!   [`table`] and [`progress`], or as JSON with [`json`]).
+//!
+//! Every command that reads (`peer list`, `peer show`, `status`, `token
+//! list`, and `refresh`'s report) takes `--json`.
 //!
 //! Every subcommand fails with a [`CliError`]: a local error, or the gRPC
 //! status a server answered, printed with its code.
 
 pub mod client;
+pub mod json;
 pub mod peer;
 pub mod progress;
 pub mod refresh;
 pub mod serve;
+pub mod status;
 pub mod table;
 pub mod token;
 
@@ -34,7 +40,7 @@ pub struct Cli {
     /// Where the data lives.
     #[command(flatten)]
     pub storage: StorageArgs,
-    /// How `peer` and `refresh` reach a running server.
+    /// How `peer`, `refresh` and `status` reach a running server.
     #[command(flatten)]
     pub client: client::ClientArgs,
     /// What to do.
@@ -91,6 +97,9 @@ pub enum Command {
     Peer(peer::PeerCommand),
     /// Refresh the cache of one peer on a running server and print the report.
     Refresh(refresh::RefreshArgs),
+    /// Show every peer of a running server: mode, last refresh, outcome,
+    /// lag and last error.
+    Status(status::StatusArgs),
 }
 
 /// Why a command failed.
@@ -157,6 +166,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token(command) => token::token(&cli.storage, command).await?,
         Command::Peer(command) => peer::peer(&cli.storage, &cli.client, command).await?,
         Command::Refresh(args) => refresh::refresh(&cli.storage, &cli.client, args).await?,
+        Command::Status(args) => status::status(&cli.storage, &cli.client, args).await?,
     }
     Ok(())
 }

@@ -8,10 +8,14 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Subcommand};
 
+use futures_util::TryStreamExt;
+
 use super::client::{ClientArgs, Server};
+use super::json;
 use super::refresh::{counts_text, outcome_name, report_text, timestamp_text};
 use super::table::{Align, Table};
 use super::{CliError, StorageArgs};
+use crate::client::PeerKey;
 use crate::error::Error;
 use crate::proto::v1 as pb;
 
@@ -21,11 +25,18 @@ pub enum PeerCommand {
     /// Register a peer registry.
     Add(AddArgs),
     /// List the peers.
-    List,
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a peer and the summary of its last refresh.
     Show {
         /// The peer's name or id.
         peer: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Change a peer's settings.
     Update(UpdateArgs),
@@ -122,42 +133,6 @@ impl PeerSettings {
     }
 }
 
-/// A peer as named on the command line: its id or its name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerKey {
-    /// Id in the server.
-    Id(i64),
-    /// Name.
-    Name(String),
-}
-
-impl PeerKey {
-    /// An id when `text` is a number, else a name.
-    pub fn parse(text: &str) -> PeerKey {
-        text.trim()
-            .parse()
-            .map_or_else(|_| PeerKey::Name(text.trim().to_owned()), PeerKey::Id)
-    }
-}
-
-impl From<PeerKey> for pb::get_peer_request::Key {
-    fn from(key: PeerKey) -> Self {
-        match key {
-            PeerKey::Id(id) => Self::PeerId(id),
-            PeerKey::Name(name) => Self::Peername(name),
-        }
-    }
-}
-
-impl From<PeerKey> for pb::refresh_peer_request::Peer {
-    fn from(key: PeerKey) -> Self {
-        match key {
-            PeerKey::Id(id) => Self::PeerId(id),
-            PeerKey::Name(name) => Self::Peername(name),
-        }
-    }
-}
-
 /// Runs a `peer` subcommand.
 pub async fn peer(
     storage: &StorageArgs,
@@ -194,10 +169,18 @@ pub async fn peer(
                 );
             }
         }
-        PeerCommand::List => print!("{}", list_table(&list(&mut server).await?)),
-        PeerCommand::Show { peer } => {
+        PeerCommand::List { json: false } => print!("{}", list_table(&list(&server).await?)),
+        PeerCommand::List { json: true } => {
+            let peers = list(&server).await?;
+            json::print(&serde_json::Value::from_iter(peers.iter().map(json::peer)));
+        }
+        PeerCommand::Show { peer, json } => {
             let peer = get(&mut server, PeerKey::parse(&peer)).await?;
-            print!("{}", peer_text(&peer));
+            if json {
+                json::print(&json::peer(&peer));
+            } else {
+                print!("{}", peer_text(&peer));
+            }
         }
         PeerCommand::Update(update) => {
             let current = get(&mut server, PeerKey::parse(&update.peer)).await?;
@@ -256,25 +239,10 @@ async fn get(server: &mut Server, key: PeerKey) -> Result<pb::Peer, CliError> {
     Ok(answer.map_err(|s| server.fail(s))?.into_inner())
 }
 
-/// Every peer, page after page.
-async fn list(server: &mut Server) -> Result<Vec<pb::Peer>, CliError> {
-    let mut peers = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let answer = server
-            .peers
-            .list_peers(pb::ListPeersRequest {
-                page_size: 1000,
-                page_token,
-            })
-            .await;
-        let page = answer.map_err(|s| server.fail(s))?.into_inner();
-        peers.extend(page.peers);
-        if page.next_page_token.is_empty() {
-            return Ok(peers);
-        }
-        page_token = page.next_page_token;
-    }
+/// Every peer, in id order.
+pub async fn list(server: &Server) -> Result<Vec<pb::Peer>, CliError> {
+    let peers = server.client.list_peers().try_collect().await;
+    peers.map_err(|s| server.fail(s))
 }
 
 /// `300 s`, or `manual` when the server does not schedule refreshes.
@@ -288,7 +256,7 @@ fn interval_text(seconds: i64) -> String {
 
 /// How the peer's cache is kept up to date: `follow`, the refresh
 /// interval (`300 s`) or `manual`.
-fn mode_text(peer: &pb::Peer) -> String {
+pub fn mode_text(peer: &pb::Peer) -> String {
     match peer.mode() {
         pb::SyncMode::Follow => "follow".into(),
         _ => interval_text(peer.refresh_interval_seconds),
@@ -411,16 +379,4 @@ fn peer_text(peer: &pb::Peer) -> String {
         out.push_str(&report_text(report, false));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peer_keys() {
-        assert_eq!(PeerKey::parse("12"), PeerKey::Id(12));
-        assert_eq!(PeerKey::parse(" plc2 "), PeerKey::Name("plc2".into()));
-        assert_eq!(PeerKey::parse("12a"), PeerKey::Name("12a".into()));
-    }
 }

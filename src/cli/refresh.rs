@@ -2,16 +2,19 @@
 //! prints its report: a table per class, one per relation, the phase
 //! timers and the warnings.
 //!
+//! With `--json`, the report is printed as JSON instead.
+//!
 //! A refresh the mass-delete guard refused prints its report, then fails
 //! with exit code 3 and the `--force` hint.
 
 use clap::Args;
 
 use super::client::{ClientArgs, Server};
-use super::peer::PeerKey;
+use super::json;
 use super::progress::Spinner;
 use super::table::{Align, Table};
 use super::{CliError, StorageArgs, format_time};
+use crate::client::PeerKey;
 use crate::proto::v1 as pb;
 
 /// Options of `fedreg refresh`.
@@ -27,6 +30,9 @@ pub struct RefreshArgs {
     /// last refresh.
     #[arg(long)]
     pub full: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Refreshes a peer and prints the report.
@@ -35,19 +41,19 @@ pub async fn refresh(
     client: &ClientArgs,
     args: RefreshArgs,
 ) -> Result<(), CliError> {
-    let mut server = Server::connect(client, &storage.data_dir).await?;
+    let server = Server::connect(client, &storage.data_dir).await?;
     let spinner = Spinner::start(format!("refreshing {}", args.peer));
     let answer = server
-        .peers
-        .refresh_peer(pb::RefreshPeerRequest {
-            peer: Some(PeerKey::parse(&args.peer).into()),
-            force: args.force,
-            full: args.full,
-        })
+        .client
+        .refresh_peer(PeerKey::parse(&args.peer), args.force, args.full)
         .await;
     spinner.stop().await;
-    let report = answer.map_err(|s| server.fail(s))?.into_inner();
-    print!("{}", report_text(&report, true));
+    let report = answer.map_err(|s| server.fail(s))?;
+    if args.json {
+        json::print(&json::report(&report));
+    } else {
+        print!("{}", report_text(&report, true));
+    }
     if report.outcome == pb::RefreshOutcome::Refused as i32 {
         return Err(CliError::Refused(format!(
             "refresh of {} refused by the mass-delete guard; nothing was applied.\n\

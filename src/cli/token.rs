@@ -28,7 +28,11 @@ pub enum TokenCommand {
         peer: Option<String>,
     },
     /// List tokens (never their secrets).
-    List,
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke a token by id.
     Revoke {
         /// The token's id, as `token list` shows it.
@@ -62,7 +66,13 @@ pub async fn token(storage: &StorageArgs, command: TokenCommand) -> Result<()> {
             );
             println!("{secret}");
         }
-        TokenCommand::List => {
+        TokenCommand::List { json: true } => {
+            let rows = tokens::list(&mut conn).await?;
+            super::json::print(&serde_json::Value::from_iter(
+                rows.iter().map(super::json::token),
+            ));
+        }
+        TokenCommand::List { json: false } => {
             let mut table = Table::new(&[
                 ("ID", Align::Right),
                 ("ROLE", Align::Left),

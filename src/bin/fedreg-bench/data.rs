@@ -468,6 +468,11 @@ pub async fn change_one_percent(
             "DELETE FROM slice_person WHERE slice_id IN ({})",
             pick(shape.slices, 3)
         ),
+        // A person goes with its keys, as DeletePerson does.
+        format!(
+            "DELETE FROM keys WHERE key_id IN (SELECT key_id FROM person_key WHERE person_id IN ({}))",
+            pick(shape.persons, 2)
+        ),
         format!(
             "DELETE FROM persons WHERE person_id IN ({})",
             pick(shape.persons, 2)

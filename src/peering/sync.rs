@@ -312,7 +312,7 @@ pub async fn apply(
         peer_id,
         &mut spool.sites,
         (cached.sites, scope(|t| &t.sites)),
-        (Vec::new(), &mut cascade),
+        (Cascaded::default(), &mut cascade),
         &mut rounds,
         report,
         prepare_site,
@@ -326,7 +326,7 @@ pub async fn apply(
         peer_id,
         &mut spool.keys,
         (cached.keys, scope(|t| &t.keys)),
-        (Vec::new(), &mut cascade),
+        (Cascaded::default(), &mut cascade),
         &mut rounds,
         report,
         |key, report| prepare_key(key, &key_types, owners, report),
@@ -338,7 +338,7 @@ pub async fn apply(
         peer_id,
         &mut spool.persons,
         (cached.persons, scope(|t| &t.persons)),
-        (Vec::new(), &mut cascade),
+        (Cascaded::default(), &mut cascade),
         &mut rounds,
         report,
         prepare_person,
@@ -350,7 +350,10 @@ pub async fn apply(
         true => NodeEnumerations::default(),
         false => NodeEnumerations::load(conn).await?,
     };
-    let site_nodes = std::mem::take(&mut cascade.nodes);
+    let site_nodes = Cascaded {
+        deleted: std::mem::take(&mut cascade.nodes),
+        changed: Vec::new(),
+    };
     ids.nodes = sync_class::<CachedNodes, _>(
         conn,
         peer_id,
@@ -373,7 +376,10 @@ pub async fn apply(
         true => HashMap::new(),
         false => cache::login_bases(conn, peer_id, scope(|t| &t.sites)).await?,
     };
-    let site_slices = std::mem::take(&mut cascade.slices);
+    let site_slices = Cascaded {
+        deleted: std::mem::take(&mut cascade.slices),
+        changed: std::mem::take(&mut cascade.slices_losing_creator),
+    };
     ids.slices = sync_class::<CachedSlices, _>(
         conn,
         peer_id,
@@ -424,6 +430,17 @@ struct Cascade {
     nodes: Vec<i64>,
     slices: Vec<i64>,
     keys_of_persons: Vec<i64>,
+    /// Slices whose creator went (the database sets it to null): the
+    /// peer's ids.
+    slices_losing_creator: Vec<i64>,
+}
+
+/// What an earlier class's deletions did to the cached objects of a class:
+/// objects deleted with them, objects changed by them (the peer's ids).
+#[derive(Debug, Default)]
+struct Cascaded {
+    deleted: Vec<i64>,
+    changed: Vec<i64>,
 }
 
 impl Cascade {
@@ -446,6 +463,8 @@ impl Cascade {
             let pairs = PersonKeys::for_owners(conn, local_ids).await?;
             self.keys_of_persons
                 .extend(pairs.into_iter().map(|(_, key)| key));
+            self.slices_losing_creator
+                .extend(cache::cached_slices_created_by(conn, peer_id, local_ids).await?);
         }
         Ok(())
     }
@@ -515,7 +534,7 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
     peer_id: i64,
     spool: &mut ClassSpool<T>,
     (mut cached_ids, scope): (HashMap<i64, i64>, Option<&[i64]>),
-    (cascaded, cascade): (Vec<i64>, &mut Cascade),
+    (cascaded, cascade): (Cascaded, &mut Cascade),
     rounds: &mut Rounds,
     report: &mut ReportBuilder,
     mut prepare: impl FnMut(T, &mut ReportBuilder) -> Option<(i64, K::Fields)> + Send,
@@ -526,10 +545,17 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
     let now = now();
     // Every id cascaded was an object of this class cached from the peer
     // (a delta's map holds only the ids it touches).
+    let Cascaded {
+        deleted: cascaded,
+        changed: cascade_changed,
+    } = cascaded;
     let cascaded_count = cascaded.len();
     for id in &cascaded {
         cached_ids.remove(id);
     }
+    // Objects an earlier deletion changed count as updated, unless the
+    // refresh updates or deletes them anyway.
+    let mut changed_by_cascade: HashSet<i64> = cascade_changed.into_iter().collect();
     let gone = spool.doomed(&cached_ids, rounds.delta);
     let mut deleted = delete_noting::<K>(conn, peer_id, &gone, &cached_ids, cascade).await?;
     let mut removed: HashSet<i64> = gone.into_iter().collect();
@@ -582,6 +608,11 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
             .collect();
         deleted += delete_noting::<K>(conn, peer_id, &stale, &cached_ids, cascade).await?;
         removed.extend(stale);
+        if !changed_by_cascade.is_empty() {
+            for (id, _) in &plan.upserts {
+                changed_by_cascade.remove(id);
+            }
+        }
         K::upsert(conn, peer_id, &plan.upserts, now).await?;
         added += plan.added;
         updated += plan.updated;
@@ -615,6 +646,11 @@ async fn sync_class<K: CachedKind, T: PeerObject>(
     }
     deleted += delete_noting::<K>(conn, peer_id, &displaced, &cached_ids, cascade).await?;
     removed.extend(displaced);
+
+    updated += changed_by_cascade
+        .iter()
+        .filter(|id| !removed.contains(id))
+        .count();
 
     let ids = if added > 0 {
         match scope {

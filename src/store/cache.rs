@@ -796,6 +796,28 @@ pub async fn cached_at_sites(
     Ok((node_ids, slice_ids))
 }
 
+/// The peer's ids of a peer's cached slices created by one of the given
+/// (local) persons, whose creator the database sets to null when those go.
+pub async fn cached_slices_created_by(
+    conn: &mut DbConn,
+    peer_id: i64,
+    person_ids: &[i64],
+) -> Result<Vec<i64>> {
+    let mut out = Vec::new();
+    for chunk in person_ids.chunks(CHUNK) {
+        let found: Vec<i64> = with_db!(conn, |c| {
+            slices::table
+                .filter(slices::peer_id.eq(peer_id))
+                .filter(slices::creator_person_id.eq_any(chunk))
+                .select(slices::peer_slice_id.assume_not_null())
+                .load(c)
+                .await
+        })?;
+        out.extend(found);
+    }
+    Ok(out)
+}
+
 /// A row's local id and its id at its peer.
 #[derive(QueryableByName)]
 struct IdPair {

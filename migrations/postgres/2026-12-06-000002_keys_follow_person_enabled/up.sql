@@ -1,0 +1,26 @@
+-- A person's enabled flag decides whether peers cache the person, and so
+-- its keys (a key goes with its person) and the persons and creators of
+-- slices that name it: those keys and local slices change too.
+CREATE OR REPLACE FUNCTION log_slices_of_flipped_persons() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    WITH flipped AS (
+        SELECT n.person_id FROM changed n JOIN previous o ON o.person_id = n.person_id
+        WHERE n.peer_id IS NULL AND o.enabled IS DISTINCT FROM n.enabled
+    )
+    INSERT INTO export_log (kind, object_id, revision, changed_at)
+    SELECT kind, id, export_revision(), extract(epoch FROM now())::BIGINT
+    FROM (
+        SELECT 5 AS kind, sp.slice_id AS id FROM flipped f
+        JOIN slice_person sp ON sp.person_id = f.person_id
+        JOIN slices s ON s.slice_id = sp.slice_id WHERE s.peer_id IS NULL
+        UNION
+        SELECT 5, s.slice_id FROM flipped f
+        JOIN slices s ON s.creator_person_id = f.person_id WHERE s.peer_id IS NULL
+        UNION
+        SELECT 2, pk.key_id FROM flipped f
+        JOIN person_key pk ON pk.person_id = f.person_id
+    ) ids
+    ON CONFLICT (kind, object_id) DO UPDATE
+    SET revision = excluded.revision, changed_at = excluded.changed_at;
+    RETURN NULL;
+END $$;

@@ -10,10 +10,12 @@
 //! - [`api`]: the gRPC surface (services, auth and logging layers, status mapping);
 //! - [`registry`]: validation and the operations of the admin API;
 //! - [`store`]: diesel repositories, one copy of each query for both backends;
-//! - [`server`] and [`cli`]: process wiring, the `fedreg` command.
+//! - [`server`] and [`cli`]: process wiring, the `fedreg` command;
+//! - [`data_dir`]: the data directory and its private files.
 
 pub mod api;
 pub mod cli;
+pub mod data_dir;
 pub mod error;
 pub mod peering;
 pub mod proto;

@@ -19,10 +19,8 @@ use crate::error::{Error, Result};
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// Mode of the data directory: its owner only.
-#[cfg(unix)]
 const DIR_MODE: u32 = 0o700;
 /// Mode of a file holding secrets: read and written by its owner only.
-#[cfg(unix)]
 const FILE_MODE: u32 = 0o600;
 /// Files SQLite keeps beside the database, by suffix.
 const SQLITE_SIDE_FILES: &[&str] = &["-wal", "-shm", "-journal"];
@@ -33,7 +31,7 @@ const SQLITE_SIDE_FILES: &[&str] = &["-wal", "-shm", "-journal"];
 /// creating the database file empty if it does not exist yet.
 pub fn prepare(data_dir: &Path, database_url: &str) -> Result<()> {
     create_private_dir(data_dir)?;
-    tighten(&data_dir.join(ADMIN_TOKEN_FILE), FILE_MODE_OR_NONE)?;
+    tighten(&data_dir.join(ADMIN_TOKEN_FILE), FILE_MODE)?;
     // A plain path: `file:` URIs and `:memory:` are the operator's business.
     let plain_path = !database_url.starts_with("file:") && database_url != ":memory:";
     if !crate::store::is_postgres_url(database_url) && plain_path {
@@ -42,7 +40,7 @@ pub fn prepare(data_dir: &Path, database_url: &str) -> Result<()> {
         for suffix in SQLITE_SIDE_FILES {
             let mut side = db.as_os_str().to_owned();
             side.push(suffix);
-            tighten(Path::new(&side), FILE_MODE_OR_NONE)?;
+            tighten(Path::new(&side), FILE_MODE)?;
         }
     }
     Ok(())
@@ -59,16 +57,10 @@ pub fn write_private(path: &Path, contents: &str) -> Result<()> {
         .open(path)
         .map_err(|e| Error::Unavailable(format!("writing {}: {e}", path.display())))?;
     // An existing file keeps its mode on open: tighten it too.
-    tighten(path, FILE_MODE_OR_NONE)?;
+    tighten(path, FILE_MODE)?;
     file.write_all(contents.as_bytes())
         .map_err(|e| Error::Unavailable(format!("writing {}: {e}", path.display())))
 }
-
-/// The file mode to enforce, where modes exist.
-#[cfg(unix)]
-const FILE_MODE_OR_NONE: Option<u32> = Some(FILE_MODE);
-#[cfg(not(unix))]
-const FILE_MODE_OR_NONE: Option<u32> = None;
 
 /// Creates `dir` (and missing parents) with mode 0700, or tightens it.
 fn create_private_dir(dir: &Path) -> Result<()> {
@@ -79,10 +71,7 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     builder.create(dir).map_err(|e| {
         Error::Unavailable(format!("creating data directory {}: {e}", dir.display()))
     })?;
-    #[cfg(unix)]
-    return tighten(dir, Some(DIR_MODE));
-    #[cfg(not(unix))]
-    Ok(())
+    tighten(dir, DIR_MODE)
 }
 
 /// Creates `path` empty with mode 0600 when it does not exist, or tightens it.
@@ -94,15 +83,14 @@ fn create_private_file(path: &Path) -> Result<()> {
     options
         .open(path)
         .map_err(|e| Error::Unavailable(format!("creating {}: {e}", path.display())))?;
-    tighten(path, FILE_MODE_OR_NONE)
+    tighten(path, FILE_MODE)
 }
 
-/// Removes the group and other permissions of `path` when it exists and has
-/// any, with a warning naming the file and both modes; `mode` is the mode it
-/// then gets (`None`: nothing to enforce).
-fn tighten(path: &Path, mode: Option<u32>) -> Result<()> {
+/// Gives `path`, when it exists and other users have any permission on it,
+/// the mode `mode`, with a warning naming the file and both modes.
+fn tighten(path: &Path, mode: u32) -> Result<()> {
     #[cfg(unix)]
-    if let Some(mode) = mode {
+    {
         use std::os::unix::fs::PermissionsExt;
         let found = match std::fs::metadata(path) {
             Ok(meta) => meta.permissions().mode() & 0o777,
@@ -118,7 +106,7 @@ fn tighten(path: &Path, mode: Option<u32>) -> Result<()> {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                 .map_err(|e| Error::Unavailable(format!("restricting {}: {e}", path.display())))?;
             tracing::warn!(
-                "{} was readable by other users (mode {found:o}): changed to {mode:o}",
+                "{} was open to other users (mode {found:o}): changed to {mode:o}",
                 path.display()
             );
         }

@@ -11,11 +11,13 @@
 //! - [`registry`]: validation and the operations of the admin API;
 //! - [`store`]: diesel repositories, one copy of each query for both backends;
 //! - [`server`] and [`cli`]: process wiring, the `fedreg` command;
-//! - [`client`]: a typed client of a server, for programs (see `examples/`).
+//! - [`client`]: a typed client of a server, for programs (see `examples/`);
+//! - [`data_dir`]: the data directory and its private files.
 
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod data_dir;
 pub mod error;
 pub mod peering;
 pub mod proto;

@@ -11,11 +11,16 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// What is logged unless `FEDREG_LOG` says otherwise: info, and the TLS
+/// handshakes the server refuses (a client certificate from an unknown CA,
+/// expired...), which tonic reports at debug level.
+const DEFAULT_LOG: &str = "info,tonic::transport::server::io_stream=debug";
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("FEDREG_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("FEDREG_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         // Colours for a person at a terminal; plain text for log files and journald.

@@ -7,7 +7,6 @@
 //! returns. Tests start servers the same way on port 0.
 
 use std::fs::File;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::api::auth::AuthLayer;
 use crate::api::logging::LoggingLayer;
@@ -26,6 +25,7 @@ use crate::api::peers::PeerApi;
 use crate::api::registry::RegistryApi;
 use crate::api::tokens::TokenApi;
 use crate::error::{Error, Result};
+use crate::peering::fetch::Clients;
 use crate::peering::fetch::FetchLimits;
 use crate::peering::follow::{self, Followers};
 use crate::peering::refresh::Refresher;
@@ -39,8 +39,7 @@ use crate::proto::v1::token_service_server::TokenServiceServer;
 use crate::store::Store;
 use crate::store::tokens::{self, Role};
 
-/// File in the data directory holding the first admin token.
-pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+pub use crate::data_dir::ADMIN_TOKEN_FILE;
 /// File in the data directory locked by the server using it.
 const LOCK_FILE: &str = "fedreg.lock";
 /// The SQLite database file in the data directory.
@@ -69,6 +68,17 @@ pub struct ServerConfig {
     pub registry_name: String,
     /// PEM certificate and key to serve TLS; plain HTTP/2 when `None`.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// PEM CA certificate(s) verifying the client certificates callers may
+    /// present over TLS (needs `tls`); a peer record's client identity can
+    /// then be checked. `None`: no client certificate is asked for.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse TLS connections without a client certificate verified by
+    /// `client_ca` (admins included); otherwise one is optional and only
+    /// peers whose record names a client identity need one.
+    pub require_client_cert: bool,
+    /// PEM certificate and key this registry presents to `https://` peers
+    /// that ask for a client certificate.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Default largest fraction of a peer's cache a refresh may delete.
     pub max_delete_fraction: f64,
     /// Longest wait for the next message of a peer's `GetPeerData` stream.
@@ -94,6 +104,9 @@ impl ServerConfig {
             database_url: None,
             registry_name: "fedreg".into(),
             tls: None,
+            client_ca: None,
+            require_client_cert: false,
+            client_cert: None,
             max_delete_fraction: 0.5,
             peer_timeout: Duration::from_secs(60),
             refresh_timeout: DEFAULT_REFRESH_TIMEOUT,
@@ -171,17 +184,23 @@ impl RunningServer {
 
 /// Opens storage, binds the listener and starts serving in the background.
 pub async fn start(config: ServerConfig) -> Result<RunningServer> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        Error::Unavailable(format!(
-            "creating data directory {}: {e}",
-            config.data_dir.display()
-        ))
-    })?;
     let url = config.database_url();
+    crate::data_dir::prepare(&config.data_dir, &url)?;
     let lock = if crate::store::is_postgres_url(&url) {
         None
     } else {
         Some(lock_data_dir(&config.data_dir)?)
+    };
+    if config.client_ca.is_some() && config.tls.is_none() {
+        return Err(Error::invalid(
+            "client_ca",
+            "",
+            "client certificates need TLS: set the server's certificate and key too",
+        ));
+    }
+    let client_identity = match &config.client_cert {
+        Some((cert, key)) => Some(Identity::from_pem(read_pem(cert)?, read_pem(key)?)),
+        None => None,
     };
     let store = Store::open(&url).await?;
     let admin_token = ensure_admin_token(&store, &config.data_dir).await?;
@@ -202,7 +221,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         },
         chunk_size: config.refresh_chunk.max(1),
         lock_connections: Default::default(),
-        clients: Default::default(),
+        clients: Clients::new(client_identity),
     };
     let app = Arc::new(App {
         store,
@@ -261,13 +280,15 @@ async fn serve(
 
     let mut builder = tonic::transport::Server::builder();
     if let Some((cert, key)) = &app.config.tls {
-        let read = |p: &PathBuf| {
-            std::fs::read(p)
-                .map_err(|e| Error::Unavailable(format!("reading {}: {e}", p.display())))
-        };
-        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        let identity = Identity::from_pem(read_pem(cert)?, read_pem(key)?);
+        let mut tls = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &app.config.client_ca {
+            tls = tls
+                .client_ca_root(Certificate::from_pem(read_pem(ca)?))
+                .client_auth_optional(!app.config.require_client_cert);
+        }
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(identity))
+            .tls_config(tls)
             .map_err(|e| Error::Unavailable(format!("TLS configuration: {e}")))?;
     }
     let store = app.store.clone();
@@ -305,6 +326,11 @@ async fn serve(
         .map_err(|e| Error::Internal(format!("server: {e}")))
 }
 
+/// The contents of a PEM file named in the configuration.
+fn read_pem(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::Unavailable(format!("reading {}: {e}", path.display())))
+}
+
 /// Locks the data directory so that a second server cannot use the same
 /// SQLite files; the lock dies with the process.
 fn lock_data_dir(data_dir: &Path) -> Result<File> {
@@ -334,23 +360,6 @@ async fn ensure_admin_token(store: &Store, data_dir: &Path) -> Result<Option<Str
         return Ok(None);
     }
     let (secret, _) = tokens::create(&mut conn, "initial admin", Role::Admin, None).await?;
-    write_private(&data_dir.join(ADMIN_TOKEN_FILE), &format!("{secret}\n"))?;
+    crate::data_dir::write_private(&data_dir.join(ADMIN_TOKEN_FILE), &format!("{secret}\n"))?;
     Ok(Some(secret))
-}
-
-/// Writes `contents` to a new file readable and writable by its owner only.
-pub fn write_private(path: &Path, contents: &str) -> Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| Error::Unavailable(format!("writing {}: {e}", path.display())))?;
-    // An existing file keeps its mode on open: tighten it too.
-    #[cfg(unix)]
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(|e| Error::Unavailable(format!("restricting {}: {e}", path.display())))?;
-    file.write_all(contents.as_bytes())
-        .map_err(|e| Error::Unavailable(format!("writing {}: {e}", path.display())))
 }

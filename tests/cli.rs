@@ -53,8 +53,11 @@ impl Storage {
 struct Served {
     child: Child,
     addr: SocketAddr,
-    /// The admin token it printed, if it created one.
+    /// The admin token it created, if it created one (read from the file
+    /// its startup message names: stderr is a pipe, so it does not print it).
     new_token: Option<String>,
+    /// Its stderr up to listening.
+    startup: Vec<String>,
     /// The rest of its stderr, once it exits.
     rest: JoinHandle<Vec<String>>,
 }
@@ -82,13 +85,19 @@ async fn serve(mut command: Command) -> Served {
     .expect("fedreg serve listens within a minute");
     let new_token = seen
         .iter()
-        .position(|l| l.starts_with("Created the first admin token"))
-        .and_then(|i| seen[i + 1..].iter().find(|l| !l.trim().is_empty()))
-        .map(|l| l.trim().to_owned());
+        .find_map(|l| l.strip_prefix("Created the first admin token: it is in "))
+        .and_then(|rest| rest.strip_suffix(" (readable by its owner only)"))
+        .map(|file| {
+            std::fs::read_to_string(file)
+                .expect("the named token file")
+                .trim()
+                .to_owned()
+        });
     Served {
         child,
         addr,
         new_token,
+        startup: seen,
         rest: tokio::spawn(drain(lines)),
     }
 }
@@ -155,13 +164,32 @@ async fn serve_creates_data_dir_and_admin_token(backend: Backend) {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "admin-token is private: {mode:o}");
     let saved = std::fs::read_to_string(&token_file).unwrap();
-    let printed = served.new_token.clone().expect("first admin token printed");
+    let printed = served
+        .new_token
+        .clone()
+        .expect("first admin token announced");
     assert_eq!(saved.trim(), printed);
+    // stderr goes to a pipe (a service log): the token is not in it.
+    assert!(
+        served.startup.iter().all(|l| !l.contains(&printed)),
+        "{:#?}",
+        served.startup
+    );
     assert_eq!(
         storage.data_dir.join("fedreg.db").exists(),
         backend == Backend::Sqlite,
         "the SQLite database lives in the data directory, unless PostgreSQL is used"
     );
+    // Other local users can read nothing: the directory is 0700, the
+    // database and its WAL 0600.
+    assert_eq!(mode_of(&storage.data_dir), 0o700);
+    let private = private_files(&storage.data_dir);
+    if backend == Backend::Sqlite {
+        assert!(private.len() >= 3, "database, WAL and token: {private:?}");
+    }
+    for file in &private {
+        assert_eq!(mode_of(file), 0o600, "{}", file.display());
+    }
 
     // The saved token is an admin token of this server.
     let mut api = served.registry(&printed).await;
@@ -189,6 +217,48 @@ async fn serve_creates_data_dir_and_admin_token(backend: Backend) {
         .sites;
     assert_eq!(sites.len(), 1);
     assert_eq!(again.terminate().await.0, Some(0));
+
+    // Modes loosened by hand (an older fedreg, a careless copy) are
+    // tightened at the next start, with a warning naming each file.
+    std::fs::set_permissions(&storage.data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let private = private_files(&storage.data_dir);
+    for file in &private {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let tightened = serve(storage.command()).await;
+    assert_eq!(mode_of(&storage.data_dir), 0o700);
+    for file in &private {
+        assert_eq!(mode_of(file), 0o600, "{}", file.display());
+        let name = file.display().to_string();
+        assert!(
+            tightened
+                .startup
+                .iter()
+                .any(|l| l.contains("WARN") && l.contains(&name) && l.contains("644")),
+            "a warning for {name}: {:#?}",
+            tightened.startup
+        );
+    }
+    assert_eq!(tightened.terminate().await.0, Some(0));
+}
+
+/// The permission bits of `path`.
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("file exists")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The files of a data directory that hold secrets, as they exist now: the
+/// admin token and the SQLite database with its side files.
+fn private_files(data_dir: &Path) -> Vec<PathBuf> {
+    ["admin-token", "fedreg.db", "fedreg.db-wal", "fedreg.db-shm"]
+        .iter()
+        .map(|name| data_dir.join(name))
+        .filter(|path| path.exists())
+        .collect()
 }
 
 async fn second_serve_on_same_data_dir(backend: Backend) {

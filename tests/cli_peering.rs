@@ -1,8 +1,9 @@
 //! Peering from the command line: the real `fedreg` binary's `peer
 //! add|list|show|update|rm` and `refresh` against real registries, peered
 //! both ways with tokens; its errors (status code and message); the
-//! mass-delete guard and `--force`; TLS on both sides; the spinner only on a
-//! terminal. On both backends.
+//! mass-delete guard and `--force`; TLS on both sides; the outbound token
+//! read from a file; the warning for plain http:// to another host; the
+//! spinner only on a terminal. On both backends.
 
 mod common;
 
@@ -500,7 +501,92 @@ async fn tls_on_both_sides(backend: Backend) {
     assert_eq!(field(&shown, "url"), plc2_url);
 }
 
+async fn outbound_token_file_and_warnings(backend: Backend) {
+    let plc1 = TestServer::start_named(backend, "plc1").await;
+    let plc2 = TestServer::start_named(backend, "plc2").await;
+    populate(&plc2, "two", 2, 0, 0).await;
+    success(&cli(&plc2, &["peer", "add", "plc1", "--url", &plc1.url()]).await);
+    let files = tempfile::tempdir().unwrap();
+    let token_file = files.path().join("plc2.token");
+    std::fs::write(
+        &token_file,
+        format!("{}\n", peer_token(&plc2, "plc1").await),
+    )
+    .unwrap();
+    let token_path = token_file.to_str().unwrap();
+
+    // The token comes from the file, never on the command line.
+    let added = cli(
+        &plc1,
+        &[
+            "peer",
+            "add",
+            "plc2",
+            "--url",
+            &plc2.url(),
+            "--outbound-token-file",
+            token_path,
+            "--client-identity",
+            "plc2.example.org",
+        ],
+    )
+    .await;
+    success(&added);
+    assert!(!stderr(&added).contains("warning"), "{}", stderr(&added));
+    let shown = success(&cli(&plc1, &["peer", "show", "plc2"]).await);
+    assert_eq!(field(&shown, "outbound token"), "set");
+    assert_eq!(field(&shown, "client identity"), "plc2.example.org");
+    let report = success(&cli(&plc1, &["refresh", "plc2"]).await);
+    assert!(report.starts_with("plc2: APPLIED"), "{report}");
+
+    // A file that cannot be read, an empty one, or both ways at once.
+    let missing = files.path().join("missing.token");
+    let missing = missing.to_str().unwrap();
+    failure(
+        &cli(
+            &plc1,
+            &["peer", "update", "plc2", "--outbound-token-file", missing],
+        )
+        .await,
+        &["outbound_token_file", missing, "cannot read it"],
+    );
+    let empty = files.path().join("empty.token");
+    std::fs::write(&empty, "\n").unwrap();
+    let empty = empty.to_str().unwrap();
+    failure(
+        &cli(
+            &plc1,
+            &["peer", "update", "plc2", "--outbound-token-file", empty],
+        )
+        .await,
+        &["outbound_token_file", empty, "empty"],
+    );
+    let both = [
+        "peer",
+        "update",
+        "plc2",
+        "--outbound-token",
+        "x",
+        "--outbound-token-file",
+        token_path,
+    ];
+    failure_with(&cli(&plc1, &both).await, 2, &["cannot be used with"]);
+    assert!(success(&cli(&plc1, &["refresh", "plc2"]).await).starts_with("plc2: APPLIED"));
+
+    // Plain http:// to another host: the token would cross the network in
+    // clear text.
+    let far = "http://plc3.example.org:50051";
+    let added = cli(&plc1, &["peer", "add", "plc3", "--url", far]).await;
+    success(&added);
+    assert!(
+        stderr(&added).contains(&format!("warning: peer_url {far} is plain http://")),
+        "{}",
+        stderr(&added)
+    );
+}
+
 backend_tests!(
+    outbound_token_file_and_warnings,
     peer_commands_federate_two_registries,
     peer_command_errors,
     refresh_refused_then_forced,

@@ -5,6 +5,13 @@
 //! store; the caller's [`Principal`] is put in the request extensions for
 //! the services that need to know who calls (GetPeerData). Peer tokens may
 //! call only the peering service; everything else needs an admin token.
+//!
+//! A peer record may name a client identity: then a call with one of that
+//! peer's tokens must also come over TLS with a client certificate that the
+//! server verified against its `--client-ca` and that names the identity
+//! ([`client_cert`]), so that a stolen token alone is not enough. Without a
+//! certificate the call is UNAUTHENTICATED; with one naming someone else,
+//! PERMISSION_DENIED.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,11 +22,14 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use tonic::Status;
 use tonic::body::Body;
+use tonic::transport::CertificateDer;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
+use super::client_cert;
 use crate::error::Error;
-use crate::store::Store;
 use crate::store::tokens::{self, Role};
+use crate::store::{DbConn, Store, peers};
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -101,7 +111,15 @@ where
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.to_str().map(str::to_owned).unwrap_or_default());
-            match layer.authorize(header, &path).await {
+            // The certificate chain the TLS layer verified, on a TLS connection.
+            let certs = request
+                .extensions()
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(TlsConnectInfo::peer_certs);
+            match layer
+                .authorize(header, &path, certs.as_deref().map(Vec::as_slice))
+                .await
+            {
                 Ok(principal) => {
                     request.extensions_mut().insert(principal);
                     inner.call(request).await
@@ -113,7 +131,12 @@ where
 }
 
 impl AuthLayer {
-    async fn authorize(&self, header: Option<String>, path: &str) -> Result<Principal, Error> {
+    async fn authorize(
+        &self,
+        header: Option<String>,
+        path: &str,
+        certs: Option<&[CertificateDer<'static>]>,
+    ) -> Result<Principal, Error> {
         let header = header.ok_or_else(|| {
             Error::Unauthenticated(
                 "missing authorization header: send `authorization: Bearer <token>`".into(),
@@ -143,6 +166,9 @@ impl AuthLayer {
                 token.token_id,
                 role.as_str()
             )));
+        }
+        if let Some(peer_id) = token.peer_id {
+            check_client_certificate(&mut conn, peer_id, certs).await?;
         }
         drop(conn);
         self.touch(token.token_id).await;
@@ -176,5 +202,33 @@ impl AuthLayer {
                 }
             });
         }
+    }
+}
+
+/// Checks that the client certificate of a call with a token of peer
+/// `peer_id` names the identity the peer record requires, if it requires
+/// one.
+async fn check_client_certificate(
+    conn: &mut DbConn,
+    peer_id: i64,
+    certs: Option<&[CertificateDer<'static>]>,
+) -> Result<(), Error> {
+    let Some((peername, Some(required))) = peers::client_requirement(conn, peer_id).await? else {
+        return Ok(());
+    };
+    let Some(cert) = certs.and_then(<[_]>::first) else {
+        return Err(Error::Unauthenticated(format!(
+            "tokens of peer {peername} are accepted only with a TLS client certificate for \
+             {required} (verified against this server's --client-ca); none was presented"
+        )));
+    };
+    if client_cert::names(cert, &required) {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied(format!(
+            "tokens of peer {peername} need a client certificate for {required}; the one \
+             presented names {}",
+            client_cert::describe(cert)
+        )))
     }
 }

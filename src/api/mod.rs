@@ -5,6 +5,7 @@
 //! what gets logged) are tower layers wired once in [`crate::server`].
 
 pub mod auth;
+pub mod client_cert;
 pub mod logging;
 pub mod peering;
 pub mod peers;

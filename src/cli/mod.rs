@@ -52,7 +52,8 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct StorageArgs {
     /// Data directory: the embedded SQLite database, the first admin token
-    /// (`admin-token`) and lock files. Created if missing.
+    /// (`admin-token`) and lock files. Created if missing, private to its
+    /// owner (mode 0700; the database and token files 0600).
     #[arg(
         long,
         global = true,
@@ -72,13 +73,9 @@ impl StorageArgs {
     }
 
     async fn open(&self) -> Result<Store, Error> {
-        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
-            Error::Unavailable(format!(
-                "creating data directory {}: {e}",
-                self.data_dir.display()
-            ))
-        })?;
-        Store::open(&self.url()).await
+        let url = self.url();
+        crate::data_dir::prepare(&self.data_dir, &url)?;
+        Store::open(&url).await
     }
 }
 
@@ -159,8 +156,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve::serve(&cli.storage, args).await?,
         Command::Migrate => {
-            std::fs::create_dir_all(&cli.storage.data_dir).ok();
-            let applied = run_migrations(&cli.storage.url()).await?;
+            let url = cli.storage.url();
+            crate::data_dir::prepare(&cli.storage.data_dir, &url)?;
+            let applied = run_migrations(&url).await?;
             println!("{applied} migration(s) applied");
         }
         Command::Token(command) => token::token(&cli.storage, command).await?,

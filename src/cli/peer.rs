@@ -17,6 +17,7 @@ use super::table::{Align, Table};
 use super::{CliError, StorageArgs};
 use crate::client::PeerKey;
 use crate::error::Error;
+use crate::peering::peers::plaintext_warning;
 use crate::proto::v1 as pb;
 
 /// `fedreg peer ...`
@@ -67,8 +68,9 @@ pub struct AddArgs {
         .required(true)
         .multiple(true)
         .args([
-            "name", "url", "outbound_token", "peer_cacert", "shortname",
-            "hrn_root", "refresh_interval", "max_delete_fraction", "follow",
+            "name", "url", "outbound_token", "outbound_token_file", "peer_cacert",
+            "client_identity", "shortname", "hrn_root", "refresh_interval",
+            "max_delete_fraction", "follow",
         ])
 ))]
 pub struct UpdateArgs {
@@ -92,6 +94,15 @@ pub struct PeerSettings {
     /// peer` on the peer), presented when calling it; "" removes it.
     #[arg(long, value_name = "TOKEN")]
     pub outbound_token: Option<String>,
+    /// File holding the outbound token (its first line), so that the token
+    /// does not appear on command lines.
+    #[arg(long, value_name = "FILE", conflicts_with = "outbound_token")]
+    pub outbound_token_file: Option<PathBuf>,
+    /// Identity (certificate subject CN, or a DNS, IP or URI name) that the
+    /// peer's calls to this registry must prove with a TLS client
+    /// certificate (see `serve --client-ca`); "" removes it.
+    #[arg(long, value_name = "NAME")]
+    pub client_identity: Option<String>,
     /// PEM file with the CA certificate that verifies the peer's TLS
     /// certificate (https:// peers); "" removes it.
     #[arg(long, value_name = "FILE")]
@@ -116,6 +127,30 @@ pub struct PeerSettings {
 }
 
 impl PeerSettings {
+    /// The outbound token given inline or in --outbound-token-file:
+    /// `Some("")` to remove it.
+    fn outbound_token(&self) -> Result<Option<String>, CliError> {
+        let Some(path) = &self.outbound_token_file else {
+            return Ok(self.outbound_token.clone());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid(
+                "outbound_token_file",
+                path.display(),
+                format!("cannot read it: {e}"),
+            )
+        })?;
+        match text.lines().next().map(str::trim) {
+            Some(token) if !token.is_empty() => Ok(Some(token.to_owned())),
+            _ => Err(Error::invalid(
+                "outbound_token_file",
+                path.display(),
+                "its first line is empty: it must hold the token",
+            )
+            .into()),
+        }
+    }
+
     /// The CA certificate's PEM text: `Some("")` to remove it.
     fn cacert(&self) -> Result<Option<String>, CliError> {
         match &self.peer_cacert {
@@ -144,9 +179,10 @@ pub async fn peer(
         PeerCommand::Add(add) => {
             let request = pb::CreatePeerRequest {
                 cacert: add.settings.cacert()?.unwrap_or_default(),
+                outbound_token: add.settings.outbound_token()?.unwrap_or_default(),
+                client_identity: add.settings.client_identity.unwrap_or_default(),
                 peername: add.name,
                 peer_url: add.url,
-                outbound_token: add.settings.outbound_token.unwrap_or_default(),
                 shortname: add.settings.shortname.unwrap_or_default(),
                 hrn_root: add.settings.hrn_root.unwrap_or_default(),
                 refresh_interval_seconds: add.settings.refresh_interval.unwrap_or(0),
@@ -160,6 +196,7 @@ pub async fn peer(
                 .map_err(|s| server.fail(s))?
                 .into_inner();
             println!("peer {} added with id {}", peer.peername, peer.peer_id);
+            warn_plaintext(&peer.peer_url);
             if !peer.has_outbound_token {
                 eprintln!(
                     "note: {} has no outbound token yet, so it cannot be refreshed: ask its admin \
@@ -184,12 +221,14 @@ pub async fn peer(
         }
         PeerCommand::Update(update) => {
             let current = get(&mut server, PeerKey::parse(&update.peer)).await?;
+            let url_changed = update.url.is_some();
             let request = pb::UpdatePeerRequest {
                 peer_id: current.peer_id,
                 peername: update.name,
                 peer_url: update.url,
                 cacert: update.settings.cacert()?,
-                outbound_token: update.settings.outbound_token,
+                outbound_token: update.settings.outbound_token()?,
+                client_identity: update.settings.client_identity,
                 shortname: update.settings.shortname,
                 hrn_root: update.settings.hrn_root,
                 refresh_interval_seconds: update.settings.refresh_interval,
@@ -203,6 +242,9 @@ pub async fn peer(
                 .map_err(|s| server.fail(s))?
                 .into_inner();
             println!("peer {} (id {}) updated", peer.peername, peer.peer_id);
+            if url_changed {
+                warn_plaintext(&peer.peer_url);
+            }
             print!("{}", peer_text(&peer));
         }
         PeerCommand::Rm { peer } => {
@@ -226,6 +268,13 @@ pub async fn peer(
         }
     }
     Ok(())
+}
+
+/// Prints a warning on stderr when `url` is plain http:// to another host.
+fn warn_plaintext(url: &str) {
+    if let Some(warning) = plaintext_warning(url) {
+        eprintln!("warning: {warning}");
+    }
 }
 
 /// The peer named by `key`.
@@ -329,6 +378,7 @@ fn peer_text(peer: &pb::Peer) -> String {
         ("hrn root", or_dash(&peer.hrn_root)),
         ("CA certificate", set(!peer.cacert.is_empty()).into()),
         ("outbound token", set(peer.has_outbound_token).into()),
+        ("client identity", or_dash(&peer.client_identity)),
         ("mode", mode_text(peer)),
         (
             "refresh interval",

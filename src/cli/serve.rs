@@ -1,5 +1,6 @@
 //! `fedreg serve`: runs the server until SIGINT or SIGTERM.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -25,6 +26,37 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "FEDREG_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) verifying client certificates (needs
+    /// --tls-cert): callers may then present one, and peers whose record
+    /// names a client identity must.
+    #[arg(
+        long,
+        env = "FEDREG_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse every TLS connection without a client certificate verified by
+    /// --client-ca, admin clients included.
+    #[arg(long, env = "FEDREG_REQUIRE_CLIENT_CERT", requires = "client_ca")]
+    pub require_client_cert: bool,
+    /// PEM client certificate presented to https:// peers when refreshing
+    /// or following them (needs --client-key).
+    #[arg(
+        long,
+        env = "FEDREG_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(
+        long,
+        env = "FEDREG_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
     /// Largest fraction of a peer's cache that a refresh may delete without
     /// --force (per-peer setting overrides it).
     #[arg(long, env = "FEDREG_MAX_DELETE_FRACTION", default_value_t = 0.5)]
@@ -75,6 +107,9 @@ pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
         database_url: storage.database_url.clone(),
         registry_name: args.name,
         tls: args.tls_cert.zip(args.tls_key),
+        client_ca: args.client_ca,
+        require_client_cert: args.require_client_cert,
+        client_cert: args.client_cert.zip(args.client_key),
         max_delete_fraction: args.max_delete_fraction,
         peer_timeout: std::time::Duration::from_secs(args.peer_timeout.max(1)),
         refresh_timeout: std::time::Duration::from_secs(args.refresh_timeout.max(1)),
@@ -89,10 +124,19 @@ pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
     let stop = shutdown_signal()?;
     let running = server::start(config).await?;
     if let Some(token) = running.new_admin_token() {
-        eprintln!(
-            "Created the first admin token (shown once; also saved to {}):\n\n    {token}\n",
-            token_file.display()
-        );
+        // Service managers keep stderr in their logs: the token goes there
+        // only when a person is watching.
+        if std::io::stderr().is_terminal() {
+            eprintln!(
+                "Created the first admin token (shown once; also saved to {}):\n\n    {token}\n",
+                token_file.display()
+            );
+        } else {
+            eprintln!(
+                "Created the first admin token: it is in {} (readable by its owner only)",
+                token_file.display()
+            );
+        }
     }
     eprintln!("fedreg listening on {}", running.addr());
     stop.await;

@@ -1,8 +1,9 @@
 //! Fetching a peer's dump: the client side of `GetPeerData`.
 //!
 //! Connects to the peer's URL (`http://`, or `https://` verified against
-//! the CA certificate stored on the peer record), presents the outbound
-//! token, and writes the stream to a [`Spool`] as it arrives, so memory
+//! the CA certificate stored on the peer record, presenting this
+//! registry's client certificate when one is configured), presents the
+//! outbound token, and writes the stream to a [`Spool`] as it arrives, so memory
 //! stays bounded whatever the dump's size. The dump counts only when it is
 //! whole: a stream that ends without its trailer, or whose trailer
 //! disagrees with what arrived, or that stalls longer than the idle
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::spool::{DumpLimits, Spool};
 use crate::error::{Error, Result};
@@ -259,21 +260,33 @@ impl Connection {
 /// itself when its connection breaks): opening a connection costs more
 /// than a small delta refresh. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Clients(Arc<Mutex<HashMap<i64, (Connection, PeerClient)>>>);
+pub struct Clients {
+    kept: Arc<Mutex<HashMap<i64, (Connection, PeerClient)>>>,
+    identity: Option<Identity>,
+}
 
 impl Clients {
+    /// No clients yet; `identity` is the client certificate and key
+    /// presented to `https://` peers (none when `None`).
+    pub fn new(identity: Option<Identity>) -> Clients {
+        Clients {
+            kept: Arc::default(),
+            identity,
+        }
+    }
+
     /// A client of `peer`: the kept one when the peer's connection settings
     /// did not change, a new one otherwise (connecting within `timeout`).
     pub async fn get(&self, peer: &PeerRow, timeout: Duration) -> Result<PeerClient> {
         let connection = Connection::of(peer);
-        if let Ok(kept) = self.0.lock()
+        if let Ok(kept) = self.kept.lock()
             && let Some((made_for, client)) = kept.get(&peer.peer_id)
             && *made_for == connection
         {
             return Ok(client.clone());
         }
-        let client = client(peer, timeout).await?;
-        if let Ok(mut kept) = self.0.lock() {
+        let client = client(peer, self.identity.as_ref(), timeout).await?;
+        if let Ok(mut kept) = self.kept.lock() {
             kept.insert(peer.peer_id, (connection, client.clone()));
         }
         Ok(client)
@@ -281,7 +294,7 @@ impl Clients {
 
     /// Drops the client of a peer, so that the next call connects anew.
     pub fn forget(&self, peer_id: i64) {
-        if let Ok(mut kept) = self.0.lock() {
+        if let Ok(mut kept) = self.kept.lock() {
             kept.remove(&peer_id);
         }
     }
@@ -307,8 +320,12 @@ impl Interceptor for Bearer {
 }
 
 /// Connects to `peer` (waiting at most `timeout`) as a client presenting
-/// its outbound token.
-pub async fn client(peer: &PeerRow, timeout: Duration) -> Result<PeerClient> {
+/// its outbound token, and `identity` as client certificate over TLS.
+pub async fn client(
+    peer: &PeerRow,
+    identity: Option<&Identity>,
+    timeout: Duration,
+) -> Result<PeerClient> {
     let token = peer.outbound_token.as_ref().ok_or_else(|| {
         Error::FailedPrecondition(format!(
             "peer {} has no outbound token: set one with UpdatePeer (a peer token created on {})",
@@ -321,15 +338,20 @@ pub async fn client(peer: &PeerRow, timeout: Duration) -> Result<PeerClient> {
             peer.peername
         ))
     })?;
-    let channel = connect(peer, timeout).await?;
+    let channel = connect(peer, identity, timeout).await?;
     Ok(
         PeeringServiceClient::with_interceptor(channel, Bearer(bearer))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )
 }
 
-/// Opens a channel to the peer, with TLS for `https://`.
-async fn connect(peer: &PeerRow, timeout: Duration) -> Result<Channel> {
+/// Opens a channel to the peer, with TLS for `https://` (presenting
+/// `identity` when given).
+async fn connect(
+    peer: &PeerRow,
+    identity: Option<&Identity>,
+    timeout: Duration,
+) -> Result<Channel> {
     let bad = |e: &dyn std::fmt::Display| {
         Error::FailedPrecondition(format!(
             "peer {} has an unusable peer_url {}: {e}",
@@ -344,7 +366,10 @@ async fn connect(peer: &PeerRow, timeout: Duration) -> Result<Channel> {
         let pem = peer.cacert.as_ref().ok_or_else(|| {
             bad(&"an https:// peer needs its CA certificate (cacert) on the peer record")
         })?;
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        if let Some(identity) = identity {
+            tls = tls.identity(identity.clone());
+        }
         endpoint = endpoint.tls_config(tls).map_err(|e| bad(&e))?;
     }
     endpoint.connect().await.map_err(|e| {

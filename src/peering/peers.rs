@@ -2,7 +2,9 @@
 //!
 //! A peer record says where the peer serves (`peer_url`, `http://` or
 //! `https://` with the peer's CA certificate), which token to present to it
-//! (the outbound token, stored but never returned) and how it is refreshed.
+//! (the outbound token, stored but never returned), which identity the
+//! peer's callers must prove with a TLS client certificate (the client
+//! identity, checked by the auth layer) and how it is refreshed.
 //! Deleting a peer removes everything cached from it, and its tokens, in one
 //! transaction.
 
@@ -44,6 +46,7 @@ pub async fn load(conn: &mut DbConn, followers: &Followers, row: PeerRow) -> Res
     };
     Ok(pb::Peer {
         follow: row.follow,
+        client_identity: row.client_identity.unwrap_or_default(),
         mode: mode as i32,
         follow_status,
         peer_id: row.peer_id,
@@ -137,6 +140,43 @@ fn cacert(value: &str) -> Result<Option<String>> {
     Ok(Some(v.to_owned()))
 }
 
+/// Why a peer URL deserves a warning: plain `http://` to a host that is not
+/// this machine sends the outbound token and the peer's data in clear text.
+pub fn plaintext_warning(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| {
+        format!(
+            "peer_url {url} is plain http:// to another host: the outbound token and the \
+             peer's data cross the network unencrypted; use https://"
+        )
+    })
+}
+
+/// An optional client certificate identity (a subject CN or a DNS, IP or
+/// URI name): empty means none.
+fn client_identity(value: &str) -> Result<Option<String>> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.len() > 255 || v.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "client_identity",
+            v.chars().take(40).collect::<String>(),
+            "must be at most 255 characters, without control characters",
+        ));
+    }
+    Ok(Some(v.to_owned()))
+}
+
 /// An optional outbound token: empty means none.
 fn outbound_token(value: &str) -> Option<String> {
     let v = value.trim();
@@ -169,6 +209,13 @@ fn max_delete_fraction(value: f64) -> Result<f64> {
     }
 }
 
+/// Logs [`plaintext_warning`] for `url`, if any.
+fn warn_plaintext(url: &str) {
+    if let Some(warning) = plaintext_warning(url) {
+        tracing::warn!("{warning}");
+    }
+}
+
 async fn ensure_name_free(conn: &mut DbConn, name: &str) -> Result<()> {
     match peers::by_name(conn, name).await? {
         Some(_) => Err(Error::exists("peername", name)),
@@ -197,7 +244,9 @@ pub async fn create(
         date_created: now(),
         last_refresh_outcome: pb::RefreshOutcome::Unspecified as i32,
         follow: req.follow,
+        client_identity: client_identity(&req.client_identity)?,
     };
+    warn_plaintext(&peer.peer_url);
     let mut conn = store.write().await?;
     conn.transaction(|c| {
         Box::pin(async move {
@@ -280,7 +329,15 @@ pub async fn update(
             .transpose()?
             .map(Some),
         follow: req.follow,
+        client_identity: req
+            .client_identity
+            .as_deref()
+            .map(client_identity)
+            .transpose()?,
     };
+    if let Some(url) = &changes.peer_url {
+        warn_plaintext(url);
+    }
     let mut conn = store.write().await?;
     conn.transaction(|c| {
         Box::pin(async move {
@@ -344,6 +401,27 @@ mod tests {
         assert!(refresh_interval(0).is_ok());
         assert!(max_delete_fraction(1.5).is_err());
         assert!(cacert("garbage").is_err());
+        assert_eq!(client_identity(" ").unwrap(), None);
+        assert!(client_identity("plc\n2").is_err());
+    }
+
+    #[test]
+    fn plaintext_warnings() {
+        for quiet in [
+            "http://127.0.0.1:50051",
+            "http://localhost:1",
+            "http://[::1]:50051",
+            "https://plc.example.org:443",
+        ] {
+            assert_eq!(plaintext_warning(quiet), None, "{quiet}");
+        }
+        for loud in ["http://plc.example.org:50051", "http://10.0.0.2:50051"] {
+            let warning = plaintext_warning(loud).expect(loud);
+            assert!(
+                warning.contains(loud) && warning.contains("https://"),
+                "{warning}"
+            );
+        }
         assert_eq!(cacert("").unwrap(), None);
     }
 }

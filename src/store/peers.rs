@@ -46,6 +46,9 @@ pub struct PeerRow {
     /// Whether a follow stream applies the peer's changes as they are
     /// committed (instead of the refresh schedule).
     pub follow: bool,
+    /// Identity a verified TLS client certificate must name for calls with
+    /// this peer's tokens; `None` when none is required.
+    pub client_identity: Option<String>,
 }
 
 impl PeerRow {
@@ -67,6 +70,22 @@ pub async fn require(conn: &mut DbConn, peer_id: i64) -> Result<PeerRow> {
             .optional()
     })?
     .ok_or_else(|| Error::not_found("peer", "peer_id", peer_id))
+}
+
+/// The name of peer `peer_id` and the client certificate identity its
+/// callers must present; `None` when the peer does not exist.
+pub async fn client_requirement(
+    conn: &mut DbConn,
+    peer_id: i64,
+) -> Result<Option<(String, Option<String>)>> {
+    Ok(with_db!(conn, |c| {
+        peers::table
+            .find(peer_id)
+            .select((peers::peername, peers::client_identity))
+            .first(c)
+            .await
+            .optional()
+    })?)
 }
 
 /// A new peer row.
@@ -95,6 +114,8 @@ pub struct NewPeer {
     pub last_refresh_outcome: i32,
     /// Whether the peer is followed.
     pub follow: bool,
+    /// Required client certificate identity.
+    pub client_identity: Option<String>,
 }
 
 /// Changes to a peer; `None` leaves a column as it is.
@@ -119,6 +140,8 @@ pub struct PeerChanges {
     pub max_delete_fraction: Option<Option<f64>>,
     /// Whether the peer is followed.
     pub follow: Option<bool>,
+    /// Required client certificate identity; `Some(None)` removes it.
+    pub client_identity: Option<Option<String>>,
 }
 
 /// The outcome of a refresh, as recorded on the peer.

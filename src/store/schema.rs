@@ -23,6 +23,7 @@ diesel::table! {
         checkpoint_epoch -> Nullable<Text>,
         checkpoint_revision -> Nullable<BigInt>,
         follow -> Bool,
+        client_identity -> Nullable<Text>,
     }
 }
 

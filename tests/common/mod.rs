@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod cli;
 pub mod fake_peer;
 pub mod federation;
@@ -30,7 +31,7 @@ use fedreg::proto::v1::token_service_client::TokenServiceClient;
 use fedreg::server::{RunningServer, ServerConfig};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 /// The database a test server uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +186,9 @@ pub struct TestServer {
     pub database_url: String,
     /// Its data directory.
     pub data_dir: tempfile::TempDir,
+    /// How the test's clients reach it over TLS, when it serves TLS (set
+    /// by the test, which made its certificate); plain HTTP/2 when `None`.
+    pub client_tls: Option<ClientTlsConfig>,
     pg: Option<PgTestDb>,
 }
 
@@ -222,6 +226,7 @@ impl TestServer {
             backend,
             database_url,
             data_dir,
+            client_tls: None,
             pg,
         }
     }
@@ -245,6 +250,7 @@ impl TestServer {
             backend: other.backend,
             database_url: other.database_url.clone(),
             data_dir,
+            client_tls: None,
             pg: None,
         }
     }
@@ -256,16 +262,19 @@ impl TestServer {
 
     /// The server's URL, as a peer would store it.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        match self.client_tls {
+            Some(_) => format!("https://{}", self.addr()),
+            None => format!("http://{}", self.addr()),
+        }
     }
 
     /// A channel to the server.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url())
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect")
+        let mut endpoint = Channel::from_shared(self.url()).unwrap();
+        if let Some(tls) = &self.client_tls {
+            endpoint = endpoint.tls_config(tls.clone()).expect("TLS settings");
+        }
+        endpoint.connect().await.expect("connect")
     }
 
     async fn authed(&self, token: Option<&str>) -> Authed {

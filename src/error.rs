@@ -55,6 +55,12 @@ pub enum Error {
     /// A dependency (database, peer) cannot be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller is over a limit (concurrent streams per token).
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The caller took too long (a stream it did not read).
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// Anything else: a bug or a database failure.
     #[error("{0}")]
     Internal(String),

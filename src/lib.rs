@@ -10,11 +10,13 @@
 //! - [`api`]: the gRPC surface (services, auth and logging layers, status mapping);
 //! - [`registry`]: validation and the operations of the admin API;
 //! - [`store`]: diesel repositories, one copy of each query for both backends;
-//! - [`server`] and [`cli`]: process wiring, the `fedreg` command.
+//! - [`server`] and [`cli`]: process wiring, the `fedreg` command;
+//!   [`listener`]: the accepted connections, capped and timed out.
 
 pub mod api;
 pub mod cli;
 pub mod error;
+pub mod listener;
 pub mod peering;
 pub mod proto;
 pub mod registry;

@@ -52,12 +52,16 @@ pub enum Error {
     /// The operation conflicts with one already running.
     #[error("{0}")]
     Aborted(String),
-    /// A limit was reached (a peer's dump larger than allowed...).
-    #[error("{0}")]
-    ResourceExhausted(String),
     /// A dependency (database, peer) cannot be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// A limit was reached: the caller's (concurrent streams per token), or
+    /// a peer's (a dump larger than allowed).
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The caller took too long (a stream it did not read).
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// Anything else: a bug or a database failure.
     #[error("{0}")]
     Internal(String),

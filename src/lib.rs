@@ -12,13 +12,15 @@
 //! - [`store`]: diesel repositories, one copy of each query for both backends;
 //! - [`server`] and [`cli`]: process wiring, the `fedreg` command;
 //! - [`client`]: a typed client of a server, for programs (see `examples/`);
-//! - [`data_dir`]: the data directory and its private files.
+//! - [`data_dir`]: the data directory and its private files;
+//! - [`listener`]: the accepted connections, capped and timed out.
 
 pub mod api;
 pub mod cli;
 pub mod client;
 pub mod data_dir;
 pub mod error;
+pub mod listener;
 pub mod peering;
 pub mod proto;
 pub mod registry;

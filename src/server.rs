@@ -5,6 +5,12 @@
 //! exists, binds the listener and serves until [`RunningServer::shutdown`]:
 //! then it stops accepting calls, lets the calls in flight finish and
 //! returns. Tests start servers the same way on port 0.
+//!
+//! The limits that keep a server reachable whatever its callers do are set
+//! here: connections ([`crate::listener`], HTTP/2 keepalive), streams per
+//! token and their send timeout ([`crate::api::sessions`],
+//! [`crate::peering::export`]); the health service reports `NOT_SERVING`
+//! while the database does not answer.
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -15,16 +21,20 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::server::NamedService;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::api::auth::AuthLayer;
 use crate::api::logging::LoggingLayer;
 use crate::api::peering::PeeringApi;
 use crate::api::peers::PeerApi;
 use crate::api::registry::RegistryApi;
+use crate::api::sessions::{self, Sessions};
 use crate::api::tokens::TokenApi;
 use crate::error::{Error, Result};
+use crate::listener;
 use crate::peering::fetch::Clients;
 use crate::peering::fetch::FetchLimits;
 use crate::peering::follow::{self, Followers};
@@ -93,6 +103,28 @@ pub struct ServerConfig {
     /// How long the change log keeps a change: a peer away for longer gets
     /// a full snapshot instead of a delta.
     pub change_retention: Duration,
+    /// Longest wait for a `GetPeerData` caller to take the next batch
+    /// before its stream ends (`DEADLINE_EXCEEDED`) and gives its database
+    /// connection back.
+    pub send_timeout: Duration,
+    /// Concurrent `GetPeerData` and `Follow` streams per token.
+    pub streams_per_token: usize,
+    /// How long an authenticated token may be trusted when the database
+    /// does not answer in time; also how soon the streams of a token
+    /// revoked by another process end.
+    pub token_cache: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Longest wait for a new connection's first bytes.
+    pub handshake_timeout: Duration,
+    /// Interval of the HTTP/2 keepalive pings.
+    pub keepalive_interval: Duration,
+    /// Longest wait for a keepalive ping's answer before the connection
+    /// is closed.
+    pub keepalive_timeout: Duration,
+    /// How often the health service checks that the database answers;
+    /// also how long the database has to answer.
+    pub health_interval: Duration,
 }
 
 impl ServerConfig {
@@ -113,6 +145,24 @@ impl ServerConfig {
             max_dump: DumpLimits::default(),
             refresh_chunk: DEFAULT_REFRESH_CHUNK,
             change_retention: DEFAULT_CHANGE_RETENTION,
+            send_timeout: crate::peering::export::DEFAULT_SEND_TIMEOUT,
+            streams_per_token: 4,
+            token_cache: Duration::from_secs(10),
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            health_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// The connection limits of the listener.
+    fn connection_limits(&self) -> listener::Limits {
+        listener::Limits {
+            max_connections: self.max_connections,
+            handshake_timeout: self.handshake_timeout,
+            // A live client answers every keepalive ping.
+            idle_timeout: self.keepalive_interval + self.keepalive_timeout,
         }
     }
 
@@ -180,6 +230,20 @@ impl RunningServer {
             .await
             .map_err(|e| Error::Internal(format!("server task: {e}")))?
     }
+
+    /// Serves until `signal` completes, then shuts down as
+    /// [`RunningServer::shutdown`] does; returns early with the error of a
+    /// server that stops by itself.
+    pub async fn serve_until(mut self, signal: impl Future<Output = ()>) -> Result<()> {
+        tokio::select! {
+            () = signal => self.shutdown().await,
+            ended = &mut self.task => match ended {
+                Ok(Ok(())) => Err(Error::Internal("the server stopped by itself".into())),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(Error::Internal(format!("server task: {e}"))),
+            },
+        }
+    }
 }
 
 /// Opens storage, binds the listener and starts serving in the background.
@@ -202,6 +266,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         Some((cert, key)) => Some(Identity::from_pem(read_pem(cert)?, read_pem(key)?)),
         None => None,
     };
+    // An unusable certificate or key fails here, before anything listens.
+    let transport = transport(&config)?;
     let store = Store::open(&url).await?;
     let admin_token = ensure_admin_token(&store, &config.data_dir).await?;
     let listener = TcpListener::bind(config.listen)
@@ -241,7 +307,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         app.config.change_retention,
         stopped.clone(),
     ));
-    let task = tokio::spawn(serve(app.clone(), listener, stopped));
+    let sessions = Sessions::new(sessions::Limits {
+        streams_per_token: app.config.streams_per_token.max(1),
+        token_cache: app.config.token_cache.max(Duration::from_millis(1)),
+    });
+    tokio::spawn(sessions::run_revocation_check(
+        sessions.clone(),
+        app.store.clone(),
+        stopped.clone(),
+    ));
+    let task = tokio::spawn(serve(app.clone(), transport, sessions, listener, stopped));
     tracing::info!(%addr, backend = ?app.store.kind(), "fedreg listening");
     Ok(RunningServer {
         addr,
@@ -253,8 +328,104 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     })
 }
 
+/// The transport's settings: TLS, HTTP/2 keepalive.
+fn transport(config: &ServerConfig) -> Result<Server> {
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout));
+    if let Some((cert, key)) = &config.tls {
+        let read = |p: &PathBuf| {
+            std::fs::read(p)
+                .map_err(|e| Error::Unavailable(format!("reading {}: {e}", p.display())))
+        };
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        let mut tls = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &config.client_ca {
+            tls = tls
+                .client_ca_root(Certificate::from_pem(read(ca)?))
+                .client_auth_optional(!config.require_client_cert);
+        }
+        builder = builder.tls_config(tls).map_err(|e| {
+            Error::Unavailable(format!(
+                "TLS certificate {} or key {}: {}",
+                cert.display(),
+                key.display(),
+                error_chain(&e)
+            ))
+        })?;
+    }
+    Ok(builder)
+}
+
+/// An error with its sources, joined: transport errors keep the reason in
+/// their sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(e) = source {
+        message.push_str(": ");
+        message.push_str(&e.to_string());
+        source = e.source();
+    }
+    message
+}
+
+/// The names the health service reports on: the server's and each service's.
+const HEALTH_NAMES: &[&str] = &[
+    "",
+    <RegistryServiceServer<RegistryApi> as NamedService>::NAME,
+    <TokenServiceServer<TokenApi> as NamedService>::NAME,
+    <PeerServiceServer<PeerApi> as NamedService>::NAME,
+    <PeeringServiceServer<PeeringApi> as NamedService>::NAME,
+];
+
+/// Sets the health of the server and of each service.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for name in HEALTH_NAMES {
+        health.set_service_status(*name, status).await;
+    }
+}
+
+/// Every `interval`, reports the server `NOT_SERVING` while the database
+/// does not answer within `interval`, `SERVING` again once it does; until
+/// `stop` turns true.
+async fn watch_health(
+    store: Store,
+    health: HealthReporter,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut serving = true;
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = ticks.tick() => {}
+        }
+        let answered = store.ping(interval).await;
+        if *stop.borrow() {
+            return;
+        }
+        match (&answered, serving) {
+            (Err(e), true) => {
+                tracing::warn!(error = %e, "the database does not answer: NOT_SERVING");
+                set_health(&health, ServingStatus::NotServing).await;
+            }
+            (Ok(()), false) => {
+                tracing::info!("the database answers again: SERVING");
+                set_health(&health, ServingStatus::Serving).await;
+            }
+            _ => {}
+        }
+        serving = answered.is_ok();
+    }
+}
+
 async fn serve(
     app: Arc<App>,
+    builder: Server,
+    sessions: Arc<Sessions>,
     listener: TcpListener,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -269,37 +440,26 @@ async fn serve(
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<RegistryServiceServer<RegistryApi>>()
-        .await;
-    health.set_serving::<TokenServiceServer<TokenApi>>().await;
-    health.set_serving::<PeerServiceServer<PeerApi>>().await;
-    health
-        .set_serving::<PeeringServiceServer<PeeringApi>>()
-        .await;
+    set_health(&health, ServingStatus::Serving).await;
+    tokio::spawn(watch_health(
+        app.store.clone(),
+        health.clone(),
+        app.config.health_interval,
+        stopped.clone(),
+    ));
 
-    let mut builder = tonic::transport::Server::builder();
-    if let Some((cert, key)) = &app.config.tls {
-        let identity = Identity::from_pem(read_pem(cert)?, read_pem(key)?);
-        let mut tls = ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = &app.config.client_ca {
-            tls = tls
-                .client_ca_root(Certificate::from_pem(read_pem(ca)?))
-                .client_auth_optional(!app.config.require_client_cert);
-        }
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| Error::Unavailable(format!("TLS configuration: {e}")))?;
-    }
     let store = app.store.clone();
     let router = builder
         .layer(LoggingLayer)
-        .layer(AuthLayer::new(store.clone()))
+        .layer(AuthLayer::new(store.clone(), sessions.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(RegistryServiceServer::new(RegistryApi::new(store.clone())))
-        .add_service(TokenServiceServer::new(TokenApi::new(store.clone())))
+        .add_service(TokenServiceServer::new(TokenApi::new(
+            store.clone(),
+            sessions.clone(),
+        )))
         .add_service(PeerServiceServer::new(PeerApi::new(
             app.refresher.clone(),
             app.followers.clone(),
@@ -308,18 +468,16 @@ async fn serve(
             store.clone(),
             app.config.registry_name.clone(),
             stopped.clone(),
+            sessions,
+            app.config.send_timeout,
         )));
 
     let shutdown = async move {
         let _ = stopped.wait_for(|stop| *stop).await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        set_health(&health, ServingStatus::NotServing).await;
         tracing::info!("shutting down: finishing calls in flight");
     };
-    // Small replies (health, one object, the end of a stream) go out at
-    // once instead of waiting for the peer's delayed ACK (Nagle).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = listener::incoming(listener, app.config.connection_limits());
     router
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -5,6 +5,11 @@
 //! store; the caller's [`Principal`] is put in the request extensions for
 //! the services that need to know who calls (GetPeerData). Peer tokens may
 //! call only the peering service; everything else needs an admin token.
+//! Every call looks its token up, so that a revocation takes effect at
+//! once; but when the database does not answer within [`CACHE_PATIENCE`],
+//! a token that authenticated recently ([`Sessions`]) is trusted without
+//! it, so that an admin reaches the server (and `RevokeToken`) even when
+//! every connection is busy.
 //!
 //! A peer record may name a client identity: then a call with one of that
 //! peer's tokens must also come over TLS with a client certificate that the
@@ -27,6 +32,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
 use super::client_cert;
+use super::sessions::Sessions;
 use crate::error::Error;
 use crate::store::tokens::{self, Role};
 use crate::store::{DbConn, Store, peers};
@@ -46,6 +52,9 @@ pub struct Principal {
 const OPEN_PREFIXES: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
 /// Paths a peer token may call.
 const PEER_PREFIXES: &[&str] = &["/fedreg.v1.PeeringService/"];
+/// How long a call waits for the database to look its token up before a
+/// recently authenticated token is trusted without it.
+const CACHE_PATIENCE: Duration = Duration::from_millis(250);
 /// How often a token's last-used time is written, at most.
 const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -53,14 +62,16 @@ const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct AuthLayer {
     store: Store,
+    sessions: Arc<Sessions>,
     touched: Arc<Mutex<HashMap<i64, Instant>>>,
 }
 
 impl AuthLayer {
-    /// Authenticates against the tokens in `store`.
-    pub fn new(store: Store) -> AuthLayer {
+    /// Authenticates against the tokens in `store`, remembered in `sessions`.
+    pub fn new(store: Store, sessions: Arc<Sessions>) -> AuthLayer {
         AuthLayer {
             store,
+            sessions,
             touched: Arc::default(),
         }
     }
@@ -151,32 +162,59 @@ impl AuthLayer {
             .ok_or_else(|| {
                 Error::Unauthenticated("authorization header must be `Bearer <token>`".into())
             })?;
-        let mut conn = self.store.read().await?;
-        let token = tokens::find_by_secret(&mut conn, secret)
-            .await?
-            .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))?;
-        let role = Role::parse(&token.role)?;
-        let allowed = match role {
+        let principal = self.principal(secret).await?;
+        let allowed = match principal.role {
             Role::Admin => true,
             Role::Peer => PEER_PREFIXES.iter().any(|p| path.starts_with(p)),
         };
         if !allowed {
             return Err(Error::PermissionDenied(format!(
                 "token {} has role {}, which may not call {path}",
-                token.token_id,
-                role.as_str()
+                principal.token_id,
+                principal.role.as_str()
             )));
         }
-        if let Some(peer_id) = token.peer_id {
+        if let Some(peer_id) = principal.peer_id {
+            let mut conn = self.store.read().await?;
             check_client_certificate(&mut conn, peer_id, certs).await?;
         }
+        self.touch(principal.token_id).await;
+        Ok(principal)
+    }
+
+    /// The token whose secret is `secret`: looked up, or remembered when
+    /// the lookup takes too long or the database fails.
+    async fn principal(&self, secret: &str) -> Result<Principal, Error> {
+        let hash = tokens::hash_secret(secret);
+        let lookup = self.lookup(secret, hash.clone());
+        let Some(remembered) = self.sessions.cached(&hash) else {
+            return lookup.await;
+        };
+        match tokio::time::timeout(CACHE_PATIENCE, lookup).await {
+            Ok(Ok(principal)) => Ok(principal),
+            Ok(Err(e @ Error::Unauthenticated(_))) => Err(e),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "token lookup failed: trusting the cached token");
+                Ok(remembered)
+            }
+            Err(_) => Ok(remembered),
+        }
+    }
+
+    /// Looks the token up in the database, and remembers it.
+    async fn lookup(&self, secret: &str, hash: String) -> Result<Principal, Error> {
+        let mut conn = self.store.read().await?;
+        let token = tokens::find_by_secret(&mut conn, secret)
+            .await?
+            .ok_or_else(|| Error::Unauthenticated("unknown or revoked token".into()))?;
         drop(conn);
-        self.touch(token.token_id).await;
-        Ok(Principal {
+        let principal = Principal {
             token_id: token.token_id,
-            role,
+            role: Role::parse(&token.role)?,
             peer_id: token.peer_id,
-        })
+        };
+        self.sessions.remember(hash, principal.clone());
+        Ok(principal)
     }
 
     /// Records the token's use, at most once per [`TOUCH_INTERVAL`].

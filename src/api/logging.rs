@@ -55,18 +55,12 @@ where
             let millis = started.elapsed().as_secs_f64() * 1000.0;
             match &result {
                 Ok(response) => {
-                    let code = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .map(tonic::Code::from_i32)
-                        .unwrap_or(tonic::Code::Ok);
-                    let message = response
-                        .headers()
-                        .get("grpc-message")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
+                    // The message travels percent-encoded; the status
+                    // read from the headers is decoded.
+                    let (code, message) = match tonic::Status::from_header_map(response.headers()) {
+                        Some(status) => (status.code(), status.message().to_owned()),
+                        None => (tonic::Code::Ok, String::new()),
+                    };
                     tracing::info!(%method, status = ?code, ms = format_args!("{millis:.1}"), "{message}");
                 }
                 Err(e) => {

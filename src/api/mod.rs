@@ -10,6 +10,7 @@ pub mod logging;
 pub mod peering;
 pub mod peers;
 pub mod registry;
+pub mod sessions;
 pub mod status;
 pub mod tokens;
 

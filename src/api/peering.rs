@@ -1,12 +1,16 @@
 //! `fedreg.v1.PeeringService`: `GetPeerData` and `Follow`, called by peers.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::sync::watch;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use super::auth::Principal;
+use super::sessions::{Sessions, StreamSlot};
 use crate::peering::announce::{self, FollowStream};
-use crate::peering::export::{self, PeerDataStream};
+use crate::peering::export::{self, Delivery, PeerDataStream};
 use crate::proto::v1 as pb;
 use crate::proto::v1::peering_service_server::PeeringService;
 use crate::store::Store;
@@ -17,17 +21,41 @@ pub struct PeeringApi {
     store: Store,
     registry_name: String,
     stop: watch::Receiver<bool>,
+    sessions: Arc<Sessions>,
+    send_timeout: Duration,
 }
 
 impl PeeringApi {
     /// A service over `store`, announcing itself as `registry_name`; its
-    /// follow streams end when `stop` turns true.
-    pub fn new(store: Store, registry_name: String, stop: watch::Receiver<bool>) -> PeeringApi {
+    /// follow streams end when `stop` turns true. Streams take their slots
+    /// in `sessions`; a `GetPeerData` caller that reads nothing for
+    /// `send_timeout` loses its stream.
+    pub fn new(
+        store: Store,
+        registry_name: String,
+        stop: watch::Receiver<bool>,
+        sessions: Arc<Sessions>,
+        send_timeout: Duration,
+    ) -> PeeringApi {
         PeeringApi {
             store,
             registry_name,
             stop,
+            sessions,
+            send_timeout,
         }
+    }
+
+    /// A stream slot for the caller's token (none without a token).
+    fn slot(
+        &self,
+        principal: Option<&Principal>,
+        call: &str,
+    ) -> Result<Option<StreamSlot>, Status> {
+        principal
+            .map(|p| self.sessions.open_stream(p.token_id, call))
+            .transpose()
+            .map_err(Status::from)
     }
 }
 
@@ -42,16 +70,19 @@ impl PeeringService for PeeringApi {
     ) -> Result<Response<Self::GetPeerDataStream>, Status> {
         // A peer gets its own nodes as cached here (PeerNodes); an admin
         // calling by hand gets the local objects only.
-        let caller_peer = request
-            .extensions()
-            .get::<Principal>()
-            .and_then(|p| p.peer_id);
+        let principal = request.extensions().get::<Principal>();
+        let caller_peer = principal.and_then(|p| p.peer_id);
+        let slot = self.slot(principal, "GetPeerData")?;
         let request = export::Request {
             registry_name: self.registry_name.clone(),
             caller_peer,
             since: request.into_inner().since,
         };
-        let stream: PeerDataStream = export::stream(self.store.clone(), request);
+        let delivery = Delivery {
+            send_timeout: self.send_timeout,
+            slot,
+        };
+        let stream: PeerDataStream = export::stream(self.store.clone(), request, delivery);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -61,8 +92,10 @@ impl PeeringService for PeeringApi {
     ) -> Result<Response<Self::FollowStream>, Status> {
         let principal = request.extensions().get::<Principal>().cloned();
         let request = request.into_inner();
+        let heartbeat = announce::heartbeat(request.heartbeat_seconds)?;
+        let slot = self.slot(principal.as_ref(), "Follow")?;
         let subscription = announce::Subscription {
-            heartbeat: announce::heartbeat(request.heartbeat_seconds)?,
+            heartbeat,
             token_id: principal.as_ref().map(|p| p.token_id),
             changes: request.include_changes.then(|| export::Request {
                 registry_name: self.registry_name.clone(),
@@ -70,6 +103,7 @@ impl PeeringService for PeeringApi {
                 since: None,
             }),
             since: request.since,
+            slot,
         };
         Ok(Response::new(announce::stream(
             self.store.clone(),

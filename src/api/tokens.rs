@@ -1,5 +1,8 @@
 //! `fedreg.v1.TokenService`: API tokens.
 
+use std::sync::Arc;
+
+use super::sessions::Sessions;
 use crate::error::Result;
 use crate::proto::v1 as pb;
 use crate::proto::v1::token_service_server::TokenService;
@@ -7,18 +10,18 @@ use crate::registry;
 use crate::store::Store;
 use crate::store::tokens::{self, Role, TokenRow};
 
-use super::delegate_service;
-
 /// Manages tokens for admins.
 #[derive(Clone)]
 pub struct TokenApi {
     store: Store,
+    sessions: Arc<Sessions>,
 }
 
 impl TokenApi {
-    /// A service over `store`.
-    pub fn new(store: Store) -> TokenApi {
-        TokenApi { store }
+    /// A service over `store`; a revoked token is forgotten by `sessions`,
+    /// which ends its streams.
+    pub fn new(store: Store, sessions: Arc<Sessions>) -> TokenApi {
+        TokenApi { store, sessions }
     }
 }
 
@@ -54,14 +57,44 @@ async fn list(store: &Store, _req: pb::ListTokensRequest) -> Result<pb::ListToke
     Ok(pb::ListTokensResponse { tokens })
 }
 
-async fn revoke(store: &Store, req: pb::RevokeTokenRequest) -> Result<pb::RevokeTokenResponse> {
+async fn revoke(
+    store: &Store,
+    sessions: &Sessions,
+    req: pb::RevokeTokenRequest,
+) -> Result<pb::RevokeTokenResponse> {
     let mut conn = store.write().await?;
     tokens::revoke(&mut conn, req.token_id).await?;
+    drop(conn);
+    sessions.revoke(req.token_id);
     Ok(pb::RevokeTokenResponse {})
 }
 
-delegate_service!(TokenApi, TokenService {
-    create_token(pb::CreateTokenRequest) -> pb::CreateTokenResponse => create;
-    list_tokens(pb::ListTokensRequest) -> pb::ListTokensResponse => list;
-    revoke_token(pb::RevokeTokenRequest) -> pb::RevokeTokenResponse => revoke;
-});
+#[tonic::async_trait]
+impl TokenService for TokenApi {
+    async fn create_token(
+        &self,
+        request: tonic::Request<pb::CreateTokenRequest>,
+    ) -> Result<tonic::Response<pb::CreateTokenResponse>, tonic::Status> {
+        Ok(tonic::Response::new(
+            create(&self.store, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: tonic::Request<pb::ListTokensRequest>,
+    ) -> Result<tonic::Response<pb::ListTokensResponse>, tonic::Status> {
+        Ok(tonic::Response::new(
+            list(&self.store, request.into_inner()).await?,
+        ))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: tonic::Request<pb::RevokeTokenRequest>,
+    ) -> Result<tonic::Response<pb::RevokeTokenResponse>, tonic::Status> {
+        Ok(tonic::Response::new(
+            revoke(&self.store, &self.sessions, request.into_inner()).await?,
+        ))
+    }
+}

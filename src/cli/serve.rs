@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -90,6 +91,44 @@ pub struct ServeArgs {
     /// that has not refreshed for longer gets a full snapshot.
     #[arg(long, env = "FEDREG_CHANGE_RETENTION", default_value_t = 7 * 24 * 3600)]
     pub change_retention: u64,
+    /// Seconds a GetPeerData caller may leave the next batch unread before
+    /// its stream ends (DEADLINE_EXCEEDED) and frees its database connection.
+    #[arg(long, env = "FEDREG_SEND_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub send_timeout: u64,
+    /// Concurrent GetPeerData and Follow streams per token; more are
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FEDREG_STREAMS_PER_TOKEN", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub streams_per_token: u32,
+    /// Seconds an authenticated token may be trusted when the database does
+    /// not answer in time; the streams of a token revoked by another
+    /// process end within this.
+    #[arg(long, env = "FEDREG_TOKEN_CACHE", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub token_cache: u64,
+    /// Connections open at once; more wait in the listen backlog.
+    #[arg(long, env = "FEDREG_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds a new connection has to send its first bytes.
+    #[arg(long, env = "FEDREG_HANDSHAKE_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout: u64,
+    /// Seconds between HTTP/2 keepalive pings.
+    #[arg(long, env = "FEDREG_KEEPALIVE_INTERVAL", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub keepalive_interval: u64,
+    /// Seconds to wait for a keepalive ping's answer before closing the
+    /// connection.
+    #[arg(long, env = "FEDREG_KEEPALIVE_TIMEOUT", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub keepalive_timeout: u64,
+    /// Seconds between health checks of the database; health reports
+    /// NOT_SERVING while it does not answer within this.
+    #[arg(long, env = "FEDREG_HEALTH_INTERVAL", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub health_interval: u64,
 }
 
 /// Serves until SIGINT or SIGTERM, then finishes the calls in flight.
@@ -111,14 +150,22 @@ pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
         require_client_cert: args.require_client_cert,
         client_cert: args.client_cert.zip(args.client_key),
         max_delete_fraction: args.max_delete_fraction,
-        peer_timeout: std::time::Duration::from_secs(args.peer_timeout.max(1)),
-        refresh_timeout: std::time::Duration::from_secs(args.refresh_timeout.max(1)),
+        peer_timeout: Duration::from_secs(args.peer_timeout.max(1)),
+        refresh_timeout: Duration::from_secs(args.refresh_timeout.max(1)),
         max_dump: DumpLimits {
             max_objects: args.max_dump_objects,
             max_bytes: args.max_dump_bytes,
         },
         refresh_chunk: args.refresh_chunk as usize,
-        change_retention: std::time::Duration::from_secs(args.change_retention),
+        change_retention: Duration::from_secs(args.change_retention),
+        send_timeout: Duration::from_secs(args.send_timeout),
+        streams_per_token: args.streams_per_token as usize,
+        token_cache: Duration::from_secs(args.token_cache),
+        max_connections: args.max_connections as usize,
+        handshake_timeout: Duration::from_secs(args.handshake_timeout),
+        keepalive_interval: Duration::from_secs(args.keepalive_interval),
+        keepalive_timeout: Duration::from_secs(args.keepalive_timeout),
+        health_interval: Duration::from_secs(args.health_interval),
     };
     let token_file = config.data_dir.join(server::ADMIN_TOKEN_FILE);
     let stop = shutdown_signal()?;
@@ -139,8 +186,7 @@ pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
         }
     }
     eprintln!("fedreg listening on {}", running.addr());
-    stop.await;
-    running.shutdown().await
+    running.serve_until(stop).await
 }
 
 /// Installs the SIGINT and SIGTERM handlers now, so that a signal arriving

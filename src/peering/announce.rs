@@ -14,8 +14,9 @@
 //! where the changes start) the caller fetches them with a delta
 //! `GetPeerData`, so what a stream misses costs latency, never data.
 //!
-//! A stream lives no longer than the token it was opened with: every
-//! event first checks that the token was not revoked.
+//! A stream lives no longer than the token it was opened with: it ends
+//! when its [`StreamSlot`] says the token was revoked, and every event
+//! first checks that the token still exists.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::export;
+use crate::api::sessions::StreamSlot;
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::store::{DbConn, Store, revisions, tokens};
@@ -45,7 +47,7 @@ pub type FollowStream =
     Pin<Box<dyn Stream<Item = std::result::Result<pb::FollowEvent, Status>> + Send>>;
 
 /// Who opened a stream, and what they asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Subscription {
     /// The caller's checkpoint.
     pub since: Option<pb::Checkpoint>,
@@ -56,6 +58,8 @@ pub struct Subscription {
     /// How to read the changes an event carries (the caller's registry
     /// name and peer); `None` when the caller wants checkpoints only.
     pub changes: Option<export::Request>,
+    /// The stream's place among its token's streams.
+    pub slot: Option<StreamSlot>,
 }
 
 /// Where a stream stands.
@@ -63,6 +67,7 @@ struct Announcer {
     store: Store,
     token_id: Option<i64>,
     changes: Option<export::Request>,
+    slot: Option<StreamSlot>,
     wakes: watch::Receiver<u64>,
     stop: watch::Receiver<bool>,
     heartbeat: Duration,
@@ -99,6 +104,7 @@ pub fn stream(
         store,
         token_id: subscription.token_id,
         changes: subscription.changes,
+        slot: subscription.slot,
         wakes,
         stop,
         heartbeat: subscription.heartbeat,
@@ -128,12 +134,21 @@ impl Announcer {
         loop {
             enum Woken {
                 Stop,
+                Revoked,
                 Commit,
                 Heartbeat,
             }
+            let slot = &mut self.slot;
+            let revoked = async move {
+                match slot {
+                    Some(slot) => slot.revoked().await,
+                    None => std::future::pending().await,
+                }
+            };
             let woken = tokio::select! {
                 biased;
                 _ = self.stop.wait_for(|stop| *stop) => Woken::Stop,
+                () = revoked => Woken::Revoked,
                 changed = self.wakes.changed() => match changed {
                     Ok(()) => Woken::Commit,
                     Err(_) => Woken::Stop,
@@ -142,6 +157,12 @@ impl Announcer {
             };
             let heartbeat_due = match woken {
                 Woken::Stop => return None,
+                Woken::Revoked => {
+                    return Some(Err(Error::Unauthenticated(
+                        "the token was revoked; the Follow stream ends".into(),
+                    )
+                    .into()));
+                }
                 Woken::Commit => false,
                 Woken::Heartbeat => true,
             };
@@ -212,6 +233,7 @@ impl Announcer {
                 since: Some(since.clone()),
                 ..request.clone()
             },
+            export::Delivery::default(),
         );
         let (mut chunks, mut bytes, mut reached) = (Vec::new(), 0, None);
         // Leaving early drops the stream, which stops its reader.

@@ -9,6 +9,14 @@
 //! stream opens with a header and closes with a trailer of counts, so a
 //! receiver can tell a complete dump from a truncated one.
 //!
+//! The snapshot's connection is lent by [`Store::read_for_stream`], and
+//! its hold is bounded: when the caller reads nothing for the
+//! [`Delivery::send_timeout`] (the channel stays full), the stream ends
+//! with `DEADLINE_EXCEEDED` and the connection goes back to the pool; it
+//! ends with `UNAUTHENTICATED` as soon as its token is revoked. The final
+//! status travels beside the channel, so it is delivered even when the
+//! channel is full.
+//!
 //! A caller that sends a checkpoint (the epoch and revision its cache
 //! reflects) gets a delta: per class, the objects the change log
 //! ([`crate::store::revisions`]) numbers after that revision, as they are
@@ -25,12 +33,17 @@
 //! slices stay home.
 
 use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use futures_util::Stream;
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
+
+use crate::api::sessions::StreamSlot;
 
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
@@ -56,8 +69,51 @@ const BATCH_BYTES: usize = 512 * 1024;
 /// Batches buffered between the reader and the network.
 const CHANNEL_DEPTH: usize = 4;
 
-/// The stream of a `GetPeerData` call.
-pub type PeerDataStream = ReceiverStream<std::result::Result<pb::PeerDataChunk, Status>>;
+/// How long a stream waits for its caller to take the next batch, unless
+/// configured otherwise.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The stream of a `GetPeerData` call: the chunks, then the status of a
+/// failure, if any.
+pub struct PeerDataStream {
+    chunks: mpsc::Receiver<pb::PeerDataChunk>,
+    failure: Option<oneshot::Receiver<Status>>,
+    /// The stream's place among its token's, held until the caller is gone.
+    _slot: Option<StreamSlot>,
+}
+
+impl Stream for PeerDataStream {
+    type Item = std::result::Result<pb::PeerDataChunk, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(chunk) = ready!(self.chunks.poll_recv(cx)) {
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        let Some(failure) = self.failure.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let failure = ready!(Pin::new(failure).poll(cx));
+        self.failure = None;
+        Poll::Ready(failure.ok().map(Err))
+    }
+}
+
+/// How a stream reaches its caller.
+pub struct Delivery {
+    /// Longest wait for the caller to take the next batch.
+    pub send_timeout: Duration,
+    /// The caller's stream slot: the stream ends when its token is revoked.
+    pub slot: Option<StreamSlot>,
+}
+
+impl Default for Delivery {
+    fn default() -> Delivery {
+        Delivery {
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            slot: None,
+        }
+    }
+}
 
 /// What a `GetPeerData` call asks for.
 #[derive(Debug, Clone)]
@@ -72,24 +128,73 @@ pub struct Request {
 }
 
 /// Starts streaming the local objects.
-pub fn stream(store: Store, request: Request) -> PeerDataStream {
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+pub fn stream(store: Store, request: Request, delivery: Delivery) -> PeerDataStream {
+    let (tx, chunks) = mpsc::channel(CHANNEL_DEPTH);
+    let (fail, failure) = oneshot::channel();
+    let link = Link {
+        tx,
+        timeout: delivery.send_timeout,
+        revoked: delivery.slot.as_ref().map(StreamSlot::revocation),
+    };
     tokio::spawn(async move {
-        let result = produce(&store, &request, &tx).await;
-        if let Err(e) = result {
-            if !matches!(e, Error::Aborted(_)) {
-                tracing::warn!(error = %e, "GetPeerData failed");
+        if let Err(e) = produce(&store, &request, link).await {
+            match e {
+                Error::Aborted(_) => {}
+                Error::DeadlineExceeded(_) | Error::Unauthenticated(_) => {
+                    tracing::info!(error = %e, "GetPeerData ended")
+                }
+                _ => tracing::warn!(error = %e, "GetPeerData failed"),
             }
-            let _ = tx.send(Err(Status::from(e))).await;
+            let _ = fail.send(Status::from(e));
         }
     });
-    ReceiverStream::new(rx)
+    PeerDataStream {
+        chunks,
+        failure: Some(failure),
+        _slot: delivery.slot,
+    }
 }
 
-type Sender = mpsc::Sender<std::result::Result<pb::PeerDataChunk, Status>>;
+/// The producer's end of a stream.
+struct Link {
+    tx: mpsc::Sender<pb::PeerDataChunk>,
+    timeout: Duration,
+    revoked: Option<watch::Receiver<bool>>,
+}
 
-async fn produce(store: &Store, request: &Request, tx: &Sender) -> Result<()> {
-    let mut conn = store.read().await?;
+impl Link {
+    /// Hands `chunk` to the caller's side; fails when the caller took
+    /// nothing for the timeout, went away, or its token was revoked.
+    async fn send(&mut self, chunk: pb::PeerDataChunk) -> Result<()> {
+        let revocation = &mut self.revoked;
+        let revoked = async move {
+            match revocation {
+                Some(revoked) => {
+                    let _ = revoked.wait_for(|r| *r).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = revoked => Err(Error::Unauthenticated(
+                "the token was revoked; the GetPeerData stream ends".into(),
+            )),
+            sent = self.tx.send_timeout(chunk, self.timeout) => sent.map_err(|e| match e {
+                SendTimeoutError::Timeout(_) => Error::DeadlineExceeded(format!(
+                    "the caller read nothing for {} s; the GetPeerData stream ends",
+                    self.timeout.as_secs_f64()
+                )),
+                SendTimeoutError::Closed(_) => {
+                    Error::Aborted("the caller closed the GetPeerData stream".into())
+                }
+            }),
+        }
+    }
+}
+
+async fn produce(store: &Store, request: &Request, link: Link) -> Result<()> {
+    let mut conn = store.read_for_stream().await?;
     conn.snapshot(|c| {
         Box::pin(async move {
             let history = revisions::history(c).await?;
@@ -98,7 +203,7 @@ async fn produce(store: &Store, request: &Request, tx: &Sender) -> Result<()> {
                 epoch: history.epoch,
                 revision: history.revision,
             };
-            let mut out = Packer::new(tx);
+            let mut out = Packer::new(link);
             if let Selection::ChangedSince(revision) = selection {
                 out.changed = out.read(revisions::changed_since(c, revision)).await?;
             }
@@ -177,8 +282,8 @@ impl Selection {
 }
 
 /// Packs objects into batches of bounded size and sends them.
-struct Packer<'a> {
-    tx: &'a Sender,
+struct Packer {
+    link: Link,
     /// For a delta, the changed ids per kind, taken by each kind's pages.
     changed: HashMap<i32, Vec<i64>>,
     batch: pb::PeerDataBatch,
@@ -187,10 +292,10 @@ struct Packer<'a> {
     db_time: Duration,
 }
 
-impl<'a> Packer<'a> {
-    fn new(tx: &'a Sender) -> Packer<'a> {
+impl Packer {
+    fn new(link: Link) -> Packer {
         Packer {
-            tx,
+            link,
             changed: HashMap::new(),
             batch: pb::PeerDataBatch::default(),
             bytes: 0,
@@ -249,11 +354,8 @@ impl<'a> Packer<'a> {
         self.send(pb::peer_data_chunk::Part::Batch(batch)).await
     }
 
-    async fn send(&self, part: pb::peer_data_chunk::Part) -> Result<()> {
-        self.tx
-            .send(Ok(pb::PeerDataChunk { part: Some(part) }))
-            .await
-            .map_err(|_| Error::Aborted("the caller closed the GetPeerData stream".into()))
+    async fn send(&mut self, part: pb::peer_data_chunk::Part) -> Result<()> {
+        self.link.send(pb::PeerDataChunk { part: Some(part) }).await
     }
 
     /// Times a database read.
@@ -357,7 +459,7 @@ trait Exported {
     fn pack(
         rows: Vec<(i64, Fields<Self>)>,
         extra: Self::Extra,
-        out: &mut Packer<'_>,
+        out: &mut Packer,
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -394,7 +496,7 @@ async fn read_page<E: Exported>(
     }))
 }
 
-impl Packer<'_> {
+impl Packer {
     /// Packs and sends one page of class `E`.
     async fn page<E: Exported>(&mut self, page: Page<E>) -> Result<()> {
         self.db_time += page.db_time;
@@ -410,7 +512,7 @@ impl Packer<'_> {
 async fn export<E: Exported>(
     class: &mut E,
     conn: &mut DbConn,
-    out: &mut Packer<'_>,
+    out: &mut Packer,
     selection: Selection,
 ) -> Result<()> {
     let mut pages = Pages::new::<E::Kind>(&mut out.changed, selection);
@@ -438,7 +540,7 @@ impl Exported for Sites {
     type Kind = CachedSites;
     type Extra = ();
 
-    async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer<'_>) -> Result<()> {
+    async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer) -> Result<()> {
         for (site_id, f) in rows {
             let site = pb::ExportedSite {
                 site_id,
@@ -471,7 +573,7 @@ impl Exported for Keys {
     type Kind = CachedKeys;
     type Extra = ();
 
-    async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer<'_>) -> Result<()> {
+    async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer) -> Result<()> {
         for (key_id, f) in rows {
             let key = pb::ExportedKey {
                 key_id,
@@ -524,7 +626,7 @@ impl Exported for Persons {
     async fn pack(
         rows: Vec<(i64, Fields<Self>)>,
         mut links: PersonLinks,
-        out: &mut Packer<'_>,
+        out: &mut Packer,
     ) -> Result<()> {
         for (person_id, f) in rows {
             let (site_ids, primary_site_id) = links.sites.remove(&person_id).unwrap_or_default();
@@ -566,7 +668,7 @@ impl Exported for Nodes {
     type Kind = CachedNodes;
     type Extra = ();
 
-    async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer<'_>) -> Result<()> {
+    async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer) -> Result<()> {
         for (node_id, f) in rows {
             let node = pb::ExportedNode {
                 node_id,
@@ -590,7 +692,7 @@ impl Exported for Nodes {
     }
 }
 
-async fn push_peer_node(out: &mut Packer<'_>, (node_id, peer_node_id): (i64, i64)) -> Result<()> {
+async fn push_peer_node(out: &mut Packer, (node_id, peer_node_id): (i64, i64)) -> Result<()> {
     let node = pb::PeerNode {
         node_id,
         peer_node_id,
@@ -602,7 +704,7 @@ async fn push_peer_node(out: &mut Packer<'_>, (node_id, peer_node_id): (i64, i64
     .await
 }
 
-async fn export_peer_nodes(conn: &mut DbConn, peer_id: i64, out: &mut Packer<'_>) -> Result<()> {
+async fn export_peer_nodes(conn: &mut DbConn, peer_id: i64, out: &mut Packer) -> Result<()> {
     let mut after = 0;
     loop {
         let rows = out
@@ -681,7 +783,7 @@ impl Exported for Slices {
     async fn pack(
         rows: Vec<(i64, Fields<Self>)>,
         mut links: SliceLinks,
-        out: &mut Packer<'_>,
+        out: &mut Packer,
     ) -> Result<()> {
         for row in std::mem::take(&mut links.peer_nodes) {
             push_peer_node(out, row).await?;

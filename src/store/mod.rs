@@ -26,6 +26,11 @@
 //! failing with `SQLITE_BUSY`, and readers never wait for a writer (WAL).
 //! [`Store::read`] and [`Store::write`] hand out the right kind.
 //!
+//! A stream to a caller (`GetPeerData`) holds its connection for as long as
+//! the caller takes to read it: [`Store::read_for_stream`] lends at most
+//! half of the pool that way, so that short calls (authentication, admin
+//! calls, health) always find a connection, whatever the streams do.
+//!
 //! Transactions go through diesel-async's transaction manager
 //! ([`DbConn::transaction`]), so a connection dropped mid-transaction (a
 //! cancelled call) is marked broken and never returns to the pool.
@@ -59,7 +64,7 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
 use futures_util::FutureExt;
 use scoped_futures::ScopedBoxFuture;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 use changes::ChangeFeed;
@@ -83,6 +88,36 @@ pub enum BackendKind {
 pub struct Store {
     inner: Arc<Backend>,
     feed: Arc<ChangeFeed>,
+    /// Connections streams may hold at once (see [`Store::read_for_stream`]).
+    streams: Arc<Semaphore>,
+}
+
+/// Pooled PostgreSQL connections.
+const PG_POOL_SIZE: u32 = 16;
+/// Pooled SQLite readers.
+const SQLITE_READERS: u32 = 8;
+/// How long a caller waits for a pooled connection.
+const POOL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection lent to a stream by [`Store::read_for_stream`]; derefs to
+/// its [`DbConn`].
+pub struct StreamConn {
+    conn: DbConn,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for StreamConn {
+    type Target = DbConn;
+
+    fn deref(&self) -> &DbConn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for StreamConn {
+    fn deref_mut(&mut self) -> &mut DbConn {
+        &mut self.conn
+    }
 }
 
 enum Backend {
@@ -209,8 +244,8 @@ impl Store {
                 RecyclingMethod::CustomFunction(Box::new(|conn| closed_check(conn).boxed()));
             let manager = AsyncDieselConnectionManager::new_with_config(url, config);
             let pool = Pool::builder()
-                .max_size(16)
-                .connection_timeout(Duration::from_secs(10))
+                .max_size(PG_POOL_SIZE)
+                .connection_timeout(POOL_TIMEOUT)
                 .build(manager)
                 .await
                 .map_err(|e| Error::Unavailable(format!("connecting to PostgreSQL: {e}")))?;
@@ -232,8 +267,8 @@ impl Store {
                 .await
                 .map_err(|e| Error::Unavailable(format!("opening SQLite database {url}: {e}")))?;
             let readers = Pool::builder()
-                .max_size(8)
-                .connection_timeout(Duration::from_secs(10))
+                .max_size(SQLITE_READERS)
+                .connection_timeout(POOL_TIMEOUT)
                 .build(manager)
                 .await
                 .map_err(|e| Error::Unavailable(format!("opening SQLite database {url}: {e}")))?;
@@ -243,9 +278,14 @@ impl Store {
                 path: url.to_owned(),
             }
         };
+        let pool_size = match backend {
+            Backend::Postgres { .. } => PG_POOL_SIZE,
+            Backend::Sqlite { .. } => SQLITE_READERS,
+        };
         Ok(Store {
             inner: Arc::new(backend),
             feed: Arc::default(),
+            streams: Arc::new(Semaphore::new((pool_size / 2) as usize)),
         })
     }
 
@@ -292,6 +332,36 @@ impl Store {
                 readers.get_owned().await.map_err(pool_error)?,
             )),
         }
+    }
+
+    /// A connection for reading, to be held by a stream: waits (holding
+    /// nothing) while half of the pool is already lent to streams.
+    pub async fn read_for_stream(&self) -> Result<StreamConn> {
+        let permit = self
+            .streams
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Unavailable("the store is closed".into()))?;
+        Ok(StreamConn {
+            conn: self.read().await?,
+            _permit: permit,
+        })
+    }
+
+    /// Whether the database answers a small read within `timeout`
+    /// (checking out a connection included).
+    pub async fn ping(&self, timeout: Duration) -> Result<()> {
+        let check = async {
+            let mut conn = self.read().await?;
+            with_db!(conn, |c| c
+                .batch_execute("SELECT token_id FROM tokens LIMIT 1")
+                .await)?;
+            Ok(())
+        };
+        tokio::time::timeout(timeout, check).await.map_err(|_| {
+            Error::Unavailable(format!("the database did not answer within {timeout:?}"))
+        })?
     }
 
     /// A connection for writing. On SQLite this is the single writer and

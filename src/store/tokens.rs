@@ -184,6 +184,18 @@ pub async fn exists(conn: &mut DbConn, token_id: i64) -> Result<bool> {
     Ok(count > 0)
 }
 
+/// Which of the tokens `token_ids` still exist (were not revoked).
+pub async fn existing(conn: &mut DbConn, token_ids: &[i64]) -> Result<Vec<i64>> {
+    let ids = token_ids.to_vec();
+    Ok(with_db!(conn, |c| {
+        tokens::table
+            .filter(tokens::token_id.eq_any(&ids))
+            .select(tokens::token_id)
+            .load(c)
+            .await
+    })?)
+}
+
 /// Records that a token was used.
 pub async fn touch(conn: &mut DbConn, token_id: i64) -> Result<()> {
     with_db!(conn, |c| {

@@ -9,10 +9,12 @@
 //! plain method, right after each run of the first refresh. Prints a
 //! markdown table (and JSON with `--json`).
 //!
-//! `fedreg-bench serve ...` runs a fedreg server (used for the children).
+//! `fedreg-bench serve ...` runs a fedreg server (used for the children);
+//! `fedreg-bench load ...` holds a mixed load on one server ([`load`]).
 
 mod data;
 mod follow;
+mod load;
 mod replication;
 mod servers;
 mod shapes;
@@ -111,6 +113,9 @@ async fn main() -> std::process::ExitCode {
     // logical replication latency, the baseline for follow mode.
     if argv.get(1).is_some_and(|a| a == "replication-baseline") {
         return replication::command(&argv[2..]).await;
+    }
+    if argv.get(1).is_some_and(|a| a == "load") {
+        return load::command(&argv[2..]).await;
     }
     let args = Args::parse();
     match run(&args).await {

@@ -74,7 +74,7 @@ impl Database {
 
 /// Adds `authorization: Bearer <token>` to every request.
 #[derive(Clone)]
-pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+pub struct Bearer(pub MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(
@@ -108,6 +108,17 @@ impl Registry {
         data_dir: &Path,
         database_url: &str,
     ) -> Result<Registry, String> {
+        Registry::start_with(name, data_dir, database_url, &[]).await
+    }
+
+    /// Starts a server as [`Registry::start`] does, with `serve`'s extra
+    /// options `extra`.
+    pub async fn start_with(
+        name: &str,
+        data_dir: &Path,
+        database_url: &str,
+        extra: &[&str],
+    ) -> Result<Registry, String> {
         std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -126,6 +137,7 @@ impl Registry {
             .arg(data_dir)
             .arg("--database-url")
             .arg(database_url)
+            .args(extra)
             .env(
                 "FEDREG_LOG",
                 std::env::var("FEDREG_LOG").unwrap_or_else(|_| "warn".into()),

@@ -182,6 +182,26 @@ async fn validation_errors(backend: Backend) {
         &["peer_id", &peer_id.to_string()],
     );
 
+    // Free text is bounded: a token's name, a peer's outbound token.
+    assert_status(
+        api.create_token(token(&"n".repeat(129), "admin", None)).await,
+        Code::InvalidArgument,
+        &["name", "at most 128"],
+    );
+    let status = server
+        .peers()
+        .await
+        .update_peer(pb::UpdatePeerRequest {
+            peer_id,
+            outbound_token: Some("t".repeat(5000)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("outbound_token"), "{status:?}");
+    assert!(!status.message().contains("tttt"), "the secret is not quoted");
+
     // None of the refused calls stored a token.
     let listed = api
         .list_tokens(pb::ListTokensRequest {})

@@ -39,8 +39,9 @@ pub fn to_message(row: TokenRow) -> pb::TokenInfo {
 
 async fn create(store: &Store, req: pb::CreateTokenRequest) -> Result<pb::CreateTokenResponse> {
     let role = Role::parse(&req.role)?;
+    let name = crate::registry::validate::token_name(&req.name)?;
     let mut conn = store.write().await?;
-    let (token, row) = tokens::create(&mut conn, &req.name, role, req.peer_id).await?;
+    let (token, row) = tokens::create(&mut conn, &name, role, req.peer_id).await?;
     Ok(pb::CreateTokenResponse {
         token,
         info: Some(to_message(row)),

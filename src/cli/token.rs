@@ -59,6 +59,7 @@ pub async fn token(storage: &StorageArgs, command: TokenCommand) -> Result<()> {
                 }
                 (None, None) => None,
             };
+            let name = crate::registry::validate::token_name(&name)?;
             let (secret, row) = tokens::create(&mut conn, &name, role, peer_id).await?;
             eprintln!(
                 "token {} created (role {}); its secret, shown only once:",

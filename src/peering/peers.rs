@@ -130,6 +130,13 @@ fn cacert(value: &str) -> Result<Option<String>> {
     if v.is_empty() {
         return Ok(None);
     }
+    if v.len() > MAX_CACERT {
+        return Err(Error::invalid(
+            "cacert",
+            v,
+            format!("must be at most {MAX_CACERT} bytes"),
+        ));
+    }
     if !v.contains("-----BEGIN CERTIFICATE-----") {
         return Err(Error::invalid(
             "cacert",
@@ -177,10 +184,22 @@ fn client_identity(value: &str) -> Result<Option<String>> {
     Ok(Some(v.to_owned()))
 }
 
-/// An optional outbound token: empty means none.
-fn outbound_token(value: &str) -> Option<String> {
+/// Longest outbound token and CA certificate accepted.
+const MAX_OUTBOUND_TOKEN: usize = 1024;
+const MAX_CACERT: usize = 64 * 1024;
+
+/// An optional outbound token: empty means none; at most
+/// [`MAX_OUTBOUND_TOKEN`] printable characters (it goes in a header).
+fn outbound_token(value: &str) -> Result<Option<String>> {
     let v = value.trim();
-    (!v.is_empty()).then(|| v.to_owned())
+    if v.len() > MAX_OUTBOUND_TOKEN || v.chars().any(|c| !c.is_ascii_graphic()) {
+        return Err(Error::invalid(
+            "outbound_token",
+            "<secret>",
+            format!("must be at most {MAX_OUTBOUND_TOKEN} printable characters without spaces"),
+        ));
+    }
+    Ok((!v.is_empty()).then(|| v.to_owned()))
 }
 
 /// Seconds between scheduled refreshes: 0 (none) or at least 10.
@@ -233,7 +252,7 @@ pub async fn create(
         peername: peername(&req.peername)?,
         peer_url: peer_url(&req.peer_url)?,
         cacert: cacert(&req.cacert)?,
-        outbound_token: outbound_token(&req.outbound_token),
+        outbound_token: outbound_token(&req.outbound_token)?,
         shortname: validate::optional_text("shortname", &req.shortname, 32)?,
         hrn_root: validate::optional_text("hrn_root", &req.hrn_root, 64)?,
         refresh_interval_seconds: refresh_interval(req.refresh_interval_seconds)?,
@@ -308,7 +327,11 @@ pub async fn update(
         peername: req.peername.as_deref().map(peername).transpose()?,
         peer_url: req.peer_url.as_deref().map(peer_url).transpose()?,
         cacert: req.cacert.as_deref().map(cacert).transpose()?,
-        outbound_token: req.outbound_token.as_deref().map(outbound_token),
+        outbound_token: req
+            .outbound_token
+            .as_deref()
+            .map(outbound_token)
+            .transpose()?,
         shortname: req
             .shortname
             .as_deref()

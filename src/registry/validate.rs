@@ -61,6 +61,14 @@ pub fn optional_text(field: &'static str, value: &str, max: usize) -> Result<Str
     Ok(value.trim().to_owned())
 }
 
+/// Longest token name.
+pub const MAX_TOKEN_NAME: usize = 128;
+
+/// A token's name: free text of at most [`MAX_TOKEN_NAME`] characters.
+pub fn token_name(value: &str) -> Result<String> {
+    optional_text("name", value, MAX_TOKEN_NAME)
+}
+
 /// An id an object has at the registry that sent it: positive.
 pub fn peer_object_id(field: &'static str, value: i64) -> Result<i64> {
     if value <= 0 {

@@ -184,7 +184,8 @@ async fn validation_errors(backend: Backend) {
 
     // Free text is bounded: a token's name, a peer's outbound token.
     assert_status(
-        api.create_token(token(&"n".repeat(129), "admin", None)).await,
+        api.create_token(token(&"n".repeat(129), "admin", None))
+            .await,
         Code::InvalidArgument,
         &["name", "at most 128"],
     );
@@ -200,7 +201,10 @@ async fn validation_errors(backend: Backend) {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("outbound_token"), "{status:?}");
-    assert!(!status.message().contains("tttt"), "the secret is not quoted");
+    assert!(
+        !status.message().contains("tttt"),
+        "the secret is not quoted"
+    );
 
     // None of the refused calls stored a token.
     let listed = api

@@ -342,6 +342,46 @@ async fn serve_rejects_bad_settings(backend: Backend) {
     let mut command = storage.command();
     command.args(["serve", "--listen", &addr]);
     failure(&run(command).await, &["listening on", &addr]);
+
+    // An unusable TLS certificate or key: the process exits with the reason
+    // instead of serving nothing, and leaves the data directory free.
+    let garbage = storage.data_dir.with_file_name("garbage.pem");
+    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let mut command = storage.command();
+    command.args(["serve", "--listen", "127.0.0.1:0"]);
+    command.args(["--tls-cert", garbage, "--tls-key", garbage]);
+    failure(&run(command).await, &["TLS certificate", garbage]);
+    let served = serve(storage.command()).await;
+    assert_eq!(served.terminate().await.0, Some(0));
+}
+
+/// A call's log line carries its status message as the caller reads it,
+/// not percent-encoded as it travels.
+async fn call_log_lines_are_decoded(backend: Backend) {
+    let storage = Storage::new(backend).await;
+    let served = serve(storage.command()).await;
+    let token = served.new_token.clone().expect("first admin token");
+    let refused = served
+        .registry(&token)
+        .await
+        .create_site(pb::CreateSiteRequest {
+            login_base: "bad base".into(),
+            name: "Bad".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_status(refused, Code::InvalidArgument, &["login_base", "bad base"]);
+    let (code, log) = served.terminate().await;
+    assert_eq!(code, Some(0));
+    let line = log
+        .iter()
+        .find(|l| l.contains("CreateSite") && l.contains("InvalidArgument"))
+        .unwrap_or_else(|| panic!("a log line for the refused call: {log:#?}"));
+    assert!(
+        line.contains("login_base") && line.contains("bad base") && !line.contains('%'),
+        "{line}"
+    );
 }
 
 /// How many migrations the backend has.
@@ -490,6 +530,7 @@ backend_tests!(
     second_serve_on_same_data_dir,
     sigterm_stops_cleanly,
     serve_rejects_bad_settings,
+    call_log_lines_are_decoded,
     migrate,
     token_commands,
 );

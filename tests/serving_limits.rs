@@ -3,7 +3,11 @@
 //! admin calls; a token's streams are capped (RESOURCE_EXHAUSTED beyond),
 //! end when the caller reads nothing for the send timeout, and end with
 //! their token, revoked here or by another process; health reports
-//! NOT_SERVING while the database does not answer. On both backends.
+//! NOT_SERVING while the database does not answer. Connections are bounded:
+//! a silent one is closed after the handshake timeout, one that stops
+//! answering keepalive pings soon after, while a live client's quiet stream
+//! stays open; beyond the cap, new connections wait until one closes. On
+//! both backends.
 
 mod common;
 
@@ -366,6 +370,131 @@ async fn health_follows_the_database() {
     wait_for(ServingStatus::Serving).await;
 }
 
+/// The HTTP/2 client preface and an empty SETTINGS frame: what a client
+/// sends first, after which this one never answers anything.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// Reads (and drops) what the server sends on `tcp` until it closes the
+/// connection; how long that took.
+async fn until_closed(tcp: &mut tokio::net::TcpStream) -> Duration {
+    use tokio::io::AsyncReadExt as _;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .expect("the server closes the connection");
+    started.elapsed()
+}
+
+/// A connection that sends nothing is closed after the handshake timeout;
+/// one that sent the HTTP/2 preface but answers no keepalive ping is closed
+/// after the ping's timeout; a live client's Follow stream, quiet for longer
+/// than both, stays open and still carries events.
+async fn silent_connections_are_closed(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| {
+        c.handshake_timeout = Duration::from_secs(1);
+        c.keepalive_interval = Duration::from_secs(1);
+        c.keepalive_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut follow = server
+        .peering_as(Some(&server.admin_token))
+        .await
+        .follow(pb::FollowRequest {
+            heartbeat_seconds: 3600,
+            ..Default::default()
+        })
+        .await
+        .expect("follow")
+        .into_inner();
+    let first = tokio::time::timeout(PATIENCE, follow.message()).await;
+    assert!(matches!(first, Ok(Ok(Some(_)))), "{first:?}");
+
+    let mut mute = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let silence = until_closed(&mut mute).await;
+    assert!(
+        silence >= Duration::from_millis(900),
+        "closed after {silence:?}"
+    );
+
+    let mut deaf = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut deaf, H2_PREFACE)
+        .await
+        .unwrap();
+    until_closed(&mut deaf).await;
+
+    // Both were closed after a silence longer than the keepalive's interval
+    // and timeout together: the Follow stream saw none of that.
+    server
+        .registry()
+        .await
+        .create_site(pb::CreateSiteRequest {
+            login_base: "inria".into(),
+            name: "INRIA".into(),
+            abbreviated_name: "inria".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create site");
+    let event = tokio::time::timeout(PATIENCE, follow.message())
+        .await
+        .expect("an event in time")
+        .expect("the Follow stream is still open")
+        .expect("not the end");
+    assert!(!event.heartbeat, "{event:?}");
+}
+
+/// At most `max_connections` connections are served at once: another one
+/// is not served until one of them closes.
+async fn connections_beyond_the_cap_wait(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| c.max_connections = 2).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, H2_PREFACE)
+            .await
+            .unwrap();
+        held.push(tcp);
+    }
+    // Give the server the time to accept both.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let over = tokio::spawn({
+        let url = server.url();
+        let token = server.admin_token.clone();
+        async move {
+            let channel = tonic::transport::Channel::from_shared(url)
+                .unwrap()
+                .connect()
+                .await
+                .expect("the kernel accepts the connection");
+            let mut api = pb::registry_service_client::RegistryServiceClient::new(
+                tonic::service::interceptor::InterceptedService::new(
+                    channel,
+                    common::BearerToken::new(Some(&token)),
+                ),
+            );
+            api.list_sites(pb::ListRequest::default()).await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!over.is_finished(), "a third connection was served");
+
+    drop(held.pop());
+    let answered = tokio::time::timeout(PATIENCE, over)
+        .await
+        .expect("served once a connection closed")
+        .expect("the task");
+    assert!(answered.is_ok(), "{answered:?}");
+}
+
 mod postgres_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn health_follows_the_database() {
@@ -380,4 +509,6 @@ backend_tests!(
     unread_stream_ends_after_send_timeout,
     streams_per_token_are_capped,
     token_revoked_elsewhere_ends_streams,
+    silent_connections_are_closed,
+    connections_beyond_the_cap_wait,
 );

@@ -30,9 +30,10 @@ use prost::Message;
 use super::fetch;
 use super::report::ReportBuilder;
 use super::spool::Spool;
-use super::{lock, peers, sync};
+use super::{lock, sync};
 use crate::error::Result;
 use crate::proto::v1 as pb;
+use crate::registry::peers::{self, PeerKey};
 use crate::store::peers::{self as peer_store, PeerRow, RefreshRecord};
 use crate::store::{DbConn, Store, cache, now};
 
@@ -80,20 +81,22 @@ impl RefreshOptions {
     }
 }
 
-/// Which peer to refresh.
-#[derive(Debug, Clone)]
-pub enum PeerRef {
-    /// By id.
-    Id(i64),
-    /// By name.
-    Name(String),
-}
-
 impl Refresher {
+    /// `RefreshPeer`: refreshes the peer the request names, by hand.
+    pub async fn refresh_peer(&self, req: pb::RefreshPeerRequest) -> Result<pb::RefreshReport> {
+        let target = PeerKey::required("peer", req.peer)?;
+        let options = RefreshOptions {
+            force: req.force,
+            full: req.full,
+            mode: pb::SyncMode::Manual,
+        };
+        self.refresh(target, options).await
+    }
+
     /// Refreshes a peer.
     pub async fn refresh(
         &self,
-        target: PeerRef,
+        target: PeerKey,
         options: RefreshOptions,
     ) -> Result<pb::RefreshReport> {
         self.refresh_carried(target, options, None).await
@@ -104,16 +107,13 @@ impl Refresher {
     /// from the peer otherwise, as [`Refresher::refresh`] does).
     pub async fn refresh_carried(
         &self,
-        target: PeerRef,
+        target: PeerKey,
         options: RefreshOptions,
         changes: Option<&pb::FollowChanges>,
     ) -> Result<pb::RefreshReport> {
         let peer = {
             let mut conn = self.store.read().await?;
-            match target {
-                PeerRef::Id(id) => peers::require(&mut conn, id).await?,
-                PeerRef::Name(name) => peers::require_named(&mut conn, &name).await?,
-            }
+            peers::resolve(&mut conn, &target).await?
         };
         let started = Instant::now();
         let lock =

@@ -21,11 +21,15 @@
 //!
 //! Failures and refusals are recorded on the peer record too, in a
 //! transaction of their own.
+//!
+//! Each refresh runs in a `refresh` tracing span (peer, id, mode), with a
+//! child span per phase: `lock`, `fetch` (or `spool_carried`), `apply`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use prost::Message;
+use tracing::Instrument;
 
 use super::fetch;
 use super::report::ReportBuilder;
@@ -115,12 +119,23 @@ impl Refresher {
             let mut conn = self.store.read().await?;
             peers::resolve(&mut conn, &target).await?
         };
-        let started = Instant::now();
-        let lock =
-            lock::acquire(&self.store, &self.data_dir, &self.lock_connections, &peer).await?;
-        let result = self.refresh_locked(&peer, options, changes, started).await;
-        lock.release().await;
-        result
+        let span = tracing::info_span!(
+            "refresh",
+            peer = %peer.peername,
+            peer_id = peer.peer_id,
+            mode = options.mode.as_str_name()
+        );
+        async {
+            let started = Instant::now();
+            let lock = lock::acquire(&self.store, &self.data_dir, &self.lock_connections, &peer)
+                .instrument(tracing::info_span!("lock"))
+                .await?;
+            let result = self.refresh_locked(&peer, options, changes, started).await;
+            lock.release().await;
+            result
+        }
+        .instrument(span)
+        .await
     }
 
     /// [`Refresher::refresh`] once the peer's locks are held.
@@ -188,13 +203,17 @@ impl Refresher {
             .filter(|c| since.is_some() && c.since == since)
         {
             Some(carried) => {
+                let _phase = tracing::info_span!("spool_carried").entered();
                 let spooling = Instant::now();
                 let spool =
                     fetch::spool_carried(peer, carried.clone(), self.limits.dump, &self.data_dir)?;
                 (spool, spooling.elapsed(), "carried")
             }
             None => {
-                let (spool, transport) = self.fetch(peer, since).await?;
+                let (spool, transport) = self
+                    .fetch(peer, since)
+                    .instrument(tracing::info_span!("fetch"))
+                    .await?;
                 (spool, transport, "transport")
             }
         };
@@ -251,6 +270,7 @@ impl Refresher {
                 finish_applied(c, peer_id, spool, report, started).await
             })
         })
+        .instrument(tracing::info_span!("apply"))
         .await
     }
 

@@ -24,13 +24,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures_util::{Stream, TryStreamExt, stream};
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
-use crate::error::Error;
+pub use crate::channel::{Authed, Bearer};
+use crate::error::{Error, chain};
 use crate::proto::v1 as pb;
+pub use crate::registry::peers::PeerKey;
 use pb::peer_service_client::PeerServiceClient;
 use pb::peering_service_client::PeeringServiceClient;
 use pb::registry_service_client::RegistryServiceClient;
@@ -42,60 +43,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Objects asked for per page by the streaming listings.
 const PAGE_SIZE: i32 = 1000;
-
-/// A channel that sends `authorization: Bearer <token>` with every call.
-pub type Authed = InterceptedService<Channel, Bearer>;
-
-/// Adds the bearer token, when there is one, to every request.
-#[derive(Debug, Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A peer of the server, named by its id or its name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerKey {
-    /// Id in the server.
-    Id(i64),
-    /// Name.
-    Name(String),
-}
-
-impl PeerKey {
-    /// An id when `text` is a number, else a name.
-    pub fn parse(text: &str) -> PeerKey {
-        text.trim()
-            .parse()
-            .map_or_else(|_| PeerKey::Name(text.trim().to_owned()), PeerKey::Id)
-    }
-}
-
-impl From<PeerKey> for pb::get_peer_request::Key {
-    fn from(key: PeerKey) -> Self {
-        match key {
-            PeerKey::Id(id) => Self::PeerId(id),
-            PeerKey::Name(name) => Self::Peername(name),
-        }
-    }
-}
-
-impl From<PeerKey> for pb::refresh_peer_request::Peer {
-    fn from(key: PeerKey) -> Self {
-        match key {
-            PeerKey::Id(id) => Self::PeerId(id),
-            PeerKey::Name(name) => Self::Peername(name),
-        }
-    }
-}
 
 /// A connection to a fedreg server.
 #[derive(Debug, Clone)]
@@ -116,16 +63,11 @@ impl Client {
         token: Option<&str>,
         ca_pem: Option<&[u8]>,
     ) -> Result<Client, Error> {
-        let bearer = token
-            .map(|t| {
-                format!("Bearer {}", t.trim())
-                    .parse::<MetadataValue<Ascii>>()
-                    .map_err(|_| Error::invalid("token", "(hidden)", "not a valid header value"))
-            })
-            .transpose()?;
+        let bearer = Bearer::new(token)
+            .map_err(|_| Error::invalid("token", "(hidden)", "not a valid header value"))?;
         let channel = channel(url.trim(), ca_pem).await?;
         Ok(Client {
-            channel: InterceptedService::new(channel, Bearer(bearer)),
+            channel: InterceptedService::new(channel, bearer),
         })
     }
 
@@ -258,23 +200,13 @@ where
 /// Opens a channel to `url`, verifying TLS with `ca_pem`.
 async fn channel(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, Error> {
     let bad = |reason: String| Error::invalid("server", url, reason);
-    let mut endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| bad(format!("not a URL: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
     match (url.split_once("://").map(|(scheme, _)| scheme), ca_pem) {
-        (Some("https"), Some(pem)) => {
-            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| bad(format!("TLS: {}", chain(&e))))?;
-        }
+        (Some("https"), Some(_)) | (Some("http"), None) => {}
         (Some("https"), None) => {
             return Err(bad(
                 "an https:// server needs a CA certificate (--cacert)".into()
             ));
         }
-        (Some("http"), None) => {}
         (Some("http"), Some(_)) => {
             return Err(bad(
                 "a CA certificate (--cacert) is for https:// servers only".into(),
@@ -282,35 +214,17 @@ async fn channel(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel, Error> {
         }
         _ => return Err(bad("must be http://host:port or https://host:port".into())),
     }
-    endpoint
+    crate::channel::endpoint(url, ca_pem, None, CONNECT_TIMEOUT)
+        .map_err(|e| bad(e.to_string()))?
         .connect()
         .await
         .map_err(|e| Error::Unavailable(format!("cannot reach {url}: {}", chain(&e))))
-}
-
-/// An error and its sources, joined with `: `.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures_util::StreamExt;
-
-    #[test]
-    fn peer_keys() {
-        assert_eq!(PeerKey::parse("12"), PeerKey::Id(12));
-        assert_eq!(PeerKey::parse(" plc2 "), PeerKey::Name("plc2".into()));
-        assert_eq!(PeerKey::parse("12a"), PeerKey::Name("12a".into()));
-    }
 
     #[tokio::test]
     async fn paginate_reads_every_page_in_order_and_stops_at_an_error() {

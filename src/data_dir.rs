@@ -8,8 +8,10 @@
 //! looser modes found on existing ones (and on `admin-token`) are
 //! tightened, with a warning.
 //! [`write_private`] writes a new file with mode 0600. Outside Unix the
-//! modes are left to the platform.
+//! modes are left to the platform. [`try_lock`] takes the fs4 (flock) lock
+//! of a file, which the operating system releases when its holder dies.
 
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
@@ -60,6 +62,22 @@ pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     tighten(path, FILE_MODE)?;
     file.write_all(contents.as_bytes())
         .map_err(|e| Error::Unavailable(format!("writing {}: {e}", path.display())))
+}
+
+/// Locks the file at `path` (creating it) with an exclusive fs4 lock,
+/// held as long as the returned file is open; `None` when another holder
+/// has it.
+pub fn try_lock(path: &Path) -> Result<Option<File>> {
+    let file = File::create(path)
+        .map_err(|e| Error::Unavailable(format!("creating {}: {e}", path.display())))?;
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(Some(file)),
+        Err(fs4::TryLockError::WouldBlock) => Ok(None),
+        Err(fs4::TryLockError::Error(e)) => Err(Error::Unavailable(format!(
+            "locking {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// Creates `dir` (and missing parents) with mode 0700, or tightens it.

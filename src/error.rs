@@ -80,6 +80,24 @@ pub fn quoted(value: &str) -> String {
     }
 }
 
+/// An error with its chain of sources, joined with `: ` ("transport
+/// error: tcp connect error: Connection refused"): transport errors keep
+/// the useful reason at the bottom. A source whose text is already shown
+/// is left out.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = e.source();
+    }
+    text
+}
+
 impl Error {
     /// An [`Error::InvalidArgument`] for `field` with `value` (quoted in
     /// part when long).

@@ -12,10 +12,15 @@
 //! - [`store`]: diesel repositories, one copy of each query for both backends;
 //! - [`server`] and [`cli`]: process wiring, the `fedreg` command;
 //! - [`client`]: a typed client of a server, for programs (see `examples/`);
+//! - [`backoff`]: the delays between retries;
+//! - [`channel`]: the client side of a connection (endpoint, bearer token),
+//!   shared by [`client`] and the peer fetcher;
 //! - [`data_dir`]: the data directory and its private files;
 //! - [`listener`]: the accepted connections, capped and timed out.
 
 pub mod api;
+pub mod backoff;
+pub mod channel;
 pub mod cli;
 pub mod client;
 pub mod data_dir;

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::server::NamedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
@@ -197,7 +197,9 @@ pub struct RunningServer {
     addr: SocketAddr,
     app: Arc<App>,
     admin_token: Option<String>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
+    /// Cancels `stop` when the server is dropped unstopped.
+    _stop_on_drop: DropGuard,
     task: JoinHandle<Result<()>>,
     _lock: Option<File>,
 }
@@ -220,7 +222,7 @@ impl RunningServer {
 
     /// Stops accepting calls, waits for the calls in flight, and returns.
     pub async fn shutdown(self) -> Result<()> {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         self.wait().await
     }
 
@@ -295,7 +297,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         refresher,
         followers: Followers::default(),
     });
-    let (stop, stopped) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
     tokio::spawn(schedule::run(app.refresher.clone(), stopped.clone()));
     tokio::spawn(follow::run(
         app.refresher.clone(),
@@ -322,6 +325,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         addr,
         app,
         admin_token,
+        _stop_on_drop: stop.clone().drop_guard(),
         stop,
         task,
         _lock: lock,
@@ -350,24 +354,11 @@ fn transport(config: &ServerConfig) -> Result<Server> {
                 "TLS certificate {} or key {}: {}",
                 cert.display(),
                 key.display(),
-                error_chain(&e)
+                crate::error::chain(&e)
             ))
         })?;
     }
     Ok(builder)
-}
-
-/// An error with its sources, joined: transport errors keep the reason in
-/// their sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(e) = source {
-        message.push_str(": ");
-        message.push_str(&e.to_string());
-        source = e.source();
-    }
-    message
 }
 
 /// The names the health service reports on: the server's and each service's.
@@ -388,23 +379,23 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 
 /// Every `interval`, reports the server `NOT_SERVING` while the database
 /// does not answer within `interval`, `SERVING` again once it does; until
-/// `stop` turns true.
+/// `stop` is cancelled.
 async fn watch_health(
     store: Store,
     health: HealthReporter,
     interval: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut serving = true;
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
+            () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
         let answered = store.ping(interval).await;
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             return;
         }
         match (&answered, serving) {
@@ -427,7 +418,7 @@ async fn serve(
     builder: Server,
     sessions: Arc<Sessions>,
     listener: TcpListener,
-    mut stopped: watch::Receiver<bool>,
+    stopped: CancellationToken,
 ) -> Result<()> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -473,7 +464,7 @@ async fn serve(
         )));
 
     let shutdown = async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
+        stopped.cancelled().await;
         set_health(&health, ServingStatus::NotServing).await;
         tracing::info!("shutting down: finishing calls in flight");
     };
@@ -493,20 +484,13 @@ fn read_pem(path: &Path) -> Result<Vec<u8>> {
 /// SQLite files; the lock dies with the process.
 fn lock_data_dir(data_dir: &Path) -> Result<File> {
     let path = data_dir.join(LOCK_FILE);
-    let file = File::create(&path)
-        .map_err(|e| Error::Unavailable(format!("creating lock file {}: {e}", path.display())))?;
-    match fs4::FileExt::try_lock(&file) {
-        Ok(()) => Ok(file),
-        Err(fs4::TryLockError::WouldBlock) => Err(Error::Aborted(format!(
+    crate::data_dir::try_lock(&path)?.ok_or_else(|| {
+        Error::Aborted(format!(
             "another fedreg server is using data directory {} (lock {} is held); stop it or pick another --data-dir",
             data_dir.display(),
             path.display()
-        ))),
-        Err(fs4::TryLockError::Error(e)) => Err(Error::Unavailable(format!(
-            "locking {}: {e}",
-            path.display()
-        ))),
-    }
+        ))
+    })
 }
 
 /// Creates the first admin token when none exists, writes it to

@@ -324,6 +324,38 @@ async fn sigterm_stops_cleanly(backend: Backend) {
     assert_eq!(again.terminate().await.0, Some(0));
 }
 
+async fn serve_logs_json_lines(backend: Backend) {
+    let storage = Storage::new(backend).await;
+    let mut command = storage.command();
+    command.args(["--log-format", "json"]);
+    let served = serve(command).await;
+    let token = served.new_token.clone().expect("a new admin token");
+    served
+        .registry(&token)
+        .await
+        .list_sites(pb::ListRequest::default())
+        .await
+        .expect("the server answers");
+    let (code, stderr) = served.terminate().await;
+    assert_eq!(code, Some(0), "stderr after start: {stderr:#?}");
+    let logs: Vec<serde_json::Value> = stderr
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        logs.iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string()),
+        "{logs:#?}"
+    );
+    assert!(
+        logs.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("shutting down"))),
+        "{logs:#?}"
+    );
+}
+
 async fn serve_rejects_bad_settings(backend: Backend) {
     let storage = Storage::new(backend).await;
     let mut command = storage.command();
@@ -529,6 +561,7 @@ backend_tests!(
     serve_creates_data_dir_and_admin_token,
     second_serve_on_same_data_dir,
     sigterm_stops_cleanly,
+    serve_logs_json_lines,
     serve_rejects_bad_settings,
     call_log_lines_are_decoded,
     migrate,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
@@ -20,20 +20,20 @@ use crate::store::Store;
 pub struct PeeringApi {
     store: Store,
     registry_name: String,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     sessions: Arc<Sessions>,
     send_timeout: Duration,
 }
 
 impl PeeringApi {
     /// A service over `store`, announcing itself as `registry_name`; its
-    /// follow streams end when `stop` turns true. Streams take their slots
+    /// follow streams end when `stop` is cancelled. Streams take their slots
     /// in `sessions`; a `GetPeerData` caller that reads nothing for
     /// `send_timeout` loses its stream.
     pub fn new(
         store: Store,
         registry_name: String,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
         sessions: Arc<Sessions>,
         send_timeout: Duration,
     ) -> PeeringApi {

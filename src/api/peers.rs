@@ -1,12 +1,14 @@
-//! `fedreg.v1.PeerService`: peer records and `RefreshPeer`, for admins.
+//! `fedreg.v1.PeerService`: peer records and `RefreshPeer`, for admins;
+//! the operations are [`crate::registry::peers`] and
+//! [`Refresher::refresh_peer`].
 
 use tonic::{Request, Response, Status};
 
 use crate::peering::follow::Followers;
-use crate::peering::peers;
-use crate::peering::refresh::{PeerRef, RefreshOptions, Refresher};
+use crate::peering::refresh::Refresher;
 use crate::proto::v1 as pb;
 use crate::proto::v1::peer_service_server::PeerService;
+use crate::registry::peers;
 
 /// Serves the peer records and refreshes.
 #[derive(Clone)]
@@ -32,10 +34,9 @@ impl PeerService for PeerApi {
         &self,
         request: Request<pb::CreatePeerRequest>,
     ) -> Result<Response<pb::Peer>, Status> {
-        let peer =
-            peers::create(&self.refresher.store, &self.followers, request.into_inner()).await?;
-        self.followers.peers_changed();
-        Ok(Response::new(peer))
+        Ok(Response::new(
+            peers::create(&self.refresher.store, &self.followers, request.into_inner()).await?,
+        ))
     }
 
     async fn get_peer(
@@ -60,46 +61,26 @@ impl PeerService for PeerApi {
         &self,
         request: Request<pb::UpdatePeerRequest>,
     ) -> Result<Response<pb::Peer>, Status> {
-        let peer =
-            peers::update(&self.refresher.store, &self.followers, request.into_inner()).await?;
-        self.followers.peers_changed();
-        Ok(Response::new(peer))
+        Ok(Response::new(
+            peers::update(&self.refresher.store, &self.followers, request.into_inner()).await?,
+        ))
     }
 
     async fn delete_peer(
         &self,
         request: Request<pb::DeletePeerRequest>,
     ) -> Result<Response<pb::DeletePeerResponse>, Status> {
-        let removed = peers::delete(&self.refresher.store, request.into_inner()).await?;
-        self.followers.peers_changed();
-        Ok(Response::new(removed))
+        Ok(Response::new(
+            peers::delete(&self.refresher.store, &self.followers, request.into_inner()).await?,
+        ))
     }
 
     async fn refresh_peer(
         &self,
         request: Request<pb::RefreshPeerRequest>,
     ) -> Result<Response<pb::RefreshReport>, Status> {
-        let req = request.into_inner();
-        let target = match req.peer {
-            Some(pb::refresh_peer_request::Peer::PeerId(id)) => PeerRef::Id(id),
-            Some(pb::refresh_peer_request::Peer::Peername(name)) => PeerRef::Name(name),
-            None => {
-                return Err(
-                    crate::error::Error::invalid("peer", "", "set peer_id or peername").into(),
-                );
-            }
-        };
         Ok(Response::new(
-            self.refresher
-                .refresh(
-                    target,
-                    RefreshOptions {
-                        force: req.force,
-                        full: req.full,
-                        mode: pb::SyncMode::Manual,
-                    },
-                )
-                .await?,
+            self.refresher.refresh_peer(request.into_inner()).await?,
         ))
     }
 }

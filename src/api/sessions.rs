@@ -179,17 +179,17 @@ impl Sessions {
 }
 
 /// Every [`Limits::token_cache`], ends the streams of the tokens that no
-/// longer exist (revoked by another process), until `stop` turns true.
+/// longer exist (revoked by another process), until `stop` is cancelled.
 pub async fn run_revocation_check(
     sessions: Arc<Sessions>,
     store: Store,
-    mut stop: watch::Receiver<bool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(sessions.limits.token_cache);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
+            () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
         let streaming = sessions.streaming_tokens();

@@ -43,6 +43,16 @@ pub struct Cli {
     /// How `peer`, `refresh` and `status` reach a running server.
     #[command(flatten)]
     pub client: client::ClientArgs,
+    /// How log lines are written to stderr: `text` for people, `json` (one
+    /// object per line, with the spans it happened in) for log collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "FEDREG_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -76,6 +86,45 @@ impl StorageArgs {
         let url = self.url();
         crate::data_dir::prepare(&self.data_dir, &url)?;
         Store::open(&url).await
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Plain text, coloured at a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What is logged unless `FEDREG_LOG` says otherwise: info, and the TLS
+/// handshakes the server refuses (a client certificate from an unknown CA,
+/// expired...), which tonic reports at debug level.
+const DEFAULT_LOG: &str = "info,tonic::transport::server::io_stream=debug";
+
+/// Sends the process's logs to stderr in `format`, filtered by `FEDREG_LOG`
+/// (an `EnvFilter` directive; `DEFAULT_LOG` when unset).
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+
+    let filter =
+        EnvFilter::try_from_env("FEDREG_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            // Colours for a person at a terminal; plain text for log files
+            // and journald.
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
 }
 
@@ -170,25 +219,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+/// Beyond the years jiff knows (-9999 to 9999), the seconds themselves.
 pub fn format_time(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    match jiff::Timestamp::from_second(secs) {
+        Ok(time) => time.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        Err(_) => secs.to_string(),
+    }
 }
 
 #[cfg(test)]

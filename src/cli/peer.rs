@@ -15,10 +15,10 @@ use super::json;
 use super::refresh::{counts_text, outcome_name, report_text, timestamp_text};
 use super::table::{Align, Table};
 use super::{CliError, StorageArgs};
-use crate::client::PeerKey;
 use crate::error::Error;
-use crate::peering::peers::plaintext_warning;
 use crate::proto::v1 as pb;
+use crate::registry::peers::PeerKey;
+use crate::registry::validate::plaintext_warning;
 
 /// `fedreg peer ...`
 #[derive(Debug, Subcommand)]

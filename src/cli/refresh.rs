@@ -14,8 +14,8 @@ use super::json;
 use super::progress::Spinner;
 use super::table::{Align, Table};
 use super::{CliError, StorageArgs, format_time};
-use crate::client::PeerKey;
 use crate::proto::v1 as pb;
+use crate::registry::peers::PeerKey;
 
 /// Options of `fedreg refresh`.
 #[derive(Debug, Args)]
@@ -47,7 +47,7 @@ pub async fn refresh(
         .client
         .refresh_peer(PeerKey::parse(&args.peer), args.force, args.full)
         .await;
-    spinner.stop().await;
+    spinner.stop();
     let report = answer.map_err(|s| server.fail(s))?;
     if args.json {
         json::print(&json::report(&report));

@@ -133,13 +133,7 @@ pub struct ServeArgs {
 
 /// Serves until SIGINT or SIGTERM, then finishes the calls in flight.
 pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
-    if !(0.0..=1.0).contains(&args.max_delete_fraction) {
-        return Err(Error::invalid(
-            "max_delete_fraction",
-            args.max_delete_fraction,
-            "must be between 0 and 1",
-        ));
-    }
+    crate::registry::validate::fraction("max_delete_fraction", args.max_delete_fraction)?;
     let config = ServerConfig {
         listen: args.listen,
         data_dir: storage.data_dir.clone(),

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use super::StorageArgs;
 use super::table::{Align, Table};
 use crate::error::Result;
-use crate::peering::peers;
+use crate::registry::peers;
 use crate::store::tokens::{self, Role};
 
 /// `fedreg token ...`

@@ -25,6 +25,7 @@ use futures_util::{Stream, StreamExt};
 use prost::Message;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::export;
@@ -69,7 +70,7 @@ struct Announcer {
     changes: Option<export::Request>,
     slot: Option<StreamSlot>,
     wakes: watch::Receiver<u64>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     heartbeat: Duration,
     next_heartbeat: Instant,
     /// The checkpoint last announced (or the caller's, before the first
@@ -92,12 +93,8 @@ pub fn heartbeat(seconds: u32) -> Result<Duration> {
 }
 
 /// Announces the checkpoints of `store` to a `subscription`, until `stop`
-/// turns true, its token is revoked or the caller goes away.
-pub fn stream(
-    store: Store,
-    subscription: Subscription,
-    stop: watch::Receiver<bool>,
-) -> FollowStream {
+/// is cancelled, its token is revoked or the caller goes away.
+pub fn stream(store: Store, subscription: Subscription, stop: CancellationToken) -> FollowStream {
     // Subscribed before the first read: a commit after it wakes the stream.
     let wakes = store.changes();
     let announcer = Announcer {
@@ -147,7 +144,7 @@ impl Announcer {
             };
             let woken = tokio::select! {
                 biased;
-                _ = self.stop.wait_for(|stop| *stop) => Woken::Stop,
+                () = self.stop.cancelled() => Woken::Stop,
                 () = revoked => Woken::Revoked,
                 changed = self.wakes.changed() => match changed {
                     Ok(()) => Woken::Commit,

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::store::{Store, now, revisions};
@@ -17,13 +17,13 @@ use crate::store::{Store, now, revisions};
 const MAX_PERIOD: Duration = Duration::from_secs(3600);
 
 /// Compacts the log every quarter of `retention` (between a second and an
-/// hour) until `stop` turns true.
-pub async fn run(store: Store, retention: Duration, mut stop: watch::Receiver<bool>) {
+/// hour) until `stop` is cancelled.
+pub async fn run(store: Store, retention: Duration, stop: CancellationToken) {
     let period = (retention / 4).clamp(Duration::from_secs(1), MAX_PERIOD);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
         }
         if let Err(e) = compact(&store, retention).await {
             tracing::warn!(error = %e, "compacting the change log");

@@ -15,13 +15,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Identity};
 
 use super::spool::{DumpLimits, Spool};
-use crate::error::{Error, Result};
+use crate::channel::{self, Authed, Bearer};
+use crate::error::{self, Error, Result};
 use crate::proto::v1 as pb;
 use crate::proto::v1::peering_service_client::PeeringServiceClient;
 use crate::store::peers::PeerRow;
@@ -301,23 +299,7 @@ impl Clients {
 }
 
 /// A `PeeringService` client of a peer, presenting its outbound token.
-pub type PeerClient = PeeringServiceClient<InterceptedService<Channel, Bearer>>;
-
-/// Adds `authorization: Bearer <outbound token>` to every call.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
+pub type PeerClient = PeeringServiceClient<Authed>;
 
 /// Connects to `peer` (waiting at most `timeout`) as a client presenting
 /// its outbound token, and `identity` as client certificate over TLS.
@@ -326,23 +308,21 @@ pub async fn client(
     identity: Option<&Identity>,
     timeout: Duration,
 ) -> Result<PeerClient> {
-    let token = peer.outbound_token.as_ref().ok_or_else(|| {
+    let token = peer.outbound_token.as_deref().ok_or_else(|| {
         Error::FailedPrecondition(format!(
             "peer {} has no outbound token: set one with UpdatePeer (a peer token created on {})",
             peer.peername, peer.peer_url
         ))
     })?;
-    let bearer = format!("Bearer {token}").parse().map_err(|_| {
+    let bearer = Bearer::new(Some(token)).map_err(|_| {
         Error::FailedPrecondition(format!(
             "the outbound token of peer {} is not a valid header value",
             peer.peername
         ))
     })?;
     let channel = connect(peer, identity, timeout).await?;
-    Ok(
-        PeeringServiceClient::with_interceptor(channel, Bearer(bearer))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
-    )
+    Ok(PeeringServiceClient::with_interceptor(channel, bearer)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
 /// Opens a channel to the peer, with TLS for `https://` (presenting
@@ -358,41 +338,24 @@ async fn connect(
             peer.peername, peer.peer_url
         ))
     };
-    let mut endpoint = Endpoint::from_shared(peer.peer_url.clone())
-        .map_err(|e| bad(&e))?
-        .connect_timeout(timeout)
-        .tcp_nodelay(true);
-    if peer.peer_url.starts_with("https://") {
+    let ca_pem = if peer.peer_url.starts_with("https://") {
         let pem = peer.cacert.as_ref().ok_or_else(|| {
             bad(&"an https:// peer needs its CA certificate (cacert) on the peer record")
         })?;
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
-        if let Some(identity) = identity {
-            tls = tls.identity(identity.clone());
-        }
-        endpoint = endpoint.tls_config(tls).map_err(|e| bad(&e))?;
-    }
-    endpoint.connect().await.map_err(|e| {
-        Error::Unavailable(format!(
-            "peer {} ({}) is unreachable: {}",
-            peer.peername,
-            peer.peer_url,
-            with_causes(&e)
-        ))
-    })
-}
-
-/// An error with its chain of causes ("transport error: tcp connect error:
-/// Connection refused"), the bottom one being the useful one.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        cause = c.source();
-    }
-    text
+        Some(pem.as_bytes())
+    } else {
+        None
+    };
+    channel::endpoint(&peer.peer_url, ca_pem, identity, timeout)
+        .map_err(|e| bad(&e))?
+        .connect()
+        .await
+        .map_err(|e| {
+            Error::Unavailable(format!(
+                "peer {} ({}) is unreachable: {}",
+                peer.peername,
+                peer.peer_url,
+                error::chain(&e)
+            ))
+        })
 }

@@ -34,14 +34,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::fetch;
 use super::lock::FollowLease;
-use super::refresh::{PeerRef, RefreshOptions, Refresher};
+use super::refresh::{RefreshOptions, Refresher};
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
+use crate::registry::peers::{Following, PeerKey};
 use crate::store::now;
 use crate::store::peers::{self, PeerRow};
 
@@ -134,20 +136,25 @@ impl Followers {
     }
 }
 
-/// A running follow task and what it was started with.
-struct Task {
-    handle: JoinHandle<()>,
-    started_with: fetch::Connection,
-}
+impl Following for Followers {
+    fn status(&self, peer_id: i64) -> Option<pb::FollowStatus> {
+        Followers::status(self, peer_id)
+    }
 
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.handle.abort();
+    fn peers_changed(&self) {
+        Followers::peers_changed(self);
     }
 }
 
-/// Follows every followed peer until `stop` turns true.
-pub async fn run(refresher: Refresher, followers: Followers, mut stop: watch::Receiver<bool>) {
+/// A running follow task (aborted when dropped) and what it was started
+/// with.
+struct Task {
+    _handle: AbortOnDropHandle<()>,
+    started_with: fetch::Connection,
+}
+
+/// Follows every followed peer until `stop` is cancelled.
+pub async fn run(refresher: Refresher, followers: Followers, stop: CancellationToken) {
     let mut tasks: HashMap<i64, Task> = HashMap::new();
     loop {
         match followed(&refresher).await {
@@ -164,18 +171,18 @@ pub async fn run(refresher: Refresher, followers: Followers, mut stop: watch::Re
                 for peer in peers {
                     tasks.entry(peer.peer_id).or_insert_with(|| Task {
                         started_with: fetch::Connection::of(&peer),
-                        handle: tokio::spawn(follow_peer(
+                        _handle: AbortOnDropHandle::new(tokio::spawn(follow_peer(
                             refresher.clone(),
                             followers.clone(),
                             peer.peer_id,
-                        )),
+                        ))),
                     });
                 }
             }
             Err(e) => tracing::warn!(error = %e, "follow: reading the followed peers"),
         }
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
             _ = followers.inner.peers_changed.notified() => {}
             _ = tokio::time::sleep(RESCAN) => {}
         }
@@ -230,7 +237,7 @@ async fn follow_peer(refresher: Refresher, followers: Followers, peer_id: i64) {
 /// The wait before reopening a stream after `failures` failures in a row:
 /// doubling from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`], ±20%.
 pub fn backoff(failures: u32) -> Duration {
-    super::schedule::doubling_delay(FIRST_BACKOFF, failures.saturating_sub(1), MAX_BACKOFF, 0.2)
+    crate::backoff::nth(FIRST_BACKOFF, MAX_BACKOFF, 0.2, failures.saturating_sub(1))
 }
 
 /// Opens one stream and applies what it announces until it fails; a stream
@@ -334,7 +341,7 @@ async fn catch_up(
     let report = loop {
         match refresher
             .refresh_carried(
-                PeerRef::Id(peer.peer_id),
+                PeerKey::Id(peer.peer_id),
                 RefreshOptions::by(pb::SyncMode::Follow),
                 carried,
             )

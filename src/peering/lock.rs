@@ -114,22 +114,7 @@ fn try_lock_file(data_dir: &Path, name: &str) -> Result<Option<File>> {
     let dir = data_dir.join("locks");
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::Unavailable(format!("creating {}: {e}", dir.display())))?;
-    try_lock_path(&dir.join(name))
-}
-
-/// Locks the file at `path` (creating it), unless another holder has it
-/// (`None`).
-fn try_lock_path(path: &Path) -> Result<Option<File>> {
-    let file = File::create(path)
-        .map_err(|e| Error::Unavailable(format!("creating {}: {e}", path.display())))?;
-    match fs4::FileExt::try_lock(&file) {
-        Ok(()) => Ok(Some(file)),
-        Err(fs4::TryLockError::WouldBlock) => Ok(None),
-        Err(fs4::TryLockError::Error(e)) => Err(Error::Unavailable(format!(
-            "locking {}: {e}",
-            path.display()
-        ))),
-    }
+    crate::data_dir::try_lock(&dir.join(name))
 }
 
 /// Tries the session advisory lock (`class`, `key`) on `conn`.
@@ -194,7 +179,7 @@ impl FollowLease {
             database.file_name().unwrap_or_default().to_string_lossy(),
             peer_id
         ));
-        Ok(try_lock_path(&path)?.map(|file| FollowLease {
+        Ok(crate::data_dir::try_lock(&path)?.map(|file| FollowLease {
             _file: Some(file),
             pg: None,
         }))

@@ -8,7 +8,8 @@
 //! object, [`diff::diff`] against the cache, write set-based) inside one
 //! transaction driven by [`refresh`], under the per-peer locks of [`lock`].
 //! [`export`] is the serving side (`GetPeerData`), [`schedule`] runs
-//! refreshes on a timer, [`peers`] manages the peer records. Follow mode:
+//! refreshes on a timer (the peer records themselves are
+//! [`crate::registry::peers`]). Follow mode:
 //! [`announce`] serves `Follow` (a peer's changes as they are committed),
 //! [`follow`] keeps such streams open to followed peers and refreshes at
 //! each change.
@@ -20,7 +21,6 @@ pub mod export;
 pub mod fetch;
 pub mod follow;
 pub mod lock;
-pub mod peers;
 pub mod refresh;
 pub mod report;
 pub mod schedule;

@@ -21,18 +21,23 @@
 //!
 //! Failures and refusals are recorded on the peer record too, in a
 //! transaction of their own.
+//!
+//! Each refresh runs in a `refresh` tracing span (peer, id, mode), with a
+//! child span per phase: `lock`, `fetch` (or `spool_carried`), `apply`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use prost::Message;
+use tracing::Instrument;
 
 use super::fetch;
 use super::report::ReportBuilder;
 use super::spool::Spool;
-use super::{lock, peers, sync};
+use super::{lock, sync};
 use crate::error::Result;
 use crate::proto::v1 as pb;
+use crate::registry::peers::{self, PeerKey};
 use crate::store::peers::{self as peer_store, PeerRow, RefreshRecord};
 use crate::store::{DbConn, Store, cache, now};
 
@@ -80,20 +85,22 @@ impl RefreshOptions {
     }
 }
 
-/// Which peer to refresh.
-#[derive(Debug, Clone)]
-pub enum PeerRef {
-    /// By id.
-    Id(i64),
-    /// By name.
-    Name(String),
-}
-
 impl Refresher {
+    /// `RefreshPeer`: refreshes the peer the request names, by hand.
+    pub async fn refresh_peer(&self, req: pb::RefreshPeerRequest) -> Result<pb::RefreshReport> {
+        let target = PeerKey::required("peer", req.peer)?;
+        let options = RefreshOptions {
+            force: req.force,
+            full: req.full,
+            mode: pb::SyncMode::Manual,
+        };
+        self.refresh(target, options).await
+    }
+
     /// Refreshes a peer.
     pub async fn refresh(
         &self,
-        target: PeerRef,
+        target: PeerKey,
         options: RefreshOptions,
     ) -> Result<pb::RefreshReport> {
         self.refresh_carried(target, options, None).await
@@ -104,23 +111,31 @@ impl Refresher {
     /// from the peer otherwise, as [`Refresher::refresh`] does).
     pub async fn refresh_carried(
         &self,
-        target: PeerRef,
+        target: PeerKey,
         options: RefreshOptions,
         changes: Option<&pb::FollowChanges>,
     ) -> Result<pb::RefreshReport> {
         let peer = {
             let mut conn = self.store.read().await?;
-            match target {
-                PeerRef::Id(id) => peers::require(&mut conn, id).await?,
-                PeerRef::Name(name) => peers::require_named(&mut conn, &name).await?,
-            }
+            peers::resolve(&mut conn, &target).await?
         };
-        let started = Instant::now();
-        let lock =
-            lock::acquire(&self.store, &self.data_dir, &self.lock_connections, &peer).await?;
-        let result = self.refresh_locked(&peer, options, changes, started).await;
-        lock.release().await;
-        result
+        let span = tracing::info_span!(
+            "refresh",
+            peer = %peer.peername,
+            peer_id = peer.peer_id,
+            mode = options.mode.as_str_name()
+        );
+        async {
+            let started = Instant::now();
+            let lock = lock::acquire(&self.store, &self.data_dir, &self.lock_connections, &peer)
+                .instrument(tracing::info_span!("lock"))
+                .await?;
+            let result = self.refresh_locked(&peer, options, changes, started).await;
+            lock.release().await;
+            result
+        }
+        .instrument(span)
+        .await
     }
 
     /// [`Refresher::refresh`] once the peer's locks are held.
@@ -188,13 +203,17 @@ impl Refresher {
             .filter(|c| since.is_some() && c.since == since)
         {
             Some(carried) => {
+                let _phase = tracing::info_span!("spool_carried").entered();
                 let spooling = Instant::now();
                 let spool =
                     fetch::spool_carried(peer, carried.clone(), self.limits.dump, &self.data_dir)?;
                 (spool, spooling.elapsed(), "carried")
             }
             None => {
-                let (spool, transport) = self.fetch(peer, since).await?;
+                let (spool, transport) = self
+                    .fetch(peer, since)
+                    .instrument(tracing::info_span!("fetch"))
+                    .await?;
                 (spool, transport, "transport")
             }
         };
@@ -251,6 +270,7 @@ impl Refresher {
                 finish_applied(c, peer_id, spool, report, started).await
             })
         })
+        .instrument(tracing::info_span!("apply"))
         .await
     }
 

@@ -8,6 +8,18 @@ use crate::proto::v1 as pb;
 /// Warnings kept in one report; the counts in the class reports stay exact.
 const MAX_WARNINGS: usize = 1000;
 
+/// Rows a refresh wrote, by its report's counters: objects added, updated
+/// or deleted, and relation rows added or removed.
+pub fn writes(report: &pb::RefreshReport) -> i64 {
+    let objects: i64 = report
+        .classes
+        .iter()
+        .map(|c| c.added + c.updated + c.deleted)
+        .sum();
+    let relations: i64 = report.relations.iter().map(|r| r.added + r.removed).sum();
+    objects + relations
+}
+
 /// Collects a [`pb::RefreshReport`] as a refresh goes.
 #[derive(Debug, Default)]
 pub struct ReportBuilder {
@@ -108,19 +120,7 @@ impl ReportBuilder {
     /// Number of objects written (added, updated, deleted) and relation rows
     /// changed so far.
     pub fn writes(&self) -> i64 {
-        let objects: i64 = self
-            .report
-            .classes
-            .iter()
-            .map(|c| c.added + c.updated + c.deleted)
-            .sum();
-        let relations: i64 = self
-            .report
-            .relations
-            .iter()
-            .map(|r| r.added + r.removed)
-            .sum();
-        objects + relations
+        writes(&self.report)
     }
 
     /// Finishes the report with its outcome, reason and total time.

@@ -12,13 +12,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rand::Rng;
-use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use super::refresh::{PeerRef, RefreshOptions, Refresher};
+use super::refresh::{RefreshOptions, Refresher};
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
+use crate::registry::peers::PeerKey;
 use crate::store::now;
 use crate::store::peers::{self, PeerRow};
 
@@ -35,27 +35,19 @@ struct Slot {
     interval: i64,
 }
 
-/// `first` doubled `doublings` times, at most `cap`, give or take
-/// `jitter` (a fraction) at random: the back-off of scheduled refreshes and
-/// of follow streams.
-pub fn doubling_delay(first: Duration, doublings: u32, cap: Duration, jitter: f64) -> Duration {
-    let base = first.saturating_mul(1u32 << doublings.min(16)).min(cap);
-    base.mul_f64(rand::rng().random_range(1.0 - jitter..=1.0 + jitter))
-}
-
 /// The delay before the next refresh after `failures` consecutive
-/// failures, with ±10% jitter.
+/// failures: the interval, doubled at each failure, with ±10% jitter.
 pub fn next_delay(interval: Duration, failures: u32) -> Duration {
-    doubling_delay(interval, failures, MAX_BACKOFF.max(interval), 0.1)
+    crate::backoff::nth(interval, MAX_BACKOFF.max(interval), 0.1, failures)
 }
 
-/// Runs scheduled refreshes until `stop` turns true.
-pub async fn run(refresher: Refresher, mut stop: watch::Receiver<bool>) {
+/// Runs scheduled refreshes until `stop` is cancelled.
+pub async fn run(refresher: Refresher, stop: CancellationToken) {
     let mut slots: HashMap<i64, Slot> = HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
         }
         if let Err(e) = tick(&refresher, &mut slots, &stop).await {
             tracing::warn!(error = %e, "refresh schedule");
@@ -66,7 +58,7 @@ pub async fn run(refresher: Refresher, mut stop: watch::Receiver<bool>) {
 async fn tick(
     refresher: &Refresher,
     slots: &mut HashMap<i64, Slot>,
-    stop: &watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) -> Result<()> {
     let scheduled: Vec<PeerRow> = {
         let mut conn = refresher.store.read().await?;
@@ -74,7 +66,7 @@ async fn tick(
     };
     slots.retain(|id, _| scheduled.iter().any(|p| p.peer_id == *id));
     for peer in scheduled {
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             return Ok(());
         }
         let interval = Duration::from_secs(peer.refresh_interval_seconds.max(1) as u64);
@@ -103,7 +95,7 @@ async fn tick(
         }
         let result = refresher
             .refresh(
-                PeerRef::Id(peer.peer_id),
+                PeerKey::Id(peer.peer_id),
                 RefreshOptions::by(pb::SyncMode::Scheduled),
             )
             .await;

@@ -7,9 +7,11 @@
 
 pub mod keys;
 pub mod nodes;
+pub mod peers;
 pub mod persons;
 pub mod sites;
 pub mod slices;
+pub mod tokens;
 pub mod validate;
 
 use prost_types::Timestamp;

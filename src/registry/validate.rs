@@ -335,6 +335,153 @@ pub fn id_list(field: &'static str, ids: &[i64]) -> Result<Vec<i64>> {
     Ok(out)
 }
 
+// Peer records.
+
+/// A peer name: letters, digits, `-`, `_` and `.`, 1 to 64 long.
+pub fn peername(value: &str) -> Result<String> {
+    let v = value.trim();
+    if v.is_empty() || v.len() > 64 {
+        return Err(Error::invalid(
+            "peername",
+            value,
+            "must be 1 to 64 characters",
+        ));
+    }
+    if !v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(Error::invalid(
+            "peername",
+            value,
+            "only letters, digits, '-', '_' and '.' are allowed",
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+/// A peer URL: `http://host:port` or `https://host:port`.
+pub fn peer_url(value: &str) -> Result<String> {
+    let v = value.trim();
+    let uri: http::Uri = v
+        .parse()
+        .map_err(|e| Error::invalid("peer_url", value, format!("not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some() => Ok(v.trim_end_matches('/').to_owned()),
+        _ => Err(Error::invalid(
+            "peer_url",
+            value,
+            "must be http://host:port or https://host:port",
+        )),
+    }
+}
+
+/// An optional PEM CA certificate.
+pub fn cacert(value: &str) -> Result<Option<String>> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.len() > MAX_CACERT {
+        return Err(Error::invalid(
+            "cacert",
+            v,
+            format!("must be at most {MAX_CACERT} bytes"),
+        ));
+    }
+    if !v.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(Error::invalid(
+            "cacert",
+            v.chars().take(40).collect::<String>(),
+            "must be a PEM certificate (-----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    Ok(Some(v.to_owned()))
+}
+
+/// Why a peer URL deserves a warning: plain `http://` to a host that is not
+/// this machine sends the outbound token and the peer's data in clear text.
+pub fn plaintext_warning(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| {
+        format!(
+            "peer_url {url} is plain http:// to another host: the outbound token and the \
+             peer's data cross the network unencrypted; use https://"
+        )
+    })
+}
+
+/// An optional client certificate identity (a subject CN or a DNS, IP or
+/// URI name): empty means none.
+pub fn client_identity(value: &str) -> Result<Option<String>> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.len() > 255 || v.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "client_identity",
+            v.chars().take(40).collect::<String>(),
+            "must be at most 255 characters, without control characters",
+        ));
+    }
+    Ok(Some(v.to_owned()))
+}
+
+/// Longest outbound token accepted.
+pub const MAX_OUTBOUND_TOKEN: usize = 1024;
+/// Longest CA certificate accepted.
+pub const MAX_CACERT: usize = 64 * 1024;
+
+/// An optional outbound token: empty means none; at most
+/// [`MAX_OUTBOUND_TOKEN`] printable characters (it goes in a header).
+pub fn outbound_token(value: &str) -> Result<Option<String>> {
+    let v = value.trim();
+    if v.len() > MAX_OUTBOUND_TOKEN || v.chars().any(|c| !c.is_ascii_graphic()) {
+        return Err(Error::invalid(
+            "outbound_token",
+            "<secret>",
+            format!("must be at most {MAX_OUTBOUND_TOKEN} printable characters without spaces"),
+        ));
+    }
+    Ok((!v.is_empty()).then(|| v.to_owned()))
+}
+
+/// Seconds between scheduled refreshes: 0 (none) or at least 10.
+pub fn refresh_interval(value: i64) -> Result<i64> {
+    if value == 0 || (10..=7 * 24 * 3600).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Error::invalid(
+            "refresh_interval_seconds",
+            value,
+            "must be 0 (no schedule) or between 10 and 604800",
+        ))
+    }
+}
+
+/// A mass-delete threshold: a fraction between 0 and 1.
+pub fn max_delete_fraction(value: f64) -> Result<f64> {
+    fraction("max_delete_fraction", value)
+}
+
+/// A fraction: between 0 and 1, both included.
+pub fn fraction(field: &'static str, value: f64) -> Result<f64> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Error::invalid(field, value, "must be between 0 and 1"))
+    }
+}
+
 fn is_hostname(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 253

@@ -23,7 +23,7 @@ use std::time::Duration;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 /// The notification channel `export_revision()` notifies at commit.
 pub const CHANNEL: &str = "fedreg_export";
@@ -34,16 +34,8 @@ const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(10);
 /// Wakes the waiters for committed changes of one database.
 pub struct ChangeFeed {
     wakes: watch::Sender<u64>,
-    listener: OnceLock<AbortOnDrop>,
-}
-
-/// Aborts a background task when the value is dropped.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    /// The listener task, aborted when the feed is dropped.
+    listener: OnceLock<AbortOnDropHandle<()>>,
 }
 
 impl Default for ChangeFeed {
@@ -71,7 +63,7 @@ impl ChangeFeed {
     pub fn listen_postgres(self: &Arc<ChangeFeed>, url: &str) {
         self.listener.get_or_init(|| {
             let feed = Arc::downgrade(self);
-            AbortOnDrop(tokio::spawn(listen(feed, url.to_owned())))
+            AbortOnDropHandle::new(tokio::spawn(listen(feed, url.to_owned())))
         });
     }
 }
@@ -79,8 +71,9 @@ impl ChangeFeed {
 /// Keeps a connection listening on [`CHANNEL`] and wakes the feed at every
 /// notification, until the feed is gone.
 async fn listen(feed: std::sync::Weak<ChangeFeed>, url: String) {
-    let mut backoff = Duration::from_millis(100);
+    let mut delays = crate::backoff::doubling(Duration::from_millis(100), MAX_LISTEN_BACKOFF, 0.0);
     loop {
+        let backoff = delays.next().unwrap_or(MAX_LISTEN_BACKOFF);
         let result = listen_once(&feed, &url).await;
         let Some(live) = feed.upgrade() else { return };
         // Whatever was committed while not listening is announced now.
@@ -95,7 +88,6 @@ async fn listen(feed: std::sync::Weak<ChangeFeed>, url: String) {
             ),
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
     }
 }
 

@@ -7,22 +7,100 @@
 //! identity, checked by the auth layer) and how it is refreshed.
 //! Deleting a peer removes everything cached from it, and its tokens, in one
 //! transaction.
+//!
+//! What the follow tasks know of a peer (its [`pb::FollowStatus`]) and the
+//! poke they need when peer records change come through [`Following`],
+//! which the follow supervisor implements: every change of a peer record
+//! tells it.
 
 use prost::Message;
 
-use super::follow::Followers;
+use super::validate::{
+    self, cacert, client_identity, max_delete_fraction, outbound_token, peer_url, peername,
+    plaintext_warning, refresh_interval,
+};
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
-use crate::registry::{self, validate};
+use crate::registry;
 use crate::store::peers::{self, NewPeer, PeerChanges, PeerRow};
 use crate::store::{DbConn, Store, cache, now};
 
 /// Largest page of a peer listing.
 const MAX_PAGE_SIZE: i32 = 1000;
 
+/// What the operations on peer records need of the follow tasks.
+pub trait Following: Send + Sync {
+    /// Where following the peer stands, when a task follows it.
+    fn status(&self, peer_id: i64) -> Option<pb::FollowStatus>;
+    /// Peer records changed (created, updated, deleted): start or stop
+    /// following at once.
+    fn peers_changed(&self);
+}
+
+/// A peer of this registry, named by its id or its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerKey {
+    /// Id in this registry.
+    Id(i64),
+    /// Name.
+    Name(String),
+}
+
+impl PeerKey {
+    /// An id when `text` is a number, else a name.
+    pub fn parse(text: &str) -> PeerKey {
+        text.trim()
+            .parse()
+            .map_or_else(|_| PeerKey::Name(text.trim().to_owned()), PeerKey::Id)
+    }
+
+    /// The key a request's oneof `field` holds, or INVALID_ARGUMENT when
+    /// it holds none.
+    pub fn required(field: &'static str, key: Option<impl Into<PeerKey>>) -> Result<PeerKey> {
+        key.map(Into::into)
+            .ok_or_else(|| Error::invalid(field, "", "set peer_id or peername"))
+    }
+}
+
+impl From<PeerKey> for pb::get_peer_request::Key {
+    fn from(key: PeerKey) -> Self {
+        match key {
+            PeerKey::Id(id) => Self::PeerId(id),
+            PeerKey::Name(name) => Self::Peername(name),
+        }
+    }
+}
+
+impl From<PeerKey> for pb::refresh_peer_request::Peer {
+    fn from(key: PeerKey) -> Self {
+        match key {
+            PeerKey::Id(id) => Self::PeerId(id),
+            PeerKey::Name(name) => Self::Peername(name),
+        }
+    }
+}
+
+impl From<pb::get_peer_request::Key> for PeerKey {
+    fn from(key: pb::get_peer_request::Key) -> Self {
+        match key {
+            pb::get_peer_request::Key::PeerId(id) => PeerKey::Id(id),
+            pb::get_peer_request::Key::Peername(name) => PeerKey::Name(name),
+        }
+    }
+}
+
+impl From<pb::refresh_peer_request::Peer> for PeerKey {
+    fn from(key: pb::refresh_peer_request::Peer) -> Self {
+        match key {
+            pb::refresh_peer_request::Peer::PeerId(id) => PeerKey::Id(id),
+            pb::refresh_peer_request::Peer::Peername(name) => PeerKey::Name(name),
+        }
+    }
+}
+
 /// The message of a stored peer, with the counts of what is cached from it
 /// and, for a followed peer, where following it stands.
-pub async fn load(conn: &mut DbConn, followers: &Followers, row: PeerRow) -> Result<pb::Peer> {
+pub async fn load(conn: &mut DbConn, followers: &dyn Following, row: PeerRow) -> Result<pb::Peer> {
     let [sites, keys, persons, nodes, slices] = cache::counts(conn, row.peer_id).await?;
     let last_refresh_report = row
         .last_refresh_report
@@ -85,146 +163,11 @@ pub async fn require_named(conn: &mut DbConn, peername: &str) -> Result<PeerRow>
         .ok_or_else(|| Error::not_found("peer", "peername", peername))
 }
 
-/// A peer name: letters, digits, `-`, `_` and `.`, 1 to 64 long.
-fn peername(value: &str) -> Result<String> {
-    let v = value.trim();
-    if v.is_empty() || v.len() > 64 {
-        return Err(Error::invalid(
-            "peername",
-            value,
-            "must be 1 to 64 characters",
-        ));
-    }
-    if !v
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(Error::invalid(
-            "peername",
-            value,
-            "only letters, digits, '-', '_' and '.' are allowed",
-        ));
-    }
-    Ok(v.to_owned())
-}
-
-/// A peer URL: `http://host:port` or `https://host:port`.
-fn peer_url(value: &str) -> Result<String> {
-    let v = value.trim();
-    let uri: http::Uri = v
-        .parse()
-        .map_err(|e| Error::invalid("peer_url", value, format!("not a URL: {e}")))?;
-    match uri.scheme_str() {
-        Some("http" | "https") if uri.host().is_some() => Ok(v.trim_end_matches('/').to_owned()),
-        _ => Err(Error::invalid(
-            "peer_url",
-            value,
-            "must be http://host:port or https://host:port",
-        )),
-    }
-}
-
-/// An optional PEM CA certificate.
-fn cacert(value: &str) -> Result<Option<String>> {
-    let v = value.trim();
-    if v.is_empty() {
-        return Ok(None);
-    }
-    if v.len() > MAX_CACERT {
-        return Err(Error::invalid(
-            "cacert",
-            v,
-            format!("must be at most {MAX_CACERT} bytes"),
-        ));
-    }
-    if !v.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(Error::invalid(
-            "cacert",
-            v.chars().take(40).collect::<String>(),
-            "must be a PEM certificate (-----BEGIN CERTIFICATE-----)",
-        ));
-    }
-    Ok(Some(v.to_owned()))
-}
-
-/// Why a peer URL deserves a warning: plain `http://` to a host that is not
-/// this machine sends the outbound token and the peer's data in clear text.
-pub fn plaintext_warning(url: &str) -> Option<String> {
-    let uri: http::Uri = url.parse().ok()?;
-    if uri.scheme_str() != Some("http") {
-        return None;
-    }
-    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    (!loopback).then(|| {
-        format!(
-            "peer_url {url} is plain http:// to another host: the outbound token and the \
-             peer's data cross the network unencrypted; use https://"
-        )
-    })
-}
-
-/// An optional client certificate identity (a subject CN or a DNS, IP or
-/// URI name): empty means none.
-fn client_identity(value: &str) -> Result<Option<String>> {
-    let v = value.trim();
-    if v.is_empty() {
-        return Ok(None);
-    }
-    if v.len() > 255 || v.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "client_identity",
-            v.chars().take(40).collect::<String>(),
-            "must be at most 255 characters, without control characters",
-        ));
-    }
-    Ok(Some(v.to_owned()))
-}
-
-/// Longest outbound token and CA certificate accepted.
-const MAX_OUTBOUND_TOKEN: usize = 1024;
-const MAX_CACERT: usize = 64 * 1024;
-
-/// An optional outbound token: empty means none; at most
-/// [`MAX_OUTBOUND_TOKEN`] printable characters (it goes in a header).
-fn outbound_token(value: &str) -> Result<Option<String>> {
-    let v = value.trim();
-    if v.len() > MAX_OUTBOUND_TOKEN || v.chars().any(|c| !c.is_ascii_graphic()) {
-        return Err(Error::invalid(
-            "outbound_token",
-            "<secret>",
-            format!("must be at most {MAX_OUTBOUND_TOKEN} printable characters without spaces"),
-        ));
-    }
-    Ok((!v.is_empty()).then(|| v.to_owned()))
-}
-
-/// Seconds between scheduled refreshes: 0 (none) or at least 10.
-fn refresh_interval(value: i64) -> Result<i64> {
-    if value == 0 || (10..=7 * 24 * 3600).contains(&value) {
-        Ok(value)
-    } else {
-        Err(Error::invalid(
-            "refresh_interval_seconds",
-            value,
-            "must be 0 (no schedule) or between 10 and 604800",
-        ))
-    }
-}
-
-/// A mass-delete threshold: a fraction between 0 and 1.
-fn max_delete_fraction(value: f64) -> Result<f64> {
-    if (0.0..=1.0).contains(&value) {
-        Ok(value)
-    } else {
-        Err(Error::invalid(
-            "max_delete_fraction",
-            value,
-            "must be between 0 and 1",
-        ))
+/// The peer `key` names, or NOT_FOUND.
+pub async fn resolve(conn: &mut DbConn, key: &PeerKey) -> Result<PeerRow> {
+    match key {
+        PeerKey::Id(id) => require(conn, *id).await,
+        PeerKey::Name(name) => require_named(conn, name).await,
     }
 }
 
@@ -245,7 +188,7 @@ async fn ensure_name_free(conn: &mut DbConn, name: &str) -> Result<()> {
 /// Creates a peer.
 pub async fn create(
     store: &Store,
-    followers: &Followers,
+    followers: &dyn Following,
     req: pb::CreatePeerRequest,
 ) -> Result<pb::Peer> {
     let peer = NewPeer {
@@ -267,35 +210,35 @@ pub async fn create(
     };
     warn_plaintext(&peer.peer_url);
     let mut conn = store.write().await?;
-    conn.transaction(|c| {
-        Box::pin(async move {
-            ensure_name_free(c, &peer.peername).await?;
-            let row = peers::insert(c, &peer).await?;
-            load(c, followers, row).await
+    let created = conn
+        .transaction(|c| {
+            Box::pin(async move {
+                ensure_name_free(c, &peer.peername).await?;
+                let row = peers::insert(c, &peer).await?;
+                load(c, followers, row).await
+            })
         })
-    })
-    .await
+        .await?;
+    followers.peers_changed();
+    Ok(created)
 }
 
 /// Gets a peer by id or name.
 pub async fn get(
     store: &Store,
-    followers: &Followers,
+    followers: &dyn Following,
     req: pb::GetPeerRequest,
 ) -> Result<pb::Peer> {
+    let key = PeerKey::required("key", req.key)?;
     let mut conn = store.read().await?;
-    let row = match req.key {
-        Some(pb::get_peer_request::Key::PeerId(id)) => require(&mut conn, id).await?,
-        Some(pb::get_peer_request::Key::Peername(name)) => require_named(&mut conn, &name).await?,
-        None => return Err(Error::invalid("key", "", "set peer_id or peername")),
-    };
+    let row = resolve(&mut conn, &key).await?;
     load(&mut conn, followers, row).await
 }
 
 /// Lists peers.
 pub async fn list(
     store: &Store,
-    followers: &Followers,
+    followers: &dyn Following,
     req: pb::ListPeersRequest,
 ) -> Result<pb::ListPeersResponse> {
     let page = registry::page(&pb::ListRequest {
@@ -320,7 +263,7 @@ pub async fn list(
 /// Changes a peer.
 pub async fn update(
     store: &Store,
-    followers: &Followers,
+    followers: &dyn Following,
     req: pb::UpdatePeerRequest,
 ) -> Result<pb::Peer> {
     let changes = PeerChanges {
@@ -362,41 +305,51 @@ pub async fn update(
         warn_plaintext(url);
     }
     let mut conn = store.write().await?;
-    conn.transaction(|c| {
-        Box::pin(async move {
-            let current = require(c, req.peer_id).await?;
-            if let Some(name) = &changes.peername
-                && *name != current.peername
-            {
-                ensure_name_free(c, name).await?;
-            }
-            let row = peers::update(c, req.peer_id, &changes).await?;
-            load(c, followers, row).await
+    let updated = conn
+        .transaction(|c| {
+            Box::pin(async move {
+                let current = require(c, req.peer_id).await?;
+                if let Some(name) = &changes.peername
+                    && *name != current.peername
+                {
+                    ensure_name_free(c, name).await?;
+                }
+                let row = peers::update(c, req.peer_id, &changes).await?;
+                load(c, followers, row).await
+            })
         })
-    })
-    .await
+        .await?;
+    followers.peers_changed();
+    Ok(updated)
 }
 
 /// Deletes a peer and everything cached from it; returns what was removed.
-pub async fn delete(store: &Store, req: pb::DeletePeerRequest) -> Result<pb::DeletePeerResponse> {
+pub async fn delete(
+    store: &Store,
+    followers: &dyn Following,
+    req: pb::DeletePeerRequest,
+) -> Result<pb::DeletePeerResponse> {
     let mut conn = store.write().await?;
-    conn.transaction(|c| {
-        Box::pin(async move {
-            require(c, req.peer_id).await?;
-            let [sites, keys, persons, nodes, slices] = cache::counts(c, req.peer_id).await?;
-            peers::delete(c, req.peer_id).await?;
-            Ok(pb::DeletePeerResponse {
-                removed: Some(pb::CachedCounts {
-                    sites,
-                    keys,
-                    persons,
-                    nodes,
-                    slices,
-                }),
+    let removed = conn
+        .transaction(|c| {
+            Box::pin(async move {
+                require(c, req.peer_id).await?;
+                let [sites, keys, persons, nodes, slices] = cache::counts(c, req.peer_id).await?;
+                peers::delete(c, req.peer_id).await?;
+                Ok::<_, Error>(pb::DeletePeerResponse {
+                    removed: Some(pb::CachedCounts {
+                        sites,
+                        keys,
+                        persons,
+                        nodes,
+                        slices,
+                    }),
+                })
             })
         })
-    })
-    .await
+        .await?;
+    followers.peers_changed();
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -414,6 +367,15 @@ mod tests {
             let err = peer_url(bad).unwrap_err().to_string();
             assert!(err.contains("peer_url"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn peer_keys() {
+        assert_eq!(PeerKey::parse("12"), PeerKey::Id(12));
+        assert_eq!(PeerKey::parse(" plc2 "), PeerKey::Name("plc2".into()));
+        assert_eq!(PeerKey::parse("12a"), PeerKey::Name("12a".into()));
+        let none: Option<pb::get_peer_request::Key> = None;
+        assert!(PeerKey::required("key", none).is_err());
     }
 
     #[test]

@@ -435,3 +435,69 @@ impl LoadResults {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::ReplicationBaseline;
+    use crate::shapes::Size;
+
+    /// Latencies of 10 changes: a median of 1 ms, a p99 of 3 ms, and on
+    /// PostgreSQL stamped ones of 2 and 4 ms.
+    fn latencies(backend: Backend) -> Latencies {
+        Latencies {
+            median_ms: 1.0,
+            p99_ms: 3.0,
+            stamped_ms: (backend == Backend::Postgres).then_some((2.0, 4.0)),
+            changes: 10,
+            last_report: None,
+        }
+    }
+
+    /// The follow figures of [`latencies`].
+    fn follow(backend: Backend) -> FollowFigures {
+        FollowFigures::new(Shape::new(Size::Mini, 1), backend, &latencies(backend))
+    }
+
+    /// The follow table and the JSON carry the baseline and the ratios to
+    /// it (to the stamped median where there is one).
+    #[test]
+    fn baseline_compared() {
+        let baseline = Baseline::Measured(ReplicationBaseline {
+            median_ms: 0.5,
+            p99_ms: 0.9,
+            changes: 10,
+        });
+        let results = RefreshResults::new(
+            Shape::new(Size::Mini, 1),
+            1,
+            10,
+            Vec::new(),
+            vec![follow(Backend::Sqlite), follow(Backend::Postgres)],
+            Some(baseline),
+        );
+        let table = results.follow_table();
+        assert!(table.contains("| mini | sqlite | 10 changes | 1.00 | 3.00 |  |  | 2.0 |"));
+        assert!(
+            table.contains("| mini | postgres | 10 changes | 1.00 | 3.00 | 2.00 | 4.00 | 4.0 |")
+        );
+        assert!(table.contains(
+            "| mini | PostgreSQL logical replication (baseline) | 10 changes | | | 0.50 | 0.90 | 1.0 |"
+        ));
+        let json = serde_json::to_value(&results).expect("serializes");
+        assert_eq!(json["baseline"]["measured"]["median_ms"], 0.5);
+        assert_eq!(json["follow"][1]["replication_ratio"], 4.0);
+    }
+
+    /// A transfer shows its rate in MB/s, a latency its 99th percentile.
+    #[test]
+    fn rates() {
+        let shape = Shape::new(Size::Mini, 1);
+        let transfer =
+            StepFigures::timed(shape, Backend::Sqlite, "t", 0.5, 5).with_bytes(2_000_000);
+        assert_eq!(transfer.rate(), "10 (4.0 MB/s)");
+        let latency =
+            StepFigures::latency(shape, Backend::Sqlite, "l", &latencies(Backend::Sqlite));
+        assert_eq!(latency.rate(), "(latency; p99 3.00 ms)");
+    }
+}

@@ -417,12 +417,23 @@ async fn copy_postgres(url: &str, tables: &[Table]) -> anyhow::Result<usize> {
     Ok(total)
 }
 
+/// Fills the serving registry's database at `url`: fedreg's schema, the
+/// rows of `shape` as local ones, the sequences moved past them. Returns
+/// the store, for the changes the steps make.
+pub async fn fill(url: &str, shape: Shape) -> anyhow::Result<Store> {
+    fedreg::store::run_migrations(url).await?;
+    load(url, &tables(shape, None)).await?;
+    let store = Store::connect(url).await?;
+    bump_sequences(&mut store.write().await?).await?;
+    Ok(store)
+}
+
 /// After loading rows with explicit ids on PostgreSQL, moves each identity
 /// sequence past them so that later inserts get fresh ids, and gathers the
 /// planner's statistics (autovacuum would, a minute later, on a registry in
 /// service; without them the first plans on freshly loaded tables are
 /// guesses).
-pub async fn bump_sequences(conn: &mut DbConn) -> anyhow::Result<()> {
+async fn bump_sequences(conn: &mut DbConn) -> anyhow::Result<()> {
     if conn.kind() != BackendKind::Postgres {
         return Ok(());
     }

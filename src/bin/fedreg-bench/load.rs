@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use fedreg::proto::v1 as pb;
 use fedreg::proto::v1::peering_service_client::PeeringServiceClient;
-use fedreg::store::Store;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -233,12 +232,7 @@ async fn load_backend(
         shape.label()
     );
     let s_url = serving_db.url(&s_dir);
-    fedreg::store::run_migrations(&s_url).await?;
-    data::load(&s_url, &data::tables(shape, None)).await?;
-    {
-        let store = Store::connect(&s_url).await?;
-        data::bump_sequences(&mut store.write().await?).await?;
-    }
+    drop(data::fill(&s_url, shape).await?);
     let limit = args.streams_per_token.max(1).to_string();
     let s =
         Registry::start_with("serving", &s_dir, &s_url, &["--streams-per-token", &limit]).await?;

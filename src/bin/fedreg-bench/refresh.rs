@@ -406,10 +406,7 @@ async fn bench_backend(
 
     eprintln!("[{backend}] filling the serving registry");
     let s_url = serving_db.url(&s_dir);
-    fedreg::store::run_migrations(&s_url).await?;
-    data::load(&s_url, &data::tables(shape, None)).await?;
-    let serving_store = Store::connect(&s_url).await?;
-    data::bump_sequences(&mut serving_store.write().await?).await?;
+    let serving_store = data::fill(&s_url, shape).await?;
 
     let s = Registry::start("serving", &s_dir, &s_url).await?;
     let r = Registry::start("refreshing", &r_dir, &refreshing_db.url(&r_dir)).await?;

@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 
+use anyhow::Context as _;
 use base64::Engine as _;
 use diesel_async::RunQueryDsl;
 use fedreg::store::{BackendKind, DbConn, Store};
@@ -19,17 +20,25 @@ use crate::shapes::Shape;
 /// A value of a generated row.
 #[derive(Debug, Clone)]
 pub enum Value {
+    /// An integer.
     Int(i64),
+    /// A floating-point number.
     Real(f64),
+    /// A text.
     Text(String),
+    /// A boolean.
     Bool(bool),
 }
 
 /// One table of a data set: its columns and a generator for row `i`.
 pub struct Table {
+    /// The table's name in fedreg's schema.
     pub name: &'static str,
+    /// The columns each row fills, in order.
     pub columns: Vec<&'static str>,
+    /// The number of rows.
     pub rows: usize,
+    /// Row `i`'s values, one per column.
     pub row: Box<dyn Fn(usize) -> Vec<Value> + Send + Sync>,
 }
 
@@ -52,7 +61,7 @@ pub fn ssh_key(i: usize) -> String {
     )
 }
 
-/// The tables of `shape`, with ids starting at `first_id` + 1. With
+/// The tables of `shape`, with ids from 1. With
 /// `peer_id`, rows are foreign: they carry `peer_id` and `peer_<kind>_id`.
 pub fn tables(shape: Shape, peer_id: Option<i64>) -> Vec<Table> {
     let s = shape;
@@ -283,6 +292,7 @@ pub fn tables(shape: Shape, peer_id: Option<i64>) -> Vec<Table> {
     ]
 }
 
+/// Appends `v` to `out` as an SQL literal.
 fn sql_literal(out: &mut String, v: &Value) {
     match v {
         Value::Int(i) => write!(out, "{i}").unwrap(),
@@ -292,6 +302,7 @@ fn sql_literal(out: &mut String, v: &Value) {
     }
 }
 
+/// Appends `v` to `out` as a field of COPY's text format.
 fn copy_field(out: &mut String, v: &Value) {
     match v {
         Value::Int(i) => write!(out, "{i}").unwrap(),
@@ -303,27 +314,27 @@ fn copy_field(out: &mut String, v: &Value) {
 }
 
 /// Runs one SQL statement on `conn`.
-pub async fn execute(conn: &mut DbConn, sql: &str) -> Result<usize, String> {
+pub async fn execute(conn: &mut DbConn, sql: &str) -> anyhow::Result<usize> {
     with_db!(conn, |c| diesel::sql_query(sql).execute(c).await)
-        .map_err(|e| format!("{e}: {sql:.200}"))
+        .with_context(|| format!("in: {sql:.200}"))
 }
 
 /// Loads `tables` into the database at `url` in one transaction with its
 /// fastest plain method; returns the number of rows.
-pub async fn load(url: &str, tables: &[Table]) -> Result<usize, String> {
+pub async fn load(url: &str, tables: &[Table]) -> anyhow::Result<usize> {
     if fedreg::store::is_postgres_url(url) {
         copy_postgres(url, tables).await
     } else {
-        let store = Store::connect(url).await.map_err(|e| e.to_string())?;
-        insert_batched(&store, tables).await
+        insert_batched(&Store::connect(url).await?, tables).await
     }
 }
 
 /// Rows per multi-row INSERT on SQLite.
 const INSERT_BATCH: usize = 500;
 
-async fn insert_batched(store: &Store, tables: &[Table]) -> Result<usize, String> {
-    let mut conn = store.write().await.map_err(|e| e.to_string())?;
+/// Loads `tables` with multi-row INSERTs of [`INSERT_BATCH`] rows (SQLite).
+async fn insert_batched(store: &Store, tables: &[Table]) -> anyhow::Result<usize> {
+    let mut conn = store.write().await?;
     execute(&mut conn, "BEGIN").await?;
     let mut total = 0;
     for table in tables {
@@ -358,12 +369,13 @@ async fn insert_batched(store: &Store, tables: &[Table]) -> Result<usize, String
     Ok(total)
 }
 
-async fn copy_postgres(url: &str, tables: &[Table]) -> Result<usize, String> {
+/// Loads `tables` with COPY (PostgreSQL).
+async fn copy_postgres(url: &str, tables: &[Table]) -> anyhow::Result<usize> {
     let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .map_err(|e| format!("connecting to {url}: {e}"))?;
+        .with_context(|| format!("connecting to {url}"))?;
     tokio::spawn(connection);
-    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    let tx = client.transaction().await?;
     let mut total = 0;
     for table in tables {
         let statement = format!(
@@ -374,7 +386,7 @@ async fn copy_postgres(url: &str, tables: &[Table]) -> Result<usize, String> {
         let sink = tx
             .copy_in::<_, bytes::Bytes>(&statement)
             .await
-            .map_err(|e| e.to_string())?;
+            .with_context(|| format!("in: {statement}"))?;
         futures_util::pin_mut!(sink);
         let mut buf = String::with_capacity(1 << 20);
         for i in 0..table.rows {
@@ -388,21 +400,32 @@ async fn copy_postgres(url: &str, tables: &[Table]) -> Result<usize, String> {
             if buf.len() > (1 << 20) {
                 sink.send(bytes::Bytes::from(std::mem::take(&mut buf)))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .with_context(|| format!("COPY {}", table.name))?;
             }
         }
         if !buf.is_empty() {
             sink.send(bytes::Bytes::from(buf))
                 .await
-                .map_err(|e| e.to_string())?;
+                .with_context(|| format!("COPY {}", table.name))?;
         }
         sink.finish()
             .await
-            .map_err(|e| format!("COPY {}: {e}", table.name))?;
+            .with_context(|| format!("COPY {}", table.name))?;
         total += table.rows;
     }
-    tx.commit().await.map_err(|e| e.to_string())?;
+    tx.commit().await?;
     Ok(total)
+}
+
+/// Fills the serving registry's database at `url`: fedreg's schema, the
+/// rows of `shape` as local ones, the sequences moved past them. Returns
+/// the store, for the changes the steps make.
+pub async fn fill(url: &str, shape: Shape) -> anyhow::Result<Store> {
+    fedreg::store::run_migrations(url).await?;
+    load(url, &tables(shape, None)).await?;
+    let store = Store::connect(url).await?;
+    bump_sequences(&mut store.write().await?).await?;
+    Ok(store)
 }
 
 /// After loading rows with explicit ids on PostgreSQL, moves each identity
@@ -410,7 +433,7 @@ async fn copy_postgres(url: &str, tables: &[Table]) -> Result<usize, String> {
 /// planner's statistics (autovacuum would, a minute later, on a registry in
 /// service; without them the first plans on freshly loaded tables are
 /// guesses).
-pub async fn bump_sequences(conn: &mut DbConn) -> Result<(), String> {
+async fn bump_sequences(conn: &mut DbConn) -> anyhow::Result<()> {
     if conn.kind() != BackendKind::Postgres {
         return Ok(());
     }
@@ -440,7 +463,7 @@ pub async fn change_one_percent(
     conn: &mut DbConn,
     shape: Shape,
     round: usize,
-) -> Result<usize, String> {
+) -> anyhow::Result<usize> {
     let step = 100;
     let pick = |count: usize, offset: usize| -> String {
         // Data sets of fewer than `step` objects still get one changed.

@@ -26,6 +26,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use anyhow::{Context as _, anyhow, bail};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -34,8 +35,9 @@ use fedreg::store::Store;
 use fedreg::store::schema::sites;
 use fedreg::with_db;
 
-use crate::replication::{connect_url, exec, notified_within, percentile};
+use crate::pg::{connect_url, exec, notified_within};
 use crate::servers::Registry;
+use crate::stats::percentile;
 
 /// Interval between two looks at the refreshing registry's cache.
 const POLL: Duration = Duration::from_micros(200);
@@ -87,7 +89,7 @@ pub async fn measure(
     watch: Watch<'_>,
     peer_id: i64,
     changes: usize,
-) -> Result<Latencies, String> {
+) -> anyhow::Result<Latencies> {
     refreshing
         .peers()
         .update_peer(pb::UpdatePeerRequest {
@@ -96,11 +98,11 @@ pub async fn measure(
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("UpdatePeer follow: {e}"))?;
+        .context("UpdatePeer follow")?;
     wait_caught_up(refreshing, peer_id).await?;
 
     let site_ids: Vec<i64> = {
-        let mut conn = serving_store.read().await.map_err(|e| e.to_string())?;
+        let mut conn = serving_store.read().await?;
         with_db!(conn, |c| {
             sites::table
                 .filter(sites::peer_id.is_null())
@@ -110,10 +112,10 @@ pub async fn measure(
                 .load(c)
                 .await
         })
-        .map_err(|e| e.to_string())?
+        .context("reading the serving registry's sites")?
     };
     if site_ids.is_empty() {
-        return Err("the serving registry has no site to change".into());
+        bail!("the serving registry has no site to change");
     }
     let mut api = serving.registry();
     let mut watcher = Watcher::open(&watch, peer_id).await?;
@@ -127,12 +129,12 @@ pub async fn measure(
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("UpdateSite: {e}"))?;
+        .context("UpdateSite")?;
         let committed = Instant::now();
         watcher
             .wait_for(site_id, &name, committed)
             .await
-            .map_err(|e| format!("change {i} (site {site_id}): {e}"))?;
+            .with_context(|| format!("change {i} (site {site_id})"))?;
         latencies.push(committed.elapsed().as_secs_f64() * 1000.0);
     }
     latencies.sort_by(f64::total_cmp);
@@ -184,12 +186,9 @@ enum Watcher {
 
 impl Watcher {
     /// Opens the watch; with stamps, installs the triggers first.
-    async fn open(watch: &Watch<'_>, peer_id: i64) -> Result<Watcher, String> {
+    async fn open(watch: &Watch<'_>, peer_id: i64) -> anyhow::Result<Watcher> {
         match watch {
-            Watch::Poll(store) => Ok(Watcher::Polled(
-                store.read().await.map_err(|e| e.to_string())?,
-                peer_id,
-            )),
+            Watch::Poll(store) => Ok(Watcher::Polled(store.read().await?, peer_id)),
             Watch::Stamps {
                 serving,
                 refreshing,
@@ -215,7 +214,7 @@ impl Watcher {
     }
 
     /// Waits until site `site_id` is cached under `name`.
-    async fn wait_for(&mut self, site_id: i64, name: &str, since: Instant) -> Result<(), String> {
+    async fn wait_for(&mut self, site_id: i64, name: &str, since: Instant) -> anyhow::Result<()> {
         loop {
             let arrived = match self {
                 Watcher::Polled(cache, peer_id) => {
@@ -229,13 +228,11 @@ impl Watcher {
                             .get_result(c)
                             .await
                     })
-                    .map_err(|e| e.to_string())?;
+                    .context("looking in the refreshing registry's cache")?;
                     if seen == 0 {
                         // tokio's timer ticks in milliseconds: sleep on a
                         // blocking thread.
-                        tokio::task::spawn_blocking(|| std::thread::sleep(POLL))
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        tokio::task::spawn_blocking(|| std::thread::sleep(POLL)).await?;
                     }
                     seen > 0
                 }
@@ -245,10 +242,7 @@ impl Watcher {
                 return Ok(());
             }
             if since.elapsed() > PATIENCE {
-                return Err(format!(
-                    "did not reach the follower in {} s",
-                    PATIENCE.as_secs()
-                ));
+                bail!("did not reach the follower in {} s", PATIENCE.as_secs());
             }
         }
     }
@@ -256,7 +250,7 @@ impl Watcher {
 
 /// Whether `name` arrived: its notification within [`ARRIVAL_POLL`], or
 /// (should notifications not come) its row in `bench_arrival`.
-async fn notified(conn: &mut AsyncPgConnection, name: &str) -> Result<bool, String> {
+async fn notified(conn: &mut AsyncPgConnection, name: &str) -> anyhow::Result<bool> {
     if notified_within(conn, name, ARRIVAL_POLL).await? {
         return Ok(true);
     }
@@ -269,7 +263,7 @@ async fn notified(conn: &mut AsyncPgConnection, name: &str) -> Result<bool, Stri
         .bind::<Text, _>(name)
         .get_result(conn)
         .await
-        .map_err(|e| format!("checking the arrival table: {e}"))?;
+        .context("checking the arrival table")?;
     Ok(seen.n > 0)
 }
 
@@ -277,7 +271,7 @@ async fn notified(conn: &mut AsyncPgConnection, name: &str) -> Result<bool, Stri
 async fn stamped_latencies(
     serving: &str,
     refreshing: &mut AsyncPgConnection,
-) -> Result<Vec<f64>, String> {
+) -> anyhow::Result<Vec<f64>> {
     #[derive(diesel::QueryableByName)]
     struct Stamp {
         #[diesel(sql_type = Text)]
@@ -291,11 +285,11 @@ async fn stamped_latencies(
     let committed: Vec<Stamp> = diesel::sql_query(read("bench_commit"))
         .load(&mut connect_url(serving).await?)
         .await
-        .map_err(|e| format!("reading the commit stamps: {e}"))?;
+        .context("reading the commit stamps")?;
     let arrived: HashMap<String, i64> = diesel::sql_query(read("bench_arrival"))
         .load::<Stamp>(refreshing)
         .await
-        .map_err(|e| format!("reading the arrival stamps: {e}"))?
+        .context("reading the arrival stamps")?
         .into_iter()
         .map(|s| (s.name, s.micros))
         .collect();
@@ -303,13 +297,13 @@ async fn stamped_latencies(
         .iter()
         .map(|c| match arrived.get(&c.name) {
             Some(at) => Ok((at - c.micros) as f64 / 1000.0),
-            None => Err(format!("{} has no arrival stamp", c.name)),
+            None => Err(anyhow!("{} has no arrival stamp", c.name)),
         })
         .collect()
 }
 
 /// Waits until `on` is connected to its followed peer and up to date.
-async fn wait_caught_up(on: &Registry, peer_id: i64) -> Result<(), String> {
+async fn wait_caught_up(on: &Registry, peer_id: i64) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let peer = get_peer(on, peer_id).await?;
@@ -318,19 +312,20 @@ async fn wait_caught_up(on: &Registry, peer_id: i64) -> Result<(), String> {
             return Ok(());
         }
         if started.elapsed() > PATIENCE {
-            return Err(format!("following did not start: {status:?}"));
+            bail!("following did not start: {status:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-async fn get_peer(on: &Registry, peer_id: i64) -> Result<pb::Peer, String> {
+/// The record of peer `peer_id` on `on`.
+async fn get_peer(on: &Registry, peer_id: i64) -> anyhow::Result<pb::Peer> {
     Ok(on
         .peers()
         .get_peer(pb::GetPeerRequest {
             key: Some(pb::get_peer_request::Key::PeerId(peer_id)),
         })
         .await
-        .map_err(|e| format!("GetPeer: {e}"))?
+        .context("GetPeer")?
         .into_inner())
 }

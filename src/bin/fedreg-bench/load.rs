@@ -12,113 +12,49 @@
 //! health check every 100 ms. Prints, per call, the count, errors, refusals
 //! and latency percentiles, the dumps' objects per second and the serving
 //! server's peak memory; fails when any call failed (refusals of the greedy
-//! client apart).
+//! client apart), and with `--json` writes the same figures as JSON
+//! ([`LoadResults`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use anyhow::{Context as _, anyhow, bail};
 use fedreg::proto::v1 as pb;
 use fedreg::proto::v1::peering_service_client::PeeringServiceClient;
-use fedreg::store::Store;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::cli::LoadArgs;
 use crate::data;
-use crate::replication::percentile;
-use crate::servers::{self, Bearer, Database, Registry};
+use crate::results::{self, CallFigures, LoadResults};
+use crate::servers::{self, Backend, Bearer, Database, Registry};
 use crate::shapes::Shape;
 
-/// Options of `fedreg-bench load`.
-#[derive(Debug, Parser)]
-#[command(name = "fedreg-bench load")]
-struct LoadArgs {
-    /// Data set of the serving registry: mini, normal, big or huge.
-    #[arg(long, default_value = "big")]
-    size: String,
-    /// sqlite, postgres, or both.
-    #[arg(long, default_value = "both")]
-    backend: String,
-    /// Seconds the load is held.
-    #[arg(long, default_value_t = 30)]
-    seconds: u64,
-    /// Concurrent GetPeerData readers.
-    #[arg(long, default_value_t = 8)]
-    streams: usize,
-    /// Of the readers, those that pause after every message.
-    #[arg(long, default_value_t = 2)]
-    slow: usize,
-    /// Milliseconds a slow reader pauses after every message.
-    #[arg(long, default_value_t = 20)]
-    slow_ms: u64,
-    /// Peer tokens the readers are spread over.
-    #[arg(long, default_value_t = 3)]
-    peers: usize,
-    /// Admin writes per second.
-    #[arg(long, default_value_t = 20)]
-    writes: u32,
-    /// Follow streams (with changes), each with a token of its own.
-    #[arg(long, default_value_t = 2)]
-    followers: usize,
-    /// The serving registry's --streams-per-token (the greedy client holds
-    /// this many and asks for one more).
-    #[arg(long, default_value_t = 4)]
-    streams_per_token: usize,
-    /// PostgreSQL server for the postgres backend.
-    #[arg(
-        long,
-        env = "FEDREG_BENCH_PG",
-        default_value = "postgres://postgres@127.0.0.1:5432"
-    )]
-    pg_url: String,
-}
-
-/// Runs `fedreg-bench load ARGS`.
-pub async fn command(args: &[String]) -> std::process::ExitCode {
-    let args = LoadArgs::parse_from(
-        std::iter::once("fedreg-bench load".to_owned()).chain(args.iter().cloned()),
-    );
-    match run(&args).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("fedreg-bench load: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(args: &LoadArgs) -> Result<(), String> {
-    let shape = Shape::named(&args.size, 1).ok_or_else(|| {
-        format!(
-            "unknown size {:?}: use mini, normal, big or huge",
-            args.size
-        )
-    })?;
-    let backends: &[&str] = match args.backend.as_str() {
-        "both" => &["sqlite", "postgres"],
-        "sqlite" => &["sqlite"],
-        "postgres" => &["postgres"],
-        other => {
-            return Err(format!(
-                "unknown backend {other:?}: use sqlite, postgres or both"
-            ));
-        }
-    };
-    let mut failed = Vec::new();
-    for backend in backends {
-        let report = load_backend(args, shape, backend).await?;
-        println!("{}", report.table(backend, shape, args));
-        if report.errors() > 0 {
-            failed.push(format!("{backend}: {} failed calls", report.errors()));
-        }
+/// Runs `fedreg-bench load` as `args` say: prints each backend's table, and
+/// fails when any call failed.
+pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
+    let shape = Shape::new(args.size, 1);
+    let mut all = Vec::new();
+    for &backend in args.backend.each() {
+        let results = load_backend(args, shape, backend).await?;
+        println!("{}", results.table());
+        all.push(results);
     }
     let _ = std::fs::remove_dir_all(servers::work_dir());
-    match failed.is_empty() {
-        true => Ok(()),
-        false => Err(failed.join("; ")),
+    if let Some(path) = &args.json {
+        results::write_json(path, &all)?;
     }
+    let failed: Vec<String> = all
+        .iter()
+        .filter(|r| r.errors() > 0)
+        .map(|r| format!("{}: {} failed calls", r.backend, r.errors()))
+        .collect();
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
 }
 
 /// What the calls of one kind gave.
@@ -126,23 +62,25 @@ async fn run(args: &LoadArgs) -> Result<(), String> {
 struct Calls {
     /// Seconds of each successful call.
     latencies: Vec<f64>,
+    /// Calls that failed.
     errors: usize,
     /// Refused with RESOURCE_EXHAUSTED, as documented (greedy client).
     refused: usize,
     /// Objects received (GetPeerData) or events (Follow).
     items: usize,
+    /// The first failure's message.
     first_error: Option<String>,
 }
 
-/// The figures of one run, by call.
+/// What the load's calls gave, by call; shared by its tasks.
 #[derive(Default, Clone)]
-struct Report {
+struct Record {
+    /// The calls of each kind, by name.
     calls: Arc<Mutex<BTreeMap<&'static str, Calls>>>,
-    held: Duration,
-    peak_mib: Option<f64>,
 }
 
-impl Report {
+impl Record {
+    /// Records a call of `call`: its seconds and items, or its failure.
     fn record(&self, call: &'static str, outcome: Result<(f64, usize), String>) {
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         let calls = calls.entry(call).or_default();
@@ -158,80 +96,44 @@ impl Report {
         }
     }
 
+    /// Records a call of `call` refused as documented.
     fn refused(&self, call: &'static str) {
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         calls.entry(call).or_default().refused += 1;
     }
 
-    fn errors(&self) -> usize {
-        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        calls.values().map(|c| c.errors).sum()
-    }
-
-    fn table(&self, backend: &str, shape: Shape, args: &LoadArgs) -> String {
-        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let secs = self.held.as_secs_f64();
-        let mut out = format!(
-            "\nload on {backend}, data set {} ({} objects), {secs:.0} s: {} GetPeerData readers ({} slow) over {} peer tokens, \
-             a greedy token, {} writes/s, {} followers, a refresh loop; serving peak {}\n\n\
-             | call | ok | errors | refused | per s | p50 ms | p90 ms | p99 ms | max ms | items/s |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-            shape.label(),
-            shape.objects(),
-            args.streams,
-            args.slow.min(args.streams),
-            args.peers,
-            args.writes,
-            args.followers,
-            self.peak_mib
-                .map_or_else(|| "unknown".into(), |m| format!("{m:.0} MiB")),
-        );
-        for (call, c) in calls.iter() {
-            let mut sorted = c.latencies.clone();
-            sorted.sort_by(f64::total_cmp);
-            let ms = |p: f64| match sorted.is_empty() {
-                true => "-".to_owned(),
-                false => format!("{:.1}", percentile(&sorted, p) * 1000.0),
-            };
-            out.push_str(&format!(
-                "| {call} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {:.0} |\n",
-                sorted.len(),
-                c.errors,
-                c.refused,
-                sorted.len() as f64 / secs,
-                ms(0.5),
-                ms(0.9),
-                ms(0.99),
-                ms(1.0),
-                c.items as f64 / secs,
-            ));
-        }
-        for (call, c) in calls.iter() {
-            if let Some(e) = &c.first_error {
-                out.push_str(&format!("\nfirst {call} error: {e}"));
-            }
-        }
-        out
+    /// The figures of each kind of call, held for `held`.
+    fn figures(&self, held: Duration) -> Vec<CallFigures> {
+        let calls = std::mem::take(&mut *self.calls.lock().unwrap_or_else(|e| e.into_inner()));
+        let held = held.as_secs_f64();
+        calls
+            .into_iter()
+            .map(|(call, c)| CallFigures {
+                first_error: c.first_error,
+                ..CallFigures::new(call, c.latencies, c.errors, c.refused, c.items, held)
+            })
+            .collect()
     }
 }
 
 /// A new connection to `registry` (each reader its own, as peers have).
-async fn connect(registry: &Registry) -> Result<Channel, String> {
-    Channel::from_shared(registry.url.clone())
-        .map_err(|e| e.to_string())?
+async fn connect(registry: &Registry) -> anyhow::Result<Channel> {
+    Channel::from_shared(registry.url.clone())?
         .connect()
         .await
-        .map_err(|e| format!("connecting to {}: {e}", registry.name))
+        .with_context(|| format!("connecting to {}", registry.name))
 }
 
+/// A peering client that presents a peer token.
 type Peering =
     PeeringServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
-async fn peering(registry: &Registry, token: &str) -> Result<Peering, String> {
+/// A peering client to `registry` with `token`, on a connection of its own.
+async fn peering(registry: &Registry, token: &str) -> anyhow::Result<Peering> {
     let bearer = Bearer(
         format!("Bearer {token}")
             .parse()
-            .map_err(|_| "token is not ascii")?,
+            .map_err(|_| anyhow!("token is not ascii"))?,
     );
     Ok(
         PeeringServiceClient::with_interceptor(connect(registry).await?, bearer)
@@ -240,7 +142,7 @@ async fn peering(registry: &Registry, token: &str) -> Result<Peering, String> {
 }
 
 /// A peer token issued by `registry` for a new peer `name`.
-async fn peer_token(registry: &Registry, name: &str) -> Result<String, String> {
+async fn peer_token(registry: &Registry, name: &str) -> anyhow::Result<String> {
     let peer_id = registry
         .peers()
         .create_peer(pb::CreatePeerRequest {
@@ -249,7 +151,7 @@ async fn peer_token(registry: &Registry, name: &str) -> Result<String, String> {
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("CreatePeer: {e}"))?
+        .context("CreatePeer")?
         .into_inner()
         .peer_id;
     Ok(registry
@@ -260,7 +162,7 @@ async fn peer_token(registry: &Registry, name: &str) -> Result<String, String> {
             peer_id: Some(peer_id),
         })
         .await
-        .map_err(|e| format!("CreateToken: {e}"))?
+        .context("CreateToken")?
         .into_inner()
         .token)
 }
@@ -300,7 +202,8 @@ async fn read_dump(
 
 /// One dump for the greedy token, whose refusals (its streams over the
 /// limit, whichever of its clients asks) are expected.
-async fn greedy_dump(client: &mut Peering, pause: Option<Duration>, report: &Report) {
+async fn greedy_dump(client: &mut Peering, pause: Option<Duration>, report: &Record) {
+    /// The greedy token's line of the table.
     const CALL: &str = "GetPeerData (greedy, slow)";
     match read_dump(client, pause).await {
         Err(e) if e.code() == tonic::Code::ResourceExhausted => {
@@ -311,26 +214,25 @@ async fn greedy_dump(client: &mut Peering, pause: Option<Duration>, report: &Rep
     }
 }
 
-async fn load_backend(args: &LoadArgs, shape: Shape, backend: &str) -> Result<Report, String> {
+/// Holds the load on `backend` and returns what it gave.
+async fn load_backend(
+    args: &LoadArgs,
+    shape: Shape,
+    backend: Backend,
+) -> anyhow::Result<LoadResults> {
+    let pg = &args.pg.pg_url;
     let work = servers::work_dir().join(format!("load-{backend}"));
     let _ = std::fs::remove_dir_all(&work);
-    let serving_db = Database::create(backend, &args.pg_url, "load_serving").await?;
-    let refreshing_db = Database::create(backend, &args.pg_url, "load_refreshing").await?;
+    let serving_db = Database::create(backend, pg, "load_serving").await?;
+    let refreshing_db = Database::create(backend, pg, "load_refreshing").await?;
     let (s_dir, r_dir) = (work.join("serving"), work.join("refreshing"));
-    std::fs::create_dir_all(&s_dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&s_dir).with_context(|| format!("creating {}", s_dir.display()))?;
     eprintln!(
         "[{backend}] filling the serving registry ({})",
         shape.label()
     );
     let s_url = serving_db.url(&s_dir);
-    fedreg::store::run_migrations(&s_url)
-        .await
-        .map_err(|e| e.to_string())?;
-    data::load(&s_url, &data::tables(shape, None)).await?;
-    {
-        let store = Store::connect(&s_url).await.map_err(|e| e.to_string())?;
-        data::bump_sequences(&mut store.write().await.map_err(|e| e.to_string())?).await?;
-    }
+    drop(data::fill(&s_url, shape).await?);
     let limit = args.streams_per_token.max(1).to_string();
     let s =
         Registry::start_with("serving", &s_dir, &s_url, &["--streams-per-token", &limit]).await?;
@@ -347,7 +249,7 @@ async fn load_backend(args: &LoadArgs, shape: Shape, backend: &str) -> Result<Re
     }
 
     eprintln!("[{backend}] holding the load for {} s", args.seconds);
-    let report = Report::default();
+    let report = Record::default();
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     s.reset_peak_memory();
     let started = Instant::now();
@@ -519,15 +421,25 @@ async fn load_backend(args: &LoadArgs, shape: Shape, backend: &str) -> Result<Re
     });
 
     while let Some(joined) = tasks.join_next().await {
-        joined.map_err(|e| format!("load task: {e}"))?;
+        joined.context("load task")?;
     }
-    let mut report = report;
-    report.held = started.elapsed();
-    report.peak_mib = s.peak_memory_mib();
+    let held = started.elapsed();
+    let results = LoadResults {
+        backend,
+        data_set: shape.into(),
+        seconds: held.as_secs_f64(),
+        readers: args.streams,
+        slow_readers: args.slow.min(args.streams),
+        peer_tokens: args.peers,
+        writes_per_second: args.writes,
+        followers: args.followers,
+        peak_mib: s.peak_memory_mib(),
+        calls: report.figures(held),
+    };
     s.stop().await;
     r.stop().await;
     serving_db.drop_database().await;
     refreshing_db.drop_database().await;
     let _ = std::fs::remove_dir_all(&work);
-    Ok(report)
+    Ok(results)
 }

@@ -29,16 +29,20 @@
 //! retain WAL forever), then any slot left in the publisher database, then
 //! both databases.
 
-use std::pin::pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::{Context as _, anyhow, bail};
 use diesel::sql_types::{BigInt, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use futures_util::StreamExt;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::Serialize;
+
+use crate::cli::BaselineArgs;
+use crate::pg::{PgServer, exec, notified_within};
+use crate::stats::percentile;
 
 /// Commit-to-visible latencies of PostgreSQL logical replication between two
 /// databases of one server.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReplicationBaseline {
     /// Median latency from a commit on the publisher (its row's
     /// `clock_timestamp()`, just before the commit) to the trigger firing on
@@ -51,7 +55,8 @@ pub struct ReplicationBaseline {
 }
 
 /// The outcome of [`measure`]: the figures, or why they could not be taken.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Baseline {
     /// The baseline was measured.
     Measured(ReplicationBaseline),
@@ -70,19 +75,16 @@ const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(5);
 const ARRIVAL_POLL: Duration = Duration::from_millis(2);
 
 /// Measures PostgreSQL's logical replication latency over `changes` one-row
-/// transactions, between two databases it creates (and drops) on the server
-/// at `pg_base` (like `postgres://postgres@127.0.0.1:5432`, no database;
-/// trust authentication, or a password in the URL).
+/// transactions, between two databases it creates (and drops) on `pg`.
 ///
 /// Returns [`Baseline::Unavailable`] when the server is not set up for
 /// logical replication, `Err` when the measurement failed (after cleaning
 /// up) or when the cleanup itself failed (naming what is left over).
-pub async fn measure(pg_base: &str, changes: usize) -> Result<Baseline, String> {
+pub async fn measure(pg: &PgServer, changes: usize) -> anyhow::Result<Baseline> {
     if changes == 0 {
-        return Err("the replication baseline needs at least one change".into());
+        bail!("the replication baseline needs at least one change");
     }
-    let pg_base = pg_base.trim_end_matches('/');
-    let mut admin = connect(pg_base, "postgres").await?;
+    let mut admin = pg.connect("postgres").await?;
     let wal_level = setting(&mut admin, "wal_level").await?;
     if wal_level != "logical" {
         let major = setting(&mut admin, "server_version_num")
@@ -98,49 +100,29 @@ pub async fn measure(pg_base: &str, changes: usize) -> Result<Baseline, String> 
     }
     drop(admin);
     let names = Names::new();
-    let publisher_conninfo = conninfo(pg_base, &names.publisher)?;
-    let measured = run(pg_base, &names, &publisher_conninfo, changes).await;
-    let cleaned = cleanup(pg_base, &names).await;
+    let measured = run(pg, &names, changes).await;
+    let cleaned = cleanup(pg, &names).await;
     match (measured, cleaned) {
         (Ok(baseline), Ok(())) => Ok(Baseline::Measured(baseline)),
-        (Err(e), Ok(())) => Err(format!("replication baseline: {e}")),
-        (Ok(_), Err(c)) => Err(format!("replication baseline cleanup: {c}")),
-        (Err(e), Err(c)) => Err(format!(
-            "replication baseline: {e}; cleanup afterwards: {c}"
+        (Err(e), Ok(())) => Err(e.context("replication baseline")),
+        (Ok(_), Err(c)) => Err(c.context("replication baseline cleanup")),
+        (Err(e), Err(c)) => Err(anyhow!(
+            "replication baseline: {e:#}; cleanup afterwards: {c:#}"
         )),
     }
 }
 
-/// `fedreg-bench replication-baseline [CHANGES]`: prints [`measure`]'s
-/// figures for CHANGES (default 1000) changes on the server named by
-/// `FEDREG_BENCH_PG` (default `postgres://postgres@127.0.0.1:5432`).
-pub async fn command(args: &[String]) -> std::process::ExitCode {
-    let changes = match args.first().map(|a| a.parse::<usize>()) {
-        None => 1000,
-        Some(Ok(n)) if n > 0 => n,
-        Some(_) => {
-            eprintln!("usage: fedreg-bench replication-baseline [CHANGES (a positive number)]");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let pg_base = std::env::var("FEDREG_BENCH_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    match measure(&pg_base, changes).await {
-        Ok(Baseline::Measured(b)) => {
+/// `fedreg-bench replication-baseline`: prints [`measure`]'s figures.
+pub async fn command(args: &BaselineArgs) -> anyhow::Result<()> {
+    match measure(&args.pg.pg_url, args.changes.get()).await? {
+        Baseline::Measured(b) => {
             println!(
                 "PostgreSQL logical replication, commit to visible: median {:.3} ms, p99 {:.3} ms over {} changes",
                 b.median_ms, b.p99_ms, b.changes
             );
-            std::process::ExitCode::SUCCESS
+            Ok(())
         }
-        Ok(Baseline::Unavailable(why)) => {
-            eprintln!("replication baseline unavailable: {why}");
-            std::process::ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("fedreg-bench: {e}");
-            std::process::ExitCode::FAILURE
-        }
+        Baseline::Unavailable(why) => bail!("replication baseline unavailable: {why}"),
     }
 }
 
@@ -154,6 +136,7 @@ struct Names {
 }
 
 impl Names {
+    /// Names no other run uses.
     fn new() -> Names {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -168,26 +151,21 @@ impl Names {
 
 /// Sets up the two databases, replicates `changes` rows and computes the
 /// latencies. Leaves everything in place for [`cleanup`].
-async fn run(
-    pg_base: &str,
-    names: &Names,
-    publisher_conninfo: &str,
-    changes: usize,
-) -> Result<ReplicationBaseline, String> {
-    let mut admin = connect(pg_base, "postgres").await?;
+async fn run(pg: &PgServer, names: &Names, changes: usize) -> anyhow::Result<ReplicationBaseline> {
+    let mut admin = pg.connect("postgres").await?;
     for db in [&names.publisher, &names.subscriber] {
         exec(&mut admin, &format!("CREATE DATABASE {db}")).await?;
     }
     drop(admin);
 
-    let mut publisher = connect(pg_base, &names.publisher).await?;
+    let mut publisher = pg.connect(&names.publisher).await?;
     exec(
         &mut publisher,
         "CREATE TABLE change (id bigint PRIMARY KEY, committed_at timestamptz NOT NULL);
          CREATE PUBLICATION fedreg_bench FOR TABLE change",
     )
     .await?;
-    let mut subscriber = connect(pg_base, &names.subscriber).await?;
+    let mut subscriber = pg.connect(&names.subscriber).await?;
     // The apply worker runs with an empty search_path: qualify `arrival`.
     exec(
         &mut subscriber,
@@ -221,7 +199,7 @@ async fn run(
         &format!(
             "CREATE SUBSCRIPTION {slot} CONNECTION '{}' PUBLICATION fedreg_bench \
              WITH (create_slot = false, slot_name = '{slot}')",
-            publisher_conninfo.replace('\'', "''")
+            pg.url(&names.publisher).replace('\'', "''")
         ),
     )
     .await?;
@@ -234,7 +212,7 @@ async fn run(
             .bind::<BigInt, _>(id)
             .execute(&mut publisher)
             .await
-            .map_err(|e| format!("inserting change {id} on the publisher: {e}"))?;
+            .with_context(|| format!("inserting change {id} on the publisher"))?;
         wait_for_arrival(&mut subscriber, id).await?;
     }
 
@@ -250,12 +228,12 @@ async fn run(
     )
     .load(&mut subscriber)
     .await
-    .map_err(|e| format!("reading the latencies on the subscriber: {e}"))?;
+    .context("reading the latencies on the subscriber")?;
     if rows.len() != changes {
-        return Err(format!(
+        bail!(
             "only {} of {changes} changes have arrived on the subscriber",
             rows.len()
-        ));
+        );
     }
     let mut latencies: Vec<f64> = rows.iter().map(|r| r.latency_us as f64 / 1000.0).collect();
     latencies.sort_by(f64::total_cmp);
@@ -268,7 +246,7 @@ async fn run(
 
 /// Waits until the subscription's initial sync of `change` is done (state
 /// `r`, ready, in pg_subscription_rel).
-async fn wait_for_sync(subscriber: &mut AsyncPgConnection) -> Result<(), String> {
+async fn wait_for_sync(subscriber: &mut AsyncPgConnection) -> anyhow::Result<()> {
     #[derive(diesel::QueryableByName)]
     struct State {
         #[diesel(sql_type = Text)]
@@ -282,7 +260,7 @@ async fn wait_for_sync(subscriber: &mut AsyncPgConnection) -> Result<(), String>
         )
         .load(subscriber)
         .await
-        .map_err(|e| format!("reading the subscription's state: {e}"))?;
+        .context("reading the subscription's state")?;
         if states.iter().any(|s| s.state == "r") {
             return Ok(());
         }
@@ -291,11 +269,11 @@ async fn wait_for_sync(subscriber: &mut AsyncPgConnection) -> Result<(), String>
                 .as_slice()
                 .first()
                 .map_or("none", |s| s.state.as_str());
-            return Err(format!(
+            bail!(
                 "the subscription's initial sync did not finish within {} s (state {state}; \
                  see the PostgreSQL log)",
                 SYNC_TIMEOUT.as_secs()
-            ));
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -303,7 +281,7 @@ async fn wait_for_sync(subscriber: &mut AsyncPgConnection) -> Result<(), String>
 
 /// Waits until change `id` has arrived on the subscriber: its trigger's
 /// NOTIFY, or (should notifications not come) its row in `arrival`.
-async fn wait_for_arrival(subscriber: &mut AsyncPgConnection, id: i64) -> Result<(), String> {
+async fn wait_for_arrival(subscriber: &mut AsyncPgConnection, id: i64) -> anyhow::Result<()> {
     #[derive(diesel::QueryableByName)]
     struct Count {
         #[diesel(sql_type = BigInt)]
@@ -314,7 +292,7 @@ async fn wait_for_arrival(subscriber: &mut AsyncPgConnection, id: i64) -> Result
     loop {
         if notified_within(subscriber, &payload, ARRIVAL_POLL)
             .await
-            .map_err(|e| format!("waiting for change {id} on the subscriber: {e}"))?
+            .with_context(|| format!("waiting for change {id} on the subscriber"))?
         {
             return Ok(());
         }
@@ -322,60 +300,44 @@ async fn wait_for_arrival(subscriber: &mut AsyncPgConnection, id: i64) -> Result
             .bind::<BigInt, _>(id)
             .get_result(subscriber)
             .await
-            .map_err(|e| format!("checking the arrival of change {id}: {e}"))?;
+            .with_context(|| format!("checking the arrival of change {id}"))?;
         if arrived.n > 0 {
             return Ok(());
         }
         if start.elapsed() > ARRIVAL_TIMEOUT {
-            return Err(format!(
+            bail!(
                 "change {id} did not arrive on the subscriber within {} s",
                 ARRIVAL_TIMEOUT.as_secs()
-            ));
+            );
         }
-    }
-}
-
-/// Whether a notification carrying `payload` arrives on `conn` within
-/// `wait` (one carrying another payload, an earlier change's, counts as
-/// nothing yet).
-pub async fn notified_within(
-    conn: &mut AsyncPgConnection,
-    payload: &str,
-    wait: Duration,
-) -> Result<bool, String> {
-    let mut notifications = pin!(conn.notifications_stream());
-    match tokio::time::timeout(wait, notifications.next()).await {
-        Ok(Some(Ok(n))) => Ok(n.payload == payload),
-        Ok(None) | Err(_) => Ok(false),
-        Ok(Some(Err(e))) => Err(e.to_string()),
     }
 }
 
 /// Removes everything [`run`] may have created, as far as it got: the
 /// subscription, slots left in the publisher database, both databases.
 /// Each step runs even if an earlier one failed; the errors are joined.
-async fn cleanup(pg_base: &str, names: &Names) -> Result<(), String> {
+async fn cleanup(pg: &PgServer, names: &Names) -> anyhow::Result<()> {
     #[derive(diesel::QueryableByName)]
     struct Count {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
     let mut errors = Vec::new();
-    let mut admin = connect(pg_base, "postgres").await?;
+    let mut admin = pg.connect("postgres").await?;
     let sub = &names.subscriber;
 
     // The subscription lives in the subscriber database (pg_subscription is
     // shared, so the admin connection sees whether there is one).
-    let subscriptions: Result<Count, String> =
+    let subscriptions: anyhow::Result<Count> =
         diesel::sql_query("SELECT count(*) AS n FROM pg_subscription WHERE subname = $1")
             .bind::<Text, _>(sub)
             .get_result(&mut admin)
             .await
-            .map_err(|e| format!("looking for subscription {sub}: {e}"));
+            .with_context(|| format!("looking for subscription {sub}"));
     match subscriptions {
         Ok(Count { n: 0 }) => {}
         Ok(_) => {
-            if let Err(e) = drop_subscription(pg_base, sub).await {
+            if let Err(e) = drop_subscription(pg, sub).await {
                 errors.push(e);
             }
         }
@@ -401,18 +363,19 @@ async fn cleanup(pg_base: &str, names: &Names) -> Result<(), String> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(format!(
+        let errors: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+        bail!(
             "{} (check pg_subscription, pg_replication_slots and databases named fedreg_bench_*)",
             errors.join("; ")
-        ))
+        )
     }
 }
 
 /// Drops subscription `name` (in the database of the same name), which also
 /// drops its slot on the publisher; if that fails (e.g. the publisher is
 /// unreachable), detaches the slot and drops the subscription without it.
-async fn drop_subscription(pg_base: &str, name: &str) -> Result<(), String> {
-    let mut conn = connect(pg_base, name).await?;
+async fn drop_subscription(pg: &PgServer, name: &str) -> anyhow::Result<()> {
+    let mut conn = pg.connect(name).await?;
     let Err(first) = exec(&mut conn, &format!("DROP SUBSCRIPTION IF EXISTS {name}")).await else {
         return Ok(());
     };
@@ -424,14 +387,14 @@ async fn drop_subscription(pg_base: &str, name: &str) -> Result<(), String> {
     ] {
         exec(&mut conn, &sql)
             .await
-            .map_err(|e| format!("{first}; then {e}"))?;
+            .map_err(|e| anyhow!("{first:#}; then {e:#}"))?;
     }
     Ok(())
 }
 
 /// Drops every replication slot of database `db`, ending the WAL senders
 /// still using them; retries for a few seconds while they shut down.
-async fn drop_slots(admin: &mut AsyncPgConnection, db: &str) -> Result<(), String> {
+async fn drop_slots(admin: &mut AsyncPgConnection, db: &str) -> anyhow::Result<()> {
     #[derive(diesel::QueryableByName)]
     struct Count {
         #[diesel(sql_type = BigInt)]
@@ -462,117 +425,18 @@ async fn drop_slots(admin: &mut AsyncPgConnection, db: &str) -> Result<(), Strin
         match attempt.await {
             Ok(Count { n: 0 }) => return Ok(()),
             Ok(Count { n }) if start.elapsed() > Duration::from_secs(10) => {
-                return Err(format!(
-                    "{n} replication slot(s) of {db} could not be dropped"
-                ));
+                bail!("{n} replication slot(s) of {db} could not be dropped");
             }
             Err(e) if start.elapsed() > Duration::from_secs(10) => {
-                return Err(format!("dropping the replication slots of {db}: {e}"));
+                return Err(e).with_context(|| format!("dropping the replication slots of {db}"));
             }
             Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
 }
 
-/// The libpq connection string the subscriber uses to reach database `db`
-/// on the server of `pg_base` (`postgres://[user[:password]@]host[:port]`).
-fn conninfo(pg_base: &str, db: &str) -> Result<String, String> {
-    let rest = pg_base
-        .strip_prefix("postgres://")
-        .or_else(|| pg_base.strip_prefix("postgresql://"))
-        .ok_or_else(|| format!("{pg_base}: not a postgres:// URL"))?;
-    let (userinfo, hostport) = match rest.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, rest),
-    };
-    let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
-        // [IPv6]:port
-        let (host, after) = bracketed
-            .split_once(']')
-            .ok_or_else(|| format!("{pg_base}: unclosed [ in the host"))?;
-        (host, after.strip_prefix(':'))
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
-    let port = port.filter(|p| !p.is_empty()).unwrap_or("5432");
-    if port.parse::<u16>().is_err() {
-        return Err(format!("{pg_base}: bad port {port:?}"));
-    }
-    let host = if host.is_empty() { "localhost" } else { host };
-    let mut parts = vec![
-        format!("host={}", quote(host)),
-        format!("port={port}"),
-        format!("dbname={}", quote(db)),
-    ];
-    if let Some(userinfo) = userinfo {
-        let (user, password) = match userinfo.split_once(':') {
-            Some((u, p)) => (u, Some(p)),
-            None => (userinfo, None),
-        };
-        parts.push(format!("user={}", quote(&percent_decode(user)?)));
-        if let Some(password) = password {
-            parts.push(format!("password={}", quote(&percent_decode(password)?)));
-        }
-    }
-    Ok(parts.join(" "))
-}
-
-/// A libpq connection string value in single quotes.
-fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-/// Decodes a URL's `%XX` escapes.
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let byte = s
-                .get(i + 1..i + 3)
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .ok_or_else(|| format!("bad %-escape in {s:?}"))?;
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
-}
-
-/// The value at quantile `p` of sorted `values`: index round((n - 1) p).
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-/// Connects to database `db` on the server of `pg_base`.
-async fn connect(pg_base: &str, db: &str) -> Result<AsyncPgConnection, String> {
-    connect_url(&format!("{pg_base}/{db}")).await
-}
-
-/// Connects to the database at `url`.
-pub async fn connect_url(url: &str) -> Result<AsyncPgConnection, String> {
-    AsyncPgConnection::establish(url)
-        .await
-        .map_err(|e| format!("connecting to {url}: {e}"))
-}
-
-/// Runs `sql` (one or more statements), naming it in the error.
-pub async fn exec(conn: &mut AsyncPgConnection, sql: &str) -> Result<(), String> {
-    conn.batch_execute(sql)
-        .await
-        .map_err(|e| format!("{e} (in: {sql:.120})"))
-}
-
 /// The value of server setting `name`.
-async fn setting(conn: &mut AsyncPgConnection, name: &str) -> Result<String, String> {
+async fn setting(conn: &mut AsyncPgConnection, name: &str) -> anyhow::Result<String> {
     #[derive(diesel::QueryableByName)]
     struct Setting {
         #[diesel(sql_type = Text)]
@@ -582,32 +446,6 @@ async fn setting(conn: &mut AsyncPgConnection, name: &str) -> Result<String, Str
         .bind::<Text, _>(name)
         .get_result(conn)
         .await
-        .map_err(|e| format!("reading setting {name}: {e}"))?;
+        .with_context(|| format!("reading setting {name}"))?;
     Ok(row.value)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conninfo_from_url() {
-        assert_eq!(
-            conninfo("postgres://postgres@127.0.0.1:5432", "db").as_deref(),
-            Ok("host='127.0.0.1' port=5432 dbname='db' user='postgres'")
-        );
-        assert_eq!(
-            conninfo("postgresql://u:p%40ss@[::1]", "db").as_deref(),
-            Ok("host='::1' port=5432 dbname='db' user='u' password='p@ss'")
-        );
-        assert!(conninfo("mysql://x", "db").is_err());
-    }
-
-    #[test]
-    fn percentiles() {
-        let v: Vec<f64> = (1..=1000).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 501.0);
-        assert_eq!(percentile(&v, 0.99), 990.0);
-        assert_eq!(percentile(&[7.0], 0.99), 7.0);
-    }
 }

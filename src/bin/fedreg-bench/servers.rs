@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use anyhow::{Context as _, anyhow};
+use diesel_async::SimpleAsyncConnection;
 use fedreg::proto::v1 as pb;
 use fedreg::proto::v1::peer_service_client::PeerServiceClient;
 use fedreg::proto::v1::peering_service_client::PeeringServiceClient;
@@ -17,36 +18,67 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use crate::pg::{PgServer, exec};
+
+/// The database system of the registries under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// SQLite, embedded in each registry.
+    Sqlite,
+    /// PostgreSQL, on the server `--pg-url` names.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend's name, as on the command line and in the tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The database of a registry under test.
 #[derive(Debug, Clone)]
 pub enum Database {
     /// An SQLite file in the registry's data directory.
     Sqlite,
     /// A PostgreSQL database created (and dropped) by the benchmark.
-    Postgres { base: String, name: String },
+    Postgres {
+        /// The server it is on.
+        pg: PgServer,
+        /// The database's name.
+        name: String,
+    },
 }
 
 impl Database {
-    /// A fresh database for `backend`; on PostgreSQL it is named
+    /// A fresh database on `backend`; on PostgreSQL it is named
     /// `fedreg_bench_<role>_<pid>`, so that concurrent runs never share one.
-    pub async fn create(backend: &str, pg_base: &str, role: &str) -> Result<Database, String> {
+    pub async fn create(backend: Backend, pg: &PgServer, role: &str) -> anyhow::Result<Database> {
         match backend {
-            "sqlite" => Ok(Database::Sqlite),
-            _ => {
+            Backend::Sqlite => Ok(Database::Sqlite),
+            Backend::Postgres => {
                 let name = format!("fedreg_bench_{role}_{}", std::process::id());
-                let mut admin = AsyncPgConnection::establish(&format!("{pg_base}/postgres"))
-                    .await
-                    .map_err(|e| format!("PostgreSQL at {pg_base}: {e}"))?;
+                let mut admin = pg.connect("postgres").await?;
                 // One statement each: DROP/CREATE DATABASE cannot share a transaction.
                 for sql in [
                     format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
                     format!("CREATE DATABASE {name}"),
                 ] {
-                    admin.batch_execute(&sql).await.map_err(|e| e.to_string())?;
+                    exec(&mut admin, &sql).await?;
                 }
                 Ok(Database::Postgres {
-                    base: pg_base.to_owned(),
-                    name: name.to_owned(),
+                    pg: pg.clone(),
+                    name,
                 })
             }
         }
@@ -56,14 +88,14 @@ impl Database {
     pub fn url(&self, data_dir: &Path) -> String {
         match self {
             Database::Sqlite => data_dir.join("fedreg.db").to_string_lossy().into_owned(),
-            Database::Postgres { base, name } => format!("{base}/{name}"),
+            Database::Postgres { pg, name } => pg.url(name),
         }
     }
 
     /// Drops a PostgreSQL database; SQLite files go with their directory.
     pub async fn drop_database(&self) {
-        if let Database::Postgres { base, name } = self
-            && let Ok(mut admin) = AsyncPgConnection::establish(&format!("{base}/postgres")).await
+        if let Database::Postgres { pg, name } = self
+            && let Ok(mut admin) = pg.connect("postgres").await
         {
             let _ = admin
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -93,8 +125,11 @@ pub type Authed = InterceptedService<Channel, Bearer>;
 
 /// A fedreg server running in a child process.
 pub struct Registry {
+    /// Its name, as its peers see it.
     pub name: String,
+    /// Its gRPC endpoint.
     pub url: String,
+    /// The first admin token, which the server wrote to its data directory.
     pub admin_token: String,
     child: Child,
     channel: Channel,
@@ -107,7 +142,7 @@ impl Registry {
         name: &str,
         data_dir: &Path,
         database_url: &str,
-    ) -> Result<Registry, String> {
+    ) -> anyhow::Result<Registry> {
         Registry::start_with(name, data_dir, database_url, &[]).await
     }
 
@@ -118,13 +153,14 @@ impl Registry {
         data_dir: &Path,
         database_url: &str,
         extra: &[&str],
-    ) -> Result<Registry, String> {
-        std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
+    ) -> anyhow::Result<Registry> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
+            .context("finding a free port")?
             .port();
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().context("finding this executable")?;
         let mut child = Command::new(exe)
             .args([
                 "serve",
@@ -147,15 +183,18 @@ impl Registry {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("starting server {name}: {e}"))?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
+            .with_context(|| format!("starting server {name}"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow!("server {name} has no stderr"))?;
         let mut lines = BufReader::new(stderr).lines();
         loop {
             let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
                 .await
-                .map_err(|_| format!("server {name} did not start in time"))?
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("server {name} exited before listening"))?;
+                .map_err(|_| anyhow!("server {name} did not start in time"))?
+                .with_context(|| format!("reading server {name}'s stderr"))?
+                .ok_or_else(|| anyhow!("server {name} exited before listening"))?;
             if line.contains("fedreg listening on") {
                 break;
             }
@@ -163,15 +202,14 @@ impl Registry {
         // Keep draining the server's stderr so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let admin_token = std::fs::read_to_string(data_dir.join("admin-token"))
-            .map_err(|e| format!("reading {name}'s admin token: {e}"))?
+            .with_context(|| format!("reading {name}'s admin token"))?
             .trim()
             .to_owned();
         let url = format!("http://127.0.0.1:{port}");
-        let channel = Channel::from_shared(url.clone())
-            .map_err(|e| e.to_string())?
+        let channel = Channel::from_shared(url.clone())?
             .connect()
             .await
-            .map_err(|e| format!("connecting to {name}: {e}"))?;
+            .with_context(|| format!("connecting to {name}"))?;
         Ok(Registry {
             name: name.to_owned(),
             url,
@@ -181,6 +219,7 @@ impl Registry {
         })
     }
 
+    /// A channel to the server that presents `token`.
     fn authed(&self, token: &str) -> Authed {
         let value = format!("Bearer {token}").parse().expect("token is ascii");
         InterceptedService::new(self.channel.clone(), Bearer(value))
@@ -235,7 +274,7 @@ impl Registry {
 /// Registers `server` as a peer of `client`: the server issues a peer token
 /// that the client stores as its outbound token. Returns the client's peer
 /// id for the server and the token.
-pub async fn peer(client: &Registry, server: &Registry) -> Result<(i64, String), String> {
+pub async fn peer(client: &Registry, server: &Registry) -> anyhow::Result<(i64, String)> {
     // The server's record of the client, and the token the client presents.
     let record = server
         .peers()
@@ -245,7 +284,7 @@ pub async fn peer(client: &Registry, server: &Registry) -> Result<(i64, String),
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("CreatePeer on {}: {e}", server.name))?
+        .with_context(|| format!("CreatePeer on {}", server.name))?
         .into_inner();
     let token = server
         .tokens()
@@ -255,7 +294,7 @@ pub async fn peer(client: &Registry, server: &Registry) -> Result<(i64, String),
             peer_id: Some(record.peer_id),
         })
         .await
-        .map_err(|e| format!("CreateToken on {}: {e}", server.name))?
+        .with_context(|| format!("CreateToken on {}", server.name))?
         .into_inner()
         .token;
     let id = create_peer_record(client, server, &token).await?;
@@ -267,7 +306,7 @@ pub async fn create_peer_record(
     client: &Registry,
     server: &Registry,
     token: &str,
-) -> Result<i64, String> {
+) -> anyhow::Result<i64> {
     Ok(client
         .peers()
         .create_peer(pb::CreatePeerRequest {
@@ -277,7 +316,7 @@ pub async fn create_peer_record(
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("CreatePeer on {}: {e}", client.name))?
+        .with_context(|| format!("CreatePeer on {}", client.name))?
         .into_inner()
         .peer_id)
 }

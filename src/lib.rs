@@ -13,9 +13,11 @@
 //! - [`server`] and [`cli`]: process wiring, the `fedreg` command;
 //! - [`client`]: a typed client of a server, for programs (see `examples/`);
 //! - [`data_dir`]: the data directory and its private files;
+//! - [`class`]: the classes of federated objects, and a map over them;
 //! - [`listener`]: the accepted connections, capped and timed out.
 
 pub mod api;
+pub mod class;
 pub mod cli;
 pub mod client;
 pub mod data_dir;

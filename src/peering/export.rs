@@ -45,6 +45,7 @@ use tonic::Status;
 
 use crate::api::sessions::StreamSlot;
 
+use crate::class::{Class, PerClass};
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry;
@@ -285,7 +286,7 @@ impl Selection {
 struct Packer {
     link: Link,
     /// For a delta, the changed ids per kind, taken by each kind's pages.
-    changed: HashMap<i32, Vec<i64>>,
+    changed: PerClass<Vec<i64>>,
     batch: pb::PeerDataBatch,
     bytes: usize,
     trailer: pb::PeerDataTrailer,
@@ -296,7 +297,7 @@ impl Packer {
     fn new(link: Link) -> Packer {
         Packer {
             link,
-            changed: HashMap::new(),
+            changed: PerClass::default(),
             batch: pb::PeerDataBatch::default(),
             bytes: 0,
             trailer: pb::PeerDataTrailer::default(),
@@ -310,17 +311,12 @@ impl Packer {
             return Ok(());
         }
         let deleted = self.batch.deleted.get_or_insert_with(Default::default);
-        let list = match K::LOG_KIND {
-            <CachedSites as CachedKind>::LOG_KIND => &mut deleted.site_ids,
-            <CachedKeys as CachedKind>::LOG_KIND => &mut deleted.key_ids,
-            <CachedPersons as CachedKind>::LOG_KIND => &mut deleted.person_ids,
-            <CachedNodes as CachedKind>::LOG_KIND => &mut deleted.node_ids,
-            <CachedSlices as CachedKind>::LOG_KIND => &mut deleted.slice_ids,
-            other => {
-                return Err(Error::Internal(format!(
-                    "no list of deleted ids for log kind {other}"
-                )));
-            }
+        let list = match K::CLASS {
+            Class::Sites => &mut deleted.site_ids,
+            Class::Keys => &mut deleted.key_ids,
+            Class::Persons => &mut deleted.person_ids,
+            Class::Nodes => &mut deleted.node_ids,
+            Class::Slices => &mut deleted.slice_ids,
         };
         self.bytes += 10 * ids.len();
         self.trailer.deleted += ids.len() as i64;
@@ -385,14 +381,14 @@ enum Pages {
 }
 
 impl Pages {
-    fn new<K: CachedKind>(changed: &mut HashMap<i32, Vec<i64>>, selection: Selection) -> Pages {
+    fn new<K: CachedKind>(changed: &mut PerClass<Vec<i64>>, selection: Selection) -> Pages {
         match selection {
             Selection::Everything => Pages::All {
                 after: 0,
                 done: false,
             },
             Selection::ChangedSince(_) => Pages::Changed {
-                ids: changed.remove(&K::LOG_KIND).unwrap_or_default(),
+                ids: std::mem::take(&mut changed[K::CLASS]),
                 read: 0,
             },
         }

@@ -23,7 +23,7 @@ const MAX_PAGE_SIZE: i32 = 1000;
 /// The message of a stored peer, with the counts of what is cached from it
 /// and, for a followed peer, where following it stands.
 pub async fn load(conn: &mut DbConn, followers: &Followers, row: PeerRow) -> Result<pb::Peer> {
-    let [sites, keys, persons, nodes, slices] = cache::counts(conn, row.peer_id).await?;
+    let counts = cache::counts(conn, row.peer_id).await?;
     let last_refresh_report = row
         .last_refresh_report
         .as_deref()
@@ -63,13 +63,7 @@ pub async fn load(conn: &mut DbConn, followers: &Followers, row: PeerRow) -> Res
         last_refresh_outcome: row.last_refresh_outcome,
         last_refresh_report,
         checkpoint_revision: row.checkpoint_revision,
-        cached: Some(pb::CachedCounts {
-            sites,
-            keys,
-            persons,
-            nodes,
-            slices,
-        }),
+        cached: Some(counts.into()),
     })
 }
 
@@ -383,16 +377,10 @@ pub async fn delete(store: &Store, req: pb::DeletePeerRequest) -> Result<pb::Del
     conn.transaction(|c| {
         Box::pin(async move {
             require(c, req.peer_id).await?;
-            let [sites, keys, persons, nodes, slices] = cache::counts(c, req.peer_id).await?;
+            let counts = cache::counts(c, req.peer_id).await?;
             peers::delete(c, req.peer_id).await?;
             Ok(pb::DeletePeerResponse {
-                removed: Some(pb::CachedCounts {
-                    sites,
-                    keys,
-                    persons,
-                    nodes,
-                    slices,
-                }),
+                removed: Some(counts.into()),
             })
         })
     })

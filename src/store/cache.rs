@@ -26,6 +26,7 @@ use super::schema::{
     slice_node, slice_person, slices,
 };
 use super::{Db, DbConn};
+use crate::class::{Class, PerClass};
 use crate::error::Result;
 use crate::{execute_batch, load_rows, with_db};
 
@@ -126,8 +127,8 @@ pub trait CachedKind: Sized {
     /// (relation ids already translated to local ids).
     type Fields: Clone + PartialEq + Send + Sync + std::fmt::Debug;
 
-    /// Name of the kind in reports (`sites`, `keys`, ...).
-    const CLASS: &'static str;
+    /// The class of the objects.
+    const CLASS: Class;
 
     /// Name of the natural key's column, empty for kinds without one.
     const NATURAL_KEY: &'static str;
@@ -141,9 +142,6 @@ pub trait CachedKind: Sized {
     /// Name of the column holding the local id of a row.
     const ID_COLUMN: &'static str;
 
-    /// The kind's code in the change log (`export_log.kind`).
-    const LOG_KIND: i32;
-
     /// The natural key of a row (`login_base`, `hostname`, ...), unique
     /// across authorities; `None` for kinds without one.
     fn natural_key(fields: &Self::Fields) -> Option<&str>;
@@ -155,6 +153,9 @@ pub trait CachedKind: Sized {
         peer_id: i64,
         peer_object_ids: &[i64],
     ) -> impl Future<Output = Result<HashMap<i64, Self::Fields>>> + Send;
+
+    /// Number of a peer's cached rows.
+    fn count(conn: &mut DbConn, peer_id: i64) -> impl Future<Output = Result<i64>> + Send;
 
     /// Local ids of a peer's cached rows: peer's id → local id.
     fn ids(
@@ -211,6 +212,36 @@ pub trait CachedKind: Sized {
     ) -> impl Future<Output = Result<Vec<Holder>>> + Send;
 }
 
+/// Evaluates `$body` with the type `$k` standing for the [`CachedKind`]
+/// of `$class` (a [`Class`]): the one place a class becomes its type.
+#[macro_export]
+macro_rules! with_kind {
+    ($class:expr, $k:ident => $body:expr) => {
+        match $class {
+            $crate::class::Class::Sites => {
+                type $k = $crate::store::cache::CachedSites;
+                $body
+            }
+            $crate::class::Class::Keys => {
+                type $k = $crate::store::cache::CachedKeys;
+                $body
+            }
+            $crate::class::Class::Persons => {
+                type $k = $crate::store::cache::CachedPersons;
+                $body
+            }
+            $crate::class::Class::Nodes => {
+                type $k = $crate::store::cache::CachedNodes;
+                $body
+            }
+            $crate::class::Class::Slices => {
+                type $k = $crate::store::cache::CachedSlices;
+                $body
+            }
+        }
+    };
+}
+
 /// A row holding a natural key: (key, its peer or `None` when local, its id
 /// at that peer).
 pub type Holder = (String, Option<i64>, Option<i64>);
@@ -219,8 +250,7 @@ pub type Holder = (String, Option<i64>, Option<i64>);
 macro_rules! cached_kind {
     (
         $(#[$doc:meta])*
-        $kind:ident / $fields:ident: $table:ident ($class:literal, $id:ident, $peer_col:ident),
-        logged as $log_kind:literal,
+        $kind:ident / $fields:ident: $table:ident ($class:ident, $id:ident, $peer_col:ident),
         natural key $natural:tt unique $scope:ident,
         exported where [$($export_filter:expr),*],
         stamped on insert [$($insert_stamp:ident),*] on update [$($update_stamp:ident),*],
@@ -238,12 +268,11 @@ macro_rules! cached_kind {
 
         impl CachedKind for $kind {
             type Fields = $fields;
-            const CLASS: &'static str = $class;
+            const CLASS: Class = Class::$class;
             const NATURAL_KEY: &'static str = cached_kind!(@name $natural);
             const TABLE: &'static str = stringify!($table);
             const PEER_COLUMN: &'static str = stringify!($peer_col);
             const ID_COLUMN: &'static str = stringify!($id);
-            const LOG_KIND: i32 = $log_kind;
 
             fn natural_key(fields: &$fields) -> Option<&str> {
                 cached_kind!(@natural fields $natural)
@@ -270,6 +299,14 @@ macro_rules! cached_kind {
                     cached.extend(rows.into_iter().filter(|(id, _)| reads.keeps(*id)));
                 }
                 Ok(cached)
+            }
+
+            async fn count(conn: &mut DbConn, peer_id: i64) -> Result<i64> {
+                Ok(with_db!(conn, |c| $table::table
+                    .filter($table::peer_id.eq(peer_id))
+                    .count()
+                    .get_result::<i64>(c)
+                    .await)?)
             }
 
             async fn ids(conn: &mut DbConn, peer_id: i64) -> Result<HashMap<i64, i64>> {
@@ -456,8 +493,7 @@ macro_rules! cached_kind {
 
 cached_kind! {
     /// Sites cached from peers.
-    CachedSites / SiteFields: sites ("sites", site_id, peer_site_id),
-    logged as 1,
+    CachedSites / SiteFields: sites (Sites, site_id, peer_site_id),
     natural key login_base unique everywhere,
     exported where [],
     stamped on insert [date_created, last_updated] on update [last_updated],
@@ -489,8 +525,7 @@ cached_kind! {
 
 cached_kind! {
     /// Keys cached from peers.
-    CachedKeys / KeyFields: keys ("keys", key_id, peer_key_id),
-    logged as 2,
+    CachedKeys / KeyFields: keys (Keys, key_id, peer_key_id),
     natural key none unique per_peer,
     exported where [],
     stamped on insert [] on update [],
@@ -506,8 +541,7 @@ cached_kind! {
 
 cached_kind! {
     /// Persons cached from peers.
-    CachedPersons / PersonFields: persons ("persons", person_id, peer_person_id),
-    logged as 3,
+    CachedPersons / PersonFields: persons (Persons, person_id, peer_person_id),
     // An e-mail is unique among the persons of one authority only.
     natural key email unique per_peer,
     exported where [],
@@ -534,8 +568,7 @@ cached_kind! {
 
 cached_kind! {
     /// Nodes cached from peers.
-    CachedNodes / NodeFields: nodes ("nodes", node_id, peer_node_id),
-    logged as 4,
+    CachedNodes / NodeFields: nodes (Nodes, node_id, peer_node_id),
     natural key hostname unique everywhere,
     // Nodes reserved to some slices stay home.
     exported where [diesel::dsl::not(diesel::dsl::exists(
@@ -566,8 +599,7 @@ cached_kind! {
 
 cached_kind! {
     /// Slices cached from peers.
-    CachedSlices / SliceFields: slices ("slices", slice_id, peer_slice_id),
-    logged as 5,
+    CachedSlices / SliceFields: slices (Slices, slice_id, peer_slice_id),
     natural key name unique everywhere,
     // System slices stay home.
     exported where [slices::is_system.eq(false)],
@@ -1138,24 +1170,13 @@ pub enum Enumeration {
     Instantiations,
 }
 
-/// Numbers of objects cached from a peer, per kind.
-pub async fn counts(conn: &mut DbConn, peer_id: i64) -> Result<[i64; 5]> {
-    macro_rules! count {
-        ($table:ident) => {
-            with_db!(conn, |c| $table::table
-                .filter($table::peer_id.eq(peer_id))
-                .count()
-                .get_result::<i64>(c)
-                .await)?
-        };
+/// Numbers of objects cached from a peer, per class.
+pub async fn counts(conn: &mut DbConn, peer_id: i64) -> Result<PerClass<i64>> {
+    let mut counts = PerClass::default();
+    for class in Class::ALL {
+        counts[class] = with_kind!(class, K => K::count(conn, peer_id).await?);
     }
-    Ok([
-        count!(sites),
-        count!(keys),
-        count!(persons),
-        count!(nodes),
-        count!(slices),
-    ])
+    Ok(counts)
 }
 
 #[cfg(test)]

@@ -4,27 +4,19 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::class::{Class, PerClass};
 use crate::error::Result;
 use crate::peering::spool::{ClassSpool, PeerObject, Spool};
 use crate::store::DbConn;
-use crate::store::cache::{
-    self, CachedKeys, CachedKind, CachedNodes, CachedPersons, CachedSites, CachedSlices,
-};
+use crate::store::cache::{self, CachedKind, CachedPersons};
+use crate::with_kind;
 
 /// What is cached from a peer when its refresh begins, per class: the
 /// peer's ids → local ids; for a delta, only of the ids it touches.
 #[derive(Debug, Default)]
 pub struct CachedIds {
-    /// Sites.
-    pub sites: HashMap<i64, i64>,
-    /// Keys.
-    pub keys: HashMap<i64, i64>,
-    /// Persons.
-    pub persons: HashMap<i64, i64>,
-    /// Nodes.
-    pub nodes: HashMap<i64, i64>,
-    /// Slices.
-    pub slices: HashMap<i64, i64>,
+    /// Per class, the peer's ids → local ids.
+    pub ids: PerClass<HashMap<i64, i64>>,
     /// Who holds the keys the refresh brings.
     pub(super) key_owners: KeyOwners,
     /// For a delta, the ids loaded.
@@ -116,63 +108,46 @@ impl KeyOwners {
 /// The peer's ids a delta touches, per class, sorted: its objects, its
 /// deletions, and the ids its objects refer to. A delta is applied knowing
 /// the cache of these only, so its cost follows its size, not the cache's.
-#[derive(Debug, Default)]
-pub(super) struct Touched {
-    pub(super) sites: Vec<i64>,
-    pub(super) keys: Vec<i64>,
-    pub(super) persons: Vec<i64>,
-    pub(super) nodes: Vec<i64>,
-    pub(super) slices: Vec<i64>,
-}
+pub(super) type Touched = PerClass<Vec<i64>>;
 
-impl Touched {
-    /// Reads them off a spooled delta.
-    pub(super) fn of(spool: &mut Spool) -> Result<Touched> {
-        fn own<T: PeerObject>(class: &ClassSpool<T>) -> Vec<i64> {
-            class.ids().chain(class.gone_ids()).collect()
-        }
-        let mut touched = Touched {
-            sites: own(&spool.sites),
-            keys: own(&spool.keys),
-            persons: own(&spool.persons),
-            nodes: own(&spool.nodes),
-            slices: own(&spool.slices),
-        };
-        touched.keys.extend(&spool.dropped_person_keys);
-        spool.persons.for_each(|p| {
-            touched.keys.extend(&p.key_ids);
-            touched.sites.extend(&p.site_ids);
-        })?;
-        spool.nodes.for_each(|n| touched.sites.push(n.site_id))?;
-        spool.slices.for_each(|s| {
-            touched.sites.push(s.site_id);
-            touched.nodes.extend(&s.node_ids);
-            touched.persons.extend(&s.person_ids);
-            touched.persons.extend(s.creator_person_id);
-        })?;
-        for ids in [
-            &mut touched.sites,
-            &mut touched.keys,
-            &mut touched.persons,
-            &mut touched.nodes,
-            &mut touched.slices,
-        ] {
-            ids.sort_unstable();
-            ids.dedup();
-        }
-        Ok(touched)
+/// Reads the ids a spooled delta touches.
+fn touched_by(spool: &mut Spool) -> Result<Touched> {
+    fn own<T: PeerObject>(class: &ClassSpool<T>) -> Vec<i64> {
+        class.ids().chain(class.gone_ids()).collect()
     }
+    let mut touched = PerClass::from_fn(|class| match class {
+        Class::Sites => own(&spool.sites),
+        Class::Keys => own(&spool.keys),
+        Class::Persons => own(&spool.persons),
+        Class::Nodes => own(&spool.nodes),
+        Class::Slices => own(&spool.slices),
+    });
+    touched[Class::Keys].extend(&spool.dropped_person_keys);
+    spool.persons.for_each(|p| {
+        touched[Class::Keys].extend(&p.key_ids);
+        touched[Class::Sites].extend(&p.site_ids);
+    })?;
+    spool
+        .nodes
+        .for_each(|n| touched[Class::Sites].push(n.site_id))?;
+    spool.slices.for_each(|s| {
+        touched[Class::Sites].push(s.site_id);
+        touched[Class::Nodes].extend(&s.node_ids);
+        touched[Class::Persons].extend(&s.person_ids);
+        touched[Class::Persons].extend(s.creator_person_id);
+    })?;
+    for ids in touched.values_mut() {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    Ok(touched)
 }
 
 impl CachedIds {
     /// The cached objects loaded, all classes together (for a full dump,
     /// the whole cache).
     pub fn loaded(&self) -> usize {
-        self.sites.len()
-            + self.keys.len()
-            + self.persons.len()
-            + self.nodes.len()
-            + self.slices.len()
+        self.ids.values().map(HashMap::len).sum()
     }
 
     /// Whether the whole cache was loaded (a full dump): then
@@ -185,28 +160,19 @@ impl CachedIds {
     /// Loads them, inside the refresh's transaction: all of them for a full
     /// dump, those of the ids it touches for a delta.
     pub async fn load(conn: &mut DbConn, peer_id: i64, spool: &mut Spool) -> Result<CachedIds> {
-        let mut cached = if !spool.is_delta() {
-            CachedIds {
-                sites: CachedSites::ids(conn, peer_id).await?,
-                keys: CachedKeys::ids(conn, peer_id).await?,
-                persons: CachedPersons::ids(conn, peer_id).await?,
-                nodes: CachedNodes::ids(conn, peer_id).await?,
-                slices: CachedSlices::ids(conn, peer_id).await?,
-                ..CachedIds::default()
-            }
-        } else {
-            let touched = Touched::of(spool)?;
-            CachedIds {
-                sites: CachedSites::ids_among(conn, peer_id, &touched.sites).await?,
-                keys: CachedKeys::ids_among(conn, peer_id, &touched.keys).await?,
-                persons: CachedPersons::ids_among(conn, peer_id, &touched.persons).await?,
-                nodes: CachedNodes::ids_among(conn, peer_id, &touched.nodes).await?,
-                slices: CachedSlices::ids_among(conn, peer_id, &touched.slices).await?,
-                touched: Some(touched),
-                ..CachedIds::default()
-            }
+        let touched = match spool.is_delta() {
+            true => Some(touched_by(spool)?),
+            false => None,
         };
-        cached.key_owners = KeyOwners::load(conn, peer_id, spool, &cached.keys).await?;
+        let mut cached = CachedIds::default();
+        for class in Class::ALL {
+            cached.ids[class] = match &touched {
+                None => with_kind!(class, K => K::ids(conn, peer_id).await?),
+                Some(t) => with_kind!(class, K => K::ids_among(conn, peer_id, &t[class]).await?),
+            };
+        }
+        cached.touched = touched;
+        cached.key_owners = KeyOwners::load(conn, peer_id, spool, &cached.ids[Class::Keys]).await?;
         Ok(cached)
     }
 
@@ -216,24 +182,29 @@ impl CachedIds {
     /// guard counts these.
     pub async fn doomed(&self, conn: &mut DbConn, peer_id: i64, spool: &Spool) -> Result<usize> {
         let delta = spool.is_delta();
-        let sites = spool.sites.doomed(&self.sites, delta);
-        let nodes: HashSet<i64> = spool.nodes.doomed(&self.nodes, delta).into_iter().collect();
-        let slices: HashSet<i64> = spool
-            .slices
-            .doomed(&self.slices, delta)
+        let sites = spool.sites.doomed(&self.ids[Class::Sites], delta);
+        let nodes: HashSet<i64> = spool
+            .nodes
+            .doomed(&self.ids[Class::Nodes], delta)
             .into_iter()
             .collect();
-        let mut keys: HashSet<i64> = spool.keys.doomed(&self.keys, delta).into_iter().collect();
-        keys.extend(
-            self.key_owners
-                .dropped
-                .iter()
-                .filter(|id| self.keys.contains_key(id) && !self.key_owners.listed.contains(id)),
-        );
-        let persons = spool.persons.doomed(&self.persons, delta).len();
+        let slices: HashSet<i64> = spool
+            .slices
+            .doomed(&self.ids[Class::Slices], delta)
+            .into_iter()
+            .collect();
+        let mut keys: HashSet<i64> = spool
+            .keys
+            .doomed(&self.ids[Class::Keys], delta)
+            .into_iter()
+            .collect();
+        keys.extend(self.key_owners.dropped.iter().filter(|id| {
+            self.ids[Class::Keys].contains_key(id) && !self.key_owners.listed.contains(id)
+        }));
+        let persons = spool.persons.doomed(&self.ids[Class::Persons], delta).len();
         let site_ids: Vec<i64> = sites
             .iter()
-            .filter_map(|id| self.sites.get(id))
+            .filter_map(|id| self.ids[Class::Sites].get(id))
             .copied()
             .collect();
         let (site_nodes, site_slices) = match site_ids.is_empty() {

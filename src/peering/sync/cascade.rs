@@ -5,12 +5,11 @@
 use std::collections::HashMap;
 
 use super::cached::KeyOwners;
+use crate::class::Class;
 use crate::error::Result;
 use crate::peering::report::ReportBuilder;
 use crate::store::DbConn;
-use crate::store::cache::{
-    self, CachedKeys, CachedKind, CachedPersons, CachedSites, PersonKeys, Relation,
-};
+use crate::store::cache::{self, CachedKeys, CachedKind, PersonKeys, Relation};
 
 /// What goes with the objects a class deletes, for the classes after it:
 /// a site's nodes and slices (the database's cascade; the peer's ids), a
@@ -45,11 +44,11 @@ impl Cascade {
         if local_ids.is_empty() {
             return Ok(());
         }
-        if K::CLASS == CachedSites::CLASS {
+        if K::CLASS == Class::Sites {
             let (nodes, slices) = cache::cached_at_sites(conn, peer_id, local_ids).await?;
             self.nodes.extend(nodes);
             self.slices.extend(slices);
-        } else if K::CLASS == CachedPersons::CLASS {
+        } else if K::CLASS == Class::Persons {
             let pairs = PersonKeys::for_owners(conn, local_ids).await?;
             self.keys_of_persons
                 .extend(pairs.into_iter().map(|(_, key)| key));
@@ -84,7 +83,7 @@ pub(super) async fn delete_keys_of_gone_persons(
     for key in &gone {
         keys.remove(key);
     }
-    report.add_cascaded(CachedKeys::CLASS, deleted);
+    report.add_cascaded(Class::Keys.name(), deleted);
     Ok(())
 }
 

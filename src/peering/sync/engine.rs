@@ -50,7 +50,7 @@ pub(super) async fn sync_class<K: CachedKind, T: PeerObject>(
 ) -> Result<HashMap<i64, i64>> {
     let started = Instant::now();
     let validated_before = rounds.validating;
-    let warned_before = report.warning_count(K::CLASS);
+    let warned_before = report.warning_count(K::CLASS.name());
     let now = now();
     // Every id cascaded was an object of this class cached from the peer
     // (a delta's map holds only the ids it touches).
@@ -95,7 +95,7 @@ pub(super) async fn sync_class<K: CachedKind, T: PeerObject>(
                 match crate::registry::validate::peer_object_id("id", id) {
                     Ok(_) => prepare(object, report),
                     Err(e) => {
-                        report.warn(K::CLASS, id, "", e.to_string());
+                        report.warn(K::CLASS.name(), id, "", e.to_string());
                         None
                     }
                 }
@@ -144,7 +144,7 @@ pub(super) async fn sync_class<K: CachedKind, T: PeerObject>(
         .collect();
     for &id in &displaced {
         report.warn(
-            K::CLASS,
+            K::CLASS.name(),
             id,
             "",
             format!(
@@ -173,18 +173,21 @@ pub(super) async fn sync_class<K: CachedKind, T: PeerObject>(
             .collect()
     };
     report.class(pb::ClassReport {
-        class: K::CLASS.to_owned(),
+        class: K::CLASS.name().to_owned(),
         received: spool.len() as i64,
         added: added as i64,
         updated: updated as i64,
         deleted: (deleted + cascaded_count) as i64,
         // Every warning of the class, from validation and from the checks
         // of natural keys, is one skipped object.
-        skipped: (report.warning_count(K::CLASS) - warned_before) as i64,
+        skipped: (report.warning_count(K::CLASS.name()) - warned_before) as i64,
         cascaded: cascaded_count as i64,
     });
     let validated_here = rounds.validating - validated_before;
-    report.timer(K::CLASS, started.elapsed().saturating_sub(validated_here));
+    report.timer(
+        K::CLASS.name(),
+        started.elapsed().saturating_sub(validated_here),
+    );
     Ok(ids)
 }
 
@@ -256,7 +259,7 @@ impl NaturalKeys {
                 None
             };
             match problem {
-                Some(reason) => report.warn(K::CLASS, id, key, reason),
+                Some(reason) => report.warn(K::CLASS.name(), id, key, reason),
                 None => {
                     if let Some(&(_, Some(holder_id))) = holder
                         && holder_id != id

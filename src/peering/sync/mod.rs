@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use super::report::ReportBuilder;
 use super::spool::{ClassSpool, PeerObject, Spool};
+use crate::class::{Class, PerClass};
 use crate::error::Result;
 use crate::proto::v1 as pb;
 use crate::registry::nodes::NodeEnumerations;
@@ -52,7 +53,6 @@ use crate::store::cache::{
 };
 
 pub use cached::CachedIds;
-use cached::Touched;
 use cascade::{Cascade, Cascaded, delete_keys_of_gone_persons};
 use engine::{Rounds, sync_class};
 use prepare::{prepare_key, prepare_node, prepare_person, prepare_site, prepare_slice};
@@ -61,13 +61,10 @@ use relations::sync_relations;
 /// The peer's ids → local ids, per class, as the refresh goes.
 #[derive(Debug, Default)]
 struct IdMaps {
-    sites: HashMap<i64, i64>,
-    keys: HashMap<i64, i64>,
-    persons: HashMap<i64, i64>,
-    nodes: HashMap<i64, i64>,
+    /// Per class.
+    classes: PerClass<HashMap<i64, i64>>,
     /// The peer's ids of our own local nodes → their ids here.
     local_nodes: HashMap<i64, i64>,
-    slices: HashMap<i64, i64>,
 }
 
 /// Applies the spooled dump of peer `peer_id`, whose cache held `cached`
@@ -84,7 +81,8 @@ pub async fn apply(
     let mut ids = IdMaps::default();
     let touched = cached.touched.as_ref();
     // A delta's scope per class: the ids it touches; `None` for everything.
-    let scope = |class: fn(&Touched) -> &Vec<i64>| touched.map(|t| class(t).as_slice());
+    let scope = |class: Class| touched.map(|t| t[class].as_slice());
+    let mut cached_ids = cached.ids;
     let mut rounds = Rounds {
         chunk,
         delta: spool.is_delta(),
@@ -92,11 +90,14 @@ pub async fn apply(
     };
     let mut cascade = Cascade::default();
 
-    ids.sites = sync_class::<CachedSites, _>(
+    ids.classes[Class::Sites] = sync_class::<CachedSites, _>(
         conn,
         peer_id,
         &mut spool.sites,
-        (cached.sites, scope(|t| &t.sites)),
+        (
+            std::mem::take(&mut cached_ids[Class::Sites]),
+            scope(Class::Sites),
+        ),
         (Cascaded::default(), &mut cascade),
         &mut rounds,
         report,
@@ -106,11 +107,14 @@ pub async fn apply(
 
     let key_types = known_values_for(conn, Enumeration::KeyTypes, &spool.keys).await?;
     let owners = &cached.key_owners;
-    ids.keys = sync_class::<CachedKeys, _>(
+    ids.classes[Class::Keys] = sync_class::<CachedKeys, _>(
         conn,
         peer_id,
         &mut spool.keys,
-        (cached.keys, scope(|t| &t.keys)),
+        (
+            std::mem::take(&mut cached_ids[Class::Keys]),
+            scope(Class::Keys),
+        ),
         (Cascaded::default(), &mut cascade),
         &mut rounds,
         report,
@@ -118,18 +122,29 @@ pub async fn apply(
     )
     .await?;
 
-    ids.persons = sync_class::<CachedPersons, _>(
+    ids.classes[Class::Persons] = sync_class::<CachedPersons, _>(
         conn,
         peer_id,
         &mut spool.persons,
-        (cached.persons, scope(|t| &t.persons)),
+        (
+            std::mem::take(&mut cached_ids[Class::Persons]),
+            scope(Class::Persons),
+        ),
         (Cascaded::default(), &mut cascade),
         &mut rounds,
         report,
         prepare_person,
     )
     .await?;
-    delete_keys_of_gone_persons(conn, peer_id, &mut cascade, owners, &mut ids.keys, report).await?;
+    delete_keys_of_gone_persons(
+        conn,
+        peer_id,
+        &mut cascade,
+        owners,
+        &mut ids.classes[Class::Keys],
+        report,
+    )
+    .await?;
 
     let known = match spool.nodes.is_empty() {
         true => NodeEnumerations::default(),
@@ -139,15 +154,18 @@ pub async fn apply(
         deleted: std::mem::take(&mut cascade.nodes),
         changed: Vec::new(),
     };
-    ids.nodes = sync_class::<CachedNodes, _>(
+    ids.classes[Class::Nodes] = sync_class::<CachedNodes, _>(
         conn,
         peer_id,
         &mut spool.nodes,
-        (cached.nodes, scope(|t| &t.nodes)),
+        (
+            std::mem::take(&mut cached_ids[Class::Nodes]),
+            scope(Class::Nodes),
+        ),
         (site_nodes, &mut cascade),
         &mut rounds,
         report,
-        |node, report| prepare_node(node, &ids.sites, &known, report),
+        |node, report| prepare_node(node, &ids.classes[Class::Sites], &known, report),
     )
     .await?;
 
@@ -159,17 +177,20 @@ pub async fn apply(
     // A slice's name starts with its site's login_base, as cached now.
     let login_bases = match spool.slices.is_empty() {
         true => HashMap::new(),
-        false => cache::login_bases(conn, peer_id, scope(|t| &t.sites)).await?,
+        false => cache::login_bases(conn, peer_id, scope(Class::Sites)).await?,
     };
     let site_slices = Cascaded {
         deleted: std::mem::take(&mut cascade.slices),
         changed: std::mem::take(&mut cascade.slices_losing_creator),
     };
-    ids.slices = sync_class::<CachedSlices, _>(
+    ids.classes[Class::Slices] = sync_class::<CachedSlices, _>(
         conn,
         peer_id,
         &mut spool.slices,
-        (cached.slices, scope(|t| &t.slices)),
+        (
+            std::mem::take(&mut cached_ids[Class::Slices]),
+            scope(Class::Slices),
+        ),
         (site_slices, &mut cascade),
         &mut rounds,
         report,

@@ -6,16 +6,14 @@ use std::collections::{HashMap, HashSet};
 
 use super::IdMaps;
 use super::cached::KeyOwners;
+use crate::class::Class;
 use crate::error::Result;
 use crate::peering::report::ReportBuilder;
 use crate::proto::v1 as pb;
 use crate::registry::nodes::NodeEnumerations;
 use crate::registry::{keys as key_rules, nodes as node_rules, persons as person_rules};
 use crate::registry::{sites as site_rules, slices as slice_rules};
-use crate::store::cache::{
-    CachedKeys, CachedKind, CachedNodes, CachedPersons, CachedSites, CachedSlices, KeyFields,
-    NodeFields, PersonFields, SiteFields, SliceFields,
-};
+use crate::store::cache::{KeyFields, NodeFields, PersonFields, SiteFields, SliceFields};
 
 /// Runs a validator on a peer's value: `Some(value)`, or `None` with a
 /// warning naming the object.
@@ -56,7 +54,7 @@ pub(super) fn prepare_site(
     };
     let fields = checked(
         report,
-        CachedSites::CLASS,
+        Class::Sites.name(),
         s.site_id,
         &label,
         site_rules::checked(fields),
@@ -72,7 +70,7 @@ pub(super) fn prepare_key(
     owners: &KeyOwners,
     report: &mut ReportBuilder,
 ) -> Option<(i64, KeyFields)> {
-    let class = CachedKeys::CLASS;
+    let class = Class::Keys.name();
     let label = key_label(&k.key);
     match owners.holds(k.key_id) {
         Ok(true) => {}
@@ -126,7 +124,7 @@ pub(super) fn prepare_person(
     };
     let fields = checked(
         report,
-        CachedPersons::CLASS,
+        Class::Persons.name(),
         p.person_id,
         &label,
         person_rules::checked(fields),
@@ -142,7 +140,7 @@ pub(super) fn prepare_node(
     known: &NodeEnumerations,
     report: &mut ReportBuilder,
 ) -> Option<(i64, NodeFields)> {
-    let class = CachedNodes::CLASS;
+    let class = Class::Nodes.name();
     let label = crate::error::quoted(&n.hostname);
     let Some(&site_id) = sites.get(&n.site_id) else {
         report.warn(
@@ -187,9 +185,9 @@ pub(super) fn prepare_slice(
     instantiations: &HashSet<String>,
     report: &mut ReportBuilder,
 ) -> Option<(i64, SliceFields)> {
-    let class = CachedSlices::CLASS;
+    let class = Class::Slices.name();
     let label = crate::error::quoted(&s.name);
-    let Some(&site_id) = ids.sites.get(&s.site_id) else {
+    let Some(&site_id) = ids.classes[Class::Sites].get(&s.site_id) else {
         report.warn(
             class,
             s.slice_id,
@@ -210,7 +208,7 @@ pub(super) fn prepare_slice(
         max_nodes: s.max_nodes,
         creator_person_id: s
             .creator_person_id
-            .and_then(|p| ids.persons.get(&p).copied()),
+            .and_then(|p| ids.classes[Class::Persons].get(&p).copied()),
         created: s.created.map(|t| t.seconds).unwrap_or_default(),
         expires: s.expires.map(|t| t.seconds).unwrap_or_default(),
     };

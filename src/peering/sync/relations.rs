@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::IdMaps;
 use super::engine::Rounds;
+use crate::class::Class;
 use crate::error::Result;
 use crate::peering::diff::{diff_memberships, diff_sets};
 use crate::peering::report::ReportBuilder;
@@ -160,12 +161,14 @@ pub(super) async fn sync_person_memberships(
         let mut sites = HashMap::new();
         let mut person_roles = HashSet::new();
         for p in persons? {
-            let Some(person) = first_occurrence(&ids.persons, &mut seen, p.person_id) else {
+            let Some(person) =
+                first_occurrence(&ids.classes[Class::Persons], &mut seen, p.person_id)
+            else {
                 continue;
             };
             owners.push(person);
             for k in &p.key_ids {
-                let Some(&key) = ids.keys.get(k) else {
+                let Some(&key) = ids.classes[Class::Keys].get(k) else {
                     if !spool.keys.contains(*k) {
                         report.warn(
                             "person_keys",
@@ -190,7 +193,7 @@ pub(super) async fn sync_person_memberships(
                 }
             }
             for s in &p.site_ids {
-                if let Some(&site) = ids.sites.get(s) {
+                if let Some(&site) = ids.classes[Class::Sites].get(s) {
                     sites.insert((person, site), p.primary_site_id == Some(*s));
                 } else if !spool.sites.contains(*s) {
                     report.warn(
@@ -247,13 +250,14 @@ pub(super) async fn sync_slice_memberships(
     // peer's to remove: only the peer's own persons are reconciled. A
     // delta's id maps hold the persons it touches only: the members of its
     // slices are looked up.
-    let mut peer_persons: HashSet<i64> = ids.persons.values().copied().collect();
+    let mut peer_persons: HashSet<i64> = ids.classes[Class::Persons].values().copied().collect();
     for slices in spool.slices.chunks(rounds.chunk)? {
         let mut owners = Vec::new();
         let mut nodes = HashSet::new();
         let mut persons = HashSet::new();
         for s in slices? {
-            let Some(slice) = first_occurrence(&ids.slices, &mut seen, s.slice_id) else {
+            let Some(slice) = first_occurrence(&ids.classes[Class::Slices], &mut seen, s.slice_id)
+            else {
                 continue;
             };
             owners.push(slice);
@@ -261,7 +265,10 @@ pub(super) async fn sync_slice_memberships(
             // warning) or not claimed is left out; one it never sent is a
             // dangling reference.
             for n in &s.node_ids {
-                match ids.nodes.get(n).or_else(|| ids.local_nodes.get(n)) {
+                match ids.classes[Class::Nodes]
+                    .get(n)
+                    .or_else(|| ids.local_nodes.get(n))
+                {
                     Some(&node) => {
                         nodes.insert((slice, node));
                     }
@@ -277,7 +284,7 @@ pub(super) async fn sync_slice_memberships(
                 }
             }
             for p in &s.person_ids {
-                match ids.persons.get(p) {
+                match ids.classes[Class::Persons].get(p) {
                     Some(&person) => {
                         persons.insert((slice, person));
                     }

@@ -19,6 +19,22 @@ pub(super) enum IdBatch<'a> {
     List(&'a [i64]),
 }
 
+/// `$query`, a boxed query, filtered to the ids of one [`IdBatch`] of
+/// `$column`: a range or a list.
+macro_rules! in_batch {
+    ($query:ident, $column:expr, $batch:expr) => {
+        match $batch {
+            $crate::store::cache::batch::IdBatch::Span(lo, hi) => {
+                $query.filter($column.between(lo, hi))
+            }
+            $crate::store::cache::batch::IdBatch::List(ids) => {
+                $query.filter($column.eq_any(ids.to_vec()))
+            }
+        }
+    };
+}
+pub(super) use in_batch;
+
 /// How the rows of a set of ids are read: one range when the ids are dense
 /// (a chunk of a full dump, a page of owners: ids in order, few gaps),
 /// otherwise lists of [`CHUNK`]. A range may also hold rows of ids not

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::batch::{CHUNK, IdBatch, IdReads};
+use super::batch::{CHUNK, IdReads, in_batch};
 use crate::error::Result;
 use crate::store::DbConn;
 use crate::store::schema::{node_slice_whitelist, nodes, persons, slice_node, slice_person};
@@ -31,10 +31,7 @@ pub async fn exported_slice_nodes(
                 .order((slice_node::slice_id, slice_node::node_id))
                 .select((slice_node::slice_id, slice_node::node_id))
                 .into_boxed();
-            match batch {
-                IdBatch::Span(lo, hi) => query.filter(slice_node::slice_id.between(lo, hi)),
-                IdBatch::List(ids) => query.filter(slice_node::slice_id.eq_any(ids.to_vec())),
-            }
+            in_batch!(query, slice_node::slice_id, batch)
         })?;
         out.extend(pairs.into_iter().filter(|&(slice, _)| reads.keeps(slice)));
     }
@@ -59,10 +56,7 @@ pub async fn exported_slice_persons(
                 .order((slice_person::slice_id, slice_person::person_id))
                 .select((slice_person::slice_id, slice_person::person_id))
                 .into_boxed();
-            match batch {
-                IdBatch::Span(lo, hi) => query.filter(slice_person::slice_id.between(lo, hi)),
-                IdBatch::List(ids) => query.filter(slice_person::slice_id.eq_any(ids.to_vec())),
-            }
+            in_batch!(query, slice_person::slice_id, batch)
         })?;
         out.extend(pairs.into_iter().filter(|&(slice, _)| reads.keeps(slice)));
     }

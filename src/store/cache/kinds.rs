@@ -12,7 +12,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt};
 use diesel_async::RunQueryDsl;
 
-use super::batch::{CHUNK, IdBatch, IdReads, UNNEST_FROM, unnest_upsert_sql};
+use super::batch::{CHUNK, IdReads, UNNEST_FROM, in_batch, unnest_upsert_sql};
 use crate::class::{Class, PerClass};
 use crate::error::Result;
 use crate::store::schema::{keys, node_slice_whitelist, nodes, persons, sites, slices};
@@ -189,10 +189,7 @@ macro_rules! cached_kind {
                             .filter($table::peer_id.eq(peer_id))
                             .select(($table::$peer_col.assume_not_null(), $fields::as_select()))
                             .into_boxed();
-                        match batch {
-                            IdBatch::Span(lo, hi) => query.filter($table::$peer_col.between(lo, hi)),
-                            IdBatch::List(ids) => query.filter($table::$peer_col.eq_any(ids.to_vec())),
-                        }
+                        in_batch!(query, $table::$peer_col, batch)
                     })?;
                     cached.extend(rows.into_iter().filter(|(id, _)| reads.keeps(*id)));
                 }
@@ -230,10 +227,7 @@ macro_rules! cached_kind {
                             .filter($table::peer_id.eq(peer_id))
                             .select(($table::$peer_col.assume_not_null(), $table::$id))
                             .into_boxed();
-                        match batch {
-                            IdBatch::Span(lo, hi) => query.filter($table::$peer_col.between(lo, hi)),
-                            IdBatch::List(ids) => query.filter($table::$peer_col.eq_any(ids.to_vec())),
-                        }
+                        in_batch!(query, $table::$peer_col, batch)
                     })?;
                     ids.extend(rows.into_iter().filter(|(id, _)| reads.keeps(*id)));
                 }

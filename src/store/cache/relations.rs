@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Array;
 use diesel_async::SimpleAsyncConnection;
 
-use super::batch::{CHUNK, IdBatch, IdReads, UNNEST_FROM};
+use super::batch::{CHUNK, IdReads, UNNEST_FROM, in_batch};
 use crate::error::Result;
 use crate::store::schema::{person_key, person_role, person_site, slice_node, slice_person};
 use crate::store::{Db, DbConn};
@@ -67,10 +67,7 @@ macro_rules! relation {
                             .order(($table::$a, $table::$b))
                             .select(($table::$a, $table::$b))
                             .into_boxed();
-                        match batch {
-                            IdBatch::Span(lo, hi) => query.filter($table::$a.between(lo, hi)),
-                            IdBatch::List(ids) => query.filter($table::$a.eq_any(ids.to_vec())),
-                        }
+                        in_batch!(query, $table::$a, batch)
                     })?;
                     out.extend(
                         pairs
@@ -177,10 +174,7 @@ pub async fn person_sites_of(
                     person_site::is_primary,
                 ))
                 .into_boxed();
-            match batch {
-                IdBatch::Span(lo, hi) => query.filter(person_site::person_id.between(lo, hi)),
-                IdBatch::List(ids) => query.filter(person_site::person_id.eq_any(ids.to_vec())),
-            }
+            in_batch!(query, person_site::person_id, batch)
         })?;
         out.extend(
             rows.into_iter()

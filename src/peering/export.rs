@@ -50,7 +50,7 @@ use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry;
 use crate::store::cache::{
-    self, CachedKeys, CachedKind, CachedNodes, CachedPersons, CachedSites, CachedSlices,
+    self, CachedClass, CachedKeys, CachedNodes, CachedPersons, CachedSites, CachedSlices,
     PersonKeys, PersonRoles, Relation,
 };
 use crate::store::revisions::{self, History};
@@ -285,7 +285,7 @@ impl Selection {
 /// Packs objects into batches of bounded size and sends them.
 struct Packer {
     link: Link,
-    /// For a delta, the changed ids per kind, taken by each kind's pages.
+    /// For a delta, the changed ids per class, taken by each class's pages.
     changed: PerClass<Vec<i64>>,
     batch: pb::PeerDataBatch,
     bytes: usize,
@@ -305,8 +305,8 @@ impl Packer {
         }
     }
 
-    /// Adds the ids of deleted objects of kind `K`.
-    async fn deleted<K: CachedKind>(&mut self, ids: Vec<i64>) -> Result<()> {
+    /// Adds the ids of deleted objects of class `K`.
+    async fn deleted<K: CachedClass>(&mut self, ids: Vec<i64>) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -371,7 +371,7 @@ impl Packer {
     }
 }
 
-/// The exported rows of one kind that a stream carries, page by page.
+/// The exported rows of one class that a stream carries, page by page.
 enum Pages {
     /// Every row, by id: the last id sent, and whether the last page was
     /// read.
@@ -381,7 +381,7 @@ enum Pages {
 }
 
 impl Pages {
-    fn new<K: CachedKind>(changed: &mut PerClass<Vec<i64>>, selection: Selection) -> Pages {
+    fn new<K: CachedClass>(changed: &mut PerClass<Vec<i64>>, selection: Selection) -> Pages {
         match selection {
             Selection::Everything => Pages::All {
                 after: 0,
@@ -396,7 +396,7 @@ impl Pages {
 
     /// The next page of rows, with the changed ids met on the way that are
     /// no longer exported (deleted, or now filtered out); `None` at the end.
-    async fn next<K: CachedKind>(
+    async fn next<K: CachedClass>(
         &mut self,
         conn: &mut DbConn,
     ) -> Result<Option<(Vec<(i64, K::Fields)>, Vec<i64>)>> {
@@ -432,13 +432,13 @@ impl Pages {
 }
 
 /// The stored columns of an exported class's rows.
-type Fields<E> = <<E as Exported>::Kind as CachedKind>::Fields;
+type Fields<E> = <<E as Exported>::Cached as CachedClass>::Fields;
 
 /// How the objects of one class leave: what is read with each page of
 /// their rows, and how a page becomes messages.
 trait Exported {
-    /// The kind whose rows are read.
-    type Kind: CachedKind;
+    /// The class whose rows are read.
+    type Cached: CachedClass;
     /// What a page's objects carry besides their own columns.
     type Extra: Default + Send;
 
@@ -475,7 +475,7 @@ async fn read_page<E: Exported>(
     conn: &mut DbConn,
 ) -> Result<Option<Page<E>>> {
     let started = Instant::now();
-    let Some((rows, gone)) = pages.next::<E::Kind>(conn).await? else {
+    let Some((rows, gone)) = pages.next::<E::Cached>(conn).await? else {
         return Ok(None);
     };
     let extra = if rows.is_empty() {
@@ -496,7 +496,7 @@ impl Packer {
     /// Packs and sends one page of class `E`.
     async fn page<E: Exported>(&mut self, page: Page<E>) -> Result<()> {
         self.db_time += page.db_time;
-        self.deleted::<E::Kind>(page.gone).await?;
+        self.deleted::<E::Cached>(page.gone).await?;
         E::pack(page.rows, page.extra, self).await
     }
 }
@@ -511,7 +511,7 @@ async fn export<E: Exported>(
     out: &mut Packer,
     selection: Selection,
 ) -> Result<()> {
-    let mut pages = Pages::new::<E::Kind>(&mut out.changed, selection);
+    let mut pages = Pages::new::<E::Cached>(&mut out.changed, selection);
     let mut current = read_page(class, &mut pages, conn).await?;
     while let Some(page) = current {
         let (next, ()) = tokio::try_join!(read_page(class, &mut pages, conn), out.page(page))?;
@@ -533,7 +533,7 @@ fn group(pairs: Vec<(i64, i64)>) -> HashMap<i64, Vec<i64>> {
 struct Sites;
 
 impl Exported for Sites {
-    type Kind = CachedSites;
+    type Cached = CachedSites;
     type Extra = ();
 
     async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer) -> Result<()> {
@@ -566,7 +566,7 @@ impl Exported for Sites {
 struct Keys;
 
 impl Exported for Keys {
-    type Kind = CachedKeys;
+    type Cached = CachedKeys;
     type Extra = ();
 
     async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer) -> Result<()> {
@@ -600,7 +600,7 @@ struct PersonLinks {
 }
 
 impl Exported for Persons {
-    type Kind = CachedPersons;
+    type Cached = CachedPersons;
     type Extra = PersonLinks;
 
     async fn extra(&mut self, conn: &mut DbConn, ids: &[i64]) -> Result<PersonLinks> {
@@ -661,7 +661,7 @@ impl Exported for Persons {
 struct Nodes;
 
 impl Exported for Nodes {
-    type Kind = CachedNodes;
+    type Cached = CachedNodes;
     type Extra = ();
 
     async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer) -> Result<()> {
@@ -744,7 +744,7 @@ struct SliceLinks {
 }
 
 impl Exported for Slices {
-    type Kind = CachedSlices;
+    type Cached = CachedSlices;
     type Extra = SliceLinks;
 
     async fn extra(&mut self, conn: &mut DbConn, ids: &[i64]) -> Result<SliceLinks> {

@@ -8,8 +8,8 @@ use crate::class::{Class, PerClass};
 use crate::error::Result;
 use crate::peering::spool::{ClassSpool, PeerObject, Spool};
 use crate::store::DbConn;
-use crate::store::cache::{self, CachedKind, CachedPersons};
-use crate::with_kind;
+use crate::store::cache::{self, CachedClass, CachedPersons};
+use crate::with_class;
 
 /// What is cached from a peer when its refresh begins, per class: the
 /// peer's ids → local ids; for a delta, only of the ids it touches.
@@ -167,8 +167,8 @@ impl CachedIds {
         let mut cached = CachedIds::default();
         for class in Class::ALL {
             cached.ids[class] = match &touched {
-                None => with_kind!(class, K => K::ids(conn, peer_id).await?),
-                Some(t) => with_kind!(class, K => K::ids_among(conn, peer_id, &t[class]).await?),
+                None => with_class!(class, K => K::ids(conn, peer_id).await?),
+                Some(t) => with_class!(class, K => K::ids_among(conn, peer_id, &t[class]).await?),
             };
         }
         cached.touched = touched;

@@ -9,7 +9,7 @@ use crate::class::Class;
 use crate::error::Result;
 use crate::peering::report::ReportBuilder;
 use crate::store::DbConn;
-use crate::store::cache::{self, CachedKeys, CachedKind, PersonKeys, Relation};
+use crate::store::cache::{self, CachedClass, CachedKeys, PersonKeys, Relation};
 
 /// What goes with the objects a class deletes, for the classes after it:
 /// a site's nodes and slices (the database's cascade; the peer's ids), a
@@ -35,7 +35,7 @@ pub(super) struct Cascaded {
 impl Cascade {
     /// Notes what goes with the cached objects of class `K` whose local ids
     /// are `local_ids`, before they are deleted.
-    pub(super) async fn note<K: CachedKind>(
+    pub(super) async fn note<K: CachedClass>(
         &mut self,
         conn: &mut DbConn,
         peer_id: i64,
@@ -89,7 +89,7 @@ pub(super) async fn delete_keys_of_gone_persons(
 
 /// Deletes cached objects of class `K` by the peer's ids, noting first in
 /// `cascade` what goes with them; returns how many went.
-pub(super) async fn delete_noting<K: CachedKind>(
+pub(super) async fn delete_noting<K: CachedClass>(
     conn: &mut DbConn,
     peer_id: i64,
     peer_object_ids: &[i64],

@@ -12,7 +12,7 @@ use crate::peering::diff::{Plan, diff};
 use crate::peering::report::ReportBuilder;
 use crate::peering::spool::{ClassSpool, PeerObject};
 use crate::proto::v1 as pb;
-use crate::store::cache::{self, CachedKind};
+use crate::store::cache::{self, CachedClass};
 use crate::store::{DbConn, now};
 
 /// Rows a class adds before its table's planner statistics are worth
@@ -38,7 +38,7 @@ pub(super) struct Rounds {
 /// renamed, see [`NaturalKeys`]), diffs against the cache and writes.
 /// Returns the peer's ids → local ids of the class after the write.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn sync_class<K: CachedKind, T: PeerObject>(
+pub(super) async fn sync_class<K: CachedClass, T: PeerObject>(
     conn: &mut DbConn,
     peer_id: i64,
     spool: &mut ClassSpool<T>,
@@ -216,7 +216,7 @@ impl NaturalKeys {
     /// natural key another authority uses here, or an earlier candidate
     /// claimed; parks the peer's other cached objects that hold the keys
     /// of the candidates accepted.
-    pub(super) async fn check<K: CachedKind>(
+    pub(super) async fn check<K: CachedClass>(
         &mut self,
         conn: &mut DbConn,
         peer_id: i64,

@@ -78,7 +78,7 @@ impl<'a> IdReads<'a> {
 /// (one round trip), which a followed change of one row can tell.
 pub(super) const UNNEST_FROM: usize = 16;
 
-/// The PostgreSQL upsert of a cached kind's rows as one statement whose
+/// The PostgreSQL upsert of a cached class's rows as one statement whose
 /// parameters are `$1` the peer, `$2` the time stamp, `$3` the array of the
 /// peer's ids and then one array per column: the rows come out of
 /// `UNNEST`, which spares PostgreSQL parsing and planning a statement of

@@ -9,7 +9,7 @@ use diesel::sql_types::BigInt;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 
 use super::batch::CHUNK;
-use super::kinds::CachedKind;
+use super::classes::CachedClass;
 use crate::error::Result;
 use crate::store::schema::{nodes, persons, sites, slices};
 use crate::store::{Db, DbConn};
@@ -23,7 +23,7 @@ use crate::with_db;
 /// writes its own new key later, or deletes it.
 ///
 /// Only integers reach the SQL text.
-pub async fn park<K: CachedKind>(
+pub async fn park<K: CachedClass>(
     conn: &mut DbConn,
     peer_id: i64,
     peer_object_ids: &[i64],
@@ -106,7 +106,7 @@ pub(super) struct IdPair {
 
 /// The peer's ids of rows cached from peer `peer_id` among the local
 /// `ids`: local id → the peer's id. Only integers reach the SQL text.
-pub async fn peer_ids_of<K: CachedKind>(
+pub async fn peer_ids_of<K: CachedClass>(
     conn: &mut DbConn,
     peer_id: i64,
     ids: &[i64],
@@ -126,7 +126,7 @@ pub async fn peer_ids_of<K: CachedKind>(
     Ok(found)
 }
 
-/// Refreshes the planner's statistics of a cached kind's table after it
+/// Refreshes the planner's statistics of a cached class's table after it
 /// grew within the open transaction (PostgreSQL; SQLite plans without
 /// them).
 ///
@@ -135,7 +135,7 @@ pub async fn peer_ids_of<K: CachedKind>(
 /// rows with a filter instead of the natural key's index), so a large
 /// first refresh would slow down round after round. ANALYZE inside the
 /// transaction samples its own uncommitted rows too.
-pub async fn refresh_statistics<K: CachedKind>(conn: &mut DbConn) -> Result<()> {
+pub async fn refresh_statistics<K: CachedClass>(conn: &mut DbConn) -> Result<()> {
     if let Db::Pg(c) = conn.db() {
         c.batch_execute(&format!("ANALYZE {}", K::TABLE)).await?;
     }

@@ -1,6 +1,6 @@
-//! The five classes as cached tables: [`CachedKind`] describes one (its
+//! The five classes as cached tables: [`CachedClass`] describes one (its
 //! table, the columns a refresh compares, its natural key) and the
-//! `cached_kind!` macro declares it for sites, keys, persons, nodes and
+//! `cached_class!` macro declares it for sites, keys, persons, nodes and
 //! slices from one column list each; the same declaration serves the
 //! local rows the export reads.
 
@@ -19,8 +19,8 @@ use crate::store::schema::{keys, node_slice_whitelist, nodes, persons, sites, sl
 use crate::store::{Db, DbConn};
 use crate::{execute_batch, load_rows, with_db};
 
-/// One kind of object cached from peers.
-pub trait CachedKind: Sized {
+/// One class of objects cached from peers.
+pub trait CachedClass: Sized {
     /// The columns a refresh compares and writes, as they are stored here
     /// (relation ids already translated to local ids).
     type Fields: Clone + PartialEq + Send + Sync + std::fmt::Debug;
@@ -28,7 +28,7 @@ pub trait CachedKind: Sized {
     /// The class of the objects.
     const CLASS: Class;
 
-    /// Name of the natural key's column, empty for kinds without one.
+    /// Name of the natural key's column, empty for classes without one.
     const NATURAL_KEY: &'static str;
 
     /// Name of the table.
@@ -41,7 +41,7 @@ pub trait CachedKind: Sized {
     const ID_COLUMN: &'static str;
 
     /// The natural key of a row (`login_base`, `hostname`, ...), unique
-    /// across authorities; `None` for kinds without one.
+    /// across authorities; `None` for classes without one.
     fn natural_key(fields: &Self::Fields) -> Option<&str>;
 
     /// The cached rows of a peer among `peer_object_ids`: peer's id →
@@ -110,10 +110,10 @@ pub trait CachedKind: Sized {
     ) -> impl Future<Output = Result<Vec<Holder>>> + Send;
 }
 
-/// Evaluates `$body` with the type `$k` standing for the [`CachedKind`]
+/// Evaluates `$body` with the type `$k` standing for the [`CachedClass`]
 /// of `$class` (a [`Class`]): the one place a class becomes its type.
 #[macro_export]
-macro_rules! with_kind {
+macro_rules! with_class {
     ($class:expr, $k:ident => $body:expr) => {
         match $class {
             $crate::class::Class::Sites => {
@@ -144,18 +144,18 @@ macro_rules! with_kind {
 /// at that peer).
 pub type Holder = (String, Option<i64>, Option<i64>);
 
-/// Implements [`CachedKind`] for a table from its list of synced columns.
-macro_rules! cached_kind {
+/// Implements [`CachedClass`] for a table from its list of synced columns.
+macro_rules! cached_class {
     (
         $(#[$doc:meta])*
-        $kind:ident / $fields:ident: $table:ident ($class:ident, $id:ident, $peer_col:ident),
+        $cached:ident / $fields:ident: $table:ident ($class:ident, $id:ident, $peer_col:ident),
         natural key $natural:tt unique $scope:ident,
         exported where [$($export_filter:expr),*],
         stamped on insert [$($insert_stamp:ident),*] on update [$($update_stamp:ident),*],
         { $( $(#[$fdoc:meta])* $col:ident : $ty:ty ),* $(,)? }
     ) => {
         $(#[$doc])*
-        pub struct $kind;
+        pub struct $cached;
 
         #[doc = concat!("The columns of `", stringify!($table), "` a refresh compares and writes.")]
         #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
@@ -164,16 +164,16 @@ macro_rules! cached_kind {
             $( $(#[$fdoc])* pub $col: $ty, )*
         }
 
-        impl CachedKind for $kind {
+        impl CachedClass for $cached {
             type Fields = $fields;
             const CLASS: Class = Class::$class;
-            const NATURAL_KEY: &'static str = cached_kind!(@name $natural);
+            const NATURAL_KEY: &'static str = cached_class!(@name $natural);
             const TABLE: &'static str = stringify!($table);
             const PEER_COLUMN: &'static str = stringify!($peer_col);
             const ID_COLUMN: &'static str = stringify!($id);
 
             fn natural_key(fields: &$fields) -> Option<&str> {
-                cached_kind!(@natural fields $natural)
+                cached_class!(@natural fields $natural)
             }
 
             async fn load(
@@ -349,7 +349,7 @@ macro_rules! cached_kind {
                 peer_id: i64,
                 natural_keys: &[String],
             ) -> Result<Vec<Holder>> {
-                cached_kind!(@holders conn, peer_id, natural_keys, $table, $peer_col, $scope $natural)
+                cached_class!(@holders conn, peer_id, natural_keys, $table, $peer_col, $scope $natural)
             }
         }
     };
@@ -361,10 +361,10 @@ macro_rules! cached_kind {
         { let _ = (&$conn, $peer_id, $keys); Ok(Vec::new()) }
     };
     (@holders $conn:ident, $peer_id:ident, $keys:ident, $table:ident, $peer_col:ident, per_peer $col:ident) => {
-        cached_kind!(@holders_where $conn, $keys, $table, $col, $peer_col, $table::peer_id.eq($peer_id))
+        cached_class!(@holders_where $conn, $keys, $table, $col, $peer_col, $table::peer_id.eq($peer_id))
     };
     (@holders $conn:ident, $peer_id:ident, $keys:ident, $table:ident, $peer_col:ident, everywhere $col:ident) => {
-        { let _ = $peer_id; cached_kind!(@holders_where $conn, $keys, $table, $col, $peer_col) }
+        { let _ = $peer_id; cached_class!(@holders_where $conn, $keys, $table, $col, $peer_col) }
     };
     (@holders_where $conn:ident, $keys:ident, $table:ident, $col:ident, $peer_col:ident $(, $scope:expr)?) => {{
         let mut holders = Vec::new();
@@ -383,7 +383,7 @@ macro_rules! cached_kind {
     }};
 }
 
-cached_kind! {
+cached_class! {
     /// Sites cached from peers.
     CachedSites / SiteFields: sites (Sites, site_id, peer_site_id),
     natural key login_base unique everywhere,
@@ -415,7 +415,7 @@ cached_kind! {
     }
 }
 
-cached_kind! {
+cached_class! {
     /// Keys cached from peers.
     CachedKeys / KeyFields: keys (Keys, key_id, peer_key_id),
     natural key none unique per_peer,
@@ -431,7 +431,7 @@ cached_kind! {
     }
 }
 
-cached_kind! {
+cached_class! {
     /// Persons cached from peers.
     CachedPersons / PersonFields: persons (Persons, person_id, peer_person_id),
     // An e-mail is unique among the persons of one authority only.
@@ -458,7 +458,7 @@ cached_kind! {
     }
 }
 
-cached_kind! {
+cached_class! {
     /// Nodes cached from peers.
     CachedNodes / NodeFields: nodes (Nodes, node_id, peer_node_id),
     natural key hostname unique everywhere,
@@ -489,7 +489,7 @@ cached_kind! {
     }
 }
 
-cached_kind! {
+cached_class! {
     /// Slices cached from peers.
     CachedSlices / SliceFields: slices (Slices, slice_id, peer_slice_id),
     natural key name unique everywhere,
@@ -522,7 +522,7 @@ cached_kind! {
 pub async fn counts(conn: &mut DbConn, peer_id: i64) -> Result<PerClass<i64>> {
     let mut counts = PerClass::default();
     for class in Class::ALL {
-        counts[class] = with_kind!(class, K => K::count(conn, peer_id).await?);
+        counts[class] = with_class!(class, K => K::count(conn, peer_id).await?);
     }
     Ok(counts)
 }

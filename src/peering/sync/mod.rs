@@ -21,16 +21,16 @@
 //! refresh are complete at once.
 //!
 //! The modules, in the order a refresh goes through them:
-//! - [`cached`]: what is cached from the peer when the refresh begins
+//! - `cached`: what is cached from the peer when the refresh begins
 //!   ([`CachedIds`]: the whole cache for a full dump, the ids a delta
 //!   touches otherwise) and who holds the keys it brings;
 //! - this module: [`apply`], which runs the classes in order;
-//! - [`engine`]: one class, chunk by chunk (delete, validate, check
+//! - `engine`: one class, chunk by chunk (delete, validate, check
 //!   natural keys, diff, write);
-//! - [`prepare`]: a peer's object → its cached fields, validated;
-//! - [`cascade`]: what a class's deletions take with them for the
+//! - `prepare`: a peer's object → its cached fields, validated;
+//! - `cascade`: what a class's deletions take with them for the
 //!   classes after it;
-//! - [`relations`]: the memberships, reconciled round by round.
+//! - `relations`: the memberships, reconciled round by round.
 
 mod cached;
 mod cascade;

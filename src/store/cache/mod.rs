@@ -11,7 +11,7 @@
 //! [`CachedClass`], declared per class, also read for the local rows the
 //! export serves), [`relations`] (membership tables), [`lookups`] (a
 //! peer's cached rows looked up during a refresh), [`exported`] (the
-//! local memberships the export serves), [`enumerations`] and [`batch`]
+//! local memberships the export serves), [`enumerations`] and `batch`
 //! (how ids are read and rows written in batches).
 //!
 //! [`CachedClass`] describes one class of objects (its table, the columns a

@@ -6,21 +6,54 @@
 //! peers (`GetPeerData`, a server stream) and refreshes its cache of each peer
 //! (`RefreshPeer`), atomically.
 //!
-//! Layers, data flowing one way:
-//! - [`api`]: the gRPC surface (services, auth and logging layers, status mapping);
-//! - [`registry`]: validation and the operations of the admin API;
-//! - [`store`]: diesel repositories, one copy of each query for both backends;
-//! - [`server`] and [`cli`]: process wiring, the `fedreg` command;
-//! - [`client`]: a typed client of a server, for programs (see `examples/`);
-//! - [`backoff`]: the delays between retries;
-//! - [`channel`]: the client side of a connection (endpoint, bearer token),
-//!   shared by [`client`] and the peer fetcher;
-//! - [`data_dir`]: the data directory and its private files;
-//! - [`listener`]: the accepted connections, capped and timed out.
+//! Layers, data flowing one way: cli → server → api → peering → registry
+//! → store. Every module, by layer:
+//! - [`cli`]: the `fedreg` command (`serve`, `peer`, `refresh`, `token`,
+//!   `status`), its tables and JSON ([`cli::table`], [`cli::json`]) and
+//!   its client connection ([`cli::client`]);
+//! - [`server`]: process wiring: the pool, the services, the background
+//!   tasks; [`listener`]: the accepted connections, capped and timed out;
+//!   [`data_dir`]: the data directory and its private files;
+//! - [`api`]: the gRPC surface: the admin services ([`api::registry`],
+//!   [`api::peers`], [`api::tokens`]), the peering service
+//!   ([`api::peering`]), authentication ([`api::auth`],
+//!   [`api::client_cert`], [`api::sessions`]), logging and the mapping of
+//!   errors to statuses ([`api::logging`], [`api::status`]);
+//! - [`peering`]: federation: the refresh pipeline ([`peering::fetch`] →
+//!   [`peering::spool`] → [`peering::sync`], driven by
+//!   [`peering::refresh`] under [`peering::lock`], cleaned and diffed by
+//!   [`peering::diff`], reported by [`peering::report`]), the serving side
+//!   ([`peering::export`], [`peering::announce`]), scheduling and following
+//!   ([`peering::schedule`], [`peering::follow`]), the change log's upkeep
+//!   ([`peering::compaction`]);
+//! - [`registry`]: validation and the operations of the admin API, one
+//!   module per class, plus the peer records ([`registry::peers`]) and the
+//!   tokens ([`registry::tokens`]), with the shared checks in
+//!   [`registry::validate`];
+//! - [`store`]: diesel repositories, one copy of each query for both
+//!   backends: one module per table family, the cache of peers' objects
+//!   ([`store::cache`]), memberships, listings, the change log
+//!   ([`store::revisions`], [`store::changes`]);
+//! - shared by all: [`class`] (the classes of federated objects and a map
+//!   over them), [`error`], [`proto`] (the generated messages), [`backoff`]
+//!   (the delays between retries), [`channel`] (the client side of a
+//!   connection: endpoint and bearer token), [`client`] (a typed client of a
+//!   server, for programs; see `examples/`).
+//!
+//! Where each flow starts:
+//! - serve: [`cli::serve`] → [`server::start`], which opens the store,
+//!   runs the migrations and starts the gRPC services and background tasks;
+//! - refresh: [`peering::refresh::Refresher`] (from `RefreshPeer`, the
+//!   schedule or a follow) → [`peering::fetch`] into a spool →
+//!   [`peering::sync::apply`] in one transaction;
+//! - export: `GetPeerData` in [`api::peering`] → [`peering::export::stream`];
+//! - follow: serving side `Follow` → [`peering::announce::stream`]; following
+//!   side [`peering::follow::run`], which refreshes at each announced change.
 
 pub mod api;
 pub mod backoff;
 pub mod channel;
+pub mod class;
 pub mod cli;
 pub mod client;
 pub mod data_dir;

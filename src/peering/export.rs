@@ -45,11 +45,12 @@ use tonic::Status;
 
 use crate::api::sessions::StreamSlot;
 
+use crate::class::{Class, PerClass};
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry;
 use crate::store::cache::{
-    self, CachedKeys, CachedKind, CachedNodes, CachedPersons, CachedSites, CachedSlices,
+    self, CachedClass, CachedKeys, CachedNodes, CachedPersons, CachedSites, CachedSlices,
     PersonKeys, PersonRoles, Relation,
 };
 use crate::store::revisions::{self, History};
@@ -58,10 +59,10 @@ use crate::store::{DbConn, Store, nodes, now};
 /// Version of the dump's layout, sent in the header.
 pub const SCHEMA_VERSION: i32 = 1;
 
-/// Rows read per query. Pages of 2,000 rows instead of 500 streamed a
-/// dump 13-17% faster on both backends at huge x10 (fewer statements, each
-/// with its fixed cost), for 3-11 MiB more at the serving registry's peak;
-/// two pages are in memory at a time, whatever the registry's size.
+/// Rows read per query. Larger pages stream a large dump faster on both
+/// backends (fewer statements, each with its fixed cost) for a few MiB
+/// more at the serving registry's peak; two pages are in memory at a time,
+/// whatever the registry's size.
 const PAGE: i64 = 2000;
 /// A batch is sent once its encoded size reaches this (well under gRPC's
 /// default 4 MiB message limit, whatever the size of one object).
@@ -284,8 +285,8 @@ impl Selection {
 /// Packs objects into batches of bounded size and sends them.
 struct Packer {
     link: Link,
-    /// For a delta, the changed ids per kind, taken by each kind's pages.
-    changed: HashMap<i32, Vec<i64>>,
+    /// For a delta, the changed ids per class, taken by each class's pages.
+    changed: PerClass<Vec<i64>>,
     batch: pb::PeerDataBatch,
     bytes: usize,
     trailer: pb::PeerDataTrailer,
@@ -296,7 +297,7 @@ impl Packer {
     fn new(link: Link) -> Packer {
         Packer {
             link,
-            changed: HashMap::new(),
+            changed: PerClass::default(),
             batch: pb::PeerDataBatch::default(),
             bytes: 0,
             trailer: pb::PeerDataTrailer::default(),
@@ -304,23 +305,18 @@ impl Packer {
         }
     }
 
-    /// Adds the ids of deleted objects of kind `K`.
-    async fn deleted<K: CachedKind>(&mut self, ids: Vec<i64>) -> Result<()> {
+    /// Adds the ids of deleted objects of class `K`.
+    async fn deleted<K: CachedClass>(&mut self, ids: Vec<i64>) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         let deleted = self.batch.deleted.get_or_insert_with(Default::default);
-        let list = match K::LOG_KIND {
-            <CachedSites as CachedKind>::LOG_KIND => &mut deleted.site_ids,
-            <CachedKeys as CachedKind>::LOG_KIND => &mut deleted.key_ids,
-            <CachedPersons as CachedKind>::LOG_KIND => &mut deleted.person_ids,
-            <CachedNodes as CachedKind>::LOG_KIND => &mut deleted.node_ids,
-            <CachedSlices as CachedKind>::LOG_KIND => &mut deleted.slice_ids,
-            other => {
-                return Err(Error::Internal(format!(
-                    "no list of deleted ids for log kind {other}"
-                )));
-            }
+        let list = match K::CLASS {
+            Class::Sites => &mut deleted.site_ids,
+            Class::Keys => &mut deleted.key_ids,
+            Class::Persons => &mut deleted.person_ids,
+            Class::Nodes => &mut deleted.node_ids,
+            Class::Slices => &mut deleted.slice_ids,
         };
         self.bytes += 10 * ids.len();
         self.trailer.deleted += ids.len() as i64;
@@ -375,7 +371,7 @@ impl Packer {
     }
 }
 
-/// The exported rows of one kind that a stream carries, page by page.
+/// The exported rows of one class that a stream carries, page by page.
 enum Pages {
     /// Every row, by id: the last id sent, and whether the last page was
     /// read.
@@ -385,14 +381,14 @@ enum Pages {
 }
 
 impl Pages {
-    fn new<K: CachedKind>(changed: &mut HashMap<i32, Vec<i64>>, selection: Selection) -> Pages {
+    fn new<K: CachedClass>(changed: &mut PerClass<Vec<i64>>, selection: Selection) -> Pages {
         match selection {
             Selection::Everything => Pages::All {
                 after: 0,
                 done: false,
             },
             Selection::ChangedSince(_) => Pages::Changed {
-                ids: changed.remove(&K::LOG_KIND).unwrap_or_default(),
+                ids: std::mem::take(&mut changed[K::CLASS]),
                 read: 0,
             },
         }
@@ -400,7 +396,7 @@ impl Pages {
 
     /// The next page of rows, with the changed ids met on the way that are
     /// no longer exported (deleted, or now filtered out); `None` at the end.
-    async fn next<K: CachedKind>(
+    async fn next<K: CachedClass>(
         &mut self,
         conn: &mut DbConn,
     ) -> Result<Option<(Vec<(i64, K::Fields)>, Vec<i64>)>> {
@@ -436,13 +432,13 @@ impl Pages {
 }
 
 /// The stored columns of an exported class's rows.
-type Fields<E> = <<E as Exported>::Kind as CachedKind>::Fields;
+type Fields<E> = <<E as Exported>::Cached as CachedClass>::Fields;
 
 /// How the objects of one class leave: what is read with each page of
 /// their rows, and how a page becomes messages.
 trait Exported {
-    /// The kind whose rows are read.
-    type Kind: CachedKind;
+    /// The class whose rows are read.
+    type Cached: CachedClass;
     /// What a page's objects carry besides their own columns.
     type Extra: Default + Send;
 
@@ -479,7 +475,7 @@ async fn read_page<E: Exported>(
     conn: &mut DbConn,
 ) -> Result<Option<Page<E>>> {
     let started = Instant::now();
-    let Some((rows, gone)) = pages.next::<E::Kind>(conn).await? else {
+    let Some((rows, gone)) = pages.next::<E::Cached>(conn).await? else {
         return Ok(None);
     };
     let extra = if rows.is_empty() {
@@ -500,7 +496,7 @@ impl Packer {
     /// Packs and sends one page of class `E`.
     async fn page<E: Exported>(&mut self, page: Page<E>) -> Result<()> {
         self.db_time += page.db_time;
-        self.deleted::<E::Kind>(page.gone).await?;
+        self.deleted::<E::Cached>(page.gone).await?;
         E::pack(page.rows, page.extra, self).await
     }
 }
@@ -515,7 +511,7 @@ async fn export<E: Exported>(
     out: &mut Packer,
     selection: Selection,
 ) -> Result<()> {
-    let mut pages = Pages::new::<E::Kind>(&mut out.changed, selection);
+    let mut pages = Pages::new::<E::Cached>(&mut out.changed, selection);
     let mut current = read_page(class, &mut pages, conn).await?;
     while let Some(page) = current {
         let (next, ()) = tokio::try_join!(read_page(class, &mut pages, conn), out.page(page))?;
@@ -537,7 +533,7 @@ fn group(pairs: Vec<(i64, i64)>) -> HashMap<i64, Vec<i64>> {
 struct Sites;
 
 impl Exported for Sites {
-    type Kind = CachedSites;
+    type Cached = CachedSites;
     type Extra = ();
 
     async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer) -> Result<()> {
@@ -570,7 +566,7 @@ impl Exported for Sites {
 struct Keys;
 
 impl Exported for Keys {
-    type Kind = CachedKeys;
+    type Cached = CachedKeys;
     type Extra = ();
 
     async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer) -> Result<()> {
@@ -604,7 +600,7 @@ struct PersonLinks {
 }
 
 impl Exported for Persons {
-    type Kind = CachedPersons;
+    type Cached = CachedPersons;
     type Extra = PersonLinks;
 
     async fn extra(&mut self, conn: &mut DbConn, ids: &[i64]) -> Result<PersonLinks> {
@@ -665,7 +661,7 @@ impl Exported for Persons {
 struct Nodes;
 
 impl Exported for Nodes {
-    type Kind = CachedNodes;
+    type Cached = CachedNodes;
     type Extra = ();
 
     async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer) -> Result<()> {
@@ -748,7 +744,7 @@ struct SliceLinks {
 }
 
 impl Exported for Slices {
-    type Kind = CachedSlices;
+    type Cached = CachedSlices;
     type Extra = SliceLinks;
 
     async fn extra(&mut self, conn: &mut DbConn, ids: &[i64]) -> Result<SliceLinks> {

@@ -253,7 +253,7 @@ impl Refresher {
                 } else {
                     let total = match cached.is_whole() {
                         true => cached.loaded(),
-                        false => cache::counts(c, peer_id).await?.iter().sum::<i64>() as usize,
+                        false => cache::counts(c, peer_id).await?.values().sum::<i64>() as usize,
                     };
                     guard(gone, total, fraction)
                 };

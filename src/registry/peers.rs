@@ -101,7 +101,7 @@ impl From<pb::refresh_peer_request::Peer> for PeerKey {
 /// The message of a stored peer, with the counts of what is cached from it
 /// and, for a followed peer, where following it stands.
 pub async fn load(conn: &mut DbConn, followers: &dyn Following, row: PeerRow) -> Result<pb::Peer> {
-    let [sites, keys, persons, nodes, slices] = cache::counts(conn, row.peer_id).await?;
+    let counts = cache::counts(conn, row.peer_id).await?;
     let last_refresh_report = row
         .last_refresh_report
         .as_deref()
@@ -141,13 +141,7 @@ pub async fn load(conn: &mut DbConn, followers: &dyn Following, row: PeerRow) ->
         last_refresh_outcome: row.last_refresh_outcome,
         last_refresh_report,
         checkpoint_revision: row.checkpoint_revision,
-        cached: Some(pb::CachedCounts {
-            sites,
-            keys,
-            persons,
-            nodes,
-            slices,
-        }),
+        cached: Some(counts.into()),
     })
 }
 
@@ -334,16 +328,10 @@ pub async fn delete(
         .transaction(|c| {
             Box::pin(async move {
                 require(c, req.peer_id).await?;
-                let [sites, keys, persons, nodes, slices] = cache::counts(c, req.peer_id).await?;
+                let counts = cache::counts(c, req.peer_id).await?;
                 peers::delete(c, req.peer_id).await?;
                 Ok::<_, Error>(pb::DeletePeerResponse {
-                    removed: Some(pb::CachedCounts {
-                        sites,
-                        keys,
-                        persons,
-                        nodes,
-                        slices,
-                    }),
+                    removed: Some(counts.into()),
                 })
             })
         })

@@ -10,8 +10,9 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
+use super::cache::{self, PersonKeys, PersonRoles, Relation};
 use super::listing::Page;
-use super::schema::{keys, person_key, person_role, person_site, persons, slice_person};
+use super::schema::{keys, person_key, persons, slice_person};
 use crate::error::Result;
 use crate::{load_page, with_db};
 
@@ -189,7 +190,8 @@ pub async fn delete(conn: &mut DbConn, person_id: i64) -> Result<usize> {
     })?)
 }
 
-/// Relation ids of the given persons, in four queries whatever their number.
+/// Relation ids of the given persons, one read per link table (in
+/// batches of ids).
 pub async fn relations(
     conn: &mut DbConn,
     person_ids: &[i64],
@@ -198,45 +200,22 @@ pub async fn relations(
         .iter()
         .map(|&id| (id, PersonRelations::default()))
         .collect();
-    let roles: Vec<(i64, i32)> = with_db!(conn, |c| {
-        person_role::table
-            .filter(person_role::person_id.eq_any(person_ids))
-            .select((person_role::person_id, person_role::role_id))
-            .order((person_role::person_id, person_role::role_id))
-            .load(c)
-            .await
-    })?;
-    for (person_id, role_id) in roles {
-        out.entry(person_id).or_default().role_ids.push(role_id);
+    // The membership reads the refresh reconciles with, by person.
+    for (person_id, role_id) in PersonRoles::for_owners(conn, person_ids).await? {
+        // Read back from an INTEGER column.
+        out.entry(person_id)
+            .or_default()
+            .role_ids
+            .push(role_id as i32);
     }
-    let sites: Vec<(i64, i64, bool)> = with_db!(conn, |c| {
-        person_site::table
-            .filter(person_site::person_id.eq_any(person_ids))
-            .select((
-                person_site::person_id,
-                person_site::site_id,
-                person_site::is_primary,
-            ))
-            .order((person_site::person_id, person_site::site_id))
-            .load(c)
-            .await
-    })?;
-    for (person_id, site_id, primary) in sites {
+    for (person_id, site_id, primary) in cache::person_sites_of(conn, person_ids).await? {
         let rel = out.entry(person_id).or_default();
         rel.site_ids.push(site_id);
         if primary {
             rel.primary_site_id = Some(site_id);
         }
     }
-    let owned: Vec<(i64, i64)> = with_db!(conn, |c| {
-        person_key::table
-            .filter(person_key::person_id.eq_any(person_ids))
-            .select((person_key::person_id, person_key::key_id))
-            .order((person_key::person_id, person_key::key_id))
-            .load(c)
-            .await
-    })?;
-    for (person_id, key_id) in owned {
+    for (person_id, key_id) in PersonKeys::for_owners(conn, person_ids).await? {
         out.entry(person_id).or_default().key_ids.push(key_id);
     }
     let slices: Vec<(i64, i64)> = with_db!(conn, |c| {

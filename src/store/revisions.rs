@@ -7,13 +7,12 @@
 //! database's epoch and the compaction horizon. This module reads them and
 //! compacts the log. See the migration `export_revisions` for the triggers.
 
-use std::collections::HashMap;
-
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
 use super::schema::{export_log, export_meta};
+use crate::class::{Class, PerClass};
 use crate::error::Result;
 use crate::with_db;
 
@@ -41,9 +40,9 @@ pub async fn history(conn: &mut DbConn) -> Result<History> {
     })?)
 }
 
-/// The ids of the objects changed after revision `since`, per kind (the
-/// `CachedKind::LOG_KIND` code), by id.
-pub async fn changed_since(conn: &mut DbConn, since: i64) -> Result<HashMap<i32, Vec<i64>>> {
+/// The ids of the objects changed after revision `since`, per class, by
+/// id.
+pub async fn changed_since(conn: &mut DbConn, since: i64) -> Result<PerClass<Vec<i64>>> {
     // Sorted here, not in SQL: with an ORDER BY on the primary key, SQLite
     // prefers walking the whole log in key order to the revision's range.
     let rows: Vec<(i32, i64)> = with_db!(conn, |c| {
@@ -53,9 +52,11 @@ pub async fn changed_since(conn: &mut DbConn, since: i64) -> Result<HashMap<i32,
             .load(c)
             .await
     })?;
-    let mut changed: HashMap<i32, Vec<i64>> = HashMap::new();
-    for (kind, id) in rows {
-        changed.entry(kind).or_default().push(id);
+    let mut changed: PerClass<Vec<i64>> = PerClass::default();
+    for (code, id) in rows {
+        if let Some(class) = Class::of_log_code(code) {
+            changed[class].push(id);
+        }
     }
     for ids in changed.values_mut() {
         ids.sort_unstable();

@@ -11,6 +11,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
+use super::cache::{Relation, SliceNodes, SlicePersons};
 use super::listing::Page;
 use diesel::sql_types::BigInt;
 
@@ -217,7 +218,8 @@ pub async fn delete(conn: &mut DbConn, slice_id: i64) -> Result<usize> {
     })?)
 }
 
-/// Relation ids of the given slices, in two queries whatever their number.
+/// Relation ids of the given slices, one read per link table (in batches
+/// of ids).
 pub async fn relations(
     conn: &mut DbConn,
     slice_ids: &[i64],
@@ -226,26 +228,11 @@ pub async fn relations(
         .iter()
         .map(|&id| (id, SliceRelations::default()))
         .collect();
-    let slivers: Vec<(i64, i64)> = with_db!(conn, |c| {
-        slice_node::table
-            .filter(slice_node::slice_id.eq_any(slice_ids))
-            .select((slice_node::slice_id, slice_node::node_id))
-            .order((slice_node::slice_id, slice_node::node_id))
-            .load(c)
-            .await
-    })?;
-    for (slice_id, node_id) in slivers {
+    // The membership reads the refresh reconciles with, by slice.
+    for (slice_id, node_id) in SliceNodes::for_owners(conn, slice_ids).await? {
         out.entry(slice_id).or_default().node_ids.push(node_id);
     }
-    let members: Vec<(i64, i64)> = with_db!(conn, |c| {
-        slice_person::table
-            .filter(slice_person::slice_id.eq_any(slice_ids))
-            .select((slice_person::slice_id, slice_person::person_id))
-            .order((slice_person::slice_id, slice_person::person_id))
-            .load(c)
-            .await
-    })?;
-    for (slice_id, person_id) in members {
+    for (slice_id, person_id) in SlicePersons::for_owners(conn, slice_ids).await? {
         out.entry(slice_id).or_default().person_ids.push(person_id);
     }
     Ok(out)

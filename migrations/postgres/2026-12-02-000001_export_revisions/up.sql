@@ -28,7 +28,8 @@ CREATE TABLE export_meta (
 );
 INSERT INTO export_meta VALUES (1, md5(random()::TEXT || clock_timestamp()::TEXT), 0, 0);
 
--- kind: 1 site, 2 key, 3 person, 4 node, 5 slice.
+-- kind: 1 site, 2 key, 3 person, 4 node, 5 slice (the codes are defined
+-- in `Class::log_code`, src/class.rs; the triggers below use the same).
 CREATE TABLE export_log (
     kind INTEGER NOT NULL,
     object_id BIGINT NOT NULL,

@@ -1,0 +1,281 @@
+//! One class of a refresh, chunk by chunk: the cached objects the peer no
+//! longer has go first (freeing their natural keys), then each chunk is
+//! validated, checked for natural-key conflicts ([`NaturalKeys`]), diffed
+//! against its cached rows and written with multi-row statements.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::cascade::{Cascade, Cascaded, delete_noting};
+use crate::error::Result;
+use crate::peering::diff::{Plan, diff};
+use crate::peering::report::ReportBuilder;
+use crate::peering::spool::{ClassSpool, PeerObject};
+use crate::proto::v1 as pb;
+use crate::store::cache::{self, CachedClass};
+use crate::store::{DbConn, now};
+
+/// Rows a class adds before its table's planner statistics are worth
+/// refreshing (see [`cache::refresh_statistics`]).
+pub(super) const STATISTICS_FLOOR: usize = 2000;
+
+/// How classes are applied: objects per round, whether the spool is a
+/// delta, and the time spent translating and validating the peer's
+/// objects, all classes together (the class timers hold the rest).
+pub(super) struct Rounds {
+    pub(super) chunk: usize,
+    pub(super) delta: bool,
+    pub(super) validating: Duration,
+}
+
+/// Writes one class from its spool, given what was cached of it when the
+/// refresh began (`cached_ids`: the peer's ids → local ids, of the ids in
+/// `scope` only for a delta) less what went since with objects of an
+/// earlier class (`cascaded`, the peer's ids): deletes the cached objects
+/// the peer no longer has, then per chunk validates (`prepare` turns an
+/// object into its cached fields, or skips it with a warning), checks
+/// natural keys (moving aside those of the peer's own objects that are
+/// renamed, see [`NaturalKeys`]), diffs against the cache and writes.
+/// Returns the peer's ids → local ids of the class after the write.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn sync_class<K: CachedClass, T: PeerObject>(
+    conn: &mut DbConn,
+    peer_id: i64,
+    spool: &mut ClassSpool<T>,
+    (mut cached_ids, scope): (HashMap<i64, i64>, Option<&[i64]>),
+    (cascaded, cascade): (Cascaded, &mut Cascade),
+    rounds: &mut Rounds,
+    report: &mut ReportBuilder,
+    mut prepare: impl FnMut(T, &mut ReportBuilder) -> Option<(i64, K::Fields)> + Send,
+) -> Result<HashMap<i64, i64>> {
+    let started = Instant::now();
+    let validated_before = rounds.validating;
+    let warned_before = report.warning_count(K::CLASS.name());
+    let now = now();
+    // Every id cascaded was an object of this class cached from the peer
+    // (a delta's map holds only the ids it touches).
+    let Cascaded {
+        deleted: cascaded,
+        changed: cascade_changed,
+    } = cascaded;
+    let cascaded_count = cascaded.len();
+    for id in &cascaded {
+        cached_ids.remove(id);
+    }
+    // Objects an earlier deletion changed count as updated, unless the
+    // refresh updates or deletes them anyway.
+    let mut changed_by_cascade: HashSet<i64> = cascade_changed.into_iter().collect();
+    let gone = spool.doomed(&cached_ids, rounds.delta);
+    let mut deleted = delete_noting::<K>(conn, peer_id, &gone, &cached_ids, cascade).await?;
+    let mut removed: HashSet<i64> = gone.into_iter().collect();
+    removed.extend(cascaded);
+
+    let mut keys = NaturalKeys::default();
+    let (mut added, mut updated) = (0, 0);
+    // Rows the planner's statistics count, roughly, and rows added since;
+    // statistics are refreshed each time the class doubles, once it is
+    // past a small size.
+    let (mut counted, mut added_since) = (cached_ids.len().max(STATISTICS_FLOOR), 0);
+    for chunk in spool.chunks(rounds.chunk)? {
+        let chunk = chunk?;
+        // Only ids cached when the refresh began can have a row (a first
+        // refresh reads none).
+        let chunk_ids: Vec<i64> = chunk
+            .iter()
+            .map(PeerObject::peer_object_id)
+            .filter(|id| cached_ids.contains_key(id) && !removed.contains(id))
+            .collect();
+        let cached = K::load(conn, peer_id, &chunk_ids).await?;
+
+        let validation = Instant::now();
+        let candidates: Vec<(i64, K::Fields)> = chunk
+            .into_iter()
+            .filter_map(|object| {
+                let id = object.peer_object_id();
+                match crate::registry::validate::peer_object_id("id", id) {
+                    Ok(_) => prepare(object, report),
+                    Err(e) => {
+                        report.warn(K::CLASS.name(), id, "", e.to_string());
+                        None
+                    }
+                }
+            })
+            .collect();
+        rounds.validating += validation.elapsed();
+
+        let accepted = keys
+            .check::<K>(conn, peer_id, candidates, &cached, report)
+            .await?;
+        let plan: Plan<K::Fields> = diff(accepted, &cached);
+        // Cached objects the peer still has but that failed their checks
+        // this time go; an id accepted in an earlier chunk (and repeated
+        // in this one) stays.
+        let stale: Vec<i64> = plan
+            .deletes
+            .into_iter()
+            .filter(|id| !keys.accepted.contains(id))
+            .collect();
+        deleted += delete_noting::<K>(conn, peer_id, &stale, &cached_ids, cascade).await?;
+        removed.extend(stale);
+        if !changed_by_cascade.is_empty() {
+            for (id, _) in &plan.upserts {
+                changed_by_cascade.remove(id);
+            }
+        }
+        K::upsert(conn, peer_id, &plan.upserts, now).await?;
+        added += plan.added;
+        updated += plan.updated;
+        added_since += plan.added;
+        if added_since > counted {
+            cache::refresh_statistics::<K>(conn).await?;
+            counted += added_since;
+            added_since = 0;
+        }
+    }
+
+    // Objects whose natural key went to another of the peer's objects
+    // and that the peer did not send again: the peer's data has two
+    // objects for one key (a delta missing a rename); the one it sent wins.
+    let displaced: Vec<i64> = keys
+        .parked
+        .iter()
+        .filter(|id| !keys.accepted.contains(id) && !removed.contains(id))
+        .copied()
+        .collect();
+    for &id in &displaced {
+        report.warn(
+            K::CLASS.name(),
+            id,
+            "",
+            format!(
+                "another of the peer's objects took its {} and the peer did not send it again",
+                K::NATURAL_KEY
+            ),
+        );
+    }
+    deleted += delete_noting::<K>(conn, peer_id, &displaced, &cached_ids, cascade).await?;
+    removed.extend(displaced);
+
+    updated += changed_by_cascade
+        .iter()
+        .filter(|id| !removed.contains(id))
+        .count();
+
+    let ids = if added > 0 {
+        match scope {
+            Some(ids) => K::ids_among(conn, peer_id, ids).await?,
+            None => K::ids(conn, peer_id).await?,
+        }
+    } else {
+        cached_ids
+            .into_iter()
+            .filter(|(peer_object_id, _)| !removed.contains(peer_object_id))
+            .collect()
+    };
+    report.class(pb::ClassReport {
+        class: K::CLASS.name().to_owned(),
+        received: spool.len() as i64,
+        added: added as i64,
+        updated: updated as i64,
+        deleted: (deleted + cascaded_count) as i64,
+        // Every warning of the class, from validation and from the checks
+        // of natural keys, is one skipped object.
+        skipped: (report.warning_count(K::CLASS.name()) - warned_before) as i64,
+        cascaded: cascaded_count as i64,
+    });
+    let validated_here = rounds.validating - validated_before;
+    report.timer(
+        K::CLASS.name(),
+        started.elapsed().saturating_sub(validated_here),
+    );
+    Ok(ids)
+}
+
+/// The uniqueness checks of one class, across its chunks.
+///
+/// A natural key (login_base, e-mail, hostname, slice name) must be unique
+/// in the peer's final state, not at every step of its history: between
+/// two refreshes the peer may have swapped two keys, or renamed a chain of
+/// objects each into the key of the next. So when an object takes a key
+/// that another object cached from the same peer still holds, the holder
+/// is parked (its key moved to a placeholder, [`cache::park`]) rather
+/// than the object skipped; the holder gets its own new key when its turn
+/// comes, in place, keeping its local id and memberships.
+#[derive(Debug, Default)]
+pub(super) struct NaturalKeys {
+    /// Peer's ids accepted so far.
+    pub(super) accepted: HashSet<i64>,
+    /// Natural keys accepted so far.
+    pub(super) claimed: HashSet<String>,
+    /// Peer's ids of cached objects parked so far.
+    pub(super) parked: HashSet<i64>,
+}
+
+impl NaturalKeys {
+    /// Drops, with a warning, candidates whose id appeared before, whose
+    /// natural key another authority uses here, or an earlier candidate
+    /// claimed; parks the peer's other cached objects that hold the keys
+    /// of the candidates accepted.
+    pub(super) async fn check<K: CachedClass>(
+        &mut self,
+        conn: &mut DbConn,
+        peer_id: i64,
+        candidates: Vec<(i64, K::Fields)>,
+        cached: &HashMap<i64, K::Fields>,
+        report: &mut ReportBuilder,
+    ) -> Result<Vec<(i64, K::Fields)>> {
+        // A key the object's own cached row already holds is unique here
+        // (the database enforces it), so only new and changed keys are
+        // looked up.
+        let lookup: Vec<String> = candidates
+            .iter()
+            .filter_map(|(id, fields)| {
+                let key = K::natural_key(fields)?;
+                let own = cached.get(id).and_then(K::natural_key);
+                (own != Some(key)).then(|| key.to_owned())
+            })
+            .collect();
+        let holders: HashMap<String, (Option<i64>, Option<i64>)> =
+            K::holders(conn, peer_id, &lookup)
+                .await?
+                .into_iter()
+                .map(|(key, holder_peer, holder_id)| (key, (holder_peer, holder_id)))
+                .collect();
+        let field = K::NATURAL_KEY;
+        let mut accepted = Vec::with_capacity(candidates.len());
+        let mut park = Vec::new();
+        for (id, fields) in candidates {
+            let key = K::natural_key(&fields).unwrap_or_default();
+            let holder = holders.get(key);
+            let problem = if self.accepted.contains(&id) {
+                Some("its id appears twice in the peer's data".to_owned())
+            } else if holder.is_some_and(|(holder_peer, _)| *holder_peer != Some(peer_id)) {
+                Some(format!(
+                    "{field} {key:?} is already used here by another authority"
+                ))
+            } else if !key.is_empty() && self.claimed.contains(key) {
+                Some(format!("{field} {key:?} appears twice in the peer's data"))
+            } else {
+                None
+            };
+            match problem {
+                Some(reason) => report.warn(K::CLASS.name(), id, key, reason),
+                None => {
+                    if let Some(&(_, Some(holder_id))) = holder
+                        && holder_id != id
+                        && self.parked.insert(holder_id)
+                    {
+                        park.push(holder_id);
+                    }
+                    self.accepted.insert(id);
+                    if !key.is_empty() {
+                        self.claimed.insert(key.to_owned());
+                    }
+                    accepted.push((id, fields));
+                }
+            }
+        }
+        cache::park::<K>(conn, peer_id, &park).await?;
+        Ok(accepted)
+    }
+}

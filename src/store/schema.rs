@@ -3,7 +3,7 @@
 //! Mirrors `migrations/postgres` and `migrations/sqlite`, which declare the same
 //! columns with each database's types (an identity column on PostgreSQL is an
 //! `INTEGER PRIMARY KEY AUTOINCREMENT` on SQLite; both read as `BigInt`).
-//! `tests/schema.rs` checks that every column here exists in both databases.
+//! `tests/integration/schema.rs` checks that every column here exists in both databases.
 
 diesel::table! {
     peers (peer_id) {

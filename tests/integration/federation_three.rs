@@ -3,10 +3,8 @@
 //! a peer removes exactly what was cached from it. On each backend, and
 //! with the backends mixed.
 
-mod common;
-
-use common::federation::{Counts, peer_both_ways, populate, refresh, writes};
-use common::{Backend, TestServer};
+use crate::common::federation::{Counts, peer_both_ways, populate, refresh, writes};
+use crate::common::{Backend, TestServer};
 use fedreg::proto::v1 as pb;
 
 async fn three_registries(a_backend: Backend, b_backend: Backend, c_backend: Backend) {
@@ -162,14 +160,14 @@ mod mixed {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_hub_postgres_peers() {
-        if common::postgres_available().await {
+        if crate::common::postgres_available().await {
             three_registries(Backend::Sqlite, Backend::Postgres, Backend::Postgres).await;
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_hub_sqlite_peers() {
-        if common::postgres_available().await {
+        if crate::common::postgres_available().await {
             three_registries(Backend::Postgres, Backend::Sqlite, Backend::Sqlite).await;
         }
     }

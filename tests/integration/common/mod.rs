@@ -15,6 +15,7 @@
 pub mod certs;
 pub mod cli;
 pub mod fake_peer;
+#[macro_use]
 pub mod federation;
 pub mod objects;
 pub mod peers;

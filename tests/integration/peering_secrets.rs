@@ -7,15 +7,13 @@
 //! `client_ca`, that names it; the refreshing side presents its own. With
 //! certificates made at test time (rcgen). On both backends.
 
-mod common;
-
 use std::path::Path;
 
-use common::certs::{Ca, Issued, Usage};
-use common::federation::{get_peer, populate, try_refresh};
-use common::objects::{node, site};
-use common::rows::Rows;
-use common::{Backend, TestServer, assert_status};
+use crate::common::certs::{Ca, Issued, Usage};
+use crate::common::federation::{get_peer, populate, try_refresh};
+use crate::common::objects::{node, site};
+use crate::common::rows::Rows;
+use crate::common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1::peering_service_client::PeeringServiceClient;
 use fedreg::proto::v1::{self as pb, peer_data_chunk::Part};
 use prost::Message;
@@ -110,7 +108,7 @@ async fn secrets_never_leave(backend: Backend) {
         .expect("password stored");
 
     // As a peer and as an admin calling by hand.
-    let peer_id = common::peers::insert_peer(&server, "plc2").await;
+    let peer_id = crate::common::peers::insert_peer(&server, "plc2").await;
     let peer_token = server
         .tokens()
         .await
@@ -270,7 +268,7 @@ async fn peer_call(
         .map_err(tonic::Status::unavailable)?;
     let authed = tonic::service::interceptor::InterceptedService::new(
         channel,
-        common::BearerToken::new(Some(token)),
+        crate::common::BearerToken::new(Some(token)),
     );
     let mut stream = PeeringServiceClient::new(authed)
         .get_peer_data(pb::GetPeerDataRequest::default())
@@ -356,7 +354,7 @@ async fn create_peer(
     let channel = tls_channel(server, pki, None).await?;
     let authed = tonic::service::interceptor::InterceptedService::new(
         channel,
-        common::BearerToken::new(Some(&server.admin_token)),
+        crate::common::BearerToken::new(Some(&server.admin_token)),
     );
     pb::peer_service_client::PeerServiceClient::new(authed)
         .create_peer(pb::CreatePeerRequest {
@@ -538,7 +536,7 @@ async fn client_certificate_required_of_all(backend: Backend) {
     let channel = tls_channel(&plc2, &pki, Some(&pki.plc1)).await.unwrap();
     let authed = tonic::service::interceptor::InterceptedService::new(
         channel,
-        common::BearerToken::new(Some(&plc2.admin_token)),
+        crate::common::BearerToken::new(Some(&plc2.admin_token)),
     );
     pb::peer_service_client::PeerServiceClient::new(authed)
         .list_peers(pb::ListPeersRequest::default())

@@ -13,13 +13,13 @@
 //!   snapshot and converges; a rebuilt peer database (another epoch) too;
 //! - a delta cut short leaves the checkpoint where it was.
 
-mod common;
-
 use std::time::Duration;
 
-use common::fake_peer::{Ending, FakePeer, dump, node, site};
-use common::federation::{get_peer, peer_both_ways, peer_one_way, refresh, refresh_full, writes};
-use common::{Backend, TestServer};
+use crate::common::fake_peer::{Ending, FakePeer, dump, node, site};
+use crate::common::federation::{
+    get_peer, peer_both_ways, peer_one_way, refresh, refresh_full, writes,
+};
+use crate::common::{Backend, TestServer};
 use fedreg::proto::v1 as pb;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -65,14 +65,15 @@ async fn a_delta_carries_the_changes_and_the_deletions(backend: Backend) {
     let b = TestServer::start_named(backend, "plcb").await;
     let (a_on_b, b_on_a) = peer_both_ways(&b, "plcb", &a, "plca").await;
     let mut api = a.registry().await;
-    let made = common::federation::populate(&a, "alpha", 4, 6, 1).await;
+    let made = crate::common::federation::populate(&a, "alpha", 4, 6, 1).await;
     let mut nodes = Vec::new();
     for (i, site_id) in made.sites.iter().enumerate() {
         nodes.push(
-            common::objects::node(&mut api, *site_id, &format!("n{i}.alpha.example.org")).await,
+            crate::common::objects::node(&mut api, *site_id, &format!("n{i}.alpha.example.org"))
+                .await,
         );
     }
-    let slice = common::objects::slice(&mut api, "alpha0_web").await;
+    let slice = crate::common::objects::slice(&mut api, "alpha0_web").await;
     api.add_nodes_to_slice(pb::SliceNodesRequest {
         slice_id: slice,
         node_ids: nodes.clone(),
@@ -82,10 +83,10 @@ async fn a_delta_carries_the_changes_and_the_deletions(backend: Backend) {
     // b's own node, cached on a, in a's slice: it comes back to b as b's
     // own node (PeerNodes), in full snapshots and deltas alike.
     let mut api_b = b.registry().await;
-    let b_site = common::objects::site(&mut api_b, "beta").await;
-    let b_node = common::objects::node(&mut api_b, b_site, "n.beta.example.org").await;
+    let b_site = crate::common::objects::site(&mut api_b, "beta").await;
+    let b_node = crate::common::objects::node(&mut api_b, b_site, "n.beta.example.org").await;
     refresh(&a, b_on_a).await;
-    let cached_b_node = common::objects::node_named(&mut api, "n.beta.example.org").await;
+    let cached_b_node = crate::common::objects::node_named(&mut api, "n.beta.example.org").await;
     api.add_nodes_to_slice(pb::SliceNodesRequest {
         slice_id: slice,
         node_ids: vec![cached_b_node.node_id],
@@ -100,7 +101,7 @@ async fn a_delta_carries_the_changes_and_the_deletions(backend: Backend) {
         get_peer(&b, a_on_b).await.checkpoint_revision,
         Some(first.revision)
     );
-    let cached_slice = common::objects::slice_named(&mut api_b, "alpha0_web").await;
+    let cached_slice = crate::common::objects::slice_named(&mut api_b, "alpha0_web").await;
     assert_eq!(cached_slice.node_ids.len(), 5, "4 of a's nodes and b's own");
     assert!(cached_slice.node_ids.contains(&b_node));
 
@@ -165,7 +166,7 @@ async fn a_delta_carries_the_changes_and_the_deletions(backend: Backend) {
             ("slices".to_owned(), 1, 0),
         ]
     );
-    let cached_slice = common::objects::slice_named(&mut api_b, "alpha0_web").await;
+    let cached_slice = crate::common::objects::slice_named(&mut api_b, "alpha0_web").await;
     assert_eq!(cached_slice.node_ids.len(), 3, "{cached_slice:?}");
     assert!(
         cached_slice.node_ids.contains(&b_node),
@@ -315,7 +316,7 @@ impl World {
                     .create_key(pb::CreateKeyRequest {
                         person_id: pick(rng, &made.persons),
                         key_type: "ssh".into(),
-                        key: common::federation::ssh_key(n, &format!("k{n}@{name}")),
+                        key: crate::common::federation::ssh_key(n, &format!("k{n}@{name}")),
                     })
                     .await
                 {
@@ -362,7 +363,7 @@ impl World {
             }
             12 | 13 => {
                 if let Ok(node) = api
-                    .create_node(common::objects::new_node(
+                    .create_node(crate::common::objects::new_node(
                         pick(rng, &site_ids),
                         &format!("n{n}.{name}.example.org"),
                     ))
@@ -574,7 +575,7 @@ mod long {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "takes minutes; run with --run-ignored only"]
     async fn postgres() {
-        if common::postgres_available().await {
+        if crate::common::postgres_available().await {
             for seed in SEEDS {
                 random_run(Backend::Postgres, 3000, seed).await;
             }
@@ -590,7 +591,7 @@ async fn a_peer_away_longer_than_the_retention_gets_everything(backend: Backend)
     .await;
     let b = TestServer::start_named(backend, "plcb").await;
     let a_on_b = peer_one_way(&b, "plcb", &a, "plca").await;
-    let made = common::federation::populate(&a, "alpha", 5, 4, 1).await;
+    let made = crate::common::federation::populate(&a, "alpha", 5, 4, 1).await;
     let first = refresh(&b, a_on_b).await;
     assert_eq!(kind(&first), pb::SnapshotKind::Full);
 
@@ -617,8 +618,11 @@ async fn a_peer_away_longer_than_the_retention_gets_everything(backend: Backend)
         "{}",
         back.full_reason
     );
-    assert_eq!(common::federation::class(&back, "sites").deleted, 2);
-    assert_eq!(common::federation::class(&back, "persons").updated, 1);
+    assert_eq!(crate::common::federation::class(&back, "sites").deleted, 2);
+    assert_eq!(
+        crate::common::federation::class(&back, "persons").updated,
+        1
+    );
     let again = refresh(&b, a_on_b).await;
     assert_eq!(kind(&again), pb::SnapshotKind::Delta);
     assert_full_writes_nothing(&b, a_on_b, "after the full snapshot").await;
@@ -628,7 +632,7 @@ async fn a_rebuilt_peer_database_gets_everything(backend: Backend) {
     let mut a = TestServer::start_named(backend, "plca").await;
     let b = TestServer::start_named(backend, "plcb").await;
     let a_on_b = peer_one_way(&b, "plcb", &a, "plca").await;
-    common::federation::populate(&a, "alpha", 3, 0, 0).await;
+    crate::common::federation::populate(&a, "alpha", 3, 0, 0).await;
     refresh(&b, a_on_b).await;
 
     // The same database after a restart: deltas go on.
@@ -644,10 +648,10 @@ async fn a_rebuilt_peer_database_gets_everything(backend: Backend) {
         .update_peer(set_url(restarted.url()))
         .await
         .expect("url");
-    common::objects::site(&mut restarted.registry().await, "later").await;
+    crate::common::objects::site(&mut restarted.registry().await, "later").await;
     let delta = refresh(&b, a_on_b).await;
     assert_eq!(kind(&delta), pb::SnapshotKind::Delta);
-    assert_eq!(common::federation::class(&delta, "sites").added, 1);
+    assert_eq!(crate::common::federation::class(&delta, "sites").added, 1);
 
     // Another database under the same name: another epoch.
     let rebuilt = TestServer::start_named(backend, "plca").await;
@@ -657,11 +661,11 @@ async fn a_rebuilt_peer_database_gets_everything(backend: Backend) {
         .update_peer(set_url(rebuilt.url()))
         .await
         .expect("url");
-    common::objects::site(&mut rebuilt.registry().await, "alpha0").await;
+    crate::common::objects::site(&mut rebuilt.registry().await, "alpha0").await;
     let full = refresh(&b, a_on_b).await;
     assert_eq!(kind(&full), pb::SnapshotKind::Full);
     assert!(full.full_reason.contains("epoch"), "{}", full.full_reason);
-    let sites = common::federation::class(&full, "sites");
+    let sites = crate::common::federation::class(&full, "sites");
     assert_eq!((sites.received, sites.deleted), (1, 3), "{full:?}");
 }
 
@@ -731,7 +735,7 @@ async fn a_delta_cut_short_keeps_the_checkpoint(backend: Backend) {
         scripted(delta.clone(), pb::SnapshotKind::Delta, 7),
         Ending::BreakAfter(2),
     );
-    let cut = common::federation::try_refresh(&server, peer_id, false).await;
+    let cut = crate::common::federation::try_refresh(&server, peer_id, false).await;
     assert!(cut.is_err(), "{cut:?}");
     let record = get_peer(&server, peer_id).await;
     assert_eq!(record.checkpoint_revision, Some(5), "unchanged");
@@ -743,7 +747,7 @@ async fn a_delta_cut_short_keeps_the_checkpoint(backend: Backend) {
     );
     let applied = refresh(&server, peer_id).await;
     assert_eq!((applied.since_revision, applied.revision), (5, 7));
-    let nodes = common::federation::class(&applied, "nodes");
+    let nodes = crate::common::federation::class(&applied, "nodes");
     assert_eq!((nodes.received, nodes.added, nodes.deleted), (1, 1, 1));
     assert_eq!(
         get_peer(&server, peer_id).await.checkpoint_revision,
@@ -755,7 +759,7 @@ async fn a_delta_that_deletes_too_much_is_refused(backend: Backend) {
     let a = TestServer::start_named(backend, "plca").await;
     let b = TestServer::start_named(backend, "plcb").await;
     let a_on_b = peer_one_way(&b, "plcb", &a, "plca").await;
-    let sites = common::federation::create_sites(&a, "gone", 20).await;
+    let sites = crate::common::federation::create_sites(&a, "gone", 20).await;
     refresh(&b, a_on_b).await;
     let mut api = a.registry().await;
     for site_id in &sites[..15] {
@@ -768,7 +772,7 @@ async fn a_delta_that_deletes_too_much_is_refused(backend: Backend) {
     api.delete_site(pb::DeleteRequest { id: sites[19] })
         .await
         .expect("delete site");
-    let refused = common::federation::try_refresh(&b, a_on_b, false)
+    let refused = crate::common::federation::try_refresh(&b, a_on_b, false)
         .await
         .expect("a report");
     assert_eq!(
@@ -785,11 +789,14 @@ async fn a_delta_that_deletes_too_much_is_refused(backend: Backend) {
         get_peer(&b, a_on_b).await.cached.unwrap_or_default().sites,
         20
     );
-    let forced = common::federation::try_refresh(&b, a_on_b, true)
+    let forced = crate::common::federation::try_refresh(&b, a_on_b, true)
         .await
         .expect("a report");
     assert_eq!(kind(&forced), pb::SnapshotKind::Delta);
-    assert_eq!(common::federation::class(&forced, "sites").deleted, 16);
+    assert_eq!(
+        crate::common::federation::class(&forced, "sites").deleted,
+        16
+    );
 
     // One more deletion of the four left is within the limit.
     api.delete_site(pb::DeleteRequest { id: sites[18] })
@@ -797,6 +804,6 @@ async fn a_delta_that_deletes_too_much_is_refused(backend: Backend) {
         .expect("delete site");
     let small = refresh(&b, a_on_b).await;
     assert_eq!(kind(&small), pb::SnapshotKind::Delta);
-    assert_eq!(common::federation::class(&small, "sites").deleted, 1);
+    assert_eq!(crate::common::federation::class(&small, "sites").deleted, 1);
     assert_full_writes_nothing(&b, a_on_b, "after the deletions").await;
 }

@@ -3,10 +3,8 @@
 //! callers that drop the stream half-read leave the server serving. On both
 //! backends.
 
-mod common;
-
-use common::objects::site;
-use common::{Backend, TestServer};
+use crate::common::objects::site;
+use crate::common::{Backend, TestServer};
 use fedreg::proto::v1::{self as pb, peer_data_chunk::Part};
 
 /// More than one export page of persons.

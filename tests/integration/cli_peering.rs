@@ -5,14 +5,12 @@
 //! read from a file; the warning for plain http:// to another host; the
 //! spinner only on a terminal. On both backends.
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 
-use common::cli::{failure, failure_with, fedreg, run, stderr, stdout, success};
-use common::federation::{Counts, peer_one_way, populate};
-use common::{Backend, TestServer};
+use crate::common::cli::{failure, failure_with, fedreg, run, stderr, stdout, success};
+use crate::common::federation::{Counts, peer_one_way, populate};
+use crate::common::{Backend, TestServer};
 use fedreg::proto::v1 as pb;
 use tokio::process::Command;
 
@@ -603,7 +601,7 @@ async fn spinner_only_on_a_terminal() {
     populate(&plc2, "two", 1, 0, 0).await;
     let line = format!(
         "{} --data-dir {} refresh plc2 --server {}",
-        common::cli::BIN,
+        crate::common::cli::BIN,
         plc1.data_dir.path().display(),
         plc1.url()
     );

@@ -5,19 +5,17 @@
 //! cached from peers (by real refreshes of a real or scripted peer); on
 //! both backends.
 
-mod common;
-
+use crate::common::fake_peer;
+use crate::common::objects::{self, WithPeer};
+use crate::common::rows::Rows;
+use crate::common::{Backend, TestServer, assert_status};
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
-use common::fake_peer;
-use common::objects::{self, WithPeer};
-use common::rows::Rows;
-use common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1::registry_service_client::RegistryServiceClient;
 use fedreg::proto::v1::{self as pb, get_person_request::Key};
 use tonic::Code;
 
 /// The admin API client.
-type Client = RegistryServiceClient<common::Authed>;
+type Client = RegistryServiceClient<crate::common::Authed>;
 
 fn person(email: &str) -> pb::CreatePersonRequest {
     pb::CreatePersonRequest {
@@ -1131,7 +1129,7 @@ async fn delete_cascades(backend: Backend) {
 
 /// A well-formed ed25519 public key line, distinct for each `n`.
 fn key_line(n: u8) -> String {
-    common::federation::ssh_key(n.into(), "person@example.org")
+    crate::common::federation::ssh_key(n.into(), "person@example.org")
 }
 
 backend_tests!(

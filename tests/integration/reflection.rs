@@ -1,11 +1,9 @@
 //! Server reflection (v1 and v1alpha) and the standard health service, as a
 //! generic gRPC client sees them; on both backends.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 use prost::Message;
 use prost_types::FileDescriptorProto;
 use tonic::Code;

@@ -1,10 +1,8 @@
 //! Who may call what: bearer tokens, roles and the calls open without a
 //! token (health, reflection); on both backends.
 
-mod common;
-
-use common::peers::insert_peer;
-use common::{Backend, TestServer, assert_status};
+use crate::common::peers::insert_peer;
+use crate::common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1 as pb;
 use fedreg::proto::v1::registry_service_client::RegistryServiceClient;
 use tonic::Code;

@@ -18,23 +18,20 @@
 //!   25) per backend, from a fixed seed (`FEDREG_HISTORY_SEED`); a failure
 //!   is shrunk (at most `FEDREG_HISTORY_SHRINK` runs, default 32) and the
 //!   smallest failing history printed. The long run: `cargo nextest run
-//!   --run-ignored only --test histories` (64 histories of up to 60 steps
+//!   --run-ignored only histories::` (64 histories of up to 60 steps
 //!   per backend).
 //! - Examples: a swap of two sites' login_bases whose slices hold nodes; a
 //!   swap and a chain of hostnames; a swap of two persons' e-mails.
 
-mod common;
-mod histories {
-    pub mod ops;
-    pub mod view;
-    pub mod world;
-}
+mod ops;
+mod view;
+mod world;
 
-use histories::ops::{Keyed, Op, history};
-use histories::view::Class;
-use histories::world::{Kind, World};
+use ops::{Keyed, Op, history};
+use view::Class;
+use world::{Kind, World};
 
-use common::Backend;
+use crate::common::Backend;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
 backend_tests!(
@@ -115,7 +112,7 @@ mod long {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "takes minutes; run with --run-ignored only"]
     async fn postgres() {
-        if common::postgres_available().await {
+        if crate::common::postgres_available().await {
             run_histories(Backend::Postgres, 64, 60);
         }
     }

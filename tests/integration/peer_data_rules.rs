@@ -5,15 +5,13 @@
 //! cascades counted, and `PeerNodes` claims limited to exported nodes; on
 //! both backends.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::fake_peer::{Ending, FakePeer, dump, key, node, person, site, slice, snapshot};
-use common::federation::{
+use crate::common::fake_peer::{Ending, FakePeer, dump, key, node, person, site, slice, snapshot};
+use crate::common::federation::{
     class, peer_one_way, refresh, refresh_full, request_refresh, ssh_key, try_refresh, writes,
 };
-use common::{Backend, TestServer, assert_status};
+use crate::common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1 as pb;
 use tonic::Code;
 
@@ -253,7 +251,7 @@ async fn keys_belong_to_a_person(backend: Backend) {
     let a = TestServer::start_named(backend, "a").await;
     let b = TestServer::start_named(backend, "b").await;
     let a_on_b = peer_one_way(&b, "b", &a, "a").await;
-    let people = common::federation::populate(&a, "a", 1, 2, 1).await;
+    let people = crate::common::federation::populate(&a, "a", 1, 2, 1).await;
     refresh(&b, a_on_b).await;
     a.registry()
         .await
@@ -299,7 +297,7 @@ async fn protocol_state_is_checked(backend: Backend) {
     );
     let (server, peer_id) = peered_with(backend, &fake, |_| {}).await;
     refresh(&server, peer_id).await;
-    let stored = common::federation::get_peer(&server, peer_id).await;
+    let stored = crate::common::federation::get_peer(&server, peer_id).await;
 
     let delta = pb::SnapshotKind::Delta as i32;
     for (chunks, needle) in [
@@ -317,7 +315,7 @@ async fn protocol_state_is_checked(backend: Backend) {
             &[needle],
         );
         assert_eq!(foreign_sites(&server).await[0].2, "one");
-        let peer = common::federation::get_peer(&server, peer_id).await;
+        let peer = crate::common::federation::get_peer(&server, peer_id).await;
         assert_eq!(peer.checkpoint_revision, stored.checkpoint_revision);
     }
     // The same delta in the right epoch applies.
@@ -414,10 +412,10 @@ async fn peer_nodes_claim_only_exported_nodes(backend: Backend) {
     let fake = FakePeer::start(pb::PeerDataBatch::default()).await;
     let (server, peer_id) = peered_with(backend, &fake, |_| {}).await;
     let mut api = server.registry().await;
-    let home = common::objects::site(&mut api, "home").await;
-    let open = common::objects::node(&mut api, home, "open.home.example.org").await;
-    let reserved = common::objects::node(&mut api, home, "reserved.home.example.org").await;
-    let mine = common::objects::slice(&mut api, "home_mine").await;
+    let home = crate::common::objects::site(&mut api, "home").await;
+    let open = crate::common::objects::node(&mut api, home, "open.home.example.org").await;
+    let reserved = crate::common::objects::node(&mut api, home, "reserved.home.example.org").await;
+    let mine = crate::common::objects::slice(&mut api, "home_mine").await;
     api.add_slice_to_node_whitelist(pb::NodeWhitelistRequest {
         node_id: reserved,
         slice_id: mine,
@@ -444,7 +442,7 @@ async fn peer_nodes_claim_only_exported_nodes(backend: Backend) {
     });
     let report = refresh(&server, peer_id).await;
     assert!(warns(&report, "peer_nodes", 902, "exports"), "{report:#?}");
-    let cached = common::objects::slice_named(&mut api, "far_exp").await;
+    let cached = crate::common::objects::slice_named(&mut api, "far_exp").await;
     assert_eq!(cached.node_ids, [open]);
 }
 
@@ -454,8 +452,8 @@ async fn peer_nodes_claim_only_exported_nodes(backend: Backend) {
 async fn a_site_rename_renames_its_slices(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut api = server.registry().await;
-    let site = common::objects::site(&mut api, "mit").await;
-    let exp = common::objects::slice(&mut api, "mit_exp").await;
+    let site = crate::common::objects::site(&mut api, "mit").await;
+    let exp = crate::common::objects::slice(&mut api, "mit_exp").await;
     api.update_site(pb::UpdateSiteRequest {
         site_id: site,
         login_base: Some("ucb".into()),
@@ -463,10 +461,12 @@ async fn a_site_rename_renames_its_slices(backend: Backend) {
     })
     .await
     .unwrap();
-    let renamed = common::objects::get_slice(&mut api, exp).await.unwrap();
+    let renamed = crate::common::objects::get_slice(&mut api, exp)
+        .await
+        .unwrap();
     assert_eq!(renamed.name, "ucb_exp");
 
-    common::objects::slice(&mut api, &format!("ucb_{}", "x".repeat(60))).await;
+    crate::common::objects::slice(&mut api, &format!("ucb_{}", "x".repeat(60))).await;
     let status = api
         .update_site(pb::UpdateSiteRequest {
             site_id: site,
@@ -478,7 +478,7 @@ async fn a_site_rename_renames_its_slices(backend: Backend) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("login_base"), "{status:?}");
     assert_eq!(
-        common::objects::get_slice(&mut api, exp)
+        crate::common::objects::get_slice(&mut api, exp)
             .await
             .unwrap()
             .name,
@@ -505,12 +505,12 @@ async fn a_deleted_site_reports_what_went_with_it(backend: Backend) {
     let b = TestServer::start_named(backend, "b").await;
     let a_on_b = peer_one_way(&b, "b", &a, "a").await;
     let mut api = a.registry().await;
-    let gone = common::objects::site(&mut api, "gone").await;
-    common::objects::site(&mut api, "stays").await;
+    let gone = crate::common::objects::site(&mut api, "gone").await;
+    crate::common::objects::site(&mut api, "stays").await;
     for i in 0..2 {
-        common::objects::node(&mut api, gone, &format!("n{i}.gone.example.org")).await;
+        crate::common::objects::node(&mut api, gone, &format!("n{i}.gone.example.org")).await;
     }
-    common::objects::slice(&mut api, "gone_exp").await;
+    crate::common::objects::slice(&mut api, "gone_exp").await;
     refresh(&b, a_on_b).await;
     api.delete_site(pb::DeleteRequest { id: gone })
         .await

@@ -90,7 +90,7 @@ fn every_document_is_tested() {
     listed.sort();
     assert_eq!(
         found, listed,
-        "every document in docs/ needs a test in tests/docs.rs"
+        "every document in docs/ needs a test in tests/integration/docs.rs"
     );
 }
 

@@ -9,12 +9,10 @@
 //! stays open; beyond the cap, new connections wait until one closes. On
 //! both backends.
 
-mod common;
-
 use std::time::Duration;
 
-use common::peers::insert_peer;
-use common::{Backend, TestServer, assert_status};
+use crate::common::peers::insert_peer;
+use crate::common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1::{self as pb, peer_data_chunk::Part};
 use fedreg::server::ServerConfig;
 use tonic::Code;
@@ -478,7 +476,7 @@ async fn connections_beyond_the_cap_wait(backend: Backend) {
             let mut api = pb::registry_service_client::RegistryServiceClient::new(
                 tonic::service::interceptor::InterceptedService::new(
                     channel,
-                    common::BearerToken::new(Some(&token)),
+                    crate::common::BearerToken::new(Some(&token)),
                 ),
             );
             api.list_sites(pb::ListRequest::default()).await

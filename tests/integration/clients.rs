@@ -3,8 +3,6 @@
 //! errors), and the `fedreg status` and `--json` read commands of the real
 //! binary. Against real registries peered with tokens, on both backends.
 
-mod common;
-
 use std::future::Future;
 use std::process::Output;
 use std::time::Duration;
@@ -12,9 +10,9 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use serde_json::Value;
 
-use common::cli::{fedreg, run, success};
-use common::federation::{create_sites, peer_one_way};
-use common::{Backend, TestServer};
+use crate::common::cli::{fedreg, run, success};
+use crate::common::federation::{create_sites, peer_one_way};
+use crate::common::{Backend, TestServer};
 use fedreg::client::{Client, PeerKey};
 use fedreg::error::Error;
 use fedreg::proto::v1 as pb;
@@ -371,6 +369,6 @@ async fn status_and_json_through_the_cli(backend: Backend) {
 
     // Errors are the same with --json: a status code, nothing on stdout.
     let missing = cli(&plc1, &["peer", "show", "nowhere", "--json"]).await;
-    common::cli::failure(&missing, &["NOT_FOUND", "nowhere"]);
+    crate::common::cli::failure(&missing, &["NOT_FOUND", "nowhere"]);
     assert!(missing.stdout.is_empty());
 }

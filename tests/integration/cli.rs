@@ -2,17 +2,15 @@
 //! admin token, the data-dir lock, SIGTERM), `migrate`, and
 //! `token create|list|revoke`; on both backends.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::cli::{failure, fedreg, run, stderr, success};
-use common::peers::insert_peer;
-use common::{Backend, PgTestDb, TestServer, assert_status};
+use crate::common::cli::{failure, fedreg, run, stderr, success};
+use crate::common::peers::insert_peer;
+use crate::common::{Backend, PgTestDb, TestServer, assert_status};
 use fedreg::proto::v1 as pb;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
@@ -115,7 +113,7 @@ impl Served {
     async fn registry(
         &self,
         token: &str,
-    ) -> pb::registry_service_client::RegistryServiceClient<common::Authed> {
+    ) -> pb::registry_service_client::RegistryServiceClient<crate::common::Authed> {
         let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .connect()
@@ -124,7 +122,7 @@ impl Served {
         pb::registry_service_client::RegistryServiceClient::new(
             tonic::service::interceptor::InterceptedService::new(
                 channel,
-                common::BearerToken::new(Some(token)),
+                crate::common::BearerToken::new(Some(token)),
             ),
         )
     }

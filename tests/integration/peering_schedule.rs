@@ -4,13 +4,11 @@
 //! peer that cannot be reached gets a failed refresh recorded on its
 //! record, and the cache stays as it was. On both backends.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::federation::{Counts, get_peer, peer_one_way, populate};
-use common::objects::site;
-use common::{Backend, TestServer};
+use crate::common::federation::{Counts, get_peer, peer_one_way, populate};
+use crate::common::objects::site;
+use crate::common::{Backend, TestServer};
 use fedreg::proto::v1::{self as pb, RefreshOutcome};
 
 /// Shortest interval a peer may have.

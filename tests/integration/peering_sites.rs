@@ -2,10 +2,8 @@
 //! delete, the peer record's report and counts, deleting a peer; on both
 //! backends.
 
-mod common;
-
-use common::federation::{class, peer_both_ways, refresh, writes};
-use common::{Backend, TestServer};
+use crate::common::federation::{class, peer_both_ways, refresh, writes};
+use crate::common::{Backend, TestServer};
 use fedreg::proto::v1 as pb;
 
 fn site(login_base: &str) -> pb::CreateSiteRequest {
@@ -41,14 +39,14 @@ async fn sites_federate_both_ways(backend: Backend) {
     assert_eq!(class(&back, "sites").added, 1, "{back:?}");
     assert_eq!(
         counts!(plc2, list_sites, sites),
-        common::federation::Counts {
+        crate::common::federation::Counts {
             local: 1,
             foreign: 3
         }
     );
     assert_eq!(
         counts!(plc1, list_sites, sites),
-        common::federation::Counts {
+        crate::common::federation::Counts {
             local: 3,
             foreign: 1
         }
@@ -67,7 +65,7 @@ async fn sites_federate_both_ways(backend: Backend) {
         (origin.peer_id, origin.peer_object_id),
         (plc1_on_2, ids1[1])
     );
-    common::assert_status(
+    crate::common::assert_status(
         api2.update_site(pb::UpdateSiteRequest {
             site_id: cached.site_id,
             name: Some("mine now".into()),
@@ -134,7 +132,7 @@ async fn sites_federate_both_ways(backend: Backend) {
     assert_eq!(removed.removed.unwrap().sites, 2);
     assert_eq!(
         counts!(plc2, list_sites, sites),
-        common::federation::Counts {
+        crate::common::federation::Counts {
             local: 1,
             foreign: 0
         }
@@ -199,7 +197,7 @@ async fn a_batch_of_sites_is_added_updated_and_deleted(backend: Backend) {
     // The same data again: nothing to write, by delta or in full.
     assert_eq!(writes(&refresh(&plc2, plc1_on_2).await), 0);
     assert_eq!(
-        writes(&common::federation::refresh_full(&plc2, plc1_on_2).await),
+        writes(&crate::common::federation::refresh_full(&plc2, plc1_on_2).await),
         0
     );
 

@@ -2,12 +2,10 @@
 //! update, delete, every validation error, the read-only rule for nodes
 //! cached from peers, the slice whitelist and the cascades; on both backends.
 
-mod common;
-
-use common::objects::{
+use crate::common::objects::{
     Api, WithPeer, get_node as get, get_site, new_node as node, node_named, site, slice,
 };
-use common::{Backend, TestServer, assert_status};
+use crate::common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1::{self as pb, get_node_request::Key};
 use tonic::Code;
 
@@ -18,7 +16,7 @@ async fn foreign_nodes(with: &WithPeer, api: &mut Api, hostnames: &[&str]) -> Ve
     let mut peer_api = with.peer.registry().await;
     let peer_site = site(&mut peer_api, "princeton").await;
     for hostname in hostnames {
-        common::objects::node(&mut peer_api, peer_site, hostname).await;
+        crate::common::objects::node(&mut peer_api, peer_site, hostname).await;
     }
     with.refresh().await;
     let mut ids = Vec::new();
@@ -429,7 +427,7 @@ async fn slice_whitelist(backend: Backend) {
     let with = WithPeer::start(backend).await;
     let mut api = with.local.registry().await;
     let site_id = site(&mut api, "inria").await;
-    let n = common::objects::node(&mut api, site_id, "n1.inria.fr").await;
+    let n = crate::common::objects::node(&mut api, site_id, "n1.inria.fr").await;
     let a = slice(&mut api, "inria_a").await;
     let b = slice(&mut api, "inria_b").await;
     let pair = |node_id, slice_id| pb::NodeWhitelistRequest { node_id, slice_id };
@@ -490,11 +488,11 @@ async fn slice_whitelist(backend: Backend) {
     // Foreign nodes and slices cannot be whitelisted, nor taken off.
     let mut peer_api = with.peer.registry().await;
     let peer_site = site(&mut peer_api, "princeton").await;
-    common::objects::node(&mut peer_api, peer_site, "f1.princeton.edu").await;
+    crate::common::objects::node(&mut peer_api, peer_site, "f1.princeton.edu").await;
     slice(&mut peer_api, "princeton_x").await;
     with.refresh().await;
     let foreign_node = node_named(&mut api, "f1.princeton.edu").await.node_id;
-    let foreign_slice = common::objects::slice_named(&mut api, "princeton_x")
+    let foreign_slice = crate::common::objects::slice_named(&mut api, "princeton_x")
         .await
         .slice_id;
     assert_status(

@@ -1,9 +1,7 @@
 //! Sites through the admin API: create, get, list with pages, update,
 //! delete, and every validation error; on both backends.
 
-mod common;
-
-use common::{Backend, TestServer, assert_status};
+use crate::common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1::{self as pb, get_site_request::Key};
 use tonic::Code;
 

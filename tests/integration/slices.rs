@@ -4,14 +4,12 @@
 //! (local users in a peer's slice too), the node
 //! whitelist and the cascades; on both backends.
 
-mod common;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::objects::{
+use crate::common::objects::{
     Api, WithPeer, get_node, get_site, get_slice, node, node_named, site, slice, slice_named,
 };
-use common::{Backend, TestServer, assert_status};
+use crate::common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1::{self as pb, get_slice_request::Key};
 use prost_types::Timestamp;
 use tonic::Code;

@@ -3,11 +3,9 @@
 //! read-only rule for keys and persons cached from peers (by real
 //! refreshes of a real or scripted peer); on both backends.
 
-mod common;
-
-use common::fake_peer;
-use common::objects::WithPeer;
-use common::{Backend, TestServer, assert_status};
+use crate::common::fake_peer;
+use crate::common::objects::WithPeer;
+use crate::common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1::registry_service_client::RegistryServiceClient;
 use fedreg::proto::v1::{self as pb, get_person_request};
 use tonic::Code;
@@ -16,11 +14,11 @@ const RSA: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDMXwBs0ZIW1Q1d4beWmcCa8
 const ECDSA: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBP3qcUK5iASIHF/sZ9lBGUzwpgQkZiaz3m3OvQRfSbYVXcXnwsCw6g3gmKA9mKuwJtc2iB+yEsCN+d2avWX0ErE=";
 
 /// The admin API client.
-type Client = RegistryServiceClient<common::Authed>;
+type Client = RegistryServiceClient<crate::common::Authed>;
 
 /// A well-formed ed25519 public key line, distinct for each `n`.
 fn ed25519(n: u8) -> String {
-    common::federation::ssh_key(n.into(), &format!("key{n}@example.org"))
+    crate::common::federation::ssh_key(n.into(), &format!("key{n}@example.org"))
 }
 
 /// Creates an enabled person (peers serve only those); returns its id.

@@ -2,14 +2,12 @@
 //! broken and stalled streams leaving the cache untouched, one refresh per
 //! peer at a time, and the mass-delete guard; on both backends.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::fake_peer::{Ending, FakePeer, dump, key, node, person, site, slice};
+use crate::common::federation::{class, relation, try_refresh, writes};
+use crate::common::{Backend, TestServer, assert_status};
 use base64::Engine;
-use common::fake_peer::{Ending, FakePeer, dump, key, node, person, site, slice};
-use common::federation::{class, relation, try_refresh, writes};
-use common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1 as pb;
 use tonic::Code;
 
@@ -444,7 +442,7 @@ mod shared_database {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_servers_refresh_a_peer_one_at_a_time() {
-        if !common::postgres_available().await {
+        if !crate::common::postgres_available().await {
             return;
         }
         let fake = FakePeer::start(sites(3, "site")).await;

@@ -16,15 +16,13 @@
 //! big is `#[ignore]`d (`cargo nextest run --run-ignored only --test
 //! federation_scenario`).
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::federation::{
+use crate::common::federation::{
     Counts, class, create_persons, create_sites, peer_both_ways, refresh, relation, writes,
 };
-use common::objects::{Api, new_node};
-use common::{Backend, TestServer};
+use crate::common::objects::{Api, new_node};
+use crate::common::{Backend, TestServer};
 use fedreg::proto::v1::{self as pb, Scope};
 
 /// A data set of the reference test: objects per registry and slice sizes.
@@ -178,7 +176,7 @@ async fn hostnames(server: &TestServer, node_ids: &[i64]) -> BTreeSet<(String, b
     let mut api = server.registry().await;
     let mut out = BTreeSet::new();
     for &id in node_ids {
-        let node = common::objects::get_node(&mut api, id)
+        let node = crate::common::objects::get_node(&mut api, id)
             .await
             .expect("node of a slice");
         out.insert((node.hostname, node.origin.is_none()));
@@ -407,7 +405,7 @@ async fn scenario(plc1_backend: Backend, plc2_backend: Backend, size: Size, roun
         assert_eq!(hostnames(&fed.plc2, &cached.node_ids).await, expected);
     }
     // plc2's own view of its nodes lists the peer's slices on them.
-    let own = common::objects::get_node(&mut api2, made2.nodes[0])
+    let own = crate::common::objects::get_node(&mut api2, made2.nodes[0])
         .await
         .expect("plc2 node");
     assert!(!own.slice_ids.is_empty(), "{own:?}");
@@ -478,14 +476,14 @@ mod mixed {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_plc1_postgres_plc2() {
-        if common::postgres_available().await {
+        if crate::common::postgres_available().await {
             scenario(Backend::Sqlite, Backend::Postgres, NORMAL, SMALL_ROUNDS).await;
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_plc1_sqlite_plc2() {
-        if common::postgres_available().await {
+        if crate::common::postgres_available().await {
             scenario(Backend::Postgres, Backend::Sqlite, NORMAL, SMALL_ROUNDS).await;
         }
     }
@@ -504,7 +502,7 @@ mod big {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "size big takes minutes; run with --run-ignored only"]
     async fn postgres() {
-        if common::postgres_available().await {
+        if crate::common::postgres_available().await {
             big(Backend::Postgres).await;
         }
     }

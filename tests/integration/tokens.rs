@@ -1,12 +1,10 @@
 //! TokenService: creating admin and peer tokens, listing them without their
 //! secrets, revoking them, and every validation error; on both backends.
 
-mod common;
-
 use std::time::Duration;
 
-use common::peers::insert_peer;
-use common::{Backend, TestServer, assert_status};
+use crate::common::peers::insert_peer;
+use crate::common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1 as pb;
 use fedreg::store::tokens::hash_secret;
 use prost::Message;

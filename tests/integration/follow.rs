@@ -14,15 +14,13 @@
 //!   other stands by, taking over when the first stops;
 //! - a peer that does not serve `Follow` shows the error and is retried.
 
-mod common;
-
 use std::future::Future;
 use std::time::Duration;
 
-use common::fake_peer::{FakePeer, site};
-use common::federation::{get_peer, peer_both_ways, peer_one_way, refresh_full, writes};
-use common::proxy::Proxy;
-use common::{Backend, TestServer, assert_status};
+use crate::common::fake_peer::{FakePeer, site};
+use crate::common::federation::{get_peer, peer_both_ways, peer_one_way, refresh_full, writes};
+use crate::common::proxy::Proxy;
+use crate::common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1 as pb;
 use tonic::Streaming;
 
@@ -158,7 +156,9 @@ async fn set_follow(on: &TestServer, peer_id: i64, follow: bool) -> pb::Peer {
 
 /// Renames site `site_id` through `api`.
 async fn rename_site(
-    api: &mut fedreg::proto::v1::registry_service_client::RegistryServiceClient<common::Authed>,
+    api: &mut fedreg::proto::v1::registry_service_client::RegistryServiceClient<
+        crate::common::Authed,
+    >,
     site_id: i64,
     name: &str,
 ) {
@@ -203,7 +203,7 @@ async fn the_follow_stream_announces_commits_and_heartbeats(backend: Backend) {
 
     // A commit is announced at once: with an hour's heartbeat, only the
     // commit's notification can bring this event.
-    common::objects::site(&mut api, "alpha").await;
+    crate::common::objects::site(&mut api, "alpha").await;
     let changed = next_event(&mut events).await;
     assert!(!changed.heartbeat);
     let after = changed.checkpoint.expect("checkpoint");
@@ -216,7 +216,7 @@ async fn the_follow_stream_announces_commits_and_heartbeats(backend: Backend) {
     let mut quick = open_follow(&a, Some(after.clone()), 1).await;
     assert!(next_event(&mut quick).await.heartbeat, "nothing new yet");
     let mut other = TestServer::start_sharing(&a, |c| c.registry_name = "plca".into()).await;
-    common::objects::site(&mut other.registry().await, "beta").await;
+    crate::common::objects::site(&mut other.registry().await, "beta").await;
     let stream = match backend {
         Backend::Postgres => &mut events,
         Backend::Sqlite => &mut quick,
@@ -304,7 +304,7 @@ async fn follow_events_carry_small_changes_while_their_token_lives(backend: Back
     assert!(next_event(&mut bare).await.heartbeat, "nothing new yet");
 
     // A change's event carries it, from the previous event's checkpoint.
-    common::objects::site(&mut api, "alpha").await;
+    crate::common::objects::site(&mut api, "alpha").await;
     let changed = next_event(&mut events).await;
     let after = changed.checkpoint.clone().expect("checkpoint");
     let changes = changed.changes.expect("the change is carried");
@@ -316,14 +316,14 @@ async fn follow_events_carry_small_changes_while_their_token_lives(backend: Back
 
     // A stream opened behind gets what it missed in its first event, if
     // it is small; beyond 256 revisions, the checkpoint only.
-    common::objects::site(&mut api, "beta").await;
+    crate::common::objects::site(&mut api, "beta").await;
     let mut behind = open_follow_with_changes(&a, &token, Some(after.clone())).await;
     let first = next_event(&mut behind).await;
     let now = first.checkpoint.clone().expect("checkpoint");
     let changes = first.changes.expect("a small gap is carried");
     assert_eq!(carried_sites(&changes, &after, &now), ["beta"]);
     for i in 0..260 {
-        common::objects::site(&mut api, &format!("many{i}")).await;
+        crate::common::objects::site(&mut api, &format!("many{i}")).await;
     }
     let mut far_behind = open_follow_with_changes(&a, &token, Some(now.clone())).await;
     let first = next_event(&mut far_behind).await;
@@ -340,7 +340,7 @@ async fn follow_events_carry_small_changes_while_their_token_lives(backend: Back
         })
         .await
         .expect("revoke");
-    common::objects::site(&mut api, "gamma").await;
+    crate::common::objects::site(&mut api, "gamma").await;
     let ended = loop {
         match tokio::time::timeout(PATIENCE, events.message())
             .await
@@ -366,9 +366,9 @@ async fn changes_reach_followers_both_ways(backend: Backend) {
     let mut on_b = b.registry().await;
     let mut a_sites = Vec::new();
     for i in 0..4 {
-        a_sites.push(common::objects::site(&mut on_a, &format!("alpha{i}")).await);
+        a_sites.push(crate::common::objects::site(&mut on_a, &format!("alpha{i}")).await);
     }
-    common::objects::site(&mut on_b, "beta0").await;
+    crate::common::objects::site(&mut on_b, "beta0").await;
     rename_site(&mut on_a, a_sites[0], "Renamed").await;
     on_a.delete_site(pb::DeleteRequest { id: a_sites[1] })
         .await
@@ -422,7 +422,7 @@ async fn changes_reach_followers_both_ways(backend: Backend) {
     let manual = set_follow(&b, a_on_b, false).await;
     assert_eq!(manual.mode(), pb::SyncMode::Manual);
     assert!(manual.follow_status.is_none());
-    common::objects::site(&mut on_a, "alpha9").await;
+    crate::common::objects::site(&mut on_a, "alpha9").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(cached_sites(&b, a_on_b).await, 3, "not followed any more");
 }
@@ -432,7 +432,7 @@ async fn following_survives_the_peer_restarting(backend: Backend) {
     let b = TestServer::start_named(backend, "plcb").await;
     let a_on_b = peer_one_way(&b, "plcb", &a, "plca").await;
     let address = a.addr();
-    let first = common::objects::site(&mut a.registry().await, "alpha0").await;
+    let first = crate::common::objects::site(&mut a.registry().await, "alpha0").await;
     set_follow(&b, a_on_b, true).await;
     caught_up(&b, a_on_b, 1).await;
 
@@ -441,8 +441,8 @@ async fn following_survives_the_peer_restarting(backend: Backend) {
     a.stop().await;
     let mut away = TestServer::start_sharing(&a, |c| c.registry_name = "plca".into()).await;
     let mut api = away.registry().await;
-    common::objects::site(&mut api, "alpha1").await;
-    common::objects::site(&mut api, "alpha2").await;
+    crate::common::objects::site(&mut api, "alpha1").await;
+    crate::common::objects::site(&mut api, "alpha2").await;
     api.delete_site(pb::DeleteRequest { id: first })
         .await
         .expect("delete");
@@ -465,7 +465,7 @@ async fn following_survives_the_peer_restarting(backend: Backend) {
     let status = caught_up(&b, a_on_b, 2).await;
     assert!(status.connects >= 2, "{status:?}");
     assert!(status.connected);
-    common::objects::site(&mut back.registry().await, "alpha3").await;
+    crate::common::objects::site(&mut back.registry().await, "alpha3").await;
     caught_up(&b, a_on_b, 3).await;
     assert_eq!(writes(&refresh_full(&b, a_on_b).await), 0);
 }
@@ -488,12 +488,12 @@ async fn following_survives_cut_connections(backend: Backend) {
     let mut api = a.registry().await;
     let mut sites = 0;
     for round in 0..4 {
-        common::objects::site(&mut api, &format!("alpha{round}")).await;
+        crate::common::objects::site(&mut api, &format!("alpha{round}")).await;
         sites += 1;
         caught_up(&b, a_on_b, sites).await;
         assert!(proxy.cut() > 0, "a connection to cut");
         // A change made while the connection is down.
-        common::objects::site(&mut api, &format!("beta{round}")).await;
+        crate::common::objects::site(&mut api, &format!("beta{round}")).await;
         sites += 1;
         caught_up(&b, a_on_b, sites).await;
     }
@@ -520,7 +520,7 @@ async fn a_peer_without_follow_shows_the_error(backend: Backend) {
     })
     .await;
     // A refresh call still works.
-    let report = common::federation::refresh(&server, peer_id).await;
+    let report = crate::common::federation::refresh(&server, peer_id).await;
     assert_eq!(report.mode(), pb::SyncMode::Manual);
     assert_eq!(cached_sites(&server, peer_id).await, 1);
 }
@@ -533,7 +533,7 @@ async fn one_of_several_processes_follows_a_peer(backend: Backend) {
     let b2 = TestServer::start_sharing(&b1, |c| c.registry_name = "plcb".into()).await;
     set_follow(&b1, a_on_b, true).await;
     let mut on_a = a.registry().await;
-    common::objects::site(&mut on_a, "alpha0").await;
+    crate::common::objects::site(&mut on_a, "alpha0").await;
 
     // One follows (b2's supervisor sees the record at its next rescan).
     eventually("one process follows, the other stands by", || async {
@@ -568,7 +568,7 @@ async fn one_of_several_processes_follows_a_peer(backend: Backend) {
     // The follower stops: the other takes over and changes keep coming.
     let mut follower = follower;
     follower.stop().await;
-    common::objects::site(&mut on_a, "alpha1").await;
+    crate::common::objects::site(&mut on_a, "alpha1").await;
     let status = caught_up(&stand_by, a_on_b, 2).await;
     assert!(status.connected && !status.standby, "{status:?}");
     assert_eq!(writes(&refresh_full(&stand_by, a_on_b).await), 0);

@@ -2,9 +2,7 @@
 //! column it declares exists in a freshly migrated SQLite and PostgreSQL
 //! database (selecting all of a table's columns fails otherwise).
 
-mod common;
-
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use fedreg::store::Store;

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use fedreg::proto::v1 as pb;
 
 use crate::common::TestServer;
-use crate::list_all;
 
 /// The five classes, in sync order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,0 +1,38 @@
+//! fedreg's integration tests, in one binary: real servers on loopback
+//! ports, each test with its own fresh database, on SQLite and PostgreSQL.
+//!
+//! One module per feature; [`common`] is the harness (servers, databases,
+//! clients, a scripted peer, certificates). A module's
+//! `backend_tests!(...)` list defines `sqlite::<test>` and
+//! `postgres::<test>` for each of its async test functions, so a test's
+//! full name reads `<feature>::<backend>::<test>`: `cargo nextest run
+//! slices::` runs one feature, `cargo nextest run postgres::` one backend.
+
+#[macro_use]
+mod common;
+
+mod auth;
+mod cli;
+mod cli_peering;
+mod clients;
+mod delta_sync;
+mod docs;
+mod federation_scenario;
+mod federation_three;
+mod follow;
+mod histories;
+mod keys;
+mod nodes;
+mod peer_data_pages;
+mod peer_data_rules;
+mod peering_faults;
+mod peering_schedule;
+mod peering_secrets;
+mod peering_sites;
+mod persons;
+mod reflection;
+mod schema;
+mod serving_limits;
+mod sites;
+mod slices;
+mod tokens;

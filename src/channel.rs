@@ -16,7 +16,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 /// A channel that sends `authorization: Bearer <token>` with every call.
 pub type Authed = InterceptedService<Channel, Bearer>;
 
-/// Adds the bearer token, when there is one, to every request.
+/// Adds the bearer token, when there is one, to every request that does not
+/// carry an `authorization` header of its own.
 #[derive(Debug, Clone, Default)]
 pub struct Bearer(Option<MetadataValue<Ascii>>);
 
@@ -33,7 +34,9 @@ impl Bearer {
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(value) = &self.0 {
+        if let Some(value) = &self.0
+            && !request.metadata().contains_key("authorization")
+        {
             request
                 .metadata_mut()
                 .insert("authorization", value.clone());

@@ -71,6 +71,12 @@ impl Client {
         })
     }
 
+    /// The channel itself, for calls the typed clients do not make (a
+    /// method known only at run time, through reflection).
+    pub fn channel(&self) -> Authed {
+        self.channel.clone()
+    }
+
     /// The registry API: sites, persons, keys, nodes, slices.
     pub fn registry(&self) -> RegistryServiceClient<Authed> {
         RegistryServiceClient::new(self.channel.clone())

@@ -16,9 +16,9 @@ use crate::error::Error;
 use crate::proto::v1::peer_service_client::PeerServiceClient;
 use crate::server::ADMIN_TOKEN_FILE;
 
-/// How to reach a running server (options of `peer`, `refresh` and `status`).
+/// How to reach a running server (options of `peer`, `refresh`, `status` and `call`).
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Client options (peer, refresh, status)")]
+#[command(next_help_heading = "Client options (peer, refresh, status, call)")]
 pub struct ClientArgs {
     /// The server's gRPC URL: `http://host:port`, or `https://host:port`
     /// with --cacert.

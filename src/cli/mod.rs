@@ -5,9 +5,10 @@
 //!   `--data-dir` / `--database-url` as the server: `serve`, `migrate` and
 //!   `token` ([`serve`], [`token`]);
 //! - client ones that call a running server over gRPC with an admin token:
-//!   `peer`, `refresh` and `status` ([`client`] connects, [`peer`],
+//!   `peer`, `refresh`, `status` and `call` ([`client`] connects, [`peer`],
 //!   [`refresh`] and [`status`] print what the server answers, with
-//!   [`table`] and [`progress`], or as JSON with [`json`]).
+//!   [`table`] and [`progress`], or as JSON with [`json`]; [`call`] calls
+//!   any method through reflection).
 //!
 //! Every command that reads (`peer list`, `peer show`, `status`, `token
 //! list`, and `refresh`'s report) takes `--json`.
@@ -15,6 +16,7 @@
 //! Every subcommand fails with a [`CliError`]: a local error, or the gRPC
 //! status a server answered, printed with its code.
 
+pub mod call;
 pub mod client;
 pub mod json;
 pub mod peer;
@@ -40,7 +42,7 @@ pub struct Cli {
     /// Where the data lives.
     #[command(flatten)]
     pub storage: StorageArgs,
-    /// How `peer`, `refresh` and `status` reach a running server.
+    /// How `peer`, `refresh`, `status` and `call` reach a running server.
     #[command(flatten)]
     pub client: client::ClientArgs,
     /// How log lines are written to stderr: `text` for people, `json` (one
@@ -146,6 +148,9 @@ pub enum Command {
     /// Show every peer of a running server: mode, last refresh, outcome,
     /// lag and last error.
     Status(status::StatusArgs),
+    /// Call any method of a running server with a JSON request, as grpcurl
+    /// does; `list` and `describe` show what its reflection serves.
+    Call(call::CallArgs),
 }
 
 /// Why a command failed.
@@ -214,6 +219,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Peer(command) => peer::peer(&cli.storage, &cli.client, command).await?,
         Command::Refresh(args) => refresh::refresh(&cli.storage, &cli.client, args).await?,
         Command::Status(args) => status::status(&cli.storage, &cli.client, args).await?,
+        Command::Call(args) => call::call(&cli.storage.data_dir, &cli.client, args).await?,
     }
     Ok(())
 }

@@ -1,9 +1,14 @@
 //! The documentation's transcripts, run against the built `fedreg`.
 //!
 //! Every ```` ```console ```` block of `README.md` and `docs/*.md` is
-//! executed; ```` ```sh ```` and ```` ```text ```` blocks are illustrative and
-//! are not (grpcurl, PostgreSQL URLs, long benchmarks, outputs that need
-//! objects only grpcurl creates).
+//! executed, and so is every ```` ```sh ```` block that calls grpcurl; other
+//! ```` ```sh ```` and ```` ```text ```` blocks are illustrative and are not
+//! (PostgreSQL URLs, long benchmarks, tools beside the repository).
+//!
+//! grpcurl itself is not needed: in the shell, `grpcurl` is a function that
+//! hands the call to `fedreg call`, which knows only what the server's
+//! reflection tells it, as grpcurl does. A grpcurl block's output is not
+//! compared, but every grpcurl call in it must succeed.
 //!
 //! In a console block, a line starting with `$ ` is a command (a line ending
 //! with `\` continues it on the next line); the lines after it, up to the
@@ -94,33 +99,79 @@ fn every_document_is_tested() {
     );
 }
 
-/// One command of a transcript and the output it should print.
+/// One command of a transcript and the output it should print, or a
+/// block of grpcurl calls.
 #[derive(Debug)]
 struct Step {
     /// 1-based line of the command in the document.
     line: usize,
     command: String,
-    expected: Vec<String>,
+    /// The transcript's output; `None` for a grpcurl block, whose calls
+    /// must succeed instead.
+    expected: Option<Vec<String>>,
 }
 
-/// The commands of every ```` ```console ```` block of `text`, in order.
+/// Runs `grpcurl` calls as `fedreg call`: the options the documents use
+/// (`-plaintext`, `-cacert`, `-H`, `-d`), the address, then `list`,
+/// `describe` or a method. A failed call is noted in
+/// `$FEDREG_DOCS_FAILED`.
+const GRPCURL: &str = r#"grpcurl() {
+    local scheme=http cacert= call=()
+    while [ $# -gt 0 ]; do
+        case $1 in
+            -plaintext) shift ;;
+            -cacert) scheme=https cacert=$2; shift 2 ;;
+            -H|-d) call+=("$1" "$2"); shift 2 ;;
+            -*) echo "grpcurl stand-in: $1 is not supported" >&2; return 2 ;;
+            *) break ;;
+        esac
+    done
+    local address=$1 status=0
+    shift
+    fedreg --server "$scheme://$address" ${cacert:+--cacert "$cacert"} call "${call[@]}" "$@" \
+        || status=$?
+    if [ $status -ne 0 ]; then
+        echo "grpcurl $address $* failed (exit $status)" >> "$FEDREG_DOCS_FAILED"
+    fi
+    return $status
+}
+"#;
+
+/// The commands of every ```` ```console ```` block of `text`, and the
+/// ```` ```sh ```` blocks that call grpcurl, in order.
 fn parse(text: &str) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     let mut in_console = false;
     let mut in_other = false;
+    let mut sh_block: Option<Step> = None;
     let mut continuing = false;
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
         if trimmed.starts_with("```") {
-            if in_console || in_other {
+            if let Some(block) = sh_block.take() {
+                if block.command.contains("grpcurl ") {
+                    steps.push(block);
+                }
+            } else if in_console || in_other {
                 in_console = false;
                 in_other = false;
             } else if trimmed.trim_end() == "```console" {
                 in_console = true;
+            } else if trimmed.trim_end() == "```sh" {
+                sh_block = Some(Step {
+                    line: i + 2,
+                    command: String::new(),
+                    expected: None,
+                });
             } else {
                 in_other = true;
             }
             continuing = false;
+            continue;
+        }
+        if let Some(block) = &mut sh_block {
+            block.command.push_str(line);
+            block.command.push('\n');
             continue;
         }
         if !in_console {
@@ -135,16 +186,23 @@ fn parse(text: &str) -> Vec<Step> {
             steps.push(Step {
                 line: i + 1,
                 command: command.to_string(),
-                expected: Vec::new(),
+                expected: Some(Vec::new()),
             });
             continuing = line.ends_with('\\');
-        } else if let Some(step) = steps.last_mut() {
-            step.expected.push(line.to_string());
+        } else if let Some(Step {
+            expected: Some(expected),
+            ..
+        }) = steps.last_mut()
+        {
+            expected.push(line.to_string());
         } else {
             panic!("line {}: output before any command", i + 1);
         }
     }
-    assert!(!in_console, "a ```console block is not closed");
+    assert!(
+        !in_console && sh_block.is_none(),
+        "a code block is not closed"
+    );
     steps
 }
 
@@ -215,12 +273,14 @@ fn run_document(document: &str) {
     // One file per command, run by `eval` in the same shell, its output to
     // out/N; out/current names the command running.
     let mut script = String::from("exec < /dev/null\n");
+    script.push_str(GRPCURL);
     for (n, step) in steps.iter().enumerate() {
         let file = out.join(format!("{n}.cmd"));
         std::fs::write(&file, &step.command).unwrap();
         writeln!(
             script,
-            "echo {n} > '{out}/current'; eval \"$(cat '{cmd}')\" > '{out}/{n}.out' 2>&1",
+            "echo {n} > '{out}/current'; FEDREG_DOCS_FAILED='{out}/{n}.failed' \
+             eval \"$(cat '{cmd}')\" > '{out}/{n}.out' 2>&1",
             out = out.display(),
             cmd = file.display(),
         )
@@ -287,7 +347,20 @@ fn run_document(document: &str) {
             break;
         };
         let actual = normalize(actual.lines());
-        let expected = normalize(step.expected.iter().map(String::as_str));
+        let Some(expected) = &step.expected else {
+            if let Ok(failed) = std::fs::read_to_string(out.join(format!("{n}.failed"))) {
+                let tail = &actual[actual.len().saturating_sub(30)..];
+                writeln!(
+                    failures,
+                    "\n{document}:{}: grpcurl calls failed:\n{failed}--- the block's last lines\n{}\n---",
+                    step.line,
+                    tail.join("\n"),
+                )
+                .unwrap();
+            }
+            continue;
+        };
+        let expected = normalize(expected.iter().map(String::as_str));
         if !lines_match(&expected, &actual) {
             writeln!(
                 failures,
@@ -346,6 +419,11 @@ fn patterns() {
         parse("text\n```console\n$ echo a \\\n  b\na b\n$ true\n```\n```sh\n$ not run\n```\n");
     assert_eq!(steps.len(), 2);
     assert_eq!(steps[0].command, "echo a \\\n  b");
-    assert_eq!(steps[0].expected, vec!["a b"]);
+    assert_eq!(steps[0].expected, Some(vec!["a b".to_string()]));
     assert_eq!(steps[1].line, 6);
+    let steps = parse("```sh\nX=1\ngrpcurl -plaintext a list\n```\n```sh\nls\n```\n");
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].line, 2);
+    assert_eq!(steps[0].command, "X=1\ngrpcurl -plaintext a list\n");
+    assert_eq!(steps[0].expected, None);
 }

@@ -5,6 +5,10 @@
 //! are not (grpcurl, PostgreSQL URLs, long benchmarks, outputs that need
 //! objects only grpcurl creates).
 //!
+//! A block of another language whose opening line names a file after the
+//! language (```` ```toml fedreg.toml ````) is written to that file, in its
+//! place among the commands, for the commands after it to use.
+//!
 //! In a console block, a line starting with `$ ` is a command (a line ending
 //! with `\` continues it on the next line); the lines after it, up to the
 //! next command or the end of the block, are its expected output, stdout and
@@ -41,6 +45,7 @@ const DOC_TIMEOUT: Duration = Duration::from_secs(50);
 const DOCUMENTS: &[&str] = &[
     "README.md",
     "docs/api.md",
+    "docs/configuration.md",
     "docs/peering.md",
     "docs/operations.md",
     "docs/performance.md",
@@ -54,6 +59,11 @@ fn readme() {
 #[test]
 fn api() {
     run_document("docs/api.md");
+}
+
+#[test]
+fn configuration() {
+    run_document("docs/configuration.md");
 }
 
 #[test]
@@ -103,24 +113,45 @@ struct Step {
     expected: Vec<String>,
 }
 
-/// The commands of every ```` ```console ```` block of `text`, in order.
+/// The commands of every ```` ```console ```` block of `text`, and the
+/// files of the blocks that name one, in order.
 fn parse(text: &str) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     let mut in_console = false;
     let mut in_other = false;
     let mut continuing = false;
+    // The file a block names and the block's lines so far.
+    let mut file: Option<(usize, String, Vec<&str>)> = None;
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
         if trimmed.starts_with("```") {
             if in_console || in_other {
                 in_console = false;
                 in_other = false;
+                if let Some((at, name, lines)) = file.take() {
+                    steps.push(Step {
+                        line: at,
+                        command: format!(
+                            "cat > '{name}' <<'END_OF_FILE'\n{}\nEND_OF_FILE",
+                            lines.join("\n")
+                        ),
+                        expected: Vec::new(),
+                    });
+                }
             } else if trimmed.trim_end() == "```console" {
                 in_console = true;
             } else {
                 in_other = true;
+                let mut info = trimmed.trim_start_matches('`').split_whitespace();
+                if let (Some(_language), Some(name)) = (info.next(), info.next()) {
+                    file = Some((i + 1, name.to_owned(), Vec::new()));
+                }
             }
             continuing = false;
+            continue;
+        }
+        if let Some((_, _, lines)) = &mut file {
+            lines.push(line);
             continue;
         }
         if !in_console {
@@ -348,4 +379,11 @@ fn patterns() {
     assert_eq!(steps[0].command, "echo a \\\n  b");
     assert_eq!(steps[0].expected, vec!["a b"]);
     assert_eq!(steps[1].line, 6);
+    let steps = parse("```toml a.toml\nx = 1\n\ny = 2\n```\n```toml\nnot = \"written\"\n```\n");
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].line, 1);
+    assert_eq!(
+        steps[0].command,
+        "cat > 'a.toml' <<'END_OF_FILE'\nx = 1\n\ny = 2\nEND_OF_FILE"
+    );
 }

@@ -9,8 +9,10 @@
 //! Layers, data flowing one way: cli → server → api → peering → registry
 //! → store. Every module, by layer:
 //! - [`cli`]: the `fedreg` command (`serve`, `peer`, `refresh`, `token`,
-//!   `status`), its tables and JSON ([`cli::table`], [`cli::json`]) and
-//!   its client connection ([`cli::client`]);
+//!   `status`, `config check`), its tables and JSON ([`cli::table`],
+//!   [`cli::json`]) and its client connection ([`cli::client`]);
+//!   [`config`]: the configuration file and the peers it declares, which
+//!   [`cli::config`] lays under the command line;
 //! - [`server`]: process wiring: the pool, the services, the background
 //!   tasks; [`listener`]: the accepted connections, capped and timed out;
 //!   [`data_dir`]: the data directory and its private files;
@@ -41,8 +43,10 @@
 //!   server, for programs; see `examples/`).
 //!
 //! Where each flow starts:
-//! - serve: [`cli::serve`] → [`server::start`], which opens the store,
-//!   runs the migrations and starts the gRPC services and background tasks;
+//! - serve: [`cli::config::parse`] (flags, environment, configuration
+//!   file) → [`cli::serve`] → [`server::start`], which opens the store,
+//!   runs the migrations and starts the gRPC services and background tasks,
+//!   then [`config::peers::apply`] declares the file's peers;
 //! - refresh: [`peering::refresh::Refresher`] (from `RefreshPeer`, the
 //!   schedule or a follow) → [`peering::fetch`] into a spool →
 //!   [`peering::sync::apply`] in one transaction;
@@ -56,6 +60,7 @@ pub mod channel;
 pub mod class;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod data_dir;
 pub mod error;
 pub mod listener;

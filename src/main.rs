@@ -1,7 +1,5 @@
 //! The `fedreg` binary: parses the command line and runs it.
 
-use clap::Parser;
-
 /// mimalloc instead of the system allocator: a registry moves many small
 /// rows between the database's threads and the async ones, which glibc's
 /// allocator serves poorly (a large share of GetPeerData's time went to it).
@@ -10,9 +8,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = fedreg::cli::Cli::parse();
-    fedreg::cli::init_logging(cli.log_format);
-    match fedreg::cli::run(cli).await {
+    let ran = match fedreg::cli::config::parse() {
+        Ok(cli) => {
+            fedreg::cli::init_logging(cli.log_format);
+            fedreg::cli::run(cli).await
+        }
+        Err(e) => Err(e),
+    };
+    match ran {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fedreg: {e}");

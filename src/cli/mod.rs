@@ -1,9 +1,13 @@
 //! The `fedreg` command.
 //!
-//! Two kinds of subcommand live here:
+//! The command line is parsed by [`config::parse`], with the configuration
+//! file (`--config`) under it.
+//!
+//! Three kinds of subcommand live here:
 //! - server-side ones that work on the database directly, with the same
 //!   `--data-dir` / `--database-url` as the server: `serve`, `migrate` and
 //!   `token` ([`serve`], [`token`]);
+//! - `config check`, which checks a configuration file ([`config`]);
 //! - client ones that call a running server over gRPC with an admin token:
 //!   `peer`, `refresh`, `status` and `call` ([`client`] connects, [`peer`],
 //!   [`refresh`] and [`status`] print what the server answers, with
@@ -18,6 +22,7 @@
 
 pub mod call;
 pub mod client;
+pub mod config;
 pub mod json;
 pub mod peer;
 pub mod progress;
@@ -31,6 +36,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::ConfigErrors;
 use crate::error::Error;
 use crate::server;
 use crate::store::{Store, run_migrations};
@@ -39,6 +45,11 @@ use crate::store::{Store, run_migrations};
 #[derive(Debug, Parser)]
 #[command(name = "fedreg", version, about, long_about = None)]
 pub struct Cli {
+    /// TOML file of settings: the global options by their long names, those
+    /// of `serve` in a [serve] table, peers to create or update at start in
+    /// [[peer]] tables. Flags and environment variables override it.
+    #[arg(long, global = true, env = "FEDREG_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Where the data lives.
     #[command(flatten)]
     pub storage: StorageArgs,
@@ -151,6 +162,9 @@ pub enum Command {
     /// Call any method of a running server with a JSON request, as grpcurl
     /// does; `list` and `describe` show what its reflection serves.
     Call(call::CallArgs),
+    /// Check configuration files.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Why a command failed.
@@ -159,6 +173,9 @@ pub enum CliError {
     /// A local failure: storage, settings, files.
     #[error(transparent)]
     Local(#[from] Error),
+    /// The configuration file has errors.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
     /// A call to the server failed with this status.
     #[error("{}: {message}", code_name(*.code))]
     Rpc {
@@ -208,7 +225,7 @@ pub fn code_name(code: tonic::Code) -> String {
 /// Runs the command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Serve(args) => serve::serve(&cli.storage, args).await?,
+        Command::Serve(args) => serve::serve(&cli.storage, args, cli.config.as_deref()).await?,
         Command::Migrate => {
             let url = cli.storage.url();
             crate::data_dir::prepare(&cli.storage.data_dir, &url)?;
@@ -220,6 +237,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Refresh(args) => refresh::refresh(&cli.storage, &cli.client, args).await?,
         Command::Status(args) => status::status(&cli.storage, &cli.client, args).await?,
         Command::Call(args) => call::call(&cli.storage.data_dir, &cli.client, args).await?,
+        Command::Config(command) => config::config(command)?,
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use super::json;
 use super::refresh::{counts_text, outcome_name, report_text, timestamp_text};
 use super::table::{Align, Table};
 use super::{CliError, StorageArgs};
-use crate::error::Error;
+use crate::config::peers::{read_cacert_file, read_token_file};
 use crate::proto::v1 as pb;
 use crate::registry::peers::PeerKey;
 use crate::registry::validate::plaintext_warning;
@@ -130,41 +130,19 @@ impl PeerSettings {
     /// The outbound token given inline or in --outbound-token-file:
     /// `Some("")` to remove it.
     fn outbound_token(&self) -> Result<Option<String>, CliError> {
-        let Some(path) = &self.outbound_token_file else {
-            return Ok(self.outbound_token.clone());
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::invalid(
-                "outbound_token_file",
-                path.display(),
-                format!("cannot read it: {e}"),
-            )
-        })?;
-        match text.lines().next().map(str::trim) {
-            Some(token) if !token.is_empty() => Ok(Some(token.to_owned())),
-            _ => Err(Error::invalid(
-                "outbound_token_file",
-                path.display(),
-                "its first line is empty: it must hold the token",
-            )
-            .into()),
+        match &self.outbound_token_file {
+            Some(path) => Ok(Some(read_token_file(path)?)),
+            None => Ok(self.outbound_token.clone()),
         }
     }
 
     /// The CA certificate's PEM text: `Some("")` to remove it.
     fn cacert(&self) -> Result<Option<String>, CliError> {
-        match &self.peer_cacert {
-            None => Ok(None),
-            Some(path) if path.as_os_str().is_empty() => Ok(Some(String::new())),
-            Some(path) => std::fs::read_to_string(path).map(Some).map_err(|e| {
-                Error::invalid(
-                    "peer_cacert",
-                    path.display(),
-                    format!("cannot read it: {e}"),
-                )
-                .into()
-            }),
-        }
+        Ok(self
+            .peer_cacert
+            .as_deref()
+            .map(read_cacert_file)
+            .transpose()?)
     }
 }
 

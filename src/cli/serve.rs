@@ -1,15 +1,21 @@
 //! `fedreg serve`: runs the server until SIGINT or SIGTERM.
+//!
+//! Every option here can also come from the environment (`FEDREG_...`) or
+//! from the `[serve]` table of a configuration file, by its long name,
+//! with no code elsewhere ([`super::config`]).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 
-use super::StorageArgs;
+use super::{CliError, StorageArgs};
+use crate::config::{ConfigFile, peers};
 use crate::error::{Error, Result};
 use crate::peering::spool::DumpLimits;
+use crate::registry::validate;
 use crate::server::{self, ServerConfig};
 
 /// Options of `fedreg serve`.
@@ -22,41 +28,26 @@ pub struct ServeArgs {
     #[arg(long, env = "FEDREG_NAME", default_value = "fedreg")]
     pub name: String,
     /// PEM certificate to serve TLS with (needs --tls-key).
-    #[arg(long, env = "FEDREG_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "FEDREG_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(long, env = "FEDREG_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "FEDREG_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// PEM CA certificate(s) verifying client certificates (needs
     /// --tls-cert): callers may then present one, and peers whose record
     /// names a client identity must.
-    #[arg(
-        long,
-        env = "FEDREG_CLIENT_CA",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
+    #[arg(long, env = "FEDREG_CLIENT_CA", value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
     /// Refuse every TLS connection without a client certificate verified by
     /// --client-ca, admin clients included.
-    #[arg(long, env = "FEDREG_REQUIRE_CLIENT_CERT", requires = "client_ca")]
+    #[arg(long, env = "FEDREG_REQUIRE_CLIENT_CERT")]
     pub require_client_cert: bool,
     /// PEM client certificate presented to https:// peers when refreshing
     /// or following them (needs --client-key).
-    #[arg(
-        long,
-        env = "FEDREG_CLIENT_CERT",
-        value_name = "FILE",
-        requires = "client_key"
-    )]
+    #[arg(long, env = "FEDREG_CLIENT_CERT", value_name = "FILE")]
     pub client_cert: Option<PathBuf>,
     /// PEM private key of --client-cert.
-    #[arg(
-        long,
-        env = "FEDREG_CLIENT_KEY",
-        value_name = "FILE",
-        requires = "client_cert"
-    )]
+    #[arg(long, env = "FEDREG_CLIENT_KEY", value_name = "FILE")]
     pub client_key: Option<PathBuf>,
     /// Largest fraction of a peer's cache that a refresh may delete without
     /// --force (per-peer setting overrides it).
@@ -131,9 +122,70 @@ pub struct ServeArgs {
     pub health_interval: u64,
 }
 
+impl ServeArgs {
+    /// What is wrong with these options, however they were given (flags,
+    /// environment, configuration file): a fraction out of range, a file
+    /// without the one it needs (a certificate without its key...), a file
+    /// that cannot be read. Each error names its option as a field
+    /// (`tls_cert` for `--tls-cert`).
+    pub fn problems(&self) -> Vec<Error> {
+        let mut problems = Vec::new();
+        if let Err(e) = validate::fraction("max_delete_fraction", self.max_delete_fraction) {
+            problems.push(e);
+        }
+        let (cert, key) = (self.tls_cert.is_some(), self.tls_key.is_some());
+        let (client_cert, client_key) = (self.client_cert.is_some(), self.client_key.is_some());
+        // Each file option, the option it needs and whether that one is set.
+        let files = [
+            ("tls_cert", &self.tls_cert, "--tls-key", key),
+            ("tls_key", &self.tls_key, "--tls-cert", cert),
+            ("client_ca", &self.client_ca, "--tls-cert", cert),
+            ("client_cert", &self.client_cert, "--client-key", client_key),
+            ("client_key", &self.client_key, "--client-cert", client_cert),
+        ];
+        for (field, file, needed, present) in files {
+            let Some(file) = file else { continue };
+            if !present {
+                problems.push(Error::invalid(
+                    field,
+                    file.display(),
+                    format!("needs {needed} too"),
+                ));
+            }
+            if let Err(e) = std::fs::read(file) {
+                problems.push(Error::invalid(
+                    field,
+                    file.display(),
+                    format!("cannot read it: {e}"),
+                ));
+            }
+        }
+        if self.require_client_cert && self.client_ca.is_none() {
+            problems.push(Error::invalid(
+                "require_client_cert",
+                true,
+                "needs --client-ca too",
+            ));
+        }
+        problems
+    }
+}
+
 /// Serves until SIGINT or SIGTERM, then finishes the calls in flight.
-pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
-    crate::registry::validate::fraction("max_delete_fraction", args.max_delete_fraction)?;
+/// The peers the configuration file at `config` declares are created or
+/// updated once the database is open, before the server says it listens.
+pub async fn serve(
+    storage: &StorageArgs,
+    args: ServeArgs,
+    config: Option<&Path>,
+) -> Result<(), CliError> {
+    if let Some(problem) = args.problems().into_iter().next() {
+        return Err(problem.into());
+    }
+    let declared = match config {
+        Some(path) => peers::declare(&ConfigFile::read(path)?)?,
+        None => Vec::new(),
+    };
     let config = ServerConfig {
         listen: args.listen,
         data_dir: storage.data_dir.clone(),
@@ -164,6 +216,13 @@ pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
     let token_file = config.data_dir.join(server::ADMIN_TOKEN_FILE);
     let stop = shutdown_signal()?;
     let running = server::start(config).await?;
+    let app = running.app().clone();
+    if let Err(e) = peers::apply(&app.store, &app.followers, &declared).await {
+        if let Err(stop) = running.shutdown().await {
+            tracing::warn!(error = %stop, "stopping after the configuration file's peers failed");
+        }
+        return Err(e.into());
+    }
     if let Some(token) = running.new_admin_token() {
         // Service managers keep stderr in their logs: the token goes there
         // only when a person is watching.
@@ -180,7 +239,7 @@ pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
         }
     }
     eprintln!("fedreg listening on {}", running.addr());
-    running.serve_until(stop).await
+    Ok(running.serve_until(stop).await?)
 }
 
 /// Installs the SIGINT and SIGTERM handlers now, so that a signal arriving

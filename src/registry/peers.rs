@@ -16,8 +16,8 @@
 use prost::Message;
 
 use super::validate::{
-    self, cacert, client_identity, max_delete_fraction, outbound_token, peer_url, peername,
-    plaintext_warning, refresh_interval,
+    cacert, client_identity, hrn_root, max_delete_fraction, outbound_token, peer_url, peername,
+    plaintext_warning, refresh_interval, shortname,
 };
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
@@ -150,9 +150,14 @@ pub async fn require(conn: &mut DbConn, peer_id: i64) -> Result<PeerRow> {
     peers::require(conn, peer_id).await
 }
 
+/// The peer with this name, if there is one.
+pub async fn named(conn: &mut DbConn, peername: &str) -> Result<Option<PeerRow>> {
+    peers::by_name(conn, peername).await
+}
+
 /// The peer with this name, or NOT_FOUND.
 pub async fn require_named(conn: &mut DbConn, peername: &str) -> Result<PeerRow> {
-    peers::by_name(conn, peername)
+    named(conn, peername)
         .await?
         .ok_or_else(|| Error::not_found("peer", "peername", peername))
 }
@@ -190,8 +195,8 @@ pub async fn create(
         peer_url: peer_url(&req.peer_url)?,
         cacert: cacert(&req.cacert)?,
         outbound_token: outbound_token(&req.outbound_token)?,
-        shortname: validate::optional_text("shortname", &req.shortname, 32)?,
-        hrn_root: validate::optional_text("hrn_root", &req.hrn_root, 64)?,
+        shortname: shortname(&req.shortname)?,
+        hrn_root: hrn_root(&req.hrn_root)?,
         refresh_interval_seconds: refresh_interval(req.refresh_interval_seconds)?,
         max_delete_fraction: req
             .max_delete_fraction
@@ -269,16 +274,8 @@ pub async fn update(
             .as_deref()
             .map(outbound_token)
             .transpose()?,
-        shortname: req
-            .shortname
-            .as_deref()
-            .map(|v| validate::optional_text("shortname", v, 32))
-            .transpose()?,
-        hrn_root: req
-            .hrn_root
-            .as_deref()
-            .map(|v| validate::optional_text("hrn_root", v, 64))
-            .transpose()?,
+        shortname: req.shortname.as_deref().map(shortname).transpose()?,
+        hrn_root: req.hrn_root.as_deref().map(hrn_root).transpose()?,
         refresh_interval_seconds: req
             .refresh_interval_seconds
             .map(refresh_interval)

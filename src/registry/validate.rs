@@ -360,6 +360,17 @@ pub fn peername(value: &str) -> Result<String> {
     Ok(v.to_owned())
 }
 
+/// A peer's short name: free text of at most 32 characters.
+pub fn shortname(value: &str) -> Result<String> {
+    optional_text("shortname", value, 32)
+}
+
+/// The root of a peer's human-readable names: free text of at most 64
+/// characters.
+pub fn hrn_root(value: &str) -> Result<String> {
+    optional_text("hrn_root", value, 64)
+}
+
 /// A peer URL: `http://host:port` or `https://host:port`.
 pub fn peer_url(value: &str) -> Result<String> {
     let v = value.trim();

@@ -2,149 +2,15 @@
 //! admin token, the data-dir lock, SIGTERM), `migrate`, and
 //! `token create|list|revoke`; on both backends.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::cli::{failure, fedreg, run, stderr, success};
+use crate::common::cli::{Storage, failure, fedreg, run, serve, stderr, success};
 use crate::common::peers::insert_peer;
-use crate::common::{Backend, PgTestDb, TestServer, assert_status};
+use crate::common::{Backend, TestServer, assert_status};
 use fedreg::proto::v1 as pb;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStderr, Command};
-use tokio::task::JoinHandle;
 use tonic::Code;
-
-/// Where a spawned `fedreg` keeps its data.
-struct Storage {
-    /// Holds the data directory; removed on drop.
-    _root: tempfile::TempDir,
-    /// The data directory (not created: `fedreg` creates it).
-    data_dir: PathBuf,
-    /// The PostgreSQL database, on that backend.
-    pg: Option<PgTestDb>,
-}
-
-impl Storage {
-    async fn new(backend: Backend) -> Storage {
-        let root = tempfile::tempdir().expect("temp dir");
-        let data_dir = root.path().join("data");
-        let pg = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(PgTestDb::create().await),
-        };
-        Storage {
-            _root: root,
-            data_dir,
-            pg,
-        }
-    }
-
-    fn command(&self) -> Command {
-        fedreg(&self.data_dir, self.pg.as_ref().map(PgTestDb::url))
-    }
-}
-
-/// A `fedreg serve` child process.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-    /// The admin token it created, if it created one (read from the file
-    /// its startup message names: stderr is a pipe, so it does not print it).
-    new_token: Option<String>,
-    /// Its stderr up to listening.
-    startup: Vec<String>,
-    /// The rest of its stderr, once it exits.
-    rest: JoinHandle<Vec<String>>,
-}
-
-/// Starts `fedreg serve` on a free loopback port and waits until it listens.
-async fn serve(mut command: Command) -> Served {
-    let mut child = command
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn fedreg serve");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut seen = Vec::new();
-    let addr = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.expect("read stderr") {
-            if let Some(addr) = line.strip_prefix("fedreg listening on ") {
-                return addr.parse::<SocketAddr>().expect("listen address");
-            }
-            seen.push(line);
-        }
-        panic!("fedreg serve exited before listening: {seen:#?}");
-    })
-    .await
-    .expect("fedreg serve listens within a minute");
-    let new_token = seen
-        .iter()
-        .find_map(|l| l.strip_prefix("Created the first admin token: it is in "))
-        .and_then(|rest| rest.strip_suffix(" (readable by its owner only)"))
-        .map(|file| {
-            std::fs::read_to_string(file)
-                .expect("the named token file")
-                .trim()
-                .to_owned()
-        });
-    Served {
-        child,
-        addr,
-        new_token,
-        startup: seen,
-        rest: tokio::spawn(drain(lines)),
-    }
-}
-
-async fn drain(mut lines: tokio::io::Lines<BufReader<ChildStderr>>) -> Vec<String> {
-    let mut rest = Vec::new();
-    while let Ok(Some(line)) = lines.next_line().await {
-        rest.push(line);
-    }
-    rest
-}
-
-impl Served {
-    /// A registry client of this server with `token`.
-    async fn registry(
-        &self,
-        token: &str,
-    ) -> pb::registry_service_client::RegistryServiceClient<crate::common::Authed> {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect to fedreg serve");
-        pb::registry_service_client::RegistryServiceClient::new(
-            tonic::service::interceptor::InterceptedService::new(
-                channel,
-                crate::common::BearerToken::new(Some(token)),
-            ),
-        )
-    }
-
-    /// Sends SIGTERM and waits for the exit; returns the exit code and the
-    /// stderr written after startup.
-    async fn terminate(mut self) -> (Option<i32>, Vec<String>) {
-        let pid = self.child.id().expect("running").to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .expect("run kill");
-        assert!(killed.success());
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("fedreg exits within 30 s of SIGTERM")
-            .expect("wait for fedreg");
-        let rest = self.rest.await.expect("stderr reader");
-        (status.code(), rest)
-    }
-}
 
 async fn serve_creates_data_dir_and_admin_token(backend: Backend) {
     let storage = Storage::new(backend).await;
@@ -382,6 +248,14 @@ async fn serve_rejects_bad_settings(backend: Backend) {
     command.args(["serve", "--listen", "127.0.0.1:0"]);
     command.args(["--tls-cert", garbage, "--tls-key", garbage]);
     failure(&run(command).await, &["TLS certificate", garbage]);
+    // A certificate without its key, however given, is refused by name.
+    let mut command = storage.command();
+    command.env("FEDREG_TLS_CERT", garbage);
+    command.args(["serve", "--listen", "127.0.0.1:0"]);
+    failure(
+        &run(command).await,
+        &["tls_cert", garbage, "needs --tls-key"],
+    );
     let served = serve(storage.command()).await;
     assert_eq!(served.terminate().await.0, Some(0));
 }

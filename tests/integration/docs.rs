@@ -10,6 +10,10 @@
 //! reflection tells it, as grpcurl does. A grpcurl block's output is not
 //! compared, but every grpcurl call in it must succeed.
 //!
+//! A block of another language whose opening line names a file after the
+//! language (```` ```toml fedreg.toml ````) is written to that file, in its
+//! place among the commands, for the commands after it to use.
+//!
 //! In a console block, a line starting with `$ ` is a command (a line ending
 //! with `\` continues it on the next line); the lines after it, up to the
 //! next command or the end of the block, are its expected output, stdout and
@@ -46,6 +50,7 @@ const DOC_TIMEOUT: Duration = Duration::from_secs(50);
 const DOCUMENTS: &[&str] = &[
     "README.md",
     "docs/api.md",
+    "docs/configuration.md",
     "docs/peering.md",
     "docs/operations.md",
     "docs/performance.md",
@@ -59,6 +64,11 @@ fn readme() {
 #[test]
 fn api() {
     run_document("docs/api.md");
+}
+
+#[test]
+fn configuration() {
+    run_document("docs/configuration.md");
 }
 
 #[test]
@@ -137,14 +147,17 @@ const GRPCURL: &str = r#"grpcurl() {
 }
 "#;
 
-/// The commands of every ```` ```console ```` block of `text`, and the
-/// ```` ```sh ```` blocks that call grpcurl, in order.
+/// The commands of every ```` ```console ```` block of `text`, the
+/// ```` ```sh ```` blocks that call grpcurl, and the files of the blocks
+/// that name one, in order.
 fn parse(text: &str) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     let mut in_console = false;
     let mut in_other = false;
     let mut sh_block: Option<Step> = None;
     let mut continuing = false;
+    // The file a block names and the block's lines so far.
+    let mut file: Option<(usize, String, Vec<&str>)> = None;
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
         if trimmed.starts_with("```") {
@@ -155,6 +168,16 @@ fn parse(text: &str) -> Vec<Step> {
             } else if in_console || in_other {
                 in_console = false;
                 in_other = false;
+                if let Some((at, name, lines)) = file.take() {
+                    steps.push(Step {
+                        line: at,
+                        command: format!(
+                            "cat > '{name}' <<'END_OF_FILE'\n{}\nEND_OF_FILE",
+                            lines.join("\n")
+                        ),
+                        expected: Some(Vec::new()),
+                    });
+                }
             } else if trimmed.trim_end() == "```console" {
                 in_console = true;
             } else if trimmed.trim_end() == "```sh" {
@@ -165,6 +188,10 @@ fn parse(text: &str) -> Vec<Step> {
                 });
             } else {
                 in_other = true;
+                let mut info = trimmed.trim_start_matches('`').split_whitespace();
+                if let (Some(_language), Some(name)) = (info.next(), info.next()) {
+                    file = Some((i + 1, name.to_owned(), Vec::new()));
+                }
             }
             continuing = false;
             continue;
@@ -172,6 +199,10 @@ fn parse(text: &str) -> Vec<Step> {
         if let Some(block) = &mut sh_block {
             block.command.push_str(line);
             block.command.push('\n');
+            continue;
+        }
+        if let Some((_, _, lines)) = &mut file {
+            lines.push(line);
             continue;
         }
         if !in_console {
@@ -426,4 +457,11 @@ fn patterns() {
     assert_eq!(steps[0].line, 2);
     assert_eq!(steps[0].command, "X=1\ngrpcurl -plaintext a list\n");
     assert_eq!(steps[0].expected, None);
+    let steps = parse("```toml a.toml\nx = 1\n\ny = 2\n```\n```toml\nnot = \"written\"\n```\n");
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].line, 1);
+    assert_eq!(
+        steps[0].command,
+        "cat > 'a.toml' <<'END_OF_FILE'\nx = 1\n\ny = 2\nEND_OF_FILE"
+    );
 }

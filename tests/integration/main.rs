@@ -15,6 +15,7 @@ mod auth;
 mod cli;
 mod cli_peering;
 mod clients;
+mod config;
 mod delta_sync;
 mod docs;
 mod federation_scenario;

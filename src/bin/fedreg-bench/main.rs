@@ -64,6 +64,6 @@ async fn serve(args: Box<ServerArgs>) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let ServerArgs { storage, serve } = *args;
-    fedreg::cli::serve::serve(&storage, serve).await?;
+    fedreg::cli::serve::serve(&storage, serve, None).await?;
     Ok(())
 }

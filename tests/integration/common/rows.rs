@@ -1,7 +1,8 @@
 //! Reading and setting stored columns no API exposes: a person's password
-//! hash, the link rows a deleted person leaves (or not), and the secrets
-//! that only the registry's own services set (password reset, boot
-//! manager). Everything else a test needs goes through the gRPC API.
+//! hash, the link rows a deleted person leaves (or not), the secrets that
+//! only the registry's own services set (password reset, boot manager), a
+//! peer's outbound token. Everything else a test needs goes through the
+//! gRPC API.
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -9,7 +10,7 @@ use fedreg::store::schema::{
     keys as keys_table, nodes, person_key, person_role, person_site, persons as persons_table,
     slice_person,
 };
-use fedreg::store::{Store, persons};
+use fedreg::store::{Store, peers, persons};
 use fedreg::with_db;
 
 use super::TestServer;
@@ -30,6 +31,22 @@ impl Rows {
             .store
             .clone();
         Rows { store }
+    }
+
+    /// Opens the database at `database_url` (of a server that has stopped,
+    /// on SQLite).
+    pub async fn open(database_url: &str) -> Rows {
+        let store = Store::connect(database_url)
+            .await
+            .expect("open the database");
+        Rows { store }
+    }
+
+    /// The outbound token stored for the peer named `peername`.
+    pub async fn outbound_token(&self, peername: &str) -> Option<String> {
+        let mut conn = self.store.read().await.unwrap();
+        let row = peers::by_name(&mut conn, peername).await.unwrap();
+        row.expect("the peer exists").outbound_token
     }
 
     /// The stored row of a person, secrets included.

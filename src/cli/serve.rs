@@ -18,6 +18,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "FEDREG_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// Address to serve Prometheus metrics on, over HTTP at /metrics (no
+    /// token: bind it where only the monitoring reaches). Off by default.
+    #[arg(long, env = "FEDREG_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// This registry's name, as peers see it.
     #[arg(long, env = "FEDREG_NAME", default_value = "fedreg")]
     pub name: String,
@@ -136,6 +140,7 @@ pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
     crate::registry::validate::fraction("max_delete_fraction", args.max_delete_fraction)?;
     let config = ServerConfig {
         listen: args.listen,
+        metrics_listen: args.metrics_listen,
         data_dir: storage.data_dir.clone(),
         database_url: storage.database_url.clone(),
         registry_name: args.name,
@@ -180,6 +185,9 @@ pub async fn serve(storage: &StorageArgs, args: ServeArgs) -> Result<()> {
         }
     }
     eprintln!("fedreg listening on {}", running.addr());
+    if let Some(addr) = running.metrics_addr() {
+        eprintln!("fedreg metrics on http://{addr}/metrics");
+    }
     running.serve_until(stop).await
 }
 

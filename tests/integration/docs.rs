@@ -23,7 +23,7 @@
 //! running.
 //!
 //! The transcripts need bash and the usual tools (`grep`, `stat`, `sleep`,
-//! `openssl` for TLS).
+//! `openssl` for TLS, `curl` for the metrics).
 //!
 //! A stale transcript fails the test with the document, its line, the
 //! command, and the expected and actual outputs.

@@ -6,8 +6,8 @@
 //! peers (`GetPeerData`, a server stream) and refreshes its cache of each peer
 //! (`RefreshPeer`), atomically.
 //!
-//! Layers, data flowing one way: cli → server → api → peering → registry
-//! → store. Every module, by layer:
+//! Layers, data flowing one way: cli → server → api → peering → metrics
+//! → registry → store. Every module, by layer:
 //! - [`cli`]: the `fedreg` command (`serve`, `peer`, `refresh`, `token`,
 //!   `status`, `config check`), its tables and JSON ([`cli::table`],
 //!   [`cli::json`]) and its client connection ([`cli::client`]);
@@ -28,6 +28,11 @@
 //!   ([`peering::export`], [`peering::announce`]), scheduling and following
 //!   ([`peering::schedule`], [`peering::follow`]), the change log's upkeep
 //!   ([`peering::compaction`]);
+//! - [`metrics`]: the Prometheus metrics, between peering and registry:
+//!   recorded by api and peering (calls, refreshes, streams), read at
+//!   scrape time from the follow tasks (through
+//!   [`registry::peers::Following`]) and the store (peers, pools, change
+//!   log), served by [`metrics::endpoint`];
 //! - [`registry`]: validation and the operations of the admin API, one
 //!   module per class, plus the peer records ([`registry::peers`]) and the
 //!   tokens ([`registry::tokens`]), with the shared checks in
@@ -52,7 +57,9 @@
 //!   [`peering::sync::apply`] in one transaction;
 //! - export: `GetPeerData` in [`api::peering`] → [`peering::export::stream`];
 //! - follow: serving side `Follow` → [`peering::announce::stream`]; following
-//!   side [`peering::follow::run`], which refreshes at each announced change.
+//!   side [`peering::follow::run`], which refreshes at each announced change;
+//! - metrics: `GET /metrics` in [`metrics::endpoint`] →
+//!   [`metrics::sampled::Sampler::sample`] → [`metrics::Metrics::render`].
 
 pub mod api;
 pub mod backoff;
@@ -64,6 +71,7 @@ pub mod config;
 pub mod data_dir;
 pub mod error;
 pub mod listener;
+pub mod metrics;
 pub mod peering;
 pub mod proto;
 pub mod registry;

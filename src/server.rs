@@ -6,6 +6,10 @@
 //! then it stops accepting calls, lets the calls in flight finish and
 //! returns. Tests start servers the same way on port 0.
 //!
+//! With [`ServerConfig::metrics_listen`], it also serves the Prometheus
+//! metrics ([`crate::metrics`]) on that address; both listeners are bound
+//! before anything is served, so a taken address fails the start.
+//!
 //! The limits that keep a server reachable whatever its callers do are set
 //! here: connections ([`crate::listener`], HTTP/2 keepalive), streams per
 //! token and their send timeout ([`crate::api::sessions`],
@@ -35,6 +39,8 @@ use crate::api::sessions::{self, Sessions};
 use crate::api::tokens::TokenApi;
 use crate::error::{Error, Result};
 use crate::listener;
+use crate::metrics::sampled::Sampler;
+use crate::metrics::{self, Metrics};
 use crate::peering::fetch::Clients;
 use crate::peering::fetch::FetchLimits;
 use crate::peering::follow::{self, Followers};
@@ -70,6 +76,9 @@ pub const DEFAULT_CHANGE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Address to serve the Prometheus metrics on (`GET /metrics`); none
+    /// when `None`.
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory for the SQLite database, the admin token and lock files.
     pub data_dir: PathBuf,
     /// `postgres://...` to use PostgreSQL; `None` for SQLite in `data_dir`.
@@ -132,6 +141,7 @@ impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: None,
             data_dir: data_dir.into(),
             database_url: None,
             registry_name: "fedreg".into(),
@@ -190,11 +200,14 @@ pub struct App {
     pub refresher: Refresher,
     /// Where following each followed peer stands.
     pub followers: Followers,
+    /// The server's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A server started by [`start`].
 pub struct RunningServer {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     app: Arc<App>,
     admin_token: Option<String>,
     stop: CancellationToken,
@@ -208,6 +221,11 @@ impl RunningServer {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address the metrics are served on, when they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The shared state (database and configuration).
@@ -278,6 +296,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(metrics_addr) => Some(metrics::endpoint::bind(metrics_addr).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
+    let metrics = Arc::new(Metrics::new(SERVED_DESCRIPTORS));
     let refresher = Refresher {
         store: store.clone(),
         data_dir: config.data_dir.clone(),
@@ -290,12 +314,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         chunk_size: config.refresh_chunk.max(1),
         lock_connections: Default::default(),
         clients: Clients::new(client_identity),
+        metrics: metrics.clone(),
     };
     let app = Arc::new(App {
         store,
         config,
         refresher,
         followers: Followers::default(),
+        metrics,
     });
     let stop = CancellationToken::new();
     let stopped = stop.clone();
@@ -319,10 +345,24 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         app.store.clone(),
         stopped.clone(),
     ));
+    if let Some((metrics_listener, metrics_addr)) = metrics_listener {
+        let sampler = Sampler {
+            store: app.store.clone(),
+            followers: Arc::new(app.followers.clone()),
+        };
+        tokio::spawn(metrics::endpoint::serve(
+            metrics_listener,
+            app.metrics.clone(),
+            sampler,
+            stopped.clone(),
+        ));
+        tracing::info!(%metrics_addr, "metrics served at /metrics");
+    }
     let task = tokio::spawn(serve(app.clone(), transport, sessions, listener, stopped));
     tracing::info!(%addr, backend = ?app.store.kind(), "fedreg listening");
     Ok(RunningServer {
         addr,
+        metrics_addr,
         app,
         admin_token,
         _stop_on_drop: stop.clone().drop_guard(),
@@ -360,6 +400,15 @@ fn transport(config: &ServerConfig) -> Result<Server> {
     }
     Ok(builder)
 }
+
+/// The encoded descriptors of every service served: fedreg's, health and
+/// reflection.
+const SERVED_DESCRIPTORS: &[&[u8]] = &[
+    FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
 
 /// The names the health service reports on: the server's and each service's.
 const HEALTH_NAMES: &[&str] = &[
@@ -441,7 +490,7 @@ async fn serve(
 
     let store = app.store.clone();
     let router = builder
-        .layer(LoggingLayer)
+        .layer(LoggingLayer::new(app.metrics.clone()))
         .layer(AuthLayer::new(store.clone(), sessions.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -461,6 +510,7 @@ async fn serve(
             stopped.clone(),
             sessions,
             app.config.send_timeout,
+            app.metrics.clone(),
         )));
 
     let shutdown = async move {

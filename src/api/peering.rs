@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::Principal;
 use super::sessions::{Sessions, StreamSlot};
+use crate::metrics::Metrics;
 use crate::peering::announce::{self, FollowStream};
 use crate::peering::export::{self, Delivery, PeerDataStream};
 use crate::proto::v1 as pb;
@@ -23,19 +24,22 @@ pub struct PeeringApi {
     stop: CancellationToken,
     sessions: Arc<Sessions>,
     send_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl PeeringApi {
     /// A service over `store`, announcing itself as `registry_name`; its
     /// follow streams end when `stop` is cancelled. Streams take their slots
     /// in `sessions`; a `GetPeerData` caller that reads nothing for
-    /// `send_timeout` loses its stream.
+    /// `send_timeout` loses its stream. `GetPeerData` streams are counted
+    /// in `metrics`.
     pub fn new(
         store: Store,
         registry_name: String,
         stop: CancellationToken,
         sessions: Arc<Sessions>,
         send_timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> PeeringApi {
         PeeringApi {
             store,
@@ -43,6 +47,7 @@ impl PeeringApi {
             stop,
             sessions,
             send_timeout,
+            metrics,
         }
     }
 
@@ -81,6 +86,7 @@ impl PeeringService for PeeringApi {
         let delivery = Delivery {
             send_timeout: self.send_timeout,
             slot,
+            meter: Some(self.metrics.peer_data_stream()),
         };
         let stream: PeerDataStream = export::stream(self.store.clone(), request, delivery);
         Ok(Response::new(Box::pin(stream)))

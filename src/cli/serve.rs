@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "FEDREG_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// Address to serve Prometheus metrics on, over HTTP at /metrics (no
+    /// token: bind it where only the monitoring reaches). Off by default.
+    #[arg(long, env = "FEDREG_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// This registry's name, as peers see it.
     #[arg(long, env = "FEDREG_NAME", default_value = "fedreg")]
     pub name: String,
@@ -188,6 +192,7 @@ pub async fn serve(
     };
     let config = ServerConfig {
         listen: args.listen,
+        metrics_listen: args.metrics_listen,
         data_dir: storage.data_dir.clone(),
         database_url: storage.database_url.clone(),
         registry_name: args.name,
@@ -239,6 +244,9 @@ pub async fn serve(
         }
     }
     eprintln!("fedreg listening on {}", running.addr());
+    if let Some(addr) = running.metrics_addr() {
+        eprintln!("fedreg metrics on http://{addr}/metrics");
+    }
     Ok(running.serve_until(stop).await?)
 }
 

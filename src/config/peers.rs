@@ -489,6 +489,7 @@ mod tests {
             last_refresh_time: None,
             last_refresh_outcome: 0,
             last_refresh_report: None,
+            last_success_time: None,
             checkpoint_epoch: None,
             checkpoint_revision: None,
             follow: false,

@@ -15,7 +15,9 @@
 //! with `DEADLINE_EXCEEDED` and the connection goes back to the pool; it
 //! ends with `UNAUTHENTICATED` as soon as its token is revoked. The final
 //! status travels beside the channel, so it is delivered even when the
-//! channel is full.
+//! channel is full. A stream with a [`StreamMeter`] is counted open in the
+//! metrics until it is dropped, with the bytes of each message it hands
+//! over.
 //!
 //! A caller that sends a checkpoint (the epoch and revision its cache
 //! reflects) gets a delta: per class, the objects the change log
@@ -44,9 +46,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
 use crate::api::sessions::StreamSlot;
-
 use crate::class::{Class, PerClass};
 use crate::error::{Error, Result};
+use crate::metrics::StreamMeter;
 use crate::proto::v1 as pb;
 use crate::registry;
 use crate::store::cache::{
@@ -81,6 +83,8 @@ pub struct PeerDataStream {
     failure: Option<oneshot::Receiver<Status>>,
     /// The stream's place among its token's, held until the caller is gone.
     _slot: Option<StreamSlot>,
+    /// Counts the stream and what it sends in the metrics.
+    meter: Option<StreamMeter>,
 }
 
 impl Stream for PeerDataStream {
@@ -88,6 +92,9 @@ impl Stream for PeerDataStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(chunk) = ready!(self.chunks.poll_recv(cx)) {
+            if let Some(meter) = &self.meter {
+                meter.sent(&chunk);
+            }
             return Poll::Ready(Some(Ok(chunk)));
         }
         let Some(failure) = self.failure.as_mut() else {
@@ -105,6 +112,9 @@ pub struct Delivery {
     pub send_timeout: Duration,
     /// The caller's stream slot: the stream ends when its token is revoked.
     pub slot: Option<StreamSlot>,
+    /// Counts the stream in the metrics; `None` for a stream read in
+    /// process (the changes a `Follow` event carries).
+    pub meter: Option<StreamMeter>,
 }
 
 impl Default for Delivery {
@@ -112,6 +122,7 @@ impl Default for Delivery {
         Delivery {
             send_timeout: DEFAULT_SEND_TIMEOUT,
             slot: None,
+            meter: None,
         }
     }
 }
@@ -153,6 +164,7 @@ pub fn stream(store: Store, request: Request, delivery: Delivery) -> PeerDataStr
         chunks,
         failure: Some(failure),
         _slot: delivery.slot,
+        meter: delivery.meter,
     }
 }
 

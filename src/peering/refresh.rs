@@ -20,12 +20,14 @@
 //! stores no checkpoint: the next one is full, and decides them afresh.
 //!
 //! Failures and refusals are recorded on the peer record too, in a
-//! transaction of their own.
+//! transaction of their own. Every refresh that took the locks is counted
+//! in the metrics ([`Metrics::refresh`]), from its report.
 //!
 //! Each refresh runs in a `refresh` tracing span (peer, id, mode), with a
 //! child span per phase: `lock`, `fetch` (or `spool_carried`), `apply`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -36,6 +38,7 @@ use super::report::ReportBuilder;
 use super::spool::Spool;
 use super::{lock, sync};
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::proto::v1 as pb;
 use crate::registry::peers::{self, PeerKey};
 use crate::store::peers::{self as peer_store, PeerRow, RefreshRecord};
@@ -62,6 +65,8 @@ pub struct Refresher {
     pub lock_connections: lock::LockConnections,
     /// Clients of the peers, kept from refresh to refresh.
     pub clients: fetch::Clients,
+    /// Where refreshes are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// How a refresh runs.
@@ -154,6 +159,7 @@ impl Refresher {
             .await
         {
             Ok(done) => {
+                self.metrics.refresh(&done);
                 if done.outcome != pb::RefreshOutcome::Applied as i32 {
                     self.record(peer.peer_id, &done).await?;
                 }
@@ -173,6 +179,7 @@ impl Refresher {
                     started.elapsed(),
                 );
                 tracing::warn!(peer = %peer.peername, error = %e, "refresh failed; cache unchanged");
+                self.metrics.refresh(&failed);
                 if let Err(record_error) = self.record(peer.peer_id, &failed).await {
                     tracing::warn!(error = %record_error, "recording the failed refresh");
                 }

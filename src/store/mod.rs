@@ -25,6 +25,9 @@
 //! writer per process means SQLite writers queue in order instead of
 //! failing with `SQLITE_BUSY`, and readers never wait for a writer (WAL).
 //! [`Store::read`] and [`Store::write`] hand out the right kind.
+//! [`Store::pool_stats`] tells the metrics where each pool stands:
+//! connections in use and idle, checkouts that waited (bb8 counts them
+//! for its pools; the writer's are counted here).
 //!
 //! A stream to a caller (`GetPeerData`) holds its connection for as long as
 //! the caller takes to read it: [`Store::read_for_stream`] lends at most
@@ -53,7 +56,8 @@ pub mod tokens;
 mod migrate;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use diesel::SqliteConnection;
 use diesel_async::pooled_connection::bb8::{Pool, PooledConnection};
@@ -128,8 +132,59 @@ enum Backend {
     Sqlite {
         readers: Pool<SqliteAsync>,
         writer: Arc<Mutex<SqliteAsync>>,
+        writer_waits: WaitCount,
         path: String,
     },
+}
+
+/// Checkouts that had to wait, and how long they waited in all.
+#[derive(Debug, Default)]
+struct WaitCount {
+    waits: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl WaitCount {
+    fn record(&self, waited: Duration) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// One connection pool of a [`Store`] as it stands, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolStats {
+    /// Which pool: `postgres` (every connection on PostgreSQL),
+    /// `sqlite_readers` or `sqlite_writer` (the one SQLite writer).
+    pub pool: &'static str,
+    /// The most connections the pool opens.
+    pub max: u32,
+    /// Connections checked out now.
+    pub in_use: u32,
+    /// Connections open and idle now.
+    pub idle: u32,
+    /// Checkouts that had to wait for a connection, since the store opened.
+    pub waits: u64,
+    /// The time those checkouts waited, in all.
+    pub wait_time: Duration,
+    /// Checkouts that gave up waiting (after [`POOL_TIMEOUT`]).
+    pub timeouts: u64,
+}
+
+impl PoolStats {
+    /// The stats of a bb8 pool of at most `max` connections, from its state.
+    fn of(pool: &'static str, max: u32, state: bb8::State) -> PoolStats {
+        PoolStats {
+            pool,
+            max,
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            idle: state.idle_connections,
+            waits: state.statistics.get_waited,
+            wait_time: state.statistics.get_wait_time,
+            timeouts: state.statistics.get_timed_out,
+        }
+    }
 }
 
 /// A connection checked out of a [`Store`].
@@ -275,6 +330,7 @@ impl Store {
             Backend::Sqlite {
                 readers,
                 writer: Arc::new(Mutex::new(writer)),
+                writer_waits: WaitCount::default(),
                 path: url.to_owned(),
             }
         };
@@ -371,10 +427,57 @@ impl Store {
             Backend::Postgres { pool, .. } => {
                 Ok(DbConn::Pg(pool.get_owned().await.map_err(pool_error)?))
             }
-            Backend::Sqlite { writer, .. } => Ok(DbConn::SqliteWrite(SqliteWriter {
-                conn: writer.clone().lock_owned().await,
-                feed: self.feed.clone(),
-            })),
+            Backend::Sqlite {
+                writer,
+                writer_waits,
+                ..
+            } => {
+                let conn = match writer.clone().try_lock_owned() {
+                    Ok(conn) => conn,
+                    Err(_) => {
+                        let waiting = Instant::now();
+                        let conn = writer.clone().lock_owned().await;
+                        writer_waits.record(waiting.elapsed());
+                        conn
+                    }
+                };
+                Ok(DbConn::SqliteWrite(SqliteWriter {
+                    conn,
+                    feed: self.feed.clone(),
+                }))
+            }
+        }
+    }
+
+    /// Where each connection pool stands: connections in use and idle,
+    /// waits for a connection.
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        match &*self.inner {
+            Backend::Postgres { pool, .. } => {
+                vec![PoolStats::of("postgres", PG_POOL_SIZE, pool.state())]
+            }
+            Backend::Sqlite {
+                readers,
+                writer,
+                writer_waits,
+                ..
+            } => {
+                // Takes the writer for an instant when it is free.
+                let in_use = u32::from(writer.try_lock().is_err());
+                let writer = PoolStats {
+                    pool: "sqlite_writer",
+                    max: 1,
+                    in_use,
+                    idle: 1 - in_use,
+                    waits: writer_waits.waits.load(Ordering::Relaxed),
+                    wait_time: Duration::from_nanos(writer_waits.nanos.load(Ordering::Relaxed)),
+                    timeouts: 0,
+                };
+                vec![
+                    PoolStats::of("sqlite_readers", SQLITE_READERS, readers.state()),
+                    writer,
+                ]
+            }
         }
     }
 }

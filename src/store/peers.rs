@@ -49,6 +49,8 @@ pub struct PeerRow {
     /// Identity a verified TLS client certificate must name for calls with
     /// this peer's tokens; `None` when none is required.
     pub client_identity: Option<String>,
+    /// Unix seconds of the last refresh that applied; `None` until one does.
+    pub last_success_time: Option<i64>,
 }
 
 impl PeerRow {
@@ -215,6 +217,28 @@ pub async fn followed(conn: &mut DbConn) -> Result<Vec<PeerRow>> {
     })?)
 }
 
+/// How fresh one peer's cache is, for the metrics.
+#[derive(Debug, Clone, Queryable)]
+pub struct Freshness {
+    /// Id.
+    pub peer_id: i64,
+    /// Unique name.
+    pub peername: String,
+    /// Unix seconds of the last refresh that applied; `None` until one does.
+    pub last_success_time: Option<i64>,
+}
+
+/// The freshness of every peer, by id.
+pub async fn freshness(conn: &mut DbConn) -> Result<Vec<Freshness>> {
+    Ok(with_db!(conn, |c| {
+        peers::table
+            .order(peers::peer_id)
+            .select((peers::peer_id, peers::peername, peers::last_success_time))
+            .load(c)
+            .await
+    })?)
+}
+
 /// Applies `changes` to a peer; returns the new row.
 pub async fn update(conn: &mut DbConn, peer_id: i64, changes: &PeerChanges) -> Result<PeerRow> {
     Ok(with_db!(conn, |c| {
@@ -237,9 +261,9 @@ pub async fn record_refresh(conn: &mut DbConn, peer_id: i64, record: &RefreshRec
     Ok(())
 }
 
-/// Records an applied refresh and the checkpoint (the peer's epoch and
-/// revision) the cache now reflects, in one statement; `None` makes the
-/// next refresh a full one.
+/// Records an applied refresh (its time is the peer's last success) and
+/// the checkpoint (the peer's epoch and revision) the cache now reflects,
+/// in one statement; `None` makes the next refresh a full one.
 pub async fn record_applied(
     conn: &mut DbConn,
     peer_id: i64,
@@ -251,6 +275,7 @@ pub async fn record_applied(
         diesel::update(peers::table.find(peer_id))
             .set((
                 record,
+                peers::last_success_time.eq(record.last_refresh_time),
                 peers::checkpoint_epoch.eq(epoch),
                 peers::checkpoint_revision.eq(revision),
             ))

@@ -40,6 +40,14 @@ pub async fn history(conn: &mut DbConn) -> Result<History> {
     })?)
 }
 
+/// The entries the change log holds: one per object changed since the
+/// compaction horizon (an object changed again keeps one entry).
+pub async fn log_entries(conn: &mut DbConn) -> Result<i64> {
+    Ok(with_db!(conn, |c| {
+        export_log::table.count().get_result(c).await
+    })?)
+}
+
 /// The ids of the objects changed after revision `since`, per class, by
 /// id.
 pub async fn changed_since(conn: &mut DbConn, since: i64) -> Result<PerClass<Vec<i64>>> {

@@ -24,6 +24,7 @@ diesel::table! {
         checkpoint_revision -> Nullable<BigInt>,
         follow -> Bool,
         client_identity -> Nullable<Text>,
+        last_success_time -> Nullable<BigInt>,
     }
 }
 

@@ -238,6 +238,15 @@ async fn serve_rejects_bad_settings(backend: Backend) {
     let mut command = storage.command();
     command.args(["serve", "--listen", &addr]);
     failure(&run(command).await, &["listening on", &addr]);
+    let mut command = storage.command();
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        &addr,
+    ]);
+    failure(&run(command).await, &["metrics: listening on", &addr]);
 
     // An unusable TLS certificate or key: the process exits with the reason
     // instead of serving nothing, and leaves the data directory free.

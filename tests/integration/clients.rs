@@ -3,16 +3,14 @@
 //! errors), and the `fedreg status` and `--json` read commands of the real
 //! binary. Against real registries peered with tokens, on both backends.
 
-use std::future::Future;
 use std::process::Output;
-use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use serde_json::Value;
 
 use crate::common::cli::{fedreg, run, success};
 use crate::common::federation::{create_sites, peer_one_way};
-use crate::common::{Backend, TestServer};
+use crate::common::{Backend, PATIENCE, TestServer, eventually};
 use fedreg::client::{Client, PeerKey};
 use fedreg::error::Error;
 use fedreg::proto::v1 as pb;
@@ -21,25 +19,6 @@ backend_tests!(
     the_client_lists_refreshes_and_follows,
     status_and_json_through_the_cli,
 );
-
-/// Longest wait for something a server does in the background.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Waits until `check` holds, polling; panics after [`PATIENCE`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A client of `server` with its admin token.
 async fn admin(server: &TestServer) -> Client {

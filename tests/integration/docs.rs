@@ -25,14 +25,15 @@
 //! variables, `cd` and background servers carry over from block to block, in
 //! a fresh temporary directory that is also `HOME`, with `fedreg` (a symlink
 //! to the binary cargo built) first on `PATH` and no `FEDREG_*` variable set.
-//! Servers the transcripts start in the background use fixed loopback ports
-//! (29051 and up, one range per document, below the ephemeral range); the
+//! Servers the transcripts start in the background use fixed loopback ports,
+//! one range of ten per document, below the ephemeral range: README 29051,
+//! peering 29061, operations 29071, configuration 29081, api 29091; the
 //! shell's process group is killed when the document is done. A document
 //! that takes longer than [`DOC_TIMEOUT`] fails, naming the command that was
 //! running.
 //!
 //! The transcripts need bash and the usual tools (`grep`, `stat`, `sleep`,
-//! `openssl` for TLS).
+//! `openssl` for TLS, `curl` for the metrics).
 //!
 //! A stale transcript fails the test with the document, its line, the
 //! command, and the expected and actual outputs.

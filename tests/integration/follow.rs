@@ -14,13 +14,12 @@
 //!   other stands by, taking over when the first stops;
 //! - a peer that does not serve `Follow` shows the error and is retried.
 
-use std::future::Future;
 use std::time::Duration;
 
 use crate::common::fake_peer::{FakePeer, site};
 use crate::common::federation::{get_peer, peer_both_ways, peer_one_way, refresh_full, writes};
 use crate::common::proxy::Proxy;
-use crate::common::{Backend, TestServer, assert_status};
+use crate::common::{Backend, PATIENCE, TestServer, assert_status, eventually};
 use fedreg::proto::v1 as pb;
 use tonic::Streaming;
 
@@ -33,26 +32,6 @@ backend_tests!(
     one_of_several_processes_follows_a_peer,
     a_peer_without_follow_shows_the_error,
 );
-
-/// Longest wait for something that should happen within milliseconds;
-/// generous so that a loaded machine does not fail the test.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Waits until `check` holds, polling; panics after [`PATIENCE`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// The next event of a Follow stream, within [`PATIENCE`].
 async fn next_event(events: &mut Streaming<pb::FollowEvent>) -> pb::FollowEvent {

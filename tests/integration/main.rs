@@ -23,6 +23,7 @@ mod federation_three;
 mod follow;
 mod histories;
 mod keys;
+mod metrics;
 mod nodes;
 mod peer_data_pages;
 mod peer_data_rules;

@@ -3,7 +3,7 @@
 //! way a registry does, by refreshing a peer: a real one
 //! ([`objects::WithPeer`], [`federation`]) or a scripted one
 //! ([`fake_peer::FakePeer`]); [`rows`] reads and sets the few stored
-//! columns no API exposes.
+//! columns no API exposes; [`scrape`] reads a server's metrics.
 //!
 //! PostgreSQL tests use the server at `FEDREG_TEST_PG` (default
 //! `postgres://postgres@127.0.0.1:5432`), creating one database per test and
@@ -21,6 +21,7 @@ pub mod objects;
 pub mod peers;
 pub mod proxy;
 pub mod rows;
+pub mod scrape;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -317,6 +318,26 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.shutdown().await.expect("clean shutdown");
         }
+    }
+}
+
+/// Longest wait for something a server does in the background within
+/// milliseconds; generous so that a loaded machine does not fail a test.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until `check` holds, polling; panics after [`PATIENCE`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

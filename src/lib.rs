@@ -16,7 +16,8 @@
 //!   [`data_dir`]: the data directory and its private files;
 //! - [`api`]: the gRPC surface: the admin services ([`api::registry`],
 //!   [`api::peers`], [`api::tokens`]), the peering service
-//!   ([`api::peering`]), authentication ([`api::auth`],
+//!   ([`api::peering`]), enrolment by invitation ([`api::enrollment`]),
+//!   authentication ([`api::auth`],
 //!   [`api::client_cert`], [`api::sessions`]), logging and the mapping of
 //!   errors to statuses ([`api::logging`], [`api::status`]);
 //! - [`peering`]: federation: the refresh pipeline ([`peering::fetch`] →
@@ -25,10 +26,12 @@
 //!   [`peering::diff`], reported by [`peering::report`]), the serving side
 //!   ([`peering::export`], [`peering::announce`]), scheduling and following
 //!   ([`peering::schedule`], [`peering::follow`]), the change log's upkeep
-//!   ([`peering::compaction`]);
+//!   ([`peering::compaction`]), joining a peer by invitation
+//!   ([`peering::join`]);
 //! - [`registry`]: validation and the operations of the admin API, one
-//!   module per class, plus the peer records ([`registry::peers`]) and the
-//!   tokens ([`registry::tokens`]), with the shared checks in
+//!   module per class, plus the peer records ([`registry::peers`]),
+//!   invitations to peer ([`registry::invitations`]) and the tokens
+//!   ([`registry::tokens`]), with the shared checks in
 //!   [`registry::validate`];
 //! - [`store`]: diesel repositories, one copy of each query for both
 //!   backends: one module per table family, the cache of peers' objects
@@ -37,8 +40,9 @@
 //! - shared by all: [`class`] (the classes of federated objects and a map
 //!   over them), [`error`], [`proto`] (the generated messages), [`backoff`]
 //!   (the delays between retries), [`channel`] (the client side of a
-//!   connection: endpoint and bearer token), [`client`] (a typed client of a
-//!   server, for programs; see `examples/`).
+//!   connection: endpoint and bearer token), [`pinning`] (the certificate
+//!   an invitation pins, and the CA a peer record keeps), [`client`] (a
+//!   typed client of a server, for programs; see `examples/`).
 //!
 //! Where each flow starts:
 //! - serve: [`cli::serve`] → [`server::start`], which opens the store,
@@ -48,7 +52,11 @@
 //!   [`peering::sync::apply`] in one transaction;
 //! - export: `GetPeerData` in [`api::peering`] → [`peering::export::stream`];
 //! - follow: serving side `Follow` → [`peering::announce::stream`]; following
-//!   side [`peering::follow::run`], which refreshes at each announced change.
+//!   side [`peering::follow::run`], which refreshes at each announced change;
+//! - peering by invitation: `CreateInvitation` →
+//!   [`registry::invitations::create`] on the inviting side; `JoinPeer` →
+//!   [`peering::join::join`] on the joining side, which calls the inviter's
+//!   `Enroll` → [`registry::invitations::enroll`].
 
 pub mod api;
 pub mod backoff;
@@ -60,6 +68,7 @@ pub mod data_dir;
 pub mod error;
 pub mod listener;
 pub mod peering;
+pub mod pinning;
 pub mod proto;
 pub mod registry;
 pub mod server;

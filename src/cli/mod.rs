@@ -16,6 +16,7 @@
 //! status a server answered, printed with its code.
 
 pub mod client;
+pub mod invite;
 pub mod json;
 pub mod peer;
 pub mod progress;

@@ -21,6 +21,7 @@ mod federation_scenario;
 mod federation_three;
 mod follow;
 mod histories;
+mod invite;
 mod keys;
 mod nodes;
 mod peer_data_pages;

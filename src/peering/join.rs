@@ -46,7 +46,14 @@ pub async fn join(
 ) -> Result<pb::JoinPeerResponse> {
     let code = invitations::decode(&req.invitation)?;
     let peername = match req.peername.trim() {
-        "" => code.registry_name.clone(),
+        "" => validate::peername(&code.registry_name).map_err(|_| {
+            Error::invalid(
+                "peername",
+                &code.registry_name,
+                "the inviting registry's name cannot name a peer here (letters, digits, '-', \
+                 '_' and '.'): choose a name",
+            )
+        })?,
         name => validate::peername(name)?,
     };
     if req.url.trim().is_empty() {

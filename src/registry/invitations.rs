@@ -62,7 +62,8 @@ pub fn encode(code: &pb::InvitationCode) -> String {
 /// Reads an invitation code, checking what it carries: a URL, a registry
 /// name, a secret of [`SECRET_BYTES`], and a certificate fingerprint
 /// exactly when the URL is `https://`. Errors name the field
-/// `invitation`.
+/// `invitation`. (Whether the registry name can name a peer record is for
+/// the joining side to say: it may choose another name.)
 pub fn decode(text: &str) -> Result<pb::InvitationCode> {
     let text = text.trim();
     let bad = |reason: &str| Error::invalid("invitation", text, reason);
@@ -79,7 +80,7 @@ pub fn decode(text: &str) -> Result<pb::InvitationCode> {
         .map_err(|_| bad("does not hold an invitation: was it cut or changed?"))?;
     let url =
         validate::url("url", &code.url).map_err(|e| bad(&format!("its URL is unusable: {e}")))?;
-    peername(&code.registry_name)
+    validate::required_text("registry_name", &code.registry_name, 256)
         .map_err(|e| bad(&format!("its registry name is unusable: {e}")))?;
     if code.secret.len() != SECRET_BYTES {
         return Err(bad("its secret is not 32 bytes long"));
@@ -306,8 +307,17 @@ pub async fn enroll(
         }
         _ => {}
     }
-    let registry_name = validate::optional_text("registry_name", &req.registry_name, 64)?;
+    let registry_name = validate::optional_text("registry_name", &req.registry_name, 256)?;
     let hash = hash_secret(&req.secret);
+    // An unknown, used or expired secret is refused on a read connection:
+    // calls that need no token never queue for the writer in vain.
+    {
+        let mut conn = store.read().await?;
+        match invitations::by_hash(&mut conn, &hash).await? {
+            Some(row) if row.used.is_none() && row.expires > now() => {}
+            found => return Err(refusal(found)),
+        }
+    }
     let issued = tokens::new_secret();
     let token = issued.clone();
     let mut conn = store.write().await?;

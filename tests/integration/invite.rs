@@ -373,6 +373,18 @@ async fn bad_requests_name_their_field(backend: Backend) {
     // None of them used the invitation: it still serves.
     assert_no_peers(&plc1).await;
     try_join(&plc2, &code, "").await.expect("join");
+
+    // An inviter whose name cannot name a peer record is named by the
+    // joining side.
+    let odd = TestServer::start_named(backend, "PlanetLab Europe").await;
+    let code = invite(&odd, "plc2", 0).await.invitation;
+    assert_status(
+        try_join(&plc2, &code, "").await,
+        Code::InvalidArgument,
+        &["peername", "PlanetLab Europe", "choose a name"],
+    );
+    let joined = try_join(&plc2, &code, "ple").await.expect("join as ple");
+    assert_eq!(joined.peer.unwrap().peername, "ple");
 }
 
 async fn unreachable_inviter_writes_nothing(backend: Backend) {
@@ -491,6 +503,16 @@ async fn certificates_that_cannot_be_pinned(backend: Backend) {
     for server in [&alone, &plc1] {
         assert_eq!(Rows::of(server).invitations().await.len(), 0);
     }
+    // A joining registry in that case fails before it sends anything.
+    let inviter = TestServer::start_named(backend, "plc3").await;
+    let code = invite(&inviter, "plc1", 0).await.invitation;
+    assert_status(
+        try_join(&alone, &code, "").await,
+        Code::FailedPrecondition,
+        &["url", "--tls-cert", "append the CA certificate"],
+    );
+    assert_no_peers(&alone).await;
+    assert_eq!(Rows::of(&inviter).invitations().await[0].used, None);
 }
 
 /// `fedreg --data-dir DIR ARGS --server URL` for `server`.

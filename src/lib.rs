@@ -8,9 +8,11 @@
 //!
 //! Layers, data flowing one way: cli → server → api → peering → metrics
 //! → registry → store. Every module, by layer:
-//! - [`cli`]: the `fedreg` command (`serve`, `peer`, `refresh`, `token`,
-//!   `status`, `config check`), its tables and JSON ([`cli::table`],
-//!   [`cli::json`]) and its client connection ([`cli::client`]);
+//! - [`cli`]: the `fedreg` command (`serve`, `peer` with `invite` and
+//!   `join`, `refresh`, `token`, `status`, `call`, `config check`), its
+//!   tables and JSON ([`cli::table`], [`cli::json`]), its client
+//!   connection ([`cli::client`]) and its generic caller through
+//!   reflection ([`cli::call`]);
 //!   [`config`]: the configuration file and the peers it declares, which
 //!   [`cli::config`] lays under the command line;
 //! - [`server`]: process wiring: the pool, the services, the background
@@ -18,7 +20,8 @@
 //!   [`data_dir`]: the data directory and its private files;
 //! - [`api`]: the gRPC surface: the admin services ([`api::registry`],
 //!   [`api::peers`], [`api::tokens`]), the peering service
-//!   ([`api::peering`]), authentication ([`api::auth`],
+//!   ([`api::peering`]), enrolment by invitation ([`api::enrollment`]),
+//!   authentication ([`api::auth`],
 //!   [`api::client_cert`], [`api::sessions`]), logging and the mapping of
 //!   errors to statuses ([`api::logging`], [`api::status`]);
 //! - [`peering`]: federation: the refresh pipeline ([`peering::fetch`] →
@@ -27,15 +30,17 @@
 //!   [`peering::diff`], reported by [`peering::report`]), the serving side
 //!   ([`peering::export`], [`peering::announce`]), scheduling and following
 //!   ([`peering::schedule`], [`peering::follow`]), the change log's upkeep
-//!   ([`peering::compaction`]);
+//!   ([`peering::compaction`]), joining a peer by invitation
+//!   ([`peering::join`]);
 //! - [`metrics`]: the Prometheus metrics, between peering and registry:
 //!   recorded by api and peering (calls, refreshes, streams), read at
 //!   scrape time from the follow tasks (through
 //!   [`registry::peers::Following`]) and the store (peers, pools, change
 //!   log), served by [`metrics::endpoint`];
 //! - [`registry`]: validation and the operations of the admin API, one
-//!   module per class, plus the peer records ([`registry::peers`]) and the
-//!   tokens ([`registry::tokens`]), with the shared checks in
+//!   module per class, plus the peer records ([`registry::peers`]),
+//!   invitations to peer ([`registry::invitations`]) and the tokens
+//!   ([`registry::tokens`]), with the shared checks in
 //!   [`registry::validate`];
 //! - [`store`]: diesel repositories, one copy of each query for both
 //!   backends: one module per table family, the cache of peers' objects
@@ -44,8 +49,9 @@
 //! - shared by all: [`class`] (the classes of federated objects and a map
 //!   over them), [`error`], [`proto`] (the generated messages), [`backoff`]
 //!   (the delays between retries), [`channel`] (the client side of a
-//!   connection: endpoint and bearer token), [`client`] (a typed client of a
-//!   server, for programs; see `examples/`).
+//!   connection: endpoint and bearer token), [`pinning`] (the certificate
+//!   an invitation pins, and the CA a peer record keeps), [`client`] (a
+//!   typed client of a server, for programs; see `examples/`).
 //!
 //! Where each flow starts:
 //! - serve: [`cli::config::parse`] (flags, environment, configuration
@@ -59,7 +65,11 @@
 //! - follow: serving side `Follow` → [`peering::announce::stream`]; following
 //!   side [`peering::follow::run`], which refreshes at each announced change;
 //! - metrics: `GET /metrics` in [`metrics::endpoint`] →
-//!   [`metrics::sampled::Sampler::sample`] → [`metrics::Metrics::render`].
+//!   [`metrics::sampled::Sampler::sample`] → [`metrics::Metrics::render`];
+//! - peering by invitation: `CreateInvitation` →
+//!   [`registry::invitations::create`] on the inviting side; `JoinPeer` →
+//!   [`peering::join::join`] on the joining side, which calls the inviter's
+//!   `Enroll` → [`registry::invitations::enroll`].
 
 pub mod api;
 pub mod backoff;
@@ -73,6 +83,7 @@ pub mod error;
 pub mod listener;
 pub mod metrics;
 pub mod peering;
+pub mod pinning;
 pub mod proto;
 pub mod registry;
 pub mod server;

@@ -31,6 +31,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::api::auth::AuthLayer;
+use crate::api::enrollment::EnrollmentApi;
 use crate::api::logging::LoggingLayer;
 use crate::api::peering::PeeringApi;
 use crate::api::peers::PeerApi;
@@ -48,10 +49,12 @@ use crate::peering::refresh::Refresher;
 use crate::peering::spool::DumpLimits;
 use crate::peering::{compaction, schedule};
 use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::proto::v1::enrollment_service_server::EnrollmentServiceServer;
 use crate::proto::v1::peer_service_server::PeerServiceServer;
 use crate::proto::v1::peering_service_server::PeeringServiceServer;
 use crate::proto::v1::registry_service_server::RegistryServiceServer;
 use crate::proto::v1::token_service_server::TokenServiceServer;
+use crate::registry::invitations::Serving;
 use crate::store::Store;
 use crate::store::tokens::{self, Role};
 
@@ -202,6 +205,8 @@ pub struct App {
     pub followers: Followers,
     /// The server's metrics.
     pub metrics: Arc<Metrics>,
+    /// This registry as its peers reach it (invitations).
+    pub serving: Arc<Serving>,
 }
 
 /// A server started by [`start`].
@@ -288,6 +293,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     };
     // An unusable certificate or key fails here, before anything listens.
     let transport = transport(&config)?;
+    let tls_cert = config.tls.as_ref().map(|(cert, _)| cert.as_path());
+    let serving = Arc::new(Serving::load(&config.registry_name, tls_cert)?);
     let store = Store::open(&url).await?;
     let admin_token = ensure_admin_token(&store, &config.data_dir).await?;
     let listener = TcpListener::bind(config.listen)
@@ -322,6 +329,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         refresher,
         followers: Followers::default(),
         metrics,
+        serving,
     });
     let stop = CancellationToken::new();
     let stopped = stop.clone();
@@ -417,6 +425,7 @@ const HEALTH_NAMES: &[&str] = &[
     <TokenServiceServer<TokenApi> as NamedService>::NAME,
     <PeerServiceServer<PeerApi> as NamedService>::NAME,
     <PeeringServiceServer<PeeringApi> as NamedService>::NAME,
+    <EnrollmentServiceServer<EnrollmentApi> as NamedService>::NAME,
 ];
 
 /// Sets the health of the server and of each service.
@@ -503,6 +512,12 @@ async fn serve(
         .add_service(PeerServiceServer::new(PeerApi::new(
             app.refresher.clone(),
             app.followers.clone(),
+            app.serving.clone(),
+        )))
+        .add_service(EnrollmentServiceServer::new(EnrollmentApi::new(
+            store.clone(),
+            app.followers.clone(),
+            app.serving.clone(),
         )))
         .add_service(PeeringServiceServer::new(PeeringApi::new(
             store.clone(),

@@ -1,6 +1,7 @@
 //! Bearer-token authentication and role checks, as a tower layer.
 //!
-//! Every call but health checks and reflection needs
+//! Every call but health checks, reflection and enrolment (whose
+//! credential is an invitation's secret) needs
 //! `authorization: Bearer <token>`. The token's hash is looked up in the
 //! store; the caller's [`Principal`] is put in the request extensions for
 //! the services that need to know who calls (GetPeerData). Peer tokens may
@@ -48,8 +49,13 @@ pub struct Principal {
     pub peer_id: Option<i64>,
 }
 
-/// Paths open without a token.
-const OPEN_PREFIXES: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
+/// Paths open without a token: health, reflection, and enrolment, whose
+/// credential is an invitation's secret.
+const OPEN_PREFIXES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.",
+    "/fedreg.v1.EnrollmentService/",
+];
 /// Paths a peer token may call.
 const PEER_PREFIXES: &[&str] = &["/fedreg.v1.PeeringService/"];
 /// How long a call waits for the database to look its token up before a

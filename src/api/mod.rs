@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod client_cert;
+pub mod enrollment;
 pub mod logging;
 pub mod peering;
 pub mod peers;

@@ -1,29 +1,37 @@
-//! `fedreg.v1.PeerService`: peer records and `RefreshPeer`, for admins;
-//! the operations are [`crate::registry::peers`] and
-//! [`Refresher::refresh_peer`].
+//! `fedreg.v1.PeerService`: peer records, `RefreshPeer` and peering by
+//! invitation, for admins; the operations are [`crate::registry::peers`],
+//! [`Refresher::refresh_peer`], [`crate::registry::invitations::create`]
+//! and [`crate::peering::join::join`].
+
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use crate::peering::follow::Followers;
+use crate::peering::join;
 use crate::peering::refresh::Refresher;
 use crate::proto::v1 as pb;
 use crate::proto::v1::peer_service_server::PeerService;
+use crate::registry::invitations::{self, Serving};
 use crate::registry::peers;
 
-/// Serves the peer records and refreshes.
+/// Serves the peer records, refreshes and invitations.
 #[derive(Clone)]
 pub struct PeerApi {
     refresher: Refresher,
     followers: Followers,
+    serving: Arc<Serving>,
 }
 
 impl PeerApi {
-    /// A service that refreshes with `refresher` (and uses its store) and
-    /// tells `followers` when peer records change.
-    pub fn new(refresher: Refresher, followers: Followers) -> PeerApi {
+    /// A service that refreshes with `refresher` (and uses its store and
+    /// client certificate), tells `followers` when peer records change,
+    /// and invites and joins as the registry `serving` describes.
+    pub fn new(refresher: Refresher, followers: Followers, serving: Arc<Serving>) -> PeerApi {
         PeerApi {
             refresher,
             followers,
+            serving,
         }
     }
 }
@@ -72,6 +80,31 @@ impl PeerService for PeerApi {
     ) -> Result<Response<pb::DeletePeerResponse>, Status> {
         Ok(Response::new(
             peers::delete(&self.refresher.store, &self.followers, request.into_inner()).await?,
+        ))
+    }
+
+    async fn create_invitation(
+        &self,
+        request: Request<pb::CreateInvitationRequest>,
+    ) -> Result<Response<pb::CreateInvitationResponse>, Status> {
+        Ok(Response::new(
+            invitations::create(&self.refresher.store, &self.serving, request.into_inner()).await?,
+        ))
+    }
+
+    async fn join_peer(
+        &self,
+        request: Request<pb::JoinPeerRequest>,
+    ) -> Result<Response<pb::JoinPeerResponse>, Status> {
+        Ok(Response::new(
+            join::join(
+                &self.refresher.store,
+                &self.followers,
+                &self.serving,
+                self.refresher.clients.identity(),
+                request.into_inner(),
+            )
+            .await?,
         ))
     }
 

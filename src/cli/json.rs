@@ -49,6 +49,29 @@ fn mode(mode: pb::SyncMode) -> Value {
     }
 }
 
+/// A new invitation: its code, the peer name it is for, when it expires
+/// and the fingerprint of the certificate it pins (`null` without TLS).
+pub fn invitation(created: &pb::CreateInvitationResponse) -> Value {
+    let fingerprint = match created.certificate_sha256.is_empty() {
+        true => Value::Null,
+        false => Value::String(hex::encode(&created.certificate_sha256)),
+    };
+    json!({
+        "invitation": created.invitation,
+        "peername": created.peername,
+        "expires": timestamp(created.expires.as_ref()),
+        "certificate_sha256": fingerprint,
+    })
+}
+
+/// A joined peer, and the name this registry has there.
+pub fn joined(joined: &pb::JoinPeerResponse) -> Value {
+    json!({
+        "peer": joined.peer.as_ref().map_or(Value::Null, peer),
+        "remote_peername": joined.remote_peername,
+    })
+}
+
 /// Numbers of objects per class.
 fn counts(c: &pb::CachedCounts) -> Value {
     json!({

@@ -23,6 +23,7 @@
 pub mod call;
 pub mod client;
 pub mod config;
+pub mod invite;
 pub mod json;
 pub mod peer;
 pub mod progress;

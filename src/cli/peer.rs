@@ -1,5 +1,6 @@
-//! `fedreg peer add|list|show|update|rm`: the peers of a running server,
-//! through `fedreg.v1.PeerService`.
+//! `fedreg peer add|list|show|update|rm|invite|join`: the peers of a
+//! running server, through `fedreg.v1.PeerService` (`invite` and `join`
+//! are [`super::invite`]'s).
 //!
 //! A peer is named on the command line by its name or its id (a string of
 //! digits is taken as an id).
@@ -11,6 +12,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use futures_util::TryStreamExt;
 
 use super::client::{ClientArgs, Server};
+use super::invite::{self, InviteArgs, JoinArgs};
 use super::json;
 use super::refresh::{counts_text, outcome_name, report_text, timestamp_text};
 use super::table::{Align, Table};
@@ -46,6 +48,12 @@ pub enum PeerCommand {
         /// The peer's name or id.
         peer: String,
     },
+    /// Invite a registry to peer: print a single-use invitation code for
+    /// its admin, who runs `fedreg peer join` with it.
+    Invite(InviteArgs),
+    /// Join the registry that issued an invitation code: each registry
+    /// gets a peer record and a peer token for the other.
+    Join(JoinArgs),
 }
 
 /// Options of `fedreg peer add`.
@@ -225,6 +233,8 @@ pub async fn peer(
             }
             print!("{}", peer_text(&peer));
         }
+        PeerCommand::Invite(args) => invite::invite(&mut server, client, args).await?,
+        PeerCommand::Join(args) => invite::join(&mut server, client, args).await?,
         PeerCommand::Rm { peer } => {
             let current = get(&mut server, PeerKey::parse(&peer)).await?;
             let removed = server

@@ -290,6 +290,11 @@ impl Clients {
         Ok(client)
     }
 
+    /// The client certificate and key presented to `https://` peers.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
     /// Drops the client of a peer, so that the next call connects anew.
     pub fn forget(&self, peer_id: i64) {
         if let Ok(mut kept) = self.kept.lock() {

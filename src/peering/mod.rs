@@ -12,7 +12,7 @@
 //! [`crate::registry::peers`]). Follow mode:
 //! [`announce`] serves `Follow` (a peer's changes as they are committed),
 //! [`follow`] keeps such streams open to followed peers and refreshes at
-//! each change.
+//! each change. [`join`] is the joining side of peering by invitation.
 
 pub mod announce;
 pub mod compaction;
@@ -20,6 +20,7 @@ pub mod diff;
 pub mod export;
 pub mod fetch;
 pub mod follow;
+pub mod join;
 pub mod lock;
 pub mod refresh;
 pub mod report;

@@ -5,6 +5,7 @@
 //! plain data) and return the generated object messages, so the gRPC
 //! services stay one line per method. One module per kind of object.
 
+pub mod invitations;
 pub mod keys;
 pub mod nodes;
 pub mod peers;

@@ -177,7 +177,8 @@ fn warn_plaintext(url: &str) {
     }
 }
 
-async fn ensure_name_free(conn: &mut DbConn, name: &str) -> Result<()> {
+/// ALREADY_EXISTS when a peer is named `name`.
+pub async fn ensure_name_free(conn: &mut DbConn, name: &str) -> Result<()> {
     match peers::by_name(conn, name).await? {
         Some(_) => Err(Error::exists("peername", name)),
         None => Ok(()),

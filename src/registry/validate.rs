@@ -373,14 +373,20 @@ pub fn hrn_root(value: &str) -> Result<String> {
 
 /// A peer URL: `http://host:port` or `https://host:port`.
 pub fn peer_url(value: &str) -> Result<String> {
+    url("peer_url", value)
+}
+
+/// A registry's gRPC URL in field `field`: `http://host:port` or
+/// `https://host:port`, without a trailing slash.
+pub fn url(field: &'static str, value: &str) -> Result<String> {
     let v = value.trim();
     let uri: http::Uri = v
         .parse()
-        .map_err(|e| Error::invalid("peer_url", value, format!("not a URL: {e}")))?;
+        .map_err(|e| Error::invalid(field, value, format!("not a URL: {e}")))?;
     match uri.scheme_str() {
         Some("http" | "https") if uri.host().is_some() => Ok(v.trim_end_matches('/').to_owned()),
         _ => Err(Error::invalid(
-            "peer_url",
+            field,
             value,
             "must be http://host:port or https://host:port",
         )),
@@ -455,10 +461,16 @@ pub const MAX_CACERT: usize = 64 * 1024;
 /// An optional outbound token: empty means none; at most
 /// [`MAX_OUTBOUND_TOKEN`] printable characters (it goes in a header).
 pub fn outbound_token(value: &str) -> Result<Option<String>> {
+    token("outbound_token", value)
+}
+
+/// An optional token for calling a peer, in field `field`, as
+/// [`outbound_token`] takes it; the error never shows it.
+pub fn token(field: &'static str, value: &str) -> Result<Option<String>> {
     let v = value.trim();
     if v.len() > MAX_OUTBOUND_TOKEN || v.chars().any(|c| !c.is_ascii_graphic()) {
         return Err(Error::invalid(
-            "outbound_token",
+            field,
             "<secret>",
             format!("must be at most {MAX_OUTBOUND_TOKEN} printable characters without spaces"),
         ));

@@ -226,6 +226,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    invitations (invitation_id) {
+        invitation_id -> BigInt,
+        peername -> Text,
+        secret_hash -> Text,
+        created -> BigInt,
+        expires -> BigInt,
+        used -> Nullable<BigInt>,
+    }
+}
+
 diesel::joinable!(sites -> peers (peer_id));
 diesel::joinable!(persons -> peers (peer_id));
 diesel::joinable!(keys -> peers (peer_id));
@@ -265,4 +276,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     tokens,
     export_meta,
     export_log,
+    invitations,
 );

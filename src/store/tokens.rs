@@ -75,7 +75,7 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// A new random secret: `fr_` and 256 random bits in hex.
-fn new_secret() -> String {
+pub fn new_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     format!("fr_{}", hex::encode(bytes))
@@ -88,6 +88,20 @@ pub async fn create(
     role: Role,
     peer_id: Option<i64>,
 ) -> Result<(String, TokenRow)> {
+    let secret = new_secret();
+    let row = insert(conn, name, role, peer_id, &secret).await?;
+    Ok((secret, row))
+}
+
+/// Stores a token whose secret, made by [`new_secret`], is `secret`
+/// (already handed to its holder); returns the stored row.
+pub async fn insert(
+    conn: &mut DbConn,
+    name: &str,
+    role: Role,
+    peer_id: Option<i64>,
+    secret: &str,
+) -> Result<TokenRow> {
     match (role, peer_id) {
         (Role::Peer, None) => {
             return Err(Error::invalid("peer_id", "", "a peer token needs a peer"));
@@ -104,8 +118,7 @@ pub async fn create(
     if let Some(id) = peer_id {
         super::peers::require(conn, id).await?;
     }
-    let secret = new_secret();
-    let hash = hash_secret(&secret);
+    let hash = hash_secret(secret);
     let row = NewToken {
         name,
         token_hash: &hash,
@@ -120,7 +133,7 @@ pub async fn create(
             .get_result(c)
             .await
     })?;
-    Ok((secret, stored))
+    Ok(stored)
 }
 
 /// The token whose secret is `secret`, if any.

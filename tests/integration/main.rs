@@ -22,6 +22,7 @@ mod federation_scenario;
 mod federation_three;
 mod follow;
 mod histories;
+mod invite;
 mod keys;
 mod metrics;
 mod nodes;

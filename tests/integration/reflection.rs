@@ -14,6 +14,7 @@ use tonic_reflection::pb::{v1, v1alpha};
 /// Every service fedreg serves, with the health service; each reflection
 /// service adds itself.
 const SERVICES: &[&str] = &[
+    "fedreg.v1.EnrollmentService",
     "fedreg.v1.PeerService",
     "fedreg.v1.PeeringService",
     "fedreg.v1.RegistryService",

@@ -46,6 +46,7 @@ async fn schema_matches_migrations(backend: Backend) {
         export_meta,
         export_log,
         tokens,
+        invitations,
     );
     let roles: Vec<(i32, String)> = with_db!(conn, |c| {
         roles::table.order(roles::role_id).load(c).await

@@ -29,6 +29,39 @@ impl Issued {
     pub fn pair(&self) -> (PathBuf, PathBuf) {
         (self.cert.clone(), self.key.clone())
     }
+
+    /// The certificate followed by `ca`'s, as a server that sends its
+    /// whole chain holds it, written beside it (`<file>-chain.pem`), with
+    /// the same key.
+    pub fn with_chain(&self, ca: &Ca) -> Issued {
+        let mut chain = std::fs::read(&self.cert).expect("read certificate");
+        chain.extend(std::fs::read(&ca.pem).expect("read CA certificate"));
+        let cert = self.cert.with_extension("chain.pem");
+        std::fs::write(&cert, chain).expect("write chain");
+        Issued {
+            cert,
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// A self-signed server certificate with subject CN `common_name` and the
+/// alternative names `sans`, written to `dir/<file>.pem` and
+/// `dir/<file>.key`.
+pub fn self_signed(dir: &Path, file: &str, common_name: &str, sans: &[&str]) -> Issued {
+    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+    let mut params = CertificateParams::new(sans).expect("alternative names");
+    params.distinguished_name = distinguished_name(common_name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("self-sign");
+    let issued = Issued {
+        cert: dir.join(format!("{file}.pem")),
+        key: dir.join(format!("{file}.key")),
+    };
+    std::fs::write(&issued.cert, cert.pem()).expect("write certificate");
+    std::fs::write(&issued.key, key.serialize_pem()).expect("write key");
+    issued
 }
 
 /// What a certificate is for.

@@ -1,11 +1,13 @@
 //! Reading and setting stored columns no API exposes: a person's password
 //! hash, the link rows a deleted person leaves (or not), the secrets that
 //! only the registry's own services set (password reset, boot manager), a
-//! peer's outbound token. Everything else a test needs goes through the
-//! gRPC API.
+//! peer's outbound token, and the stored invitations. Everything else a
+//! test needs goes through the gRPC API.
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use fedreg::store::invitations::InvitationRow;
+use fedreg::store::schema::invitations;
 use fedreg::store::schema::{
     keys as keys_table, nodes, person_key, person_role, person_site, persons as persons_table,
     slice_person,
@@ -109,5 +111,18 @@ impl Rows {
                 .await
         })
         .unwrap();
+    }
+
+    /// Every stored invitation, by id.
+    pub async fn invitations(&self) -> Vec<InvitationRow> {
+        let mut conn = self.store.read().await.unwrap();
+        with_db!(conn, |c| {
+            invitations::table
+                .order(invitations::invitation_id)
+                .select(InvitationRow::as_select())
+                .load(c)
+                .await
+        })
+        .unwrap()
     }
 }

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::auth::Principal;
 use crate::error::{Error, Result};
@@ -46,14 +46,14 @@ pub struct Sessions {
 
 struct OpenStreams {
     count: usize,
-    revoked: watch::Sender<bool>,
+    revoked: CancellationToken,
 }
 
 /// A stream's place among its token's streams; freed when dropped.
 pub struct StreamSlot {
     sessions: Arc<Sessions>,
     token_id: i64,
-    revoked: watch::Receiver<bool>,
+    revoked: CancellationToken,
 }
 
 impl std::fmt::Debug for StreamSlot {
@@ -67,13 +67,11 @@ impl std::fmt::Debug for StreamSlot {
 impl StreamSlot {
     /// Completes when the slot's token is revoked.
     pub async fn revoked(&mut self) {
-        // An error means the token's entry went away, which only happens
-        // with its last slot, so never while this one lives.
-        let _ = self.revoked.wait_for(|revoked| *revoked).await;
+        self.revoked.cancelled().await;
     }
 
     /// The signal [`StreamSlot::revoked`] waits on, for a task of its own.
-    pub fn revocation(&self) -> watch::Receiver<bool> {
+    pub fn revocation(&self) -> CancellationToken {
         self.revoked.clone()
     }
 
@@ -147,7 +145,7 @@ impl Sessions {
         let mut streams = self.streams();
         let open = streams.entry(token_id).or_insert_with(|| OpenStreams {
             count: 0,
-            revoked: watch::Sender::new(false),
+            revoked: CancellationToken::new(),
         });
         if open.count >= self.limits.streams_per_token {
             return Err(Error::ResourceExhausted(format!(
@@ -160,7 +158,7 @@ impl Sessions {
         Ok(StreamSlot {
             sessions: self.clone(),
             token_id,
-            revoked: open.revoked.subscribe(),
+            revoked: open.revoked.clone(),
         })
     }
 
@@ -168,7 +166,7 @@ impl Sessions {
     pub fn revoke(&self, token_id: i64) {
         lock(&self.cache).retain(|_, (principal, _)| principal.token_id != token_id);
         if let Some(open) = self.streams().get(&token_id) {
-            open.revoked.send_replace(true);
+            open.revoked.cancel();
         }
     }
 

@@ -42,7 +42,8 @@ use std::time::{Duration, Instant};
 use futures_util::Stream;
 use prost::Message;
 use tokio::sync::mpsc::error::SendTimeoutError;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::api::sessions::StreamSlot;
@@ -172,19 +173,17 @@ pub fn stream(store: Store, request: Request, delivery: Delivery) -> PeerDataStr
 struct Link {
     tx: mpsc::Sender<pb::PeerDataChunk>,
     timeout: Duration,
-    revoked: Option<watch::Receiver<bool>>,
+    revoked: Option<CancellationToken>,
 }
 
 impl Link {
     /// Hands `chunk` to the caller's side; fails when the caller took
     /// nothing for the timeout, went away, or its token was revoked.
     async fn send(&mut self, chunk: pb::PeerDataChunk) -> Result<()> {
-        let revocation = &mut self.revoked;
+        let revocation = &self.revoked;
         let revoked = async move {
             match revocation {
-                Some(revoked) => {
-                    let _ = revoked.wait_for(|r| *r).await;
-                }
+                Some(revoked) => revoked.cancelled().await,
                 None => std::future::pending().await,
             }
         };

@@ -122,7 +122,7 @@ impl Served {
         pb::registry_service_client::RegistryServiceClient::new(
             tonic::service::interceptor::InterceptedService::new(
                 channel,
-                crate::common::BearerToken::new(Some(token)),
+                crate::common::Bearer::new(Some(token)).unwrap(),
             ),
         )
     }

@@ -476,7 +476,7 @@ async fn connections_beyond_the_cap_wait(backend: Backend) {
             let mut api = pb::registry_service_client::RegistryServiceClient::new(
                 tonic::service::interceptor::InterceptedService::new(
                     channel,
-                    crate::common::BearerToken::new(Some(&token)),
+                    crate::common::Bearer::new(Some(&token)).unwrap(),
                 ),
             );
             api.list_sites(pb::ListRequest::default()).await

@@ -12,7 +12,7 @@ pub(super) const CHUNK: usize = 1000;
 /// statement the connection keeps prepared, and which the index walks in
 /// order), or a list.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum IdBatch<'a> {
+pub enum IdBatch<'a> {
     /// Ids `lo..=hi`.
     Span(i64, i64),
     /// These ids.

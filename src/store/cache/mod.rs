@@ -26,6 +26,7 @@ pub mod exported;
 pub mod lookups;
 pub mod relations;
 
+pub use batch::IdBatch;
 pub use classes::*;
 pub use enumerations::*;
 pub use exported::*;

@@ -1,13 +1,17 @@
-//! The classes of objects fedreg federates, and a map over them.
+//! The classes of objects fedreg federates, the links between them, and
+//! maps over either.
 //!
 //! [`Class`] names one class (sites, keys, persons, nodes, slices) with
 //! one word everywhere: in refresh reports, in the change log and in the
-//! code. [`PerClass`] holds one value per class, indexed by [`Class`] and
-//! iterated in dependency order (a class only refers to classes before
-//! it), which is the order a refresh applies them in. Adding a class is
-//! adding a variant here and its table's declaration in
-//! [`crate::store::cache`].
+//! code. [`Link`] names one kind of membership a refresh reconciles (a
+//! person's keys, a slice's nodes, ...). [`PerClass`] and [`PerLink`] hold
+//! one value per class or link, indexed by it and iterated in order: the
+//! classes in dependency order (a class only refers to classes before it),
+//! which is the order a refresh applies them in; the links in report
+//! order. Adding a class is adding a variant here, its table's declaration
+//! in [`crate::store::cache`] and its module in [`crate::registry`].
 
+use std::marker::PhantomData;
 use std::ops::{Index, IndexMut};
 
 use crate::proto::v1 as pb;
@@ -65,50 +69,125 @@ impl Class {
     pub fn of_log_code(code: i32) -> Option<Class> {
         Class::ALL.into_iter().find(|c| c.log_code() == code)
     }
+}
 
-    /// Position in [`Class::ALL`].
-    const fn index(self) -> usize {
+impl Variant<5> for Class {
+    const ALL: [Class; 5] = Class::ALL;
+
+    fn index(self) -> usize {
         self as usize
     }
 }
 
-/// One value per class, indexed by [`Class`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PerClass<T>([T; 5]);
+/// One kind of membership a refresh reconciles, in report order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Link {
+    /// The keys of persons.
+    PersonKeys,
+    /// The nodes of slices.
+    SliceNodes,
+    /// The persons of slices.
+    SlicePersons,
+    /// The sites of persons (with the primary one).
+    SitePersons,
+    /// The roles of persons.
+    PersonRoles,
+}
 
-impl<T> PerClass<T> {
-    /// The map whose value of each class is `f(class)`.
-    pub fn from_fn(mut f: impl FnMut(Class) -> T) -> PerClass<T> {
-        PerClass(Class::ALL.map(&mut f))
-    }
+impl Link {
+    /// Every link, in report order.
+    pub const ALL: [Link; 5] = [
+        Link::PersonKeys,
+        Link::SliceNodes,
+        Link::SlicePersons,
+        Link::SitePersons,
+        Link::PersonRoles,
+    ];
 
-    /// The classes and their values, in dependency order.
-    pub fn iter(&self) -> impl Iterator<Item = (Class, &T)> {
-        Class::ALL.into_iter().zip(self.0.iter())
-    }
-
-    /// The values, in dependency order.
-    pub fn values(&self) -> impl Iterator<Item = &T> {
-        self.0.iter()
-    }
-
-    /// The values, mutably, in dependency order.
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.0.iter_mut()
+    /// Name of the link in reports (`person_keys`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Link::PersonKeys => "person_keys",
+            Link::SliceNodes => "slice_nodes",
+            Link::SlicePersons => "slice_persons",
+            Link::SitePersons => "site_persons",
+            Link::PersonRoles => "person_roles",
+        }
     }
 }
 
-impl<T> Index<Class> for PerClass<T> {
+impl Variant<5> for Link {
+    const ALL: [Link; 5] = Link::ALL;
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// An enum of `N` variants that index a [`PerVariant`] map.
+pub trait Variant<const N: usize>: Copy + 'static {
+    /// Every variant, in order.
+    const ALL: [Self; N];
+
+    /// Position in [`Variant::ALL`].
+    fn index(self) -> usize;
+}
+
+/// One value per class.
+pub type PerClass<T> = PerVariant<Class, T, 5>;
+
+/// One value per link.
+pub type PerLink<T> = PerVariant<Link, T, 5>;
+
+/// One value per variant of `K` (a [`Class`], a [`Link`]), indexed by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerVariant<K, T, const N: usize> {
+    values: [T; N],
+    keys: PhantomData<K>,
+}
+
+impl<K: Variant<N>, T, const N: usize> PerVariant<K, T, N> {
+    /// The map whose value of each variant is `f(variant)`.
+    pub fn from_fn(mut f: impl FnMut(K) -> T) -> PerVariant<K, T, N> {
+        PerVariant {
+            values: K::ALL.map(&mut f),
+            keys: PhantomData,
+        }
+    }
+
+    /// The variants and their values, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (K, &T)> {
+        K::ALL.into_iter().zip(self.values.iter())
+    }
+
+    /// The values, in order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.values.iter()
+    }
+
+    /// The values, mutably, in order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.values.iter_mut()
+    }
+}
+
+impl<K: Variant<N>, T: Default, const N: usize> Default for PerVariant<K, T, N> {
+    fn default() -> Self {
+        PerVariant::from_fn(|_| T::default())
+    }
+}
+
+impl<K: Variant<N>, T, const N: usize> Index<K> for PerVariant<K, T, N> {
     type Output = T;
 
-    fn index(&self, class: Class) -> &T {
-        &self.0[class.index()]
+    fn index(&self, key: K) -> &T {
+        &self.values[key.index()]
     }
 }
 
-impl<T> IndexMut<Class> for PerClass<T> {
-    fn index_mut(&mut self, class: Class) -> &mut T {
-        &mut self.0[class.index()]
+impl<K: Variant<N>, T, const N: usize> IndexMut<K> for PerVariant<K, T, N> {
+    fn index_mut(&mut self, key: K) -> &mut T {
+        &mut self.values[key.index()]
     }
 }
 
@@ -135,5 +214,17 @@ mod tests {
             assert_eq!(Class::ALL[class.index()], class);
         }
         assert_eq!(Class::of_log_code(0), None);
+    }
+
+    #[test]
+    fn maps_follow_their_variants_order() {
+        for link in Link::ALL {
+            assert_eq!(Link::ALL[link.index()], link);
+        }
+        let mut counts = PerLink::<usize>::default();
+        counts[Link::SitePersons] += 2;
+        let names: Vec<(&str, usize)> = counts.iter().map(|(l, n)| (l.name(), *n)).collect();
+        assert_eq!(names[3], ("site_persons", 2));
+        assert_eq!(names.len(), 5);
     }
 }

@@ -203,6 +203,19 @@ impl From<PerClass<i64>> for pb::CachedCounts {
     }
 }
 
+impl pb::DeletedObjects {
+    /// The deleted ids of `class`.
+    pub fn ids_mut(&mut self, class: Class) -> &mut Vec<i64> {
+        match class {
+            Class::Sites => &mut self.site_ids,
+            Class::Keys => &mut self.key_ids,
+            Class::Persons => &mut self.person_ids,
+            Class::Nodes => &mut self.node_ids,
+            Class::Slices => &mut self.slice_ids,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,7 +45,7 @@ use tonic::Status;
 
 use crate::api::sessions::StreamSlot;
 
-use crate::class::{Class, PerClass};
+use crate::class::PerClass;
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry;
@@ -311,13 +311,7 @@ impl Packer {
             return Ok(());
         }
         let deleted = self.batch.deleted.get_or_insert_with(Default::default);
-        let list = match K::CLASS {
-            Class::Sites => &mut deleted.site_ids,
-            Class::Keys => &mut deleted.key_ids,
-            Class::Persons => &mut deleted.person_ids,
-            Class::Nodes => &mut deleted.node_ids,
-            Class::Slices => &mut deleted.slice_ids,
-        };
+        let list = deleted.ids_mut(K::CLASS);
         self.bytes += 10 * ids.len();
         self.trailer.deleted += ids.len() as i64;
         list.extend(ids);

@@ -12,7 +12,7 @@ use crate::class::{Class, PerLink};
 use crate::error::Result;
 use crate::peering::diff::{diff_memberships, diff_sets};
 use crate::peering::report::ReportBuilder;
-use crate::peering::spool::Spool;
+use crate::peering::spool::{Spool, SpooledClass};
 use crate::store::DbConn;
 use crate::store::cache::{
     self, PairTable, PersonKeys, PersonRoles, PersonSites, Relation, SliceNodes, SlicePersons,

@@ -335,7 +335,7 @@ macro_rules! cached_class {
                         .filter($table::peer_id.eq(peer_id))
                         .select(($table::$peer_col.assume_not_null(), $fields::as_select()))
                         .into_boxed();
-                    in_batch!(query, $table::$peer_col, batch)
+                    in_batch(query, $table::$peer_col, batch)
                 })?)
             }
 
@@ -358,7 +358,7 @@ macro_rules! cached_class {
                         .filter($table::peer_id.eq(peer_id))
                         .select(($table::$peer_col.assume_not_null(), $table::$id))
                         .into_boxed();
-                    in_batch!(query, $table::$peer_col, batch)
+                    in_batch(query, $table::$peer_col, batch)
                 })?)
             }
 

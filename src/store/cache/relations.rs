@@ -114,7 +114,7 @@ macro_rules! relation {
                         .order(($table::$a, $table::$b))
                         .select(($table::$a, $table::$b))
                         .into_boxed();
-                    in_batch!(query, $table::$a, owners)
+                    in_batch(query, $table::$a, owners)
                 })?;
                 Ok(pairs
                     .into_iter()
@@ -205,7 +205,7 @@ pub async fn person_sites_of(
                     person_site::is_primary,
                 ))
                 .into_boxed();
-            in_batch!(query, person_site::person_id, batch)
+            in_batch(query, person_site::person_id, batch)
         })?;
         out.extend(
             rows.into_iter()

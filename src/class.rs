@@ -1,15 +1,16 @@
-//! The classes of objects fedreg federates, the links between them, and
-//! maps over either.
+//! The classes of objects fedreg federates, the relations between them,
+//! and maps over either.
 //!
 //! [`Class`] names one class (sites, keys, persons, nodes, slices) with
 //! one word everywhere: in refresh reports, in the change log and in the
-//! code. [`Link`] names one kind of membership a refresh reconciles (a
-//! person's keys, a slice's nodes, ...). [`PerClass`] and [`PerLink`] hold
-//! one value per class or link, indexed by it and iterated in order: the
-//! classes in dependency order (a class only refers to classes before it),
-//! which is the order a refresh applies them in; the links in report
-//! order. Adding a class is adding a variant here, its table's declaration
-//! in [`crate::store::cache`] and its module in [`crate::registry`].
+//! code. [`Relation`] names one kind of membership a refresh reconciles (a
+//! person's keys, a slice's nodes, ...), as refresh reports do.
+//! [`PerClass`] and [`PerRelation`] hold one value per class or relation,
+//! indexed by it and iterated in order: the classes in dependency order (a
+//! class only refers to classes before it), which is the order a refresh
+//! applies them in; the relations in report order. Adding a class is
+//! adding a variant here, its table's declaration in
+//! [`crate::store::cache`] and its module in [`crate::registry`].
 
 use std::marker::PhantomData;
 use std::ops::{Index, IndexMut};
@@ -81,7 +82,7 @@ impl Variant<5> for Class {
 
 /// One kind of membership a refresh reconciles, in report order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Link {
+pub enum Relation {
     /// The keys of persons.
     PersonKeys,
     /// The nodes of slices.
@@ -94,30 +95,30 @@ pub enum Link {
     PersonRoles,
 }
 
-impl Link {
-    /// Every link, in report order.
-    pub const ALL: [Link; 5] = [
-        Link::PersonKeys,
-        Link::SliceNodes,
-        Link::SlicePersons,
-        Link::SitePersons,
-        Link::PersonRoles,
+impl Relation {
+    /// Every relation, in report order.
+    pub const ALL: [Relation; 5] = [
+        Relation::PersonKeys,
+        Relation::SliceNodes,
+        Relation::SlicePersons,
+        Relation::SitePersons,
+        Relation::PersonRoles,
     ];
 
-    /// Name of the link in reports (`person_keys`, ...).
+    /// Name of the relation in reports (`person_keys`, ...).
     pub const fn name(self) -> &'static str {
         match self {
-            Link::PersonKeys => "person_keys",
-            Link::SliceNodes => "slice_nodes",
-            Link::SlicePersons => "slice_persons",
-            Link::SitePersons => "site_persons",
-            Link::PersonRoles => "person_roles",
+            Relation::PersonKeys => "person_keys",
+            Relation::SliceNodes => "slice_nodes",
+            Relation::SlicePersons => "slice_persons",
+            Relation::SitePersons => "site_persons",
+            Relation::PersonRoles => "person_roles",
         }
     }
 }
 
-impl Variant<5> for Link {
-    const ALL: [Link; 5] = Link::ALL;
+impl Variant<5> for Relation {
+    const ALL: [Relation; 5] = Relation::ALL;
 
     fn index(self) -> usize {
         self as usize
@@ -136,10 +137,10 @@ pub trait Variant<const N: usize>: Copy + 'static {
 /// One value per class.
 pub type PerClass<T> = PerVariant<Class, T, 5>;
 
-/// One value per link.
-pub type PerLink<T> = PerVariant<Link, T, 5>;
+/// One value per relation.
+pub type PerRelation<T> = PerVariant<Relation, T, 5>;
 
-/// One value per variant of `K` (a [`Class`], a [`Link`]), indexed by it.
+/// One value per variant of `K` (a [`Class`], a [`Relation`]), indexed by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PerVariant<K, T, const N: usize> {
     values: [T; N],
@@ -231,12 +232,12 @@ mod tests {
 
     #[test]
     fn maps_follow_their_variants_order() {
-        for link in Link::ALL {
-            assert_eq!(Link::ALL[link.index()], link);
+        for relation in Relation::ALL {
+            assert_eq!(Relation::ALL[relation.index()], relation);
         }
-        let mut counts = PerLink::<usize>::default();
-        counts[Link::SitePersons] += 2;
-        let names: Vec<(&str, usize)> = counts.iter().map(|(l, n)| (l.name(), *n)).collect();
+        let mut counts = PerRelation::<usize>::default();
+        counts[Relation::SitePersons] += 2;
+        let names: Vec<(&str, usize)> = counts.iter().map(|(r, n)| (r.name(), *n)).collect();
         assert_eq!(names[3], ("site_persons", 2));
         assert_eq!(names.len(), 5);
     }

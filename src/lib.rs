@@ -36,14 +36,15 @@
 //! - [`store`]: diesel repositories, one copy of each query for both
 //!   backends: one module per table family (its row types embed the
 //!   class's fields), the cache of peers' objects ([`store::cache`]: each
-//!   class and link table declared once, the loops over batches written
+//!   class and relation table declared once, the loops over batches written
 //!   once), memberships, listings, the change log ([`store::revisions`],
 //!   [`store::changes`]);
-//! - shared by all: [`class`] (the classes of federated objects, the links
-//!   between them, and maps over either), [`error`], [`proto`] (the generated messages), [`backoff`]
-//!   (the delays between retries), [`channel`] (the client side of a
-//!   connection: endpoint and bearer token), [`client`] (a typed client of a
-//!   server, for programs; see `examples/`).
+//! - shared by all: [`class`] (the classes of federated objects, the
+//!   relations between them, and maps over either), [`error`], [`proto`]
+//!   (the generated messages), [`backoff`] (the delays between retries),
+//!   [`channel`] (the client side of a connection: endpoint and bearer
+//!   token), [`client`] (a typed client of a server, for programs; see
+//!   `examples/`).
 //!
 //! Where each flow starts:
 //! - serve: [`cli::serve`] → [`server::start`], which opens the store,

@@ -51,7 +51,7 @@ use crate::proto::v1 as pb;
 use crate::registry;
 use crate::store::cache::{
     self, CachedClass, CachedKeys, CachedNodes, CachedPersons, CachedSites, CachedSlices,
-    PersonKeys, PersonRoles, Relation,
+    PersonKeys, PersonRoles, RelationTable,
 };
 use crate::store::revisions::{self, History};
 use crate::store::{DbConn, Store, nodes, now};

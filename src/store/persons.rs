@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
-use super::cache::{self, PersonFields, PersonKeys, PersonRoles, Relation};
+use super::cache::{self, PersonFields, PersonKeys, PersonRoles, RelationTable};
 use super::listing::{Listed, Page};
 use super::schema::{keys, person_key, persons, slice_person};
 use crate::error::Result;

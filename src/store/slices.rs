@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
-use super::cache::{Relation, SliceFields, SliceNodes, SlicePersons};
+use super::cache::{RelationTable, SliceFields, SliceNodes, SlicePersons};
 use super::listing::{Listed, Page};
 use diesel::sql_types::BigInt;
 

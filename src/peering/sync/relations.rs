@@ -8,17 +8,17 @@ use std::time::{Duration, Instant};
 
 use super::IdMaps;
 use super::engine::Rounds;
-use crate::class::{Class, PerLink};
+use crate::class::{Class, PerRelation};
 use crate::error::Result;
 use crate::peering::diff::{diff_memberships, diff_sets};
 use crate::peering::report::ReportBuilder;
 use crate::peering::spool::{Spool, SpooledClass};
 use crate::store::DbConn;
 use crate::store::cache::{
-    self, PairTable, PersonKeys, PersonRoles, PersonSites, Relation, SliceNodes, SlicePersons,
+    self, PairTable, PersonKeys, PersonRoles, PersonSites, RelationTable, SliceNodes, SlicePersons,
 };
 
-/// What one link did over the rounds of a refresh.
+/// What one relation did over the rounds of a refresh.
 #[derive(Debug, Default)]
 pub(super) struct Tally {
     pub(super) added: usize,
@@ -26,15 +26,15 @@ pub(super) struct Tally {
     pub(super) took: Duration,
 }
 
-/// What each link did over the rounds of a refresh; each operation counts
-/// in the tally of its table's link.
+/// What each relation did over the rounds of a refresh; each operation
+/// counts in the tally of its table's relation.
 #[derive(Debug, Default)]
-pub(super) struct Tallies(PerLink<Tally>);
+pub(super) struct Tallies(PerRelation<Tally>);
 
 impl Tallies {
     /// Removes the pairs of `owners` that `desired` no longer lists;
     /// returns the missing pairs, for the caller to insert.
-    pub(super) async fn remove_stale<R: Relation>(
+    pub(super) async fn remove_stale<R: RelationTable>(
         &mut self,
         conn: &mut DbConn,
         owners: &[i64],
@@ -44,20 +44,20 @@ impl Tallies {
         let existing: HashSet<(i64, i64)> =
             R::for_owners(conn, owners).await?.into_iter().collect();
         let (add, remove) = diff_sets(desired, &existing);
-        let tally = &mut self.0[R::LINK];
+        let tally = &mut self.0[R::RELATION];
         tally.removed += cache::delete_pairs::<R>(conn, &remove).await?;
         tally.took += started.elapsed();
         Ok(add)
     }
 
     /// Inserts pairs.
-    pub(super) async fn insert<R: Relation>(
+    pub(super) async fn insert<R: RelationTable>(
         &mut self,
         conn: &mut DbConn,
         pairs: &[(i64, i64)],
     ) -> Result<()> {
         let started = Instant::now();
-        let tally = &mut self.0[R::LINK];
+        let tally = &mut self.0[R::RELATION];
         tally.added += R::insert(conn, pairs).await?;
         tally.took += started.elapsed();
         Ok(())
@@ -66,7 +66,7 @@ impl Tallies {
     /// Like [`Tallies::remove_stale`] then the insertion of what is
     /// missing, for pairs the caller already read (`existing`, filtered as
     /// it needs).
-    pub(super) async fn reconcile_read<R: Relation>(
+    pub(super) async fn reconcile_read<R: RelationTable>(
         &mut self,
         conn: &mut DbConn,
         existing: &HashSet<(i64, i64)>,
@@ -74,14 +74,14 @@ impl Tallies {
     ) -> Result<()> {
         let started = Instant::now();
         let (add, remove) = diff_sets(desired, existing);
-        let tally = &mut self.0[R::LINK];
+        let tally = &mut self.0[R::RELATION];
         tally.removed += cache::delete_pairs::<R>(conn, &remove).await?;
         tally.took += started.elapsed();
         self.insert::<R>(conn, &add).await
     }
 
     /// [`Tallies::remove_stale`], then the insertion of what is missing.
-    pub(super) async fn reconcile<R: Relation>(
+    pub(super) async fn reconcile<R: RelationTable>(
         &mut self,
         conn: &mut DbConn,
         owners: &[i64],
@@ -114,8 +114,8 @@ pub(super) async fn sync_relations(
     // the pairs they list.
     let reconciling: Duration = tallies.0.values().map(|tally| tally.took).sum();
     report.timer("pairs", took.saturating_sub(reconciling));
-    for (link, tally) in tallies.0.iter() {
-        report.relation(link.name(), tally.added, tally.removed, tally.took);
+    for (relation, tally) in tallies.0.iter() {
+        report.relation(relation.name(), tally.added, tally.removed, tally.took);
     }
     Ok(())
 }
@@ -292,7 +292,7 @@ pub(super) async fn sync_slice_memberships(
             .into_iter()
             .filter(|(_, person)| peer_persons.contains(person))
             .collect();
-        tallies.0[SlicePersons::LINK].took += started.elapsed();
+        tallies.0[SlicePersons::RELATION].took += started.elapsed();
         tallies
             .reconcile_read::<SlicePersons>(conn, &existing, &persons)
             .await?;
@@ -322,7 +322,7 @@ pub(super) async fn sync_site_memberships(
     tallies: &mut Tallies,
 ) -> Result<()> {
     let started = Instant::now();
-    let tally = &mut tallies.0[PersonSites::LINK];
+    let tally = &mut tallies.0[PersonSites::RELATION];
     let existing: HashMap<(i64, i64), bool> = cache::person_sites_of(conn, owners)
         .await?
         .into_iter()

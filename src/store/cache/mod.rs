@@ -19,7 +19,7 @@
 //! it for sites, keys, persons, nodes and slices from one column list
 //! each, as one statement per operation, and the trait's provided methods
 //! run those statements over batches of ids and chunks of rows, for every
-//! class alike. [`Relation`] does the same for the membership tables.
+//! class alike. [`RelationTable`] does the same for the membership tables.
 
 mod batch;
 pub mod classes;

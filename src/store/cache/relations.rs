@@ -1,5 +1,5 @@
 //! The membership tables, as pairs of local ids `(owner, member)`:
-//! [`Relation`] reads a round of owners' pairs and inserts pairs (the loops
+//! [`RelationTable`] reads a round of owners' pairs and inserts pairs (the loops
 //! written once, the statements declared per table by the `relation!`
 //! macro); site memberships carry a primary flag and have their own reads
 //! and writes.
@@ -12,7 +12,7 @@ use diesel::sql_types::Array;
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 
 use super::batch::{CHUNK, IdBatch, IdReads, UNNEST_FROM, in_batch};
-use crate::class::Link;
+use crate::class::Relation;
 use crate::error::Result;
 use crate::store::schema::{person_key, person_role, person_site, slice_node, slice_person};
 use crate::store::{Db, DbConn};
@@ -20,8 +20,8 @@ use crate::{execute_batch, load_rows, with_db};
 
 /// A membership table keyed on two ids.
 pub trait PairTable {
-    /// The link the table holds.
-    const LINK: Link;
+    /// The relation the table holds.
+    const RELATION: Relation;
     /// SQL name of the table and of its two id columns.
     const SQL: (&'static str, &'static str, &'static str);
 }
@@ -32,7 +32,7 @@ pub trait PairTable {
 /// The required methods are one statement each (declared per table by
 /// `relation!`); the provided ones run them over batches of owners and
 /// chunks of pairs.
-pub trait Relation: PairTable {
+pub trait RelationTable: PairTable {
     /// The pairs whose owner is in one batch of owner ids (a range may
     /// hold owners not asked for), by owner.
     fn pairs_in(
@@ -91,7 +91,7 @@ pub trait Relation: PairTable {
 }
 
 /// Declares a two-column membership table whose first column is the
-/// owner: its [`PairTable`] and [`Relation`] type, each statement written
+/// owner: its [`PairTable`] and [`RelationTable`] type, each statement written
 /// once against the table.
 macro_rules! relation {
     (
@@ -102,12 +102,12 @@ macro_rules! relation {
         pub struct $name;
 
         impl PairTable for $name {
-            const LINK: Link = Link::$name;
+            const RELATION: Relation = Relation::$name;
             const SQL: (&'static str, &'static str, &'static str) =
                 (stringify!($table), stringify!($a), stringify!($b));
         }
 
-        impl Relation for $name {
+        impl RelationTable for $name {
             async fn pairs_in(conn: &mut DbConn, owners: IdBatch<'_>) -> Result<Vec<(i64, i64)>> {
                 let pairs: Vec<($a_ty, $b_ty)> = load_rows!(conn, {
                     let query = $table::table
@@ -240,6 +240,6 @@ pub async fn insert_person_sites(conn: &mut DbConn, rows: &[(i64, i64, bool)]) -
 pub struct PersonSites;
 
 impl PairTable for PersonSites {
-    const LINK: Link = Link::SitePersons;
+    const RELATION: Relation = Relation::SitePersons;
     const SQL: (&'static str, &'static str, &'static str) = ("person_site", "person_id", "site_id");
 }

@@ -13,7 +13,7 @@
 //!
 //! A delta holds the changed objects the same way, plus the ids the peer
 //! deleted (and those that cleaning dropped, which a delta must remove
-//! too): [`ClassSpool::gone`].
+//! too): [`SpooledClass::gone_ids`].
 //!
 //! Records are a 4-byte little-endian length and the object's protobuf
 //! encoding.

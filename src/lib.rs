@@ -37,21 +37,27 @@
 //!   scrape time from the follow tasks (through
 //!   [`registry::peers::Following`]) and the store (peers, pools, change
 //!   log), served by [`metrics::endpoint`];
-//! - [`registry`]: validation and the operations of the admin API, one
-//!   module per class, plus the peer records ([`registry::peers`]),
-//!   invitations to peer ([`registry::invitations`]) and the tokens
-//!   ([`registry::tokens`]), with the shared checks in
-//!   [`registry::validate`];
+//! - [`registry`]: one module per class ([`registry::sites`], ...) holding
+//!   its translations (a peer's message → the stored fields, checked by
+//!   the same rules as an admin's; fields → the message served to peers;
+//!   row → the admin API's message) and the admin API's operations on it;
+//!   the peer records ([`registry::peers`]), invitations to peer
+//!   ([`registry::invitations`]) and the tokens ([`registry::tokens`]);
+//!   the shared checks in [`registry::validate`]; listings through
+//!   [`registry::list`];
 //! - [`store`]: diesel repositories, one copy of each query for both
-//!   backends: one module per table family, the cache of peers' objects
-//!   ([`store::cache`]), memberships, listings, the change log
-//!   ([`store::revisions`], [`store::changes`]);
-//! - shared by all: [`class`] (the classes of federated objects and a map
-//!   over them), [`error`], [`proto`] (the generated messages), [`backoff`]
-//!   (the delays between retries), [`channel`] (the client side of a
-//!   connection: endpoint and bearer token), [`pinning`] (the certificate
-//!   an invitation pins, and the CA a peer record keeps), [`client`] (a
-//!   typed client of a server, for programs; see `examples/`).
+//!   backends: one module per table family (its row types embed the
+//!   class's fields), the cache of peers' objects ([`store::cache`]: each
+//!   class and relation table declared once, the loops over batches written
+//!   once), memberships, listings, the change log ([`store::revisions`],
+//!   [`store::changes`]);
+//! - shared by all: [`class`] (the classes of federated objects, the
+//!   relations between them, and maps over either), [`error`], [`proto`]
+//!   (the generated messages), [`backoff`] (the delays between retries),
+//!   [`channel`] (the client side of a connection: endpoint and bearer
+//!   token), [`pinning`] (the certificate an invitation pins, and the CA a
+//!   peer record keeps), [`client`] (a typed client of a server, for
+//!   programs; see `examples/`).
 //!
 //! Where each flow starts:
 //! - serve: [`cli::config::parse`] (flags, environment, configuration

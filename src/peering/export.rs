@@ -47,14 +47,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::api::sessions::StreamSlot;
-use crate::class::{Class, PerClass};
+use crate::class::PerClass;
 use crate::error::{Error, Result};
 use crate::metrics::StreamMeter;
 use crate::proto::v1 as pb;
 use crate::registry;
 use crate::store::cache::{
     self, CachedClass, CachedKeys, CachedNodes, CachedPersons, CachedSites, CachedSlices,
-    PersonKeys, PersonRoles, Relation,
+    PersonKeys, PersonRoles, RelationTable,
 };
 use crate::store::revisions::{self, History};
 use crate::store::{DbConn, Store, nodes, now};
@@ -322,13 +322,7 @@ impl Packer {
             return Ok(());
         }
         let deleted = self.batch.deleted.get_or_insert_with(Default::default);
-        let list = match K::CLASS {
-            Class::Sites => &mut deleted.site_ids,
-            Class::Keys => &mut deleted.key_ids,
-            Class::Persons => &mut deleted.person_ids,
-            Class::Nodes => &mut deleted.node_ids,
-            Class::Slices => &mut deleted.slice_ids,
-        };
+        let list = deleted.ids_mut(K::CLASS);
         self.bytes += 10 * ids.len();
         self.trailer.deleted += ids.len() as i64;
         list.extend(ids);
@@ -549,20 +543,7 @@ impl Exported for Sites {
 
     async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer) -> Result<()> {
         for (site_id, f) in rows {
-            let site = pb::ExportedSite {
-                site_id,
-                login_base: f.login_base,
-                name: f.name,
-                abbreviated_name: f.abbreviated_name,
-                enabled: f.enabled,
-                is_public: f.is_public,
-                max_slices: f.max_slices,
-                max_slivers: f.max_slivers,
-                latitude: f.latitude,
-                longitude: f.longitude,
-                url: f.url,
-                ext_consortium_id: f.ext_consortium_id,
-            };
+            let site = registry::sites::to_peer(site_id, f);
             out.push(site, |b, t, o| {
                 b.sites.push(o);
                 t.sites += 1;
@@ -582,12 +563,7 @@ impl Exported for Keys {
 
     async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer) -> Result<()> {
         for (key_id, f) in rows {
-            let key = pb::ExportedKey {
-                key_id,
-                key_type: f.key_type,
-                key: f.key,
-                is_blacklisted: f.is_blacklisted,
-            };
+            let key = registry::keys::to_peer(key_id, f);
             out.push(key, |b, t, o| {
                 b.keys.push(o);
                 t.keys += 1;
@@ -638,15 +614,6 @@ impl Exported for Persons {
         for (person_id, f) in rows {
             let (site_ids, primary_site_id) = links.sites.remove(&person_id).unwrap_or_default();
             let person = pb::ExportedPerson {
-                person_id,
-                email: f.email,
-                first_name: f.first_name,
-                last_name: f.last_name,
-                title: f.title,
-                phone: f.phone,
-                url: f.url,
-                bio: f.bio,
-                enabled: f.enabled,
                 key_ids: links.keys.remove(&person_id).unwrap_or_default(),
                 role_ids: links
                     .roles
@@ -657,6 +624,7 @@ impl Exported for Persons {
                     .collect(),
                 site_ids,
                 primary_site_id,
+                ..registry::persons::to_peer(person_id, f)
             };
             out.push(person, |b, t, o| {
                 b.persons.push(o);
@@ -677,18 +645,7 @@ impl Exported for Nodes {
 
     async fn pack(rows: Vec<(i64, Fields<Self>)>, (): (), out: &mut Packer) -> Result<()> {
         for (node_id, f) in rows {
-            let node = pb::ExportedNode {
-                node_id,
-                hostname: f.hostname,
-                site_id: f.site_id,
-                node_type: f.node_type,
-                boot_state: f.boot_state,
-                run_level: f.run_level,
-                model: f.model,
-                version: f.version,
-                ssh_rsa_key: f.ssh_rsa_key,
-                verified: f.verified,
-            };
+            let node = registry::nodes::to_peer(node_id, f);
             out.push(node, |b, t, o| {
                 b.nodes.push(o);
                 t.nodes += 1;
@@ -797,18 +754,9 @@ impl Exported for Slices {
         }
         for (slice_id, f) in rows {
             let slice = pb::ExportedSlice {
-                slice_id,
-                site_id: f.site_id,
-                name: f.name,
-                instantiation: f.instantiation,
-                url: f.url,
-                description: f.description,
-                max_nodes: f.max_nodes,
-                creator_person_id: f.creator_person_id,
-                created: registry::timestamp(f.created),
-                expires: registry::timestamp(f.expires),
                 node_ids: links.nodes.remove(&slice_id).unwrap_or_default(),
                 person_ids: links.persons.remove(&slice_id).unwrap_or_default(),
+                ..registry::slices::to_peer(slice_id, f)
             };
             out.push(slice, |b, t, o| {
                 b.slices.push(o);

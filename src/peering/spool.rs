@@ -13,7 +13,7 @@
 //!
 //! A delta holds the changed objects the same way, plus the ids the peer
 //! deleted (and those that cleaning dropped, which a delta must remove
-//! too): [`ClassSpool::gone`].
+//! too): [`SpooledClass::gone_ids`].
 //!
 //! Records are a 4-byte little-endian length and the object's protobuf
 //! encoding.
@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
+use crate::class::Class;
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 
@@ -146,64 +147,6 @@ impl<T: PeerObject> ClassSpool<T> {
         }
     }
 
-    /// Objects received, including those cleaning dropped.
-    pub fn received(&self) -> usize {
-        self.received
-    }
-
-    /// Objects spooled.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// Whether nothing was spooled.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    /// Whether the peer sent an object with this id (once sealed).
-    pub fn contains(&self, peer_object_id: i64) -> bool {
-        self.ids.binary_search(&peer_object_id).is_ok()
-    }
-
-    /// Whether the peer sent this id as deleted, or cleaning dropped its
-    /// object (once sealed).
-    pub fn is_gone(&self, peer_object_id: i64) -> bool {
-        self.gone.binary_search(&peer_object_id).is_ok()
-    }
-
-    /// The peer's ids of the spooled objects (once sealed, sorted).
-    pub fn ids(&self) -> impl Iterator<Item = i64> + '_ {
-        self.ids.iter().copied()
-    }
-
-    /// The ids sent as deleted or dropped by cleaning (once sealed, sorted).
-    pub fn gone_ids(&self) -> impl Iterator<Item = i64> + '_ {
-        self.gone.iter().copied()
-    }
-
-    /// The peer's ids, among the `cached` ones (peer's id → local id),
-    /// whose objects the refresh deletes, sorted: for a full dump those it
-    /// does not hold; for a delta those sent as deleted, or dropped by
-    /// cleaning, and not also sent as objects.
-    pub fn doomed(&self, cached: &HashMap<i64, i64>, delta: bool) -> Vec<i64> {
-        let mut doomed: Vec<i64> = match delta {
-            false => cached
-                .keys()
-                .filter(|id| !self.contains(**id))
-                .copied()
-                .collect(),
-            true => self
-                .gone
-                .iter()
-                .filter(|id| cached.contains_key(id) && !self.contains(**id))
-                .copied()
-                .collect(),
-        };
-        doomed.sort_unstable();
-        doomed
-    }
-
     fn seal(&mut self) -> Result<()> {
         self.ids.sort_unstable();
         self.gone.sort_unstable();
@@ -243,6 +186,85 @@ impl<T: PeerObject> ClassSpool<T> {
             chunk?.into_iter().for_each(&mut f);
         }
         Ok(())
+    }
+}
+
+/// What a spool knows of one class's objects without reading them back,
+/// the same for every class: [`Spool::class`] reaches any of them by its
+/// [`Class`]. The ids are sorted once the spool is sealed.
+pub trait SpooledClass {
+    /// Objects received, including those cleaning dropped.
+    fn received(&self) -> usize;
+
+    /// Encoded bytes spooled.
+    fn bytes(&self) -> u64;
+
+    /// The peer's ids of the spooled objects.
+    fn ids(&self) -> &[i64];
+
+    /// The ids the peer sent as deleted, and those of the objects cleaning
+    /// dropped.
+    fn gone_ids(&self) -> &[i64];
+
+    /// Objects spooled.
+    fn len(&self) -> usize {
+        self.ids().len()
+    }
+
+    /// Whether nothing was spooled.
+    fn is_empty(&self) -> bool {
+        self.ids().is_empty()
+    }
+
+    /// Whether the peer sent an object with this id.
+    fn contains(&self, peer_object_id: i64) -> bool {
+        self.ids().binary_search(&peer_object_id).is_ok()
+    }
+
+    /// Whether the peer sent this id as deleted, or cleaning dropped its
+    /// object.
+    fn is_gone(&self, peer_object_id: i64) -> bool {
+        self.gone_ids().binary_search(&peer_object_id).is_ok()
+    }
+
+    /// The peer's ids, among the `cached` ones (peer's id → local id),
+    /// whose objects the refresh deletes, sorted: for a full dump those it
+    /// does not hold; for a delta those sent as deleted, or dropped by
+    /// cleaning, and not also sent as objects.
+    fn doomed(&self, cached: &HashMap<i64, i64>, delta: bool) -> Vec<i64> {
+        let mut doomed: Vec<i64> = match delta {
+            false => cached
+                .keys()
+                .filter(|id| !self.contains(**id))
+                .copied()
+                .collect(),
+            true => self
+                .gone_ids()
+                .iter()
+                .filter(|id| cached.contains_key(id) && !self.contains(**id))
+                .copied()
+                .collect(),
+        };
+        doomed.sort_unstable();
+        doomed
+    }
+}
+
+impl<T: PeerObject> SpooledClass for ClassSpool<T> {
+    fn received(&self) -> usize {
+        self.received
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn ids(&self) -> &[i64] {
+        &self.ids
+    }
+
+    fn gone_ids(&self) -> &[i64] {
+        &self.gone
     }
 }
 
@@ -387,36 +409,51 @@ impl Spool {
         })?;
         self.peer_nodes.push(batch.peer_nodes, |_| true)?;
         self.slices.push(batch.slices, |_| true)?;
-        if let Some(deleted) = batch.deleted {
-            self.deleted += deleted.site_ids.len()
-                + deleted.key_ids.len()
-                + deleted.person_ids.len()
-                + deleted.node_ids.len()
-                + deleted.slice_ids.len();
-            self.sites.gone.extend(deleted.site_ids);
-            self.keys.gone.extend(deleted.key_ids);
-            self.persons.gone.extend(deleted.person_ids);
-            self.nodes.gone.extend(deleted.node_ids);
-            self.slices.gone.extend(deleted.slice_ids);
+        if let Some(mut deleted) = batch.deleted {
+            for class in Class::ALL {
+                let ids = std::mem::take(deleted.ids_mut(class));
+                self.deleted += ids.len();
+                self.gone_mut(class).extend(ids);
+            }
         }
         self.check_limits()
     }
 
+    /// The spool of `class`.
+    pub fn class(&self, class: Class) -> &dyn SpooledClass {
+        match class {
+            Class::Sites => &self.sites,
+            Class::Keys => &self.keys,
+            Class::Persons => &self.persons,
+            Class::Nodes => &self.nodes,
+            Class::Slices => &self.slices,
+        }
+    }
+
+    /// The ids gone of `class`.
+    fn gone_mut(&mut self, class: Class) -> &mut Vec<i64> {
+        match class {
+            Class::Sites => &mut self.sites.gone,
+            Class::Keys => &mut self.keys.gone,
+            Class::Persons => &mut self.persons.gone,
+            Class::Nodes => &mut self.nodes.gone,
+            Class::Slices => &mut self.slices.gone,
+        }
+    }
+
+    /// Every class's spool and the peer's own nodes'.
+    fn all(&self) -> impl Iterator<Item = &dyn SpooledClass> {
+        let peer_nodes: &dyn SpooledClass = &self.peer_nodes;
+        Class::ALL
+            .into_iter()
+            .map(|class| self.class(class))
+            .chain(std::iter::once(peer_nodes))
+    }
+
     /// Fails once the spool holds more than its limits allow.
     fn check_limits(&self) -> Result<()> {
-        let objects = self.sites.received
-            + self.keys.received
-            + self.persons.received
-            + self.nodes.received
-            + self.peer_nodes.received
-            + self.slices.received
-            + self.deleted;
-        let bytes = self.sites.bytes
-            + self.keys.bytes
-            + self.persons.bytes
-            + self.nodes.bytes
-            + self.peer_nodes.bytes
-            + self.slices.bytes;
+        let objects = self.all().map(|c| c.received()).sum::<usize>() + self.deleted;
+        let bytes: u64 = self.all().map(|c| c.bytes()).sum();
         let DumpLimits {
             max_objects,
             max_bytes,
@@ -442,11 +479,7 @@ impl Spool {
     /// Whether this is a delta with nothing in it.
     pub fn is_empty_delta(&self) -> bool {
         self.is_delta()
-            && self.sites.received() == 0
-            && self.keys.received() == 0
-            && self.persons.received() == 0
-            && self.nodes.received() == 0
-            && self.slices.received() == 0
+            && Class::ALL.iter().all(|&c| self.class(c).received() == 0)
             && self.deleted == 0
     }
 

@@ -1,4 +1,7 @@
-//! Keys: create (for a local person), read, update, delete.
+//! Keys: the translations of a key (a peer's message → its fields, checked
+//! by the same rules as an admin's; fields → the message served to peers
+//! and the admin API's message) and the admin API's operations (create for
+//! a local person, read, update, delete).
 //!
 //! Every key belongs to one person. A key is validated for its type
 //! ([`validate::ssh_key`]) whenever its type or its text changes.
@@ -15,21 +18,38 @@ const DEFAULT_KEY_TYPE: &str = "ssh";
 
 /// A key's fields checked by the rules every key obeys, whether an admin
 /// writes it or a peer sends it; normalised.
-pub fn checked(f: KeyFields) -> Result<KeyFields> {
-    Ok(KeyFields {
-        key: validate::ssh_key("key", &f.key_type, &f.key)?,
-        key_type: f.key_type,
-        is_blacklisted: f.is_blacklisted,
+pub fn checked(mut f: KeyFields) -> Result<KeyFields> {
+    f.key = validate::ssh_key("key", &f.key_type, &f.key)?;
+    Ok(f)
+}
+
+/// The fields of a key a peer sent, [`checked`].
+pub fn from_peer(k: pb::ExportedKey) -> Result<KeyFields> {
+    checked(KeyFields {
+        key_type: k.key_type,
+        key: k.key,
+        is_blacklisted: k.is_blacklisted,
     })
 }
 
-/// The message of a stored key with its owner.
+/// A local key as it is served to peers.
+pub fn to_peer(key_id: i64, f: KeyFields) -> pb::ExportedKey {
+    pb::ExportedKey {
+        key_id,
+        key_type: f.key_type,
+        key: f.key,
+        is_blacklisted: f.is_blacklisted,
+    }
+}
+
+/// The admin API's message of a stored key with its owner.
 pub fn to_message(row: KeyRow, owner: Option<i64>) -> pb::Key {
+    let f = row.fields;
     pb::Key {
         key_id: row.key_id,
-        key_type: row.key_type,
-        key: row.key,
-        is_blacklisted: row.is_blacklisted,
+        key_type: f.key_type,
+        key: f.key,
+        is_blacklisted: f.is_blacklisted,
         person_id: owner.unwrap_or_default(),
         origin: registry::origin(row.peer_id, row.peer_key_id),
     }
@@ -54,17 +74,14 @@ pub async fn create(store: &Store, req: pb::CreateKeyRequest) -> Result<pb::Key>
         "" => DEFAULT_KEY_TYPE,
         other => other,
     };
-    let f = checked(KeyFields {
-        key_type: key_type.to_owned(),
-        key: req.key,
-        is_blacklisted: false,
-    })?;
     let key = NewKey {
         peer_id: None,
         peer_key_id: None,
-        key_type: f.key_type,
-        key: f.key,
-        is_blacklisted: f.is_blacklisted,
+        fields: checked(KeyFields {
+            key_type: key_type.to_owned(),
+            key: req.key,
+            is_blacklisted: false,
+        })?,
     };
     let mut conn = store.write().await?;
     conn.transaction(|c| {
@@ -87,19 +104,7 @@ pub async fn get(store: &Store, req: pb::GetKeyRequest) -> Result<pb::Key> {
 
 /// Lists keys.
 pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListKeysResponse> {
-    let page = registry::page(&req)?;
-    let mut conn = store.read().await?;
-    let rows = keys::list(&mut conn, page).await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.key_id).collect();
-    let owners = keys::owners(&mut conn, &ids).await?;
-    let next_page_token = registry::next_page_token(&page, rows.len(), ids.last().copied());
-    let keys = rows
-        .into_iter()
-        .map(|row| {
-            let owner = owners.get(&row.key_id).copied();
-            to_message(row, owner)
-        })
-        .collect();
+    let (keys, next_page_token) = registry::list::<KeyRow, _>(store, &req, to_message).await?;
     Ok(pb::ListKeysResponse {
         keys,
         next_page_token,
@@ -119,9 +124,14 @@ pub async fn update(store: &Store, req: pb::UpdateKeyRequest) -> Result<pb::Key>
                 ..Default::default()
             };
             if req.key_type.is_some() || req.key.is_some() {
-                let key_type = req.key_type.unwrap_or_else(|| current.key_type.clone());
-                let key =
-                    validate::ssh_key("key", &key_type, req.key.as_ref().unwrap_or(&current.key))?;
+                let key_type = req
+                    .key_type
+                    .unwrap_or_else(|| current.fields.key_type.clone());
+                let key = validate::ssh_key(
+                    "key",
+                    &key_type,
+                    req.key.as_ref().unwrap_or(&current.fields.key),
+                )?;
                 changes.key_type = Some(key_type);
                 changes.key = Some(key);
             }

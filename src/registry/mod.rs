@@ -3,7 +3,10 @@
 //!
 //! Operations take the generated request messages as their input (they are
 //! plain data) and return the generated object messages, so the gRPC
-//! services stay one line per method. One module per kind of object.
+//! services stay one line per method. One module per class of object,
+//! which also holds the class's translations: a peer's message → its
+//! fields (checked by the same rules as an admin's), fields → the message
+//! served to peers, stored row → the admin API's message.
 
 pub mod invitations;
 pub mod keys;
@@ -19,7 +22,8 @@ use prost_types::Timestamp;
 
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
-use crate::store::listing::{Origin, Page};
+use crate::store::Store;
+use crate::store::listing::{Listed, Origin, Page};
 
 /// Default and largest page sizes of listings.
 const DEFAULT_PAGE_SIZE: i32 = 100;
@@ -118,28 +122,25 @@ pub fn seconds(ts: &Timestamp) -> i64 {
     ts.seconds
 }
 
-/// One page of a listing with the relations of its rows, for a kind whose
-/// store module has `list(conn, page)` and `relations(conn, ids)` (a map
-/// from a row's id to its relations); evaluates to `(messages,
-/// next_page_token)`. Used as
-/// `list_with_relations!(store, req, sites, site_id, to_message)`.
-macro_rules! list_with_relations {
-    ($store:expr, $req:expr, $kind:ident, $id:ident, $to_message:path) => {{
-        let page = $crate::registry::page(&$req)?;
-        let mut conn = $store.read().await?;
-        let rows = $kind::list(&mut conn, page).await?;
-        let ids: Vec<i64> = rows.iter().map(|r| r.$id).collect();
-        let mut relations = $kind::relations(&mut conn, &ids).await?;
-        let next_page_token =
-            $crate::registry::next_page_token(&page, rows.len(), ids.last().copied());
-        let messages: Vec<_> = rows
-            .into_iter()
-            .map(|row| {
-                let rel = relations.remove(&row.$id).unwrap_or_default();
-                $to_message(row, rel)
-            })
-            .collect();
-        (messages, next_page_token)
-    }};
+/// One page of a listing, each row with its relations, as messages; and
+/// the token of the next page.
+pub async fn list<R: Listed, M>(
+    store: &Store,
+    req: &pb::ListRequest,
+    to_message: fn(R, R::Relations) -> M,
+) -> Result<(Vec<M>, String)> {
+    let page = page(req)?;
+    let mut conn = store.read().await?;
+    let rows = R::page(&mut conn, page).await?;
+    let ids: Vec<i64> = rows.iter().map(R::id).collect();
+    let mut relations = R::relations(&mut conn, &ids).await?;
+    let next_page_token = next_page_token(&page, rows.len(), ids.last().copied());
+    let messages = rows
+        .into_iter()
+        .map(|row| {
+            let rel = relations.remove(&row.id()).unwrap_or_default();
+            to_message(row, rel)
+        })
+        .collect();
+    Ok((messages, next_page_token))
 }
-pub(crate) use list_with_relations;

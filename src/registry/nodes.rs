@@ -1,4 +1,7 @@
-//! Nodes: create, read, update, delete, and the slice whitelist of a node.
+//! Nodes: the translations of a node (a peer's message → its fields,
+//! checked by the same rules as an admin's; fields → the message served to
+//! peers and the admin API's message) and the admin API's operations
+//! (create, read, update, delete, and the slice whitelist of a node).
 //!
 //! A node belongs to a local site; its hostname is a lowercase DNS name,
 //! unique in the registry; its node type and boot state are values of the
@@ -48,33 +51,70 @@ impl NodeEnumerations {
 /// A node's fields checked by the rules every node obeys, whether an admin
 /// writes it or a peer sends it; normalised. The site is the caller's to
 /// check.
-pub fn checked(f: NodeFields, known: &NodeEnumerations) -> Result<NodeFields> {
-    Ok(NodeFields {
-        hostname: validate::hostname(&f.hostname)?,
-        site_id: f.site_id,
-        node_type: validate::one_of("node_type", &f.node_type, &known.node_types)?,
-        boot_state: validate::one_of("boot_state", &f.boot_state, &known.boot_states)?,
-        run_level: validate::optional_text("run_level", &f.run_level, MAX_RUN_LEVEL)?,
-        model: validate::optional_text("model", &f.model, MAX_MODEL)?,
-        version: validate::optional_text("version", &f.version, MAX_VERSION)?,
-        ssh_rsa_key: validate::optional_text("ssh_rsa_key", &f.ssh_rsa_key, MAX_SSH_RSA_KEY)?,
-        verified: f.verified,
-    })
+pub fn checked(mut f: NodeFields, known: &NodeEnumerations) -> Result<NodeFields> {
+    f.hostname = validate::hostname(&f.hostname)?;
+    f.node_type = validate::one_of("node_type", &f.node_type, &known.node_types)?;
+    f.boot_state = validate::one_of("boot_state", &f.boot_state, &known.boot_states)?;
+    f.run_level = validate::optional_text("run_level", &f.run_level, MAX_RUN_LEVEL)?;
+    f.model = validate::optional_text("model", &f.model, MAX_MODEL)?;
+    f.version = validate::optional_text("version", &f.version, MAX_VERSION)?;
+    f.ssh_rsa_key = validate::optional_text("ssh_rsa_key", &f.ssh_rsa_key, MAX_SSH_RSA_KEY)?;
+    Ok(f)
 }
 
-/// The message of a stored node with its relations.
+/// The fields of a node a peer sent, at the local site `site_id` (the
+/// caller's translation of the peer's site id), [`checked`].
+pub fn from_peer(
+    n: pb::ExportedNode,
+    site_id: i64,
+    known: &NodeEnumerations,
+) -> Result<NodeFields> {
+    checked(
+        NodeFields {
+            hostname: n.hostname,
+            site_id,
+            node_type: n.node_type,
+            boot_state: n.boot_state,
+            run_level: n.run_level,
+            model: n.model,
+            version: n.version,
+            ssh_rsa_key: n.ssh_rsa_key,
+            verified: n.verified,
+        },
+        known,
+    )
+}
+
+/// A local node as it is served to peers.
+pub fn to_peer(node_id: i64, f: NodeFields) -> pb::ExportedNode {
+    pb::ExportedNode {
+        node_id,
+        hostname: f.hostname,
+        site_id: f.site_id,
+        node_type: f.node_type,
+        boot_state: f.boot_state,
+        run_level: f.run_level,
+        model: f.model,
+        version: f.version,
+        ssh_rsa_key: f.ssh_rsa_key,
+        verified: f.verified,
+    }
+}
+
+/// The admin API's message of a stored node with its relations.
 pub fn to_message(row: NodeRow, rel: NodeRelations) -> pb::Node {
+    let f = row.fields;
     pb::Node {
         node_id: row.node_id,
-        hostname: row.hostname,
-        site_id: row.site_id,
-        node_type: row.node_type,
-        boot_state: row.boot_state,
-        run_level: row.run_level,
-        model: row.model,
-        version: row.version,
-        ssh_rsa_key: row.ssh_rsa_key,
-        verified: row.verified,
+        hostname: f.hostname,
+        site_id: f.site_id,
+        node_type: f.node_type,
+        boot_state: f.boot_state,
+        run_level: f.run_level,
+        model: f.model,
+        version: f.version,
+        ssh_rsa_key: f.ssh_rsa_key,
+        verified: f.verified,
         origin: registry::origin(row.peer_id, row.peer_node_id),
         date_created: registry::timestamp(row.date_created),
         last_updated: registry::timestamp(row.last_updated),
@@ -100,7 +140,7 @@ pub async fn require(conn: &mut DbConn, node_id: i64) -> Result<NodeRow> {
 
 /// Fails with FAILED_PRECONDITION when the node is cached from a peer.
 pub fn require_local(node: &NodeRow) -> Result<()> {
-    registry::require_local("node", &node.hostname, node.peer_id)
+    registry::require_local("node", &node.fields.hostname, node.peer_id)
 }
 
 async fn ensure_hostname_free(conn: &mut DbConn, hostname: &str) -> Result<()> {
@@ -142,46 +182,38 @@ pub async fn create(store: &Store, req: pb::CreateNodeRequest) -> Result<pb::Nod
     let mut conn = store.write().await?;
     conn.transaction(|c| {
         Box::pin(async move {
-            let f = checked(
-                NodeFields {
-                    hostname: req.hostname,
-                    site_id: req.site_id,
-                    node_type: or_default(&req.node_type, DEFAULT_NODE_TYPE).to_owned(),
-                    boot_state: or_default(&req.boot_state, DEFAULT_BOOT_STATE).to_owned(),
-                    run_level: String::new(),
-                    model: req.model,
-                    version: req.version,
-                    ssh_rsa_key: req.ssh_rsa_key,
-                    verified: false,
-                },
-                &NodeEnumerations::load(c).await?,
-            )?;
             let node = NewNode {
                 peer_id: None,
                 peer_node_id: None,
-                hostname: f.hostname,
-                site_id: f.site_id,
-                node_type: f.node_type,
-                boot_state: f.boot_state,
-                run_level: f.run_level,
-                model: f.model,
-                version: f.version,
-                ssh_rsa_key: f.ssh_rsa_key,
-                verified: f.verified,
+                fields: checked(
+                    NodeFields {
+                        hostname: req.hostname,
+                        site_id: req.site_id,
+                        node_type: or_default(&req.node_type, DEFAULT_NODE_TYPE).to_owned(),
+                        boot_state: or_default(&req.boot_state, DEFAULT_BOOT_STATE).to_owned(),
+                        run_level: String::new(),
+                        model: req.model,
+                        version: req.version,
+                        ssh_rsa_key: req.ssh_rsa_key,
+                        verified: false,
+                    },
+                    &NodeEnumerations::load(c).await?,
+                )?,
                 date_created: now,
                 last_updated: now,
                 last_contact: None,
             };
-            let site = sites::by_id(c, node.site_id)
+            let site_id = node.fields.site_id;
+            let site = sites::by_id(c, site_id)
                 .await?
-                .ok_or_else(|| Error::not_found("site", "site_id", node.site_id))?;
+                .ok_or_else(|| Error::not_found("site", "site_id", site_id))?;
             if let Some(peer) = site.peer_id {
                 return Err(Error::FailedPrecondition(format!(
                     "site_id {} (site {}) is cached from peer {peer}: nodes are created at local sites only",
-                    site.site_id, site.login_base
+                    site.site_id, site.fields.login_base
                 )));
             }
-            ensure_hostname_free(c, &node.hostname).await?;
+            ensure_hostname_free(c, &node.fields.hostname).await?;
             let row = nodes::insert(c, &node).await?;
             load(c, row).await
         })
@@ -206,8 +238,7 @@ pub async fn get(store: &Store, req: pb::GetNodeRequest) -> Result<pb::Node> {
 
 /// Lists nodes.
 pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListNodesResponse> {
-    let (nodes, next_page_token) =
-        registry::list_with_relations!(store, req, nodes, node_id, to_message);
+    let (nodes, next_page_token) = registry::list::<NodeRow, _>(store, &req, to_message).await?;
     Ok(pb::ListNodesResponse {
         nodes,
         next_page_token,
@@ -249,7 +280,7 @@ pub async fn update(store: &Store, req: pb::UpdateNodeRequest) -> Result<pb::Nod
             let current = require(c, req.node_id).await?;
             require_local(&current)?;
             if let Some(hostname) = &changes.hostname
-                && *hostname != current.hostname
+                && *hostname != current.fields.hostname
             {
                 ensure_hostname_free(c, hostname).await?;
             }

@@ -1,5 +1,7 @@
-//! Persons: create, read, update, delete, and their site and role
-//! memberships.
+//! Persons: the translations of a person (a peer's message → its fields,
+//! checked by the same rules as an admin's; fields → the message served to
+//! peers and the admin API's message) and the admin API's operations
+//! (create, read, update, delete, and the site and role memberships).
 //!
 //! E-mail addresses are unique among local persons only: a peer's persons
 //! may use an address a local person uses. Passwords are stored as argon2
@@ -24,31 +26,67 @@ const MAX_TEXT: usize = 254;
 
 /// A person's fields checked by the rules every person obeys, whether an
 /// admin writes it or a peer sends it; normalised.
-pub fn checked(f: PersonFields) -> Result<PersonFields> {
-    Ok(PersonFields {
-        email: validate::email(&f.email)?,
-        first_name: validate::required_text("first_name", &f.first_name, MAX_NAME)?,
-        last_name: validate::required_text("last_name", &f.last_name, MAX_NAME)?,
-        title: validate::optional_text("title", &f.title, MAX_NAME)?,
-        phone: validate::optional_text("phone", &f.phone, MAX_PHONE)?,
-        url: validate::optional_text("url", &f.url, MAX_TEXT)?,
-        bio: validate::optional_text("bio", &f.bio, MAX_TEXT)?,
-        enabled: f.enabled,
+pub fn checked(mut f: PersonFields) -> Result<PersonFields> {
+    f.email = validate::email(&f.email)?;
+    f.first_name = validate::required_text("first_name", &f.first_name, MAX_NAME)?;
+    f.last_name = validate::required_text("last_name", &f.last_name, MAX_NAME)?;
+    f.title = validate::optional_text("title", &f.title, MAX_NAME)?;
+    f.phone = validate::optional_text("phone", &f.phone, MAX_PHONE)?;
+    f.url = validate::optional_text("url", &f.url, MAX_TEXT)?;
+    f.bio = validate::optional_text("bio", &f.bio, MAX_TEXT)?;
+    Ok(f)
+}
+
+/// The fields of a person a peer sent, [`checked`] (its memberships are
+/// reconciled apart).
+pub fn from_peer(p: pb::ExportedPerson) -> Result<PersonFields> {
+    checked(PersonFields {
+        email: p.email,
+        first_name: p.first_name,
+        last_name: p.last_name,
+        title: p.title,
+        phone: p.phone,
+        url: p.url,
+        bio: p.bio,
+        enabled: p.enabled,
     })
 }
 
-/// The message of a stored person with its relations; secrets stay out.
+/// A local person as it is served to peers, without memberships: the
+/// caller reads those in bulk and sets `key_ids`, `role_ids`, `site_ids`
+/// and `primary_site_id`.
+pub fn to_peer(person_id: i64, f: PersonFields) -> pb::ExportedPerson {
+    pb::ExportedPerson {
+        person_id,
+        email: f.email,
+        first_name: f.first_name,
+        last_name: f.last_name,
+        title: f.title,
+        phone: f.phone,
+        url: f.url,
+        bio: f.bio,
+        enabled: f.enabled,
+        key_ids: Vec::new(),
+        role_ids: Vec::new(),
+        site_ids: Vec::new(),
+        primary_site_id: None,
+    }
+}
+
+/// The admin API's message of a stored person with its relations; secrets
+/// stay out.
 pub fn to_message(row: PersonRow, rel: PersonRelations) -> pb::Person {
+    let f = row.fields;
     pb::Person {
         person_id: row.person_id,
-        email: row.email,
-        first_name: row.first_name,
-        last_name: row.last_name,
-        title: row.title,
-        phone: row.phone,
-        url: row.url,
-        bio: row.bio,
-        enabled: row.enabled,
+        email: f.email,
+        first_name: f.first_name,
+        last_name: f.last_name,
+        title: f.title,
+        phone: f.phone,
+        url: f.url,
+        bio: f.bio,
+        enabled: f.enabled,
         origin: registry::origin(row.peer_id, row.peer_person_id),
         date_created: registry::timestamp(row.date_created),
         last_updated: registry::timestamp(row.last_updated),
@@ -78,7 +116,7 @@ pub async fn require(conn: &mut DbConn, person_id: i64) -> Result<PersonRow> {
 /// FAILED_PRECONDITION if the person is cached from a peer.
 pub async fn require_local(conn: &mut DbConn, person_id: i64) -> Result<PersonRow> {
     let row = require(conn, person_id).await?;
-    registry::require_local("person", &row.email, row.peer_id)?;
+    registry::require_local("person", &row.fields.email, row.peer_id)?;
     Ok(row)
 }
 
@@ -119,27 +157,19 @@ async fn stored_password(password: &str) -> Result<Option<String>> {
 /// Creates a local person.
 pub async fn create(store: &Store, req: pb::CreatePersonRequest) -> Result<pb::Person> {
     let now = now();
-    let f = checked(PersonFields {
-        email: req.email,
-        first_name: req.first_name,
-        last_name: req.last_name,
-        title: req.title,
-        phone: req.phone,
-        url: req.url,
-        bio: req.bio,
-        enabled: req.enabled.unwrap_or(false),
-    })?;
     let person = NewPerson {
         peer_id: None,
         peer_person_id: None,
-        email: f.email,
-        first_name: f.first_name,
-        last_name: f.last_name,
-        title: f.title,
-        phone: f.phone,
-        url: f.url,
-        bio: f.bio,
-        enabled: f.enabled,
+        fields: checked(PersonFields {
+            email: req.email,
+            first_name: req.first_name,
+            last_name: req.last_name,
+            title: req.title,
+            phone: req.phone,
+            url: req.url,
+            bio: req.bio,
+            enabled: req.enabled.unwrap_or(false),
+        })?,
         password_hash: stored_password(&req.password).await?,
         date_created: now,
         last_updated: now,
@@ -147,7 +177,7 @@ pub async fn create(store: &Store, req: pb::CreatePersonRequest) -> Result<pb::P
     let mut conn = store.write().await?;
     conn.transaction(|c| {
         Box::pin(async move {
-            ensure_email_free(c, &person.email).await?;
+            ensure_email_free(c, &person.fields.email).await?;
             let row = persons::insert(c, &person).await?;
             load(c, row).await
         })
@@ -174,7 +204,7 @@ pub async fn get(store: &Store, req: pb::GetPersonRequest) -> Result<pb::Person>
 /// Lists persons.
 pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListPersonsResponse> {
     let (persons, next_page_token) =
-        registry::list_with_relations!(store, req, persons, person_id, to_message);
+        registry::list::<PersonRow, _>(store, &req, to_message).await?;
     Ok(pb::ListPersonsResponse {
         persons,
         next_page_token,
@@ -216,7 +246,7 @@ pub async fn update(store: &Store, req: pb::UpdatePersonRequest) -> Result<pb::P
         Box::pin(async move {
             let current = require_local(c, req.person_id).await?;
             if let Some(email) = &changes.email
-                && *email != current.email
+                && *email != current.fields.email
             {
                 ensure_email_free(c, email).await?;
             }
@@ -245,7 +275,7 @@ pub async fn delete(store: &Store, req: pb::DeleteRequest) -> Result<pb::DeleteR
 async fn require_local_pair(conn: &mut DbConn, person_id: i64, site_id: i64) -> Result<()> {
     require_local(conn, person_id).await?;
     let site = sites::require(conn, site_id).await?;
-    registry::require_local("site", &site.login_base, site.peer_id)
+    registry::require_local("site", &site.fields.login_base, site.peer_id)
 }
 
 /// Marks a person changed and returns it after a change of its memberships.

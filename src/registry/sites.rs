@@ -1,4 +1,7 @@
-//! Sites: create, read, update, delete.
+//! Sites: the translations of a site (a peer's message → its fields,
+//! checked by the same rules as an admin's; fields → the message served to
+//! peers and the admin API's message) and the admin API's operations
+//! (create, read, update, delete).
 
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
@@ -15,41 +18,73 @@ const MAX_URL: usize = 254;
 
 /// A site's fields checked by the rules every site obeys, whether an admin
 /// writes it or a peer sends it; normalised.
-pub fn checked(f: SiteFields) -> Result<SiteFields> {
-    Ok(SiteFields {
-        login_base: validate::login_base(&f.login_base)?,
-        name: validate::required_text("name", &f.name, MAX_NAME)?,
-        abbreviated_name: validate::optional_text(
-            "abbreviated_name",
-            &f.abbreviated_name,
-            MAX_ABBREVIATED_NAME,
-        )?,
-        enabled: f.enabled,
-        is_public: f.is_public,
-        max_slices: validate::non_negative("max_slices", f.max_slices)?,
-        max_slivers: validate::non_negative("max_slivers", f.max_slivers)?,
-        latitude: f.latitude.map(validate::latitude).transpose()?,
-        longitude: f.longitude.map(validate::longitude).transpose()?,
-        url: validate::optional_text("url", &f.url, MAX_URL)?,
-        ext_consortium_id: f.ext_consortium_id,
+pub fn checked(mut f: SiteFields) -> Result<SiteFields> {
+    f.login_base = validate::login_base(&f.login_base)?;
+    f.name = validate::required_text("name", &f.name, MAX_NAME)?;
+    f.abbreviated_name = validate::optional_text(
+        "abbreviated_name",
+        &f.abbreviated_name,
+        MAX_ABBREVIATED_NAME,
+    )?;
+    f.max_slices = validate::non_negative("max_slices", f.max_slices)?;
+    f.max_slivers = validate::non_negative("max_slivers", f.max_slivers)?;
+    f.latitude = f.latitude.map(validate::latitude).transpose()?;
+    f.longitude = f.longitude.map(validate::longitude).transpose()?;
+    f.url = validate::optional_text("url", &f.url, MAX_URL)?;
+    Ok(f)
+}
+
+/// The fields of a site a peer sent, [`checked`].
+pub fn from_peer(s: pb::ExportedSite) -> Result<SiteFields> {
+    checked(SiteFields {
+        login_base: s.login_base,
+        name: s.name,
+        abbreviated_name: s.abbreviated_name,
+        enabled: s.enabled,
+        is_public: s.is_public,
+        max_slices: s.max_slices,
+        max_slivers: s.max_slivers,
+        latitude: s.latitude,
+        longitude: s.longitude,
+        url: s.url,
+        ext_consortium_id: s.ext_consortium_id,
     })
 }
 
-/// The message of a stored site with its relations.
+/// A local site as it is served to peers.
+pub fn to_peer(site_id: i64, f: SiteFields) -> pb::ExportedSite {
+    pb::ExportedSite {
+        site_id,
+        login_base: f.login_base,
+        name: f.name,
+        abbreviated_name: f.abbreviated_name,
+        enabled: f.enabled,
+        is_public: f.is_public,
+        max_slices: f.max_slices,
+        max_slivers: f.max_slivers,
+        latitude: f.latitude,
+        longitude: f.longitude,
+        url: f.url,
+        ext_consortium_id: f.ext_consortium_id,
+    }
+}
+
+/// The admin API's message of a stored site with its relations.
 pub fn to_message(row: SiteRow, rel: SiteRelations) -> pb::Site {
+    let f = row.fields;
     pb::Site {
         site_id: row.site_id,
-        login_base: row.login_base,
-        name: row.name,
-        abbreviated_name: row.abbreviated_name,
-        enabled: row.enabled,
-        is_public: row.is_public,
-        max_slices: row.max_slices,
-        max_slivers: row.max_slivers,
-        latitude: row.latitude,
-        longitude: row.longitude,
-        url: row.url,
-        ext_consortium_id: row.ext_consortium_id,
+        login_base: f.login_base,
+        name: f.name,
+        abbreviated_name: f.abbreviated_name,
+        enabled: f.enabled,
+        is_public: f.is_public,
+        max_slices: f.max_slices,
+        max_slivers: f.max_slivers,
+        latitude: f.latitude,
+        longitude: f.longitude,
+        url: f.url,
+        ext_consortium_id: f.ext_consortium_id,
         origin: registry::origin(row.peer_id, row.peer_site_id),
         date_created: registry::timestamp(row.date_created),
         last_updated: registry::timestamp(row.last_updated),
@@ -84,40 +119,29 @@ async fn ensure_login_base_free(conn: &mut DbConn, login_base: &str) -> Result<(
 /// Creates a local site.
 pub async fn create(store: &Store, req: pb::CreateSiteRequest) -> Result<pb::Site> {
     let now = now();
-    let f = checked(SiteFields {
-        login_base: req.login_base,
-        name: req.name,
-        abbreviated_name: req.abbreviated_name,
-        enabled: req.enabled.unwrap_or(true),
-        is_public: req.is_public.unwrap_or(true),
-        max_slices: req.max_slices.unwrap_or(10),
-        max_slivers: req.max_slivers.unwrap_or(1000),
-        latitude: req.latitude,
-        longitude: req.longitude,
-        url: req.url,
-        ext_consortium_id: req.ext_consortium_id,
-    })?;
     let site = NewSite {
         peer_id: None,
         peer_site_id: None,
-        login_base: f.login_base,
-        name: f.name,
-        abbreviated_name: f.abbreviated_name,
-        enabled: f.enabled,
-        is_public: f.is_public,
-        max_slices: f.max_slices,
-        max_slivers: f.max_slivers,
-        latitude: f.latitude,
-        longitude: f.longitude,
-        url: f.url,
-        ext_consortium_id: f.ext_consortium_id,
+        fields: checked(SiteFields {
+            login_base: req.login_base,
+            name: req.name,
+            abbreviated_name: req.abbreviated_name,
+            enabled: req.enabled.unwrap_or(true),
+            is_public: req.is_public.unwrap_or(true),
+            max_slices: req.max_slices.unwrap_or(10),
+            max_slivers: req.max_slivers.unwrap_or(1000),
+            latitude: req.latitude,
+            longitude: req.longitude,
+            url: req.url,
+            ext_consortium_id: req.ext_consortium_id,
+        })?,
         date_created: now,
         last_updated: now,
     };
     let mut conn = store.write().await?;
     conn.transaction(|c| {
         Box::pin(async move {
-            ensure_login_base_free(c, &site.login_base).await?;
+            ensure_login_base_free(c, &site.fields.login_base).await?;
             let row = sites::insert(c, &site).await?;
             load(c, row).await
         })
@@ -140,8 +164,7 @@ pub async fn get(store: &Store, req: pb::GetSiteRequest) -> Result<pb::Site> {
 
 /// Lists sites.
 pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListSitesResponse> {
-    let (sites, next_page_token) =
-        registry::list_with_relations!(store, req, sites, site_id, to_message);
+    let (sites, next_page_token) = registry::list::<SiteRow, _>(store, &req, to_message).await?;
     Ok(pb::ListSitesResponse {
         sites,
         next_page_token,
@@ -194,12 +217,12 @@ pub async fn update(store: &Store, req: pb::UpdateSiteRequest) -> Result<pb::Sit
     conn.transaction(|c| {
         Box::pin(async move {
             let current = require(c, req.site_id).await?;
-            registry::require_local("site", &current.login_base, current.peer_id)?;
+            registry::require_local("site", &current.fields.login_base, current.peer_id)?;
             if let Some(lb) = &changes.login_base
-                && *lb != current.login_base
+                && *lb != current.fields.login_base
             {
                 ensure_login_base_free(c, lb).await?;
-                rename_slices(c, req.site_id, &current.login_base, lb).await?;
+                rename_slices(c, req.site_id, &current.fields.login_base, lb).await?;
             }
             let row = sites::update(c, req.site_id, &changes).await?;
             load(c, row).await
@@ -235,7 +258,7 @@ pub async fn delete(store: &Store, req: pb::DeleteRequest) -> Result<pb::DeleteR
     conn.transaction(|c| {
         Box::pin(async move {
             let current = require(c, req.id).await?;
-            registry::require_local("site", &current.login_base, current.peer_id)?;
+            registry::require_local("site", &current.fields.login_base, current.peer_id)?;
             sites::delete(c, req.id).await?;
             Ok(pb::DeleteResponse {})
         })

@@ -1,4 +1,7 @@
-//! Slices: create, read, update, delete, and their nodes and persons.
+//! Slices: the translations of a slice (a peer's message → its fields,
+//! checked by the same rules as an admin's; fields → the message served to
+//! peers and the admin API's message) and the admin API's operations
+//! (create, read, update, delete, and their nodes and persons).
 //!
 //! A slice is named `<login_base>_<rest>` after the local site that owns it;
 //! its instantiation is a value of the `slice_instantiations` table.
@@ -31,21 +34,85 @@ pub const MAX_NODES_PER_CALL: usize = 10_000;
 const MAX_URL: usize = 254;
 const MAX_DESCRIPTION: usize = 2048;
 
-/// The message of a stored slice with its relations.
+/// A slice's fields checked by the rules every slice obeys, whether an
+/// admin writes it or a peer sends it; normalised. The site is the
+/// caller's to check, and the name's prefix against it
+/// ([`login_base_of`]).
+pub fn checked(mut f: SliceFields, instantiations: &HashSet<String>) -> Result<SliceFields> {
+    f.name = validate::slice_name(&f.name)?.0;
+    f.instantiation = validate::one_of("instantiation", &f.instantiation, instantiations)?;
+    f.url = validate::optional_text("url", &f.url, MAX_URL)?;
+    f.description = validate::optional_text("description", &f.description, MAX_DESCRIPTION)?;
+    f.max_nodes = validate::non_negative("max_nodes", f.max_nodes)?;
+    Ok(f)
+}
+
+/// The login_base a checked slice name starts with.
+pub fn login_base_of(name: &str) -> &str {
+    name.split_once('_').map_or(name, |(base, _)| base)
+}
+
+/// The fields of a slice a peer sent, at the local site `site_id` and
+/// created by the local person `creator_person_id` (the caller's
+/// translations of the peer's ids), [`checked`]; its memberships are
+/// reconciled apart.
+pub fn from_peer(
+    s: pb::ExportedSlice,
+    site_id: i64,
+    creator_person_id: Option<i64>,
+    instantiations: &HashSet<String>,
+) -> Result<SliceFields> {
+    checked(
+        SliceFields {
+            site_id,
+            name: s.name,
+            instantiation: s.instantiation,
+            url: s.url,
+            description: s.description,
+            max_nodes: s.max_nodes,
+            creator_person_id,
+            created: s.created.map(|t| t.seconds).unwrap_or_default(),
+            expires: s.expires.map(|t| t.seconds).unwrap_or_default(),
+        },
+        instantiations,
+    )
+}
+
+/// A local slice as it is served to peers, without memberships: the
+/// caller reads those in bulk and sets `node_ids` and `person_ids`.
+pub fn to_peer(slice_id: i64, f: SliceFields) -> pb::ExportedSlice {
+    pb::ExportedSlice {
+        slice_id,
+        site_id: f.site_id,
+        name: f.name,
+        instantiation: f.instantiation,
+        url: f.url,
+        description: f.description,
+        max_nodes: f.max_nodes,
+        creator_person_id: f.creator_person_id,
+        created: registry::timestamp(f.created),
+        expires: registry::timestamp(f.expires),
+        node_ids: Vec::new(),
+        person_ids: Vec::new(),
+    }
+}
+
+/// The admin API's message of a stored slice with its relations.
 pub fn to_message(row: SliceRow, rel: SliceRelations) -> pb::Slice {
+    let f = row.fields;
     pb::Slice {
         slice_id: row.slice_id,
-        site_id: row.site_id,
-        name: row.name,
-        instantiation: row.instantiation,
-        url: row.url,
-        description: row.description,
-        max_nodes: row.max_nodes,
-        creator_person_id: row.creator_person_id,
+        site_id: f.site_id,
+        name: f.name,
+        instantiation: f.instantiation,
+        url: f.url,
+        description: f.description,
+        max_nodes: f.max_nodes,
+        creator_person_id: f.creator_person_id,
         is_system: row.is_system,
         origin: registry::origin(row.peer_id, row.peer_slice_id),
-        created: registry::timestamp(row.created),
-        expires: registry::timestamp(row.expires),
+        created: registry::timestamp(f.created),
+        expires: registry::timestamp(f.expires),
         node_ids: rel.node_ids,
         person_ids: rel.person_ids,
     }
@@ -67,7 +134,7 @@ pub async fn require(conn: &mut DbConn, slice_id: i64) -> Result<SliceRow> {
 
 /// Fails with FAILED_PRECONDITION when the slice is cached from a peer.
 pub fn require_local(slice: &SliceRow) -> Result<()> {
-    registry::require_local("slice", &slice.name, slice.peer_id)
+    registry::require_local("slice", &slice.fields.name, slice.peer_id)
 }
 
 /// An instantiation checked against the `slice_instantiations` table.
@@ -98,29 +165,6 @@ async fn owning_site(conn: &mut DbConn, name: &str, login_base: &str) -> Result<
     Ok(site.site_id)
 }
 
-/// A slice's fields checked by the rules every slice obeys, whether an
-/// admin writes it or a peer sends it; normalised. The site is the
-/// caller's to check, and the name's prefix against it
-/// ([`login_base_of`]).
-pub fn checked(f: SliceFields, instantiations: &HashSet<String>) -> Result<SliceFields> {
-    Ok(SliceFields {
-        site_id: f.site_id,
-        name: validate::slice_name(&f.name)?.0,
-        instantiation: validate::one_of("instantiation", &f.instantiation, instantiations)?,
-        url: validate::optional_text("url", &f.url, MAX_URL)?,
-        description: validate::optional_text("description", &f.description, MAX_DESCRIPTION)?,
-        max_nodes: validate::non_negative("max_nodes", f.max_nodes)?,
-        creator_person_id: f.creator_person_id,
-        created: f.created,
-        expires: f.expires,
-    })
-}
-
-/// The login_base a checked slice name starts with.
-pub fn login_base_of(name: &str) -> &str {
-    name.split_once('_').map_or(name, |(base, _)| base)
-}
-
 /// Creates a local slice, owned by the site its name starts with.
 pub async fn create(store: &Store, req: pb::CreateSliceRequest) -> Result<pb::Slice> {
     let now = now();
@@ -132,7 +176,7 @@ pub async fn create(store: &Store, req: pb::CreateSliceRequest) -> Result<pb::Sl
     conn.transaction(|c| {
         Box::pin(async move {
             let requested = req.instantiation.trim();
-            let f = checked(
+            let mut fields = checked(
                 SliceFields {
                     site_id: 0,
                     name: req.name,
@@ -150,11 +194,11 @@ pub async fn create(store: &Store, req: pb::CreateSliceRequest) -> Result<pb::Sl
                 },
                 &cache::known_values(c, Enumeration::Instantiations).await?,
             )?;
-            let site_id = owning_site(c, &f.name, login_base_of(&f.name)).await?;
-            if slices::by_name(c, &f.name).await?.is_some() {
-                return Err(Error::exists("name", &f.name));
+            fields.site_id = owning_site(c, &fields.name, login_base_of(&fields.name)).await?;
+            if slices::by_name(c, &fields.name).await?.is_some() {
+                return Err(Error::exists("name", &fields.name));
             }
-            if let Some(creator) = f.creator_person_id
+            if let Some(creator) = fields.creator_person_id
                 && persons::by_id(c, creator).await?.is_none()
             {
                 return Err(Error::not_found("person", "creator_person_id", creator));
@@ -162,16 +206,8 @@ pub async fn create(store: &Store, req: pb::CreateSliceRequest) -> Result<pb::Sl
             let slice = NewSlice {
                 peer_id: None,
                 peer_slice_id: None,
-                site_id,
-                name: f.name,
-                instantiation: f.instantiation,
-                url: f.url,
-                description: f.description,
-                max_nodes: f.max_nodes,
-                creator_person_id: f.creator_person_id,
+                fields,
                 is_system: req.is_system,
-                created: f.created,
-                expires: f.expires,
             };
             let row = slices::insert(c, &slice).await?;
             load(c, row).await
@@ -195,8 +231,7 @@ pub async fn get(store: &Store, req: pb::GetSliceRequest) -> Result<pb::Slice> {
 
 /// Lists slices.
 pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListSlicesResponse> {
-    let (slices, next_page_token) =
-        registry::list_with_relations!(store, req, slices, slice_id, to_message);
+    let (slices, next_page_token) = registry::list::<SliceRow, _>(store, &req, to_message).await?;
     Ok(pb::ListSlicesResponse {
         slices,
         next_page_token,
@@ -310,7 +345,7 @@ async fn check_whitelists(conn: &mut DbConn, slice: &SliceRow, node_ids: &[i64])
         Err(Error::FailedPrecondition(format!(
             "node_id {} has a slice whitelist without slice {} (slice_id {})",
             refused.join(", "),
-            slice.name,
+            slice.fields.name,
             slice.slice_id
         )))
     }
@@ -358,7 +393,7 @@ async fn slice_and_person(conn: &mut DbConn, slice_id: i64, person_id: i64) -> R
         return Err(Error::FailedPrecondition(format!(
             "slice {} (slice_id {}) and person {} (person_id {}) are both cached from peers: \
              their membership is managed by their authority",
-            slice.name, slice.slice_id, person.email, person.person_id
+            slice.fields.name, slice.slice_id, person.fields.email, person.person_id
         )));
     }
     Ok(slice)

@@ -10,21 +10,21 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
-use super::listing::Page;
+use super::cache::KeyFields;
+use super::listing::{Listed, Page};
 use super::schema::{keys, person_key};
 use crate::error::Result;
 use crate::{load_page, with_db};
 
-/// A key as stored.
+/// A key as stored: its synced columns ([`KeyFields`]) with its ids.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = keys)]
 pub struct KeyRow {
     pub key_id: i64,
     pub peer_id: Option<i64>,
     pub peer_key_id: Option<i64>,
-    pub key_type: String,
-    pub key: String,
-    pub is_blacklisted: bool,
+    #[diesel(embed)]
+    pub fields: KeyFields,
 }
 
 /// A new key row.
@@ -33,9 +33,8 @@ pub struct KeyRow {
 pub struct NewKey {
     pub peer_id: Option<i64>,
     pub peer_key_id: Option<i64>,
-    pub key_type: String,
-    pub key: String,
-    pub is_blacklisted: bool,
+    #[diesel(embed)]
+    pub fields: KeyFields,
 }
 
 /// Changes to a key; `None` leaves a column as it is.
@@ -85,9 +84,25 @@ pub async fn by_id(conn: &mut DbConn, key_id: i64) -> Result<Option<KeyRow>> {
     })?)
 }
 
-/// One page of keys.
-pub async fn list(conn: &mut DbConn, page: Page) -> Result<Vec<KeyRow>> {
-    Ok(load_page!(conn, keys, key_id, KeyRow, page)?)
+impl Listed for KeyRow {
+    type Relations = Option<i64>;
+
+    fn id(&self) -> i64 {
+        self.key_id
+    }
+
+    async fn page(conn: &mut DbConn, page: Page) -> Result<Vec<KeyRow>> {
+        Ok(load_page!(conn, keys, key_id, KeyRow, page)?)
+    }
+
+    async fn relations(conn: &mut DbConn, ids: &[i64]) -> Result<HashMap<i64, Option<i64>>> {
+        // A key's one relation: its owner.
+        let owners = owners(conn, ids).await?;
+        Ok(owners
+            .into_iter()
+            .map(|(key, person)| (key, Some(person)))
+            .collect())
+    }
 }
 
 /// Applies `changes` to a key; returns the new row.

@@ -1,4 +1,11 @@
-//! Listing objects page by page, filtered by origin.
+//! Listing objects page by page, filtered by origin, with the relations
+//! of each page's rows ([`Listed`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use super::DbConn;
+use crate::error::Result;
 
 /// Which objects a listing returns, by authority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +29,26 @@ pub struct Page {
     pub after_id: i64,
     /// Maximum number of rows.
     pub limit: i64,
+}
+
+/// Rows of a class listed page by page, each with its relations (the ids
+/// of the objects it is linked to).
+pub trait Listed: Sized + Send {
+    /// The relations of one row.
+    type Relations: Default + Send;
+
+    /// The row's id.
+    fn id(&self) -> i64;
+
+    /// One page of rows.
+    fn page(conn: &mut DbConn, page: Page) -> impl Future<Output = Result<Vec<Self>>> + Send;
+
+    /// The relations of the rows `ids`, by id, a few queries whatever
+    /// their number.
+    fn relations(
+        conn: &mut DbConn,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<HashMap<i64, Self::Relations>>> + Send;
 }
 
 /// Loads one [`Page`] of `$row` from `$table`, ordered by `$id`.

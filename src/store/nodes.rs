@@ -10,12 +10,14 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
-use super::listing::Page;
+use super::cache::NodeFields;
+use super::listing::{Listed, Page};
 use super::schema::{node_slice_whitelist, nodes, slice_node};
 use crate::error::Result;
 use crate::{load_page, with_db};
 
-/// A node as stored, without its secrets.
+/// A node as stored, without its secrets: its synced columns
+/// ([`NodeFields`]) with its ids and time stamps.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = nodes)]
 pub struct NodeRow {
@@ -25,24 +27,9 @@ pub struct NodeRow {
     pub peer_id: Option<i64>,
     /// The node's id at that peer.
     pub peer_node_id: Option<i64>,
-    /// Lowercase, unique DNS name.
-    pub hostname: String,
-    /// Hosting site.
-    pub site_id: i64,
-    /// A value of the `node_types` table.
-    pub node_type: String,
-    /// A value of the `boot_states` table.
-    pub boot_state: String,
-    /// Run level reported by the node.
-    pub run_level: String,
-    /// Hardware model.
-    pub model: String,
-    /// Software version.
-    pub version: String,
-    /// SSH host key.
-    pub ssh_rsa_key: String,
-    /// Whether the node's identity is verified.
-    pub verified: bool,
+    /// The columns synced with peers.
+    #[diesel(embed)]
+    pub fields: NodeFields,
     /// Unix seconds.
     pub date_created: i64,
     /// Unix seconds.
@@ -59,24 +46,9 @@ pub struct NewNode {
     pub peer_id: Option<i64>,
     /// The node's id at that peer.
     pub peer_node_id: Option<i64>,
-    /// Lowercase, unique DNS name.
-    pub hostname: String,
-    /// Hosting site.
-    pub site_id: i64,
-    /// A value of the `node_types` table.
-    pub node_type: String,
-    /// A value of the `boot_states` table.
-    pub boot_state: String,
-    /// Run level.
-    pub run_level: String,
-    /// Hardware model.
-    pub model: String,
-    /// Software version.
-    pub version: String,
-    /// SSH host key.
-    pub ssh_rsa_key: String,
-    /// Whether the node's identity is verified.
-    pub verified: bool,
+    /// The columns synced with peers.
+    #[diesel(embed)]
+    pub fields: NodeFields,
     /// Unix seconds.
     pub date_created: i64,
     /// Unix seconds.
@@ -165,9 +137,20 @@ pub async fn existing_ids(conn: &mut DbConn, node_ids: &[i64]) -> Result<Vec<i64
     })?)
 }
 
-/// One page of nodes.
-pub async fn list(conn: &mut DbConn, page: Page) -> Result<Vec<NodeRow>> {
-    Ok(load_page!(conn, nodes, node_id, NodeRow, page)?)
+impl Listed for NodeRow {
+    type Relations = NodeRelations;
+
+    fn id(&self) -> i64 {
+        self.node_id
+    }
+
+    async fn page(conn: &mut DbConn, page: Page) -> Result<Vec<NodeRow>> {
+        Ok(load_page!(conn, nodes, node_id, NodeRow, page)?)
+    }
+
+    async fn relations(conn: &mut DbConn, ids: &[i64]) -> Result<HashMap<i64, NodeRelations>> {
+        relations(conn, ids).await
+    }
 }
 
 /// Applies `changes` to a node; returns the new row.

@@ -10,27 +10,22 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
-use super::cache::{self, PersonKeys, PersonRoles, Relation};
-use super::listing::Page;
+use super::cache::{self, PersonFields, PersonKeys, PersonRoles, RelationTable};
+use super::listing::{Listed, Page};
 use super::schema::{keys, person_key, persons, slice_person};
 use crate::error::Result;
 use crate::{load_page, with_db};
 
-/// A person as stored, secrets included.
+/// A person as stored, secrets included: its synced columns
+/// ([`PersonFields`]) with its ids, secrets and time stamps.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = persons)]
 pub struct PersonRow {
     pub person_id: i64,
     pub peer_id: Option<i64>,
     pub peer_person_id: Option<i64>,
-    pub email: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub title: String,
-    pub phone: String,
-    pub url: String,
-    pub bio: String,
-    pub enabled: bool,
+    #[diesel(embed)]
+    pub fields: PersonFields,
     /// PHC string of the argon2 hash; never leaves the registry.
     pub password_hash: Option<String>,
     pub verification_key: Option<String>,
@@ -45,14 +40,8 @@ pub struct PersonRow {
 pub struct NewPerson {
     pub peer_id: Option<i64>,
     pub peer_person_id: Option<i64>,
-    pub email: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub title: String,
-    pub phone: String,
-    pub url: String,
-    pub bio: String,
-    pub enabled: bool,
+    #[diesel(embed)]
+    pub fields: PersonFields,
     pub password_hash: Option<String>,
     pub date_created: i64,
     pub last_updated: i64,
@@ -134,9 +123,20 @@ pub async fn local_by_email(conn: &mut DbConn, email: &str) -> Result<Option<Per
     })?)
 }
 
-/// One page of persons.
-pub async fn list(conn: &mut DbConn, page: Page) -> Result<Vec<PersonRow>> {
-    Ok(load_page!(conn, persons, person_id, PersonRow, page)?)
+impl Listed for PersonRow {
+    type Relations = PersonRelations;
+
+    fn id(&self) -> i64 {
+        self.person_id
+    }
+
+    async fn page(conn: &mut DbConn, page: Page) -> Result<Vec<PersonRow>> {
+        Ok(load_page!(conn, persons, person_id, PersonRow, page)?)
+    }
+
+    async fn relations(conn: &mut DbConn, ids: &[i64]) -> Result<HashMap<i64, PersonRelations>> {
+        relations(conn, ids).await
+    }
 }
 
 /// Applies `changes` to a person; returns the new row.

@@ -6,29 +6,22 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
-use super::listing::Page;
+use super::cache::SiteFields;
+use super::listing::{Listed, Page};
 use super::schema::{nodes, person_site, sites, slices};
 use crate::error::Result;
 use crate::{load_page, with_db};
 
-/// A site as stored.
+/// A site as stored: its synced columns ([`SiteFields`]) with its ids and
+/// time stamps.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = sites)]
 pub struct SiteRow {
     pub site_id: i64,
     pub peer_id: Option<i64>,
     pub peer_site_id: Option<i64>,
-    pub login_base: String,
-    pub name: String,
-    pub abbreviated_name: String,
-    pub enabled: bool,
-    pub is_public: bool,
-    pub max_slices: i32,
-    pub max_slivers: i32,
-    pub latitude: Option<f64>,
-    pub longitude: Option<f64>,
-    pub url: String,
-    pub ext_consortium_id: Option<i64>,
+    #[diesel(embed)]
+    pub fields: SiteFields,
     pub date_created: i64,
     pub last_updated: i64,
 }
@@ -39,17 +32,8 @@ pub struct SiteRow {
 pub struct NewSite {
     pub peer_id: Option<i64>,
     pub peer_site_id: Option<i64>,
-    pub login_base: String,
-    pub name: String,
-    pub abbreviated_name: String,
-    pub enabled: bool,
-    pub is_public: bool,
-    pub max_slices: i32,
-    pub max_slivers: i32,
-    pub latitude: Option<f64>,
-    pub longitude: Option<f64>,
-    pub url: String,
-    pub ext_consortium_id: Option<i64>,
+    #[diesel(embed)]
+    pub fields: SiteFields,
     pub date_created: i64,
     pub last_updated: i64,
 }
@@ -116,9 +100,20 @@ pub async fn by_login_base(conn: &mut DbConn, login_base: &str) -> Result<Option
     })?)
 }
 
-/// One page of sites.
-pub async fn list(conn: &mut DbConn, page: Page) -> Result<Vec<SiteRow>> {
-    Ok(load_page!(conn, sites, site_id, SiteRow, page)?)
+impl Listed for SiteRow {
+    type Relations = SiteRelations;
+
+    fn id(&self) -> i64 {
+        self.site_id
+    }
+
+    async fn page(conn: &mut DbConn, page: Page) -> Result<Vec<SiteRow>> {
+        Ok(load_page!(conn, sites, site_id, SiteRow, page)?)
+    }
+
+    async fn relations(conn: &mut DbConn, ids: &[i64]) -> Result<HashMap<i64, SiteRelations>> {
+        relations(conn, ids).await
+    }
 }
 
 /// Applies `changes` to a site; returns the new row.

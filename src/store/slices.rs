@@ -11,15 +11,16 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
-use super::cache::{Relation, SliceNodes, SlicePersons};
-use super::listing::Page;
+use super::cache::{RelationTable, SliceFields, SliceNodes, SlicePersons};
+use super::listing::{Listed, Page};
 use diesel::sql_types::BigInt;
 
 use super::schema::{nodes, slice_node, slice_person, slices};
 use crate::error::Result;
 use crate::{load_page, with_db};
 
-/// A slice as stored.
+/// A slice as stored: its synced columns ([`SliceFields`]) with its ids
+/// and system flag.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = slices)]
 pub struct SliceRow {
@@ -29,26 +30,11 @@ pub struct SliceRow {
     pub peer_id: Option<i64>,
     /// The slice's id at that peer.
     pub peer_slice_id: Option<i64>,
-    /// Owning site.
-    pub site_id: i64,
-    /// Unique name `<login_base>_<rest>`.
-    pub name: String,
-    /// A value of the `slice_instantiations` table.
-    pub instantiation: String,
-    /// Home page.
-    pub url: String,
-    /// Description.
-    pub description: String,
-    /// Maximum number of nodes.
-    pub max_nodes: i32,
-    /// Creator, when known to this registry.
-    pub creator_person_id: Option<i64>,
+    /// The columns synced with peers.
+    #[diesel(embed)]
+    pub fields: SliceFields,
     /// System slices are never exported to peers.
     pub is_system: bool,
-    /// Unix seconds.
-    pub created: i64,
-    /// Unix seconds.
-    pub expires: i64,
 }
 
 /// A new slice row.
@@ -59,26 +45,11 @@ pub struct NewSlice {
     pub peer_id: Option<i64>,
     /// The slice's id at that peer.
     pub peer_slice_id: Option<i64>,
-    /// Owning site.
-    pub site_id: i64,
-    /// Unique name.
-    pub name: String,
-    /// A value of the `slice_instantiations` table.
-    pub instantiation: String,
-    /// Home page.
-    pub url: String,
-    /// Description.
-    pub description: String,
-    /// Maximum number of nodes.
-    pub max_nodes: i32,
-    /// Creator.
-    pub creator_person_id: Option<i64>,
+    /// The columns synced with peers.
+    #[diesel(embed)]
+    pub fields: SliceFields,
     /// System flag.
     pub is_system: bool,
-    /// Unix seconds.
-    pub created: i64,
-    /// Unix seconds.
-    pub expires: i64,
 }
 
 /// Changes to a slice; `None` leaves a column as it is.
@@ -143,9 +114,20 @@ pub async fn by_name(conn: &mut DbConn, name: &str) -> Result<Option<SliceRow>> 
     })?)
 }
 
-/// One page of slices.
-pub async fn list(conn: &mut DbConn, page: Page) -> Result<Vec<SliceRow>> {
-    Ok(load_page!(conn, slices, slice_id, SliceRow, page)?)
+impl Listed for SliceRow {
+    type Relations = SliceRelations;
+
+    fn id(&self) -> i64 {
+        self.slice_id
+    }
+
+    async fn page(conn: &mut DbConn, page: Page) -> Result<Vec<SliceRow>> {
+        Ok(load_page!(conn, slices, slice_id, SliceRow, page)?)
+    }
+
+    async fn relations(conn: &mut DbConn, ids: &[i64]) -> Result<HashMap<i64, SliceRelations>> {
+        relations(conn, ids).await
+    }
 }
 
 /// Applies `changes` to a slice; returns the new row.

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Output;
 
 use crate::common::cli::{failure, failure_with, fedreg, run, stderr, stdout, success};
-use crate::common::federation::{Counts, peer_one_way, populate};
+use crate::common::federation::{Counts, Populate, peer_one_way};
 use crate::common::{Backend, TestServer};
 use fedreg::proto::v1 as pb;
 use tokio::process::Command;
@@ -79,8 +79,18 @@ fn plain(output: &Output) {
 async fn peer_commands_federate_two_registries(backend: Backend) {
     let plc1 = TestServer::start_named(backend, "plc1").await;
     let plc2 = TestServer::start_named(backend, "plc2").await;
-    populate(&plc1, "one", 1, 1, 1).await;
-    populate(&plc2, "two", 2, 3, 1).await;
+    Populate::new("one")
+        .sites(1)
+        .persons(1)
+        .keys_per_person(1)
+        .on(&plc1)
+        .await;
+    Populate::new("two")
+        .sites(2)
+        .persons(3)
+        .keys_per_person(1)
+        .on(&plc2)
+        .await;
 
     // Each side registers the other, then hands it a peer token.
     let added = cli(&plc2, &["peer", "add", "plc1", "--url", &plc1.url()]).await;
@@ -389,7 +399,7 @@ async fn refresh_refused_then_forced(backend: Backend) {
     let plc1 = TestServer::start_named(backend, "plc1").await;
     let plc2 = TestServer::start_named(backend, "plc2").await;
     peer_one_way(&plc1, "plc1", &plc2, "plc2").await;
-    let made = populate(&plc2, "two", 12, 0, 0).await;
+    let made = Populate::new("two").sites(12).on(&plc2).await;
     success(&cli(&plc1, &["refresh", "plc2"]).await);
 
     let mut api2 = plc2.registry().await;
@@ -502,7 +512,7 @@ async fn tls_on_both_sides(backend: Backend) {
 async fn outbound_token_file_and_warnings(backend: Backend) {
     let plc1 = TestServer::start_named(backend, "plc1").await;
     let plc2 = TestServer::start_named(backend, "plc2").await;
-    populate(&plc2, "two", 2, 0, 0).await;
+    Populate::new("two").sites(2).on(&plc2).await;
     success(&cli(&plc2, &["peer", "add", "plc1", "--url", &plc1.url()]).await);
     let files = tempfile::tempdir().unwrap();
     let token_file = files.path().join("plc2.token");
@@ -598,7 +608,7 @@ async fn spinner_only_on_a_terminal() {
     let plc1 = TestServer::start_named(Backend::Sqlite, "plc1").await;
     let plc2 = TestServer::start_named(Backend::Sqlite, "plc2").await;
     peer_one_way(&plc1, "plc1", &plc2, "plc2").await;
-    populate(&plc2, "two", 1, 0, 0).await;
+    Populate::new("two").sites(1).on(&plc2).await;
     let line = format!(
         "{} --data-dir {} refresh plc2 --server {}",
         crate::common::cli::BIN,

@@ -65,7 +65,12 @@ async fn a_delta_carries_the_changes_and_the_deletions(backend: Backend) {
     let b = TestServer::start_named(backend, "plcb").await;
     let (a_on_b, b_on_a) = peer_both_ways(&b, "plcb", &a, "plca").await;
     let mut api = a.registry().await;
-    let made = crate::common::federation::populate(&a, "alpha", 4, 6, 1).await;
+    let made = crate::common::federation::Populate::new("alpha")
+        .sites(4)
+        .persons(6)
+        .keys_per_person(1)
+        .on(&a)
+        .await;
     let mut nodes = Vec::new();
     for (i, site_id) in made.sites.iter().enumerate() {
         nodes.push(
@@ -591,7 +596,12 @@ async fn a_peer_away_longer_than_the_retention_gets_everything(backend: Backend)
     .await;
     let b = TestServer::start_named(backend, "plcb").await;
     let a_on_b = peer_one_way(&b, "plcb", &a, "plca").await;
-    let made = crate::common::federation::populate(&a, "alpha", 5, 4, 1).await;
+    let made = crate::common::federation::Populate::new("alpha")
+        .sites(5)
+        .persons(4)
+        .keys_per_person(1)
+        .on(&a)
+        .await;
     let first = refresh(&b, a_on_b).await;
     assert_eq!(kind(&first), pb::SnapshotKind::Full);
 
@@ -632,7 +642,10 @@ async fn a_rebuilt_peer_database_gets_everything(backend: Backend) {
     let mut a = TestServer::start_named(backend, "plca").await;
     let b = TestServer::start_named(backend, "plcb").await;
     let a_on_b = peer_one_way(&b, "plcb", &a, "plca").await;
-    crate::common::federation::populate(&a, "alpha", 3, 0, 0).await;
+    crate::common::federation::Populate::new("alpha")
+        .sites(3)
+        .on(&a)
+        .await;
     refresh(&b, a_on_b).await;
 
     // The same database after a restart: deltas go on.
@@ -705,10 +718,7 @@ async fn a_delta_cut_short_keeps_the_checkpoint(backend: Backend) {
     let server = TestServer::start(backend).await;
     let everything = pb::PeerDataBatch {
         sites: vec![site(1, "one")],
-        nodes: vec![
-            node(1, "n1.one.org", 1, "boot"),
-            node(2, "n2.one.org", 1, "boot"),
-        ],
+        nodes: vec![node(1, "n1.one.org", 1), node(2, "n2.one.org", 1)],
         ..Default::default()
     };
     let fake = FakePeer::start(everything.clone()).await;
@@ -724,7 +734,7 @@ async fn a_delta_cut_short_keeps_the_checkpoint(backend: Backend) {
     );
 
     let delta = pb::PeerDataBatch {
-        nodes: vec![node(3, "n3.one.org", 1, "boot")],
+        nodes: vec![node(3, "n3.one.org", 1)],
         deleted: Some(pb::DeletedObjects {
             node_ids: vec![2],
             ..Default::default()

@@ -19,7 +19,7 @@
 use std::collections::BTreeSet;
 
 use crate::common::federation::{
-    Counts, class, create_persons, create_sites, peer_both_ways, refresh, relation, writes,
+    Counts, Populate, class, create_sites, peer_both_ways, refresh, relation, writes,
 };
 use crate::common::objects::{Api, new_node};
 use crate::common::{Backend, TestServer};
@@ -237,24 +237,20 @@ async fn scenario(plc1_backend: Backend, plc2_backend: Backend, size: Size, roun
 
     // 2. Persons with keys: local only until refreshed, then foreign on the
     // other side, complete with their sites and roles after one refresh.
-    made1.persons = create_persons(
-        &fed.plc1,
-        "plcone",
-        &made1.sites,
-        s.persons,
-        s.keys_per_person,
-    )
-    .await
-    .persons;
-    made2.persons = create_persons(
-        &fed.plc2,
-        "plctwo",
-        &made2.sites,
-        s.persons,
-        s.keys_per_person,
-    )
-    .await
-    .persons;
+    made1.persons = Populate::new("plcone")
+        .at_sites(&made1.sites)
+        .persons(s.persons)
+        .keys_per_person(s.keys_per_person)
+        .on(&fed.plc1)
+        .await
+        .persons;
+    made2.persons = Populate::new("plctwo")
+        .at_sites(&made2.sites)
+        .persons(s.persons)
+        .keys_per_person(s.keys_per_person)
+        .on(&fed.plc2)
+        .await
+        .persons;
     let keys = s.persons * s.keys_per_person;
     plc1.persons = counts(s.persons, 0);
     plc1.keys = counts(keys, 0);

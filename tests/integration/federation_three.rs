@@ -3,7 +3,7 @@
 //! a peer removes exactly what was cached from it. On each backend, and
 //! with the backends mixed.
 
-use crate::common::federation::{Counts, peer_both_ways, populate, refresh, writes};
+use crate::common::federation::{Counts, Populate, peer_both_ways, refresh, writes};
 use crate::common::{Backend, TestServer};
 use fedreg::proto::v1 as pb;
 
@@ -11,9 +11,24 @@ async fn three_registries(a_backend: Backend, b_backend: Backend, c_backend: Bac
     let a = TestServer::start_named(a_backend, "a").await;
     let b = TestServer::start_named(b_backend, "b").await;
     let c = TestServer::start_named(c_backend, "c").await;
-    populate(&a, "a", 2, 3, 1).await;
-    populate(&b, "b", 3, 4, 2).await;
-    populate(&c, "c", 1, 2, 1).await;
+    Populate::new("a")
+        .sites(2)
+        .persons(3)
+        .keys_per_person(1)
+        .on(&a)
+        .await;
+    Populate::new("b")
+        .sites(3)
+        .persons(4)
+        .keys_per_person(2)
+        .on(&b)
+        .await;
+    Populate::new("c")
+        .sites(1)
+        .persons(2)
+        .keys_per_person(1)
+        .on(&c)
+        .await;
     let (b_on_a, a_on_b) = peer_both_ways(&a, "a", &b, "b").await;
     let (c_on_a, a_on_c) = peer_both_ways(&a, "a", &c, "c").await;
 

@@ -415,7 +415,10 @@ impl Pki {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = Ca::new(dir.path(), "plc1-ca");
         let names = ["localhost", "127.0.0.1"];
-        let plc1_alone = ca.issue(dir.path(), "plc1", Usage::Server, "plc1", &names, false);
+        let plc1_alone = ca
+            .cert(Usage::Server, "plc1")
+            .sans(&names)
+            .issue(dir.path(), "plc1");
         let plc1_chain = plc1_alone.with_chain(&ca);
         let plc2 = certs::self_signed(dir.path(), "plc2", "plc2", &names);
         Pki {

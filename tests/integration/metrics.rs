@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use prost::Message;
 
-use crate::common::federation::{class, peer_one_way, populate, refresh, try_refresh};
+use crate::common::federation::{Populate, class, peer_one_way, refresh, try_refresh};
 use crate::common::objects::site;
 use crate::common::scrape::{Exposition, http, scrape};
 use crate::common::{Backend, TestServer, assert_status, eventually};
@@ -80,7 +80,12 @@ async fn metrics_follow_calls_refreshes_streams_and_storage(backend: Backend) {
     // The peer's objects: 3 sites, 2 persons with a role, a site and a key
     // each. The log holds one entry per object, whatever the number of
     // its changes; 11 calls took at least as many revisions.
-    populate(&peer, "far", 3, 2, 1).await;
+    Populate::new("far")
+        .sites(3)
+        .persons(2)
+        .keys_per_person(1)
+        .on(&peer)
+        .await;
     let m = scrape(peer_metrics).await;
     assert_eq!(m.value("fedreg_change_log_entries", &[]), 7.0);
     assert!(m.value("fedreg_change_log_revision", &[]) >= 11.0);

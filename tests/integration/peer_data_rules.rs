@@ -95,17 +95,17 @@ async fn an_invalid_site_takes_its_dependents_along(backend: Backend) {
     let batch = |second_site: &str| pb::PeerDataBatch {
         sites: vec![site(1, "good"), site(2, second_site)],
         nodes: vec![
-            node(10, "n10.good.example.org", 1, "boot"),
-            node(20, "n20.two.example.org", 2, "boot"),
+            node(10, "n10.good.example.org", 1),
+            node(20, "n20.two.example.org", 2),
         ],
         slices: vec![
             pb::ExportedSlice {
                 node_ids: vec![10, 20],
-                ..slice(30, &format!("{second_site}_exp"), 2, "plc-instantiated")
+                ..slice(30, &format!("{second_site}_exp"), 2)
             },
             pb::ExportedSlice {
                 node_ids: vec![10],
-                ..slice(31, "good_exp", 1, "plc-instantiated")
+                ..slice(31, "good_exp", 1)
             },
         ],
         ..Default::default()
@@ -169,7 +169,7 @@ async fn peer_data_passes_the_admin_validators(backend: Backend) {
         }],
         slices: vec![pb::ExportedSlice {
             max_nodes: -1,
-            ..slice(1, "good_exp", 1, "plc-instantiated")
+            ..slice(1, "good_exp", 1)
         }],
         ..Default::default()
     })
@@ -251,7 +251,12 @@ async fn keys_belong_to_a_person(backend: Backend) {
     let a = TestServer::start_named(backend, "a").await;
     let b = TestServer::start_named(backend, "b").await;
     let a_on_b = peer_one_way(&b, "b", &a, "a").await;
-    let people = crate::common::federation::populate(&a, "a", 1, 2, 1).await;
+    let people = crate::common::federation::Populate::new("a")
+        .sites(1)
+        .persons(2)
+        .keys_per_person(1)
+        .on(&a)
+        .await;
     refresh(&b, a_on_b).await;
     a.registry()
         .await
@@ -372,7 +377,7 @@ async fn the_guard_counts_cascades(backend: Backend) {
     let full = pb::PeerDataBatch {
         sites: vec![site(1, "big"), site(2, "small")],
         nodes: (1..=20)
-            .map(|i| node(i, &format!("n{i}.big.example.org"), 1, "boot"))
+            .map(|i| node(i, &format!("n{i}.big.example.org"), 1))
             .collect(),
         ..Default::default()
     };
@@ -436,7 +441,7 @@ async fn peer_nodes_claim_only_exported_nodes(backend: Backend) {
         ],
         slices: vec![pb::ExportedSlice {
             node_ids: vec![901, 902],
-            ..slice(1, "far_exp", 1, "plc-instantiated")
+            ..slice(1, "far_exp", 1)
         }],
         ..Default::default()
     });

@@ -266,23 +266,32 @@ async fn bad_peer_data_in_rounds_of(backend: Backend, chunk: usize) {
             person(4, "ada@good.example.org"),
         ],
         nodes: vec![
-            node(1, "n1.good.example.org", 1, "boot"),
-            node(2, "n2.good.example.org", 999, "boot"),
-            node(3, "n3.good.example.org", 1, "exploded"),
-            node(4, "n4.good.example.org", 1, "dbg"),
-            node(5, "not a hostname", 1, "boot"),
-            node(6, "mine.taken.example.org", 1, "boot"),
+            node(1, "n1.good.example.org", 1),
+            node(2, "n2.good.example.org", 999),
+            pb::ExportedNode {
+                boot_state: "exploded".into(),
+                ..node(3, "n3.good.example.org", 1)
+            },
+            pb::ExportedNode {
+                boot_state: "dbg".into(),
+                ..node(4, "n4.good.example.org", 1)
+            },
+            node(5, "not a hostname", 1),
+            node(6, "mine.taken.example.org", 1),
         ],
         slices: vec![
             pb::ExportedSlice {
                 node_ids: vec![1, 4, 3, 777],
                 person_ids: vec![1, 2],
                 creator_person_id: Some(42),
-                ..slice(1, "good_one", 1, "plc-instantiated")
+                ..slice(1, "good_one", 1)
             },
-            slice(2, "good_two", 999, "plc-instantiated"),
-            slice(3, "good_three", 1, "teleported"),
-            slice(4, "other_four", 1, "plc-instantiated"),
+            slice(2, "good_two", 999),
+            pb::ExportedSlice {
+                instantiation: "teleported".into(),
+                ..slice(3, "good_three", 1)
+            },
+            slice(4, "other_four", 1),
         ],
         peer_nodes: vec![],
         deleted: None,

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::federation::{Counts, get_peer, peer_one_way, populate};
+use crate::common::federation::{Counts, Populate, get_peer, peer_one_way};
 use crate::common::objects::site;
 use crate::common::{Backend, TestServer};
 use fedreg::proto::v1::{self as pb, RefreshOutcome};
@@ -35,7 +35,12 @@ async fn wait_for(
 async fn scheduled_refreshes_follow_the_peer(backend: Backend) {
     let a = TestServer::start_named(backend, "a").await;
     let b = TestServer::start_named(backend, "b").await;
-    populate(&b, "b", 2, 2, 1).await;
+    Populate::new("b")
+        .sites(2)
+        .persons(2)
+        .keys_per_person(1)
+        .on(&b)
+        .await;
     let b_on_a = peer_one_way(&a, "a", &b, "b").await;
     a.peers()
         .await

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use crate::common::certs::{Ca, Issued, Usage};
-use crate::common::federation::{get_peer, populate, try_refresh};
+use crate::common::federation::{Populate, get_peer, try_refresh};
 use crate::common::objects::{node, site};
 use crate::common::rows::Rows;
 use crate::common::{Backend, TestServer, assert_status};
@@ -177,22 +177,13 @@ impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = Ca::new(dir.path(), "federation-ca");
-        let server = ca.issue(
-            dir.path(),
-            "plc2-server",
-            Usage::Server,
-            "localhost",
-            &["localhost", "127.0.0.1"],
-            false,
-        );
-        let plc1 = ca.issue(
-            dir.path(),
-            "plc1-client",
-            Usage::Client,
-            PLC1_IDENTITY,
-            &[PLC1_IDENTITY],
-            false,
-        );
+        let server = ca
+            .cert(Usage::Server, "localhost")
+            .sans(&["localhost", "127.0.0.1"])
+            .issue(dir.path(), "plc2-server");
+        let plc1 = ca
+            .cert(Usage::Client, PLC1_IDENTITY)
+            .issue(dir.path(), "plc1-client");
         Pki {
             dir,
             ca,
@@ -268,7 +259,7 @@ async fn peer_call(
         .map_err(tonic::Status::unavailable)?;
     let authed = tonic::service::interceptor::InterceptedService::new(
         channel,
-        crate::common::BearerToken::new(Some(token)),
+        crate::common::Bearer::new(Some(token)).unwrap(),
     );
     let mut stream = PeeringServiceClient::new(authed)
         .get_peer_data(pb::GetPeerDataRequest::default())
@@ -354,7 +345,7 @@ async fn create_peer(
     let channel = tls_channel(server, pki, None).await?;
     let authed = tonic::service::interceptor::InterceptedService::new(
         channel,
-        crate::common::BearerToken::new(Some(&server.admin_token)),
+        crate::common::Bearer::new(Some(&server.admin_token)).unwrap(),
     );
     pb::peer_service_client::PeerServiceClient::new(authed)
         .create_peer(pb::CreatePeerRequest {
@@ -392,14 +383,10 @@ async fn client_certificate_proves_peer_identity(backend: Backend) {
     );
 
     // A certificate from the right CA for someone else.
-    let plc3 = pki.ca.issue(
-        pki.path(),
-        "plc3-client",
-        Usage::Client,
-        "plc3.example.org",
-        &["plc3.example.org"],
-        false,
-    );
+    let plc3 = pki
+        .ca
+        .cert(Usage::Client, "plc3.example.org")
+        .issue(pki.path(), "plc3-client");
     assert_status(
         peer_call(&plc2, &pki, Some(&plc3), &plc1_token).await,
         Code::PermissionDenied,
@@ -414,22 +401,14 @@ async fn client_certificate_proves_peer_identity(backend: Backend) {
     // A certificate naming plc1 from another CA, and an expired one from
     // the right CA: the TLS handshake refuses them before any call.
     let rogue_ca = Ca::new(pki.path(), "rogue-ca");
-    let rogue = rogue_ca.issue(
-        pki.path(),
-        "rogue-client",
-        Usage::Client,
-        PLC1_IDENTITY,
-        &[PLC1_IDENTITY],
-        false,
-    );
-    let expired = pki.ca.issue(
-        pki.path(),
-        "expired-client",
-        Usage::Client,
-        PLC1_IDENTITY,
-        &[PLC1_IDENTITY],
-        true,
-    );
+    let rogue = rogue_ca
+        .cert(Usage::Client, PLC1_IDENTITY)
+        .issue(pki.path(), "rogue-client");
+    let expired = pki
+        .ca
+        .cert(Usage::Client, PLC1_IDENTITY)
+        .expired()
+        .issue(pki.path(), "expired-client");
     for (client, alert) in [(&rogue, "UnknownCA"), (&expired, "CertificateExpired")] {
         assert!(
             peer_call(&plc2, &pki, Some(client), &plc1_token)
@@ -441,14 +420,11 @@ async fn client_certificate_proves_peer_identity(backend: Backend) {
 
     // The identity may also be an alternative name only: a certificate with
     // another CN and the DNS name passes.
-    let san_only = pki.ca.issue(
-        pki.path(),
-        "san-client",
-        Usage::Client,
-        "registry front end",
-        &[PLC1_IDENTITY, "127.0.0.1"],
-        false,
-    );
+    let san_only = pki
+        .ca
+        .cert(Usage::Client, "registry front end")
+        .sans(&[PLC1_IDENTITY, "127.0.0.1"])
+        .issue(pki.path(), "san-client");
     peer_call(&plc2, &pki, Some(&san_only), &plc1_token)
         .await
         .expect("a DNS alternative name is an identity");
@@ -467,7 +443,12 @@ async fn client_certificate_proves_peer_identity(backend: Backend) {
 async fn refresh_presents_client_certificate(backend: Backend) {
     let pki = Pki::new();
     let plc2 = start_plc2(backend, &pki, false).await;
-    populate(&plc2, "two", 2, 1, 1).await;
+    Populate::new("two")
+        .sites(2)
+        .persons(1)
+        .keys_per_person(1)
+        .on(&plc2)
+        .await;
     let plc1 = TestServer::start_with(backend, |config| {
         config.registry_name = "plc1".into();
         config.client_cert = Some(pki.plc1.pair());
@@ -536,7 +517,7 @@ async fn client_certificate_required_of_all(backend: Backend) {
     let channel = tls_channel(&plc2, &pki, Some(&pki.plc1)).await.unwrap();
     let authed = tonic::service::interceptor::InterceptedService::new(
         channel,
-        crate::common::BearerToken::new(Some(&plc2.admin_token)),
+        crate::common::Bearer::new(Some(&plc2.admin_token)).unwrap(),
     );
     pb::peer_service_client::PeerServiceClient::new(authed)
         .list_peers(pb::ListPeersRequest::default())

@@ -353,13 +353,19 @@ async fn health_follows_the_database() {
     let mut admin = AsyncPgConnection::establish(&format!("{base}/postgres"))
         .await
         .expect("connect to PostgreSQL");
+    // Two statements, two transactions: the ban is committed before the
+    // connections end, so that the server's pool cannot reconnect between
+    // the two (one query string would run both in one transaction).
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .await
+        .expect("bar new connections");
     admin
         .batch_execute(&format!(
-            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
         ))
         .await
-        .expect("cut the database off");
+        .expect("end the open ones");
     wait_for(ServingStatus::NotServing).await;
     admin
         .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
@@ -476,7 +482,7 @@ async fn connections_beyond_the_cap_wait(backend: Backend) {
             let mut api = pb::registry_service_client::RegistryServiceClient::new(
                 tonic::service::interceptor::InterceptedService::new(
                     channel,
-                    crate::common::BearerToken::new(Some(&token)),
+                    crate::common::Bearer::new(Some(&token)).unwrap(),
                 ),
             );
             api.list_sites(pb::ListRequest::default()).await

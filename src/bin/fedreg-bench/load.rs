@@ -125,16 +125,11 @@ async fn connect(registry: &Registry) -> anyhow::Result<Channel> {
 }
 
 /// A peering client that presents a peer token.
-type Peering =
-    PeeringServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+type Peering = PeeringServiceClient<servers::Authed>;
 
 /// A peering client to `registry` with `token`, on a connection of its own.
 async fn peering(registry: &Registry, token: &str) -> anyhow::Result<Peering> {
-    let bearer = Bearer(
-        format!("Bearer {token}")
-            .parse()
-            .map_err(|_| anyhow!("token is not ascii"))?,
-    );
+    let bearer = Bearer::new(Some(token)).map_err(|_| anyhow!("token is not ascii"))?;
     Ok(
         PeeringServiceClient::with_interceptor(connect(registry).await?, bearer)
             .max_decoding_message_size(64 << 20),

@@ -14,6 +14,7 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, anyhow, bail};
+use fedreg::peering::report::writes;
 use fedreg::proto::v1 as pb;
 use fedreg::store::Store;
 
@@ -88,20 +89,6 @@ fn fine_phases(report: &pb::RefreshReport) -> String {
         report.total_seconds * 1000.0,
         timers.join(" · ")
     )
-}
-
-/// Rows the refresh wrote, by the report's counters.
-fn changes(report: &pb::RefreshReport) -> i64 {
-    report
-        .classes
-        .iter()
-        .map(|c| c.added + c.updated + c.deleted)
-        .sum::<i64>()
-        + report
-            .relations
-            .iter()
-            .map(|r| r.added + r.removed)
-            .sum::<i64>()
 }
 
 /// The refresh steps, in the order they run.
@@ -250,7 +237,7 @@ async fn refresh_step(
             );
         }
         peak = peak.max(r.peak_memory_mib().unwrap_or(0.0));
-        let written = changes(&report);
+        let written = writes(&report);
         let expected = (b.shape.objects() + b.shape.memberships()) as i64;
         match step {
             Step::First if written != expected => bail!(
@@ -274,7 +261,7 @@ async fn refresh_step(
     let report = last.ok_or_else(|| anyhow!("no run"))?;
     Ok(StepFigures {
         peak_mib: Some(peak),
-        rows_written: Some(changes(&report)),
+        rows_written: Some(writes(&report)),
         phases: phases(&report),
         ..StepFigures::timed(
             b.shape,

@@ -14,7 +14,6 @@ use fedreg::proto::v1::registry_service_client::RegistryServiceClient;
 use fedreg::proto::v1::token_service_client::TokenServiceClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -104,24 +103,7 @@ impl Database {
     }
 }
 
-/// Adds `authorization: Bearer <token>` to every request.
-#[derive(Clone)]
-pub struct Bearer(pub MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-/// A channel that authenticates every call.
-pub type Authed = InterceptedService<Channel, Bearer>;
+pub use fedreg::channel::{Authed, Bearer};
 
 /// A fedreg server running in a child process.
 pub struct Registry {
@@ -221,8 +203,8 @@ impl Registry {
 
     /// A channel to the server that presents `token`.
     fn authed(&self, token: &str) -> Authed {
-        let value = format!("Bearer {token}").parse().expect("token is ascii");
-        InterceptedService::new(self.channel.clone(), Bearer(value))
+        let bearer = Bearer::new(Some(token)).expect("token is ascii");
+        InterceptedService::new(self.channel.clone(), bearer)
     }
 
     /// Peer management with the admin token.

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::class::{Class, PerClass};
 use crate::error::Result;
-use crate::peering::spool::{ClassSpool, PeerObject, Spool};
+use crate::peering::spool::{Spool, SpooledClass};
 use crate::store::DbConn;
 use crate::store::cache::{self, CachedClass, CachedPersons};
 use crate::with_class;
@@ -63,6 +63,8 @@ impl KeyOwners {
         let alone: HashMap<i64, i64> = spool
             .keys
             .ids()
+            .iter()
+            .copied()
             .filter(|id| !owners.listed.contains(id) && !owners.dropped.contains(id))
             .filter_map(|id| cached_keys.get(&id).map(|&local| (local, id)))
             .collect();
@@ -77,7 +79,9 @@ impl KeyOwners {
         let touched_persons: HashSet<i64> = spool
             .persons
             .ids()
+            .iter()
             .chain(spool.persons.gone_ids())
+            .copied()
             .collect();
         owners.kept = holders
             .into_iter()
@@ -112,15 +116,14 @@ pub(super) type Touched = PerClass<Vec<i64>>;
 
 /// Reads the ids a spooled delta touches.
 fn touched_by(spool: &mut Spool) -> Result<Touched> {
-    fn own<T: PeerObject>(class: &ClassSpool<T>) -> Vec<i64> {
-        class.ids().chain(class.gone_ids()).collect()
-    }
-    let mut touched = PerClass::from_fn(|class| match class {
-        Class::Sites => own(&spool.sites),
-        Class::Keys => own(&spool.keys),
-        Class::Persons => own(&spool.persons),
-        Class::Nodes => own(&spool.nodes),
-        Class::Slices => own(&spool.slices),
+    let mut touched: Touched = PerClass::from_fn(|class| {
+        let spooled = spool.class(class);
+        spooled
+            .ids()
+            .iter()
+            .chain(spooled.gone_ids())
+            .copied()
+            .collect()
     });
     touched[Class::Keys].extend(&spool.dropped_person_keys);
     spool.persons.for_each(|p| {
@@ -182,26 +185,15 @@ impl CachedIds {
     /// guard counts these.
     pub async fn doomed(&self, conn: &mut DbConn, peer_id: i64, spool: &Spool) -> Result<usize> {
         let delta = spool.is_delta();
-        let sites = spool.sites.doomed(&self.ids[Class::Sites], delta);
-        let nodes: HashSet<i64> = spool
-            .nodes
-            .doomed(&self.ids[Class::Nodes], delta)
-            .into_iter()
-            .collect();
-        let slices: HashSet<i64> = spool
-            .slices
-            .doomed(&self.ids[Class::Slices], delta)
-            .into_iter()
-            .collect();
-        let mut keys: HashSet<i64> = spool
-            .keys
-            .doomed(&self.ids[Class::Keys], delta)
-            .into_iter()
-            .collect();
+        let doomed = |class: Class| spool.class(class).doomed(&self.ids[class], delta);
+        let sites = doomed(Class::Sites);
+        let nodes: HashSet<i64> = doomed(Class::Nodes).into_iter().collect();
+        let slices: HashSet<i64> = doomed(Class::Slices).into_iter().collect();
+        let mut keys: HashSet<i64> = doomed(Class::Keys).into_iter().collect();
         keys.extend(self.key_owners.dropped.iter().filter(|id| {
             self.ids[Class::Keys].contains_key(id) && !self.key_owners.listed.contains(id)
         }));
-        let persons = spool.persons.doomed(&self.ids[Class::Persons], delta).len();
+        let persons = doomed(Class::Persons).len();
         let site_ids: Vec<i64> = sites
             .iter()
             .filter_map(|id| self.ids[Class::Sites].get(id))

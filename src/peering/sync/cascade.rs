@@ -9,7 +9,7 @@ use crate::class::Class;
 use crate::error::Result;
 use crate::peering::report::ReportBuilder;
 use crate::store::DbConn;
-use crate::store::cache::{self, CachedClass, CachedKeys, PersonKeys, Relation};
+use crate::store::cache::{self, CachedClass, CachedKeys, PersonKeys, RelationTable};
 
 /// What goes with the objects a class deletes, for the classes after it:
 /// a site's nodes and slices (the database's cascade; the peer's ids), a

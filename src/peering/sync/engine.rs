@@ -10,7 +10,7 @@ use super::cascade::{Cascade, Cascaded, delete_noting};
 use crate::error::Result;
 use crate::peering::diff::{Plan, diff};
 use crate::peering::report::ReportBuilder;
-use crate::peering::spool::{ClassSpool, PeerObject};
+use crate::peering::spool::{ClassSpool, PeerObject, SpooledClass};
 use crate::proto::v1 as pb;
 use crate::store::cache::{self, CachedClass};
 use crate::store::{DbConn, now};

@@ -42,7 +42,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::report::ReportBuilder;
-use super::spool::{ClassSpool, PeerObject, Spool};
+use super::spool::{ClassSpool, PeerObject, Spool, SpooledClass};
 use crate::class::{Class, PerClass};
 use crate::error::Result;
 use crate::proto::v1 as pb;

@@ -1,6 +1,7 @@
-//! A peer's objects → the fields cached of them, with the checks the
-//! admin API makes of the same objects; the peer's relation ids become
-//! local ids. A bad object is skipped with a warning naming it.
+//! A peer's objects → the fields cached of them: the peer's relation ids
+//! become local ids, then each class's module in [`crate::registry`]
+//! translates and checks the object as the admin API checks one. A bad
+//! object is skipped with a warning naming it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,8 +12,7 @@ use crate::error::Result;
 use crate::peering::report::ReportBuilder;
 use crate::proto::v1 as pb;
 use crate::registry::nodes::NodeEnumerations;
-use crate::registry::{keys as key_rules, nodes as node_rules, persons as person_rules};
-use crate::registry::{sites as site_rules, slices as slice_rules};
+use crate::registry::{keys, nodes, persons, sites, slices};
 use crate::store::cache::{KeyFields, NodeFields, PersonFields, SiteFields, SliceFields};
 
 /// Runs a validator on a peer's value: `Some(value)`, or `None` with a
@@ -38,28 +38,9 @@ pub(super) fn prepare_site(
     s: pb::ExportedSite,
     report: &mut ReportBuilder,
 ) -> Option<(i64, SiteFields)> {
-    let label = crate::error::quoted(&s.login_base);
-    let fields = SiteFields {
-        login_base: s.login_base,
-        name: s.name,
-        abbreviated_name: s.abbreviated_name,
-        enabled: s.enabled,
-        is_public: s.is_public,
-        max_slices: s.max_slices,
-        max_slivers: s.max_slivers,
-        latitude: s.latitude,
-        longitude: s.longitude,
-        url: s.url,
-        ext_consortium_id: s.ext_consortium_id,
-    };
-    let fields = checked(
-        report,
-        Class::Sites.name(),
-        s.site_id,
-        &label,
-        site_rules::checked(fields),
-    )?;
-    Some((s.site_id, fields))
+    let (id, label) = (s.site_id, crate::error::quoted(&s.login_base));
+    let fields = checked(report, Class::Sites.name(), id, &label, sites::from_peer(s))?;
+    Some((id, fields))
 }
 
 /// A key the peer sent, checked as the admin API checks one, and taken
@@ -89,13 +70,9 @@ pub(super) fn prepare_key(
         );
         return None;
     }
-    let fields = KeyFields {
-        key_type: k.key_type,
-        key: k.key,
-        is_blacklisted: k.is_blacklisted,
-    };
-    let fields = checked(report, class, k.key_id, &label, key_rules::checked(fields))?;
-    Some((k.key_id, fields))
+    let id = k.key_id;
+    let fields = checked(report, class, id, &label, keys::from_peer(k))?;
+    Some((id, fields))
 }
 
 /// A short name for a key in warnings: its comment, or its start.
@@ -111,25 +88,15 @@ pub(super) fn prepare_person(
     p: pb::ExportedPerson,
     report: &mut ReportBuilder,
 ) -> Option<(i64, PersonFields)> {
-    let label = crate::error::quoted(&p.email);
-    let fields = PersonFields {
-        email: p.email,
-        first_name: p.first_name,
-        last_name: p.last_name,
-        title: p.title,
-        phone: p.phone,
-        url: p.url,
-        bio: p.bio,
-        enabled: p.enabled,
-    };
+    let (id, label) = (p.person_id, crate::error::quoted(&p.email));
     let fields = checked(
         report,
         Class::Persons.name(),
-        p.person_id,
+        id,
         &label,
-        person_rules::checked(fields),
+        persons::from_peer(p),
     )?;
-    Some((p.person_id, fields))
+    Some((id, fields))
 }
 
 /// A node the peer sent, checked as the admin API checks one; its site
@@ -154,25 +121,15 @@ pub(super) fn prepare_node(
         );
         return None;
     };
-    let fields = NodeFields {
-        hostname: n.hostname,
-        site_id,
-        node_type: n.node_type,
-        boot_state: n.boot_state,
-        run_level: n.run_level,
-        model: n.model,
-        version: n.version,
-        ssh_rsa_key: n.ssh_rsa_key,
-        verified: n.verified,
-    };
+    let id = n.node_id;
     let fields = checked(
         report,
         class,
-        n.node_id,
+        id,
         &label,
-        node_rules::checked(fields, known),
+        nodes::from_peer(n, site_id, known),
     )?;
-    Some((n.node_id, fields))
+    Some((id, fields))
 }
 
 /// A slice the peer sent, checked as the admin API checks one; its site
@@ -199,35 +156,26 @@ pub(super) fn prepare_slice(
         );
         return None;
     };
-    let fields = SliceFields {
-        site_id,
-        name: s.name,
-        instantiation: s.instantiation,
-        url: s.url,
-        description: s.description,
-        max_nodes: s.max_nodes,
-        creator_person_id: s
-            .creator_person_id
-            .and_then(|p| ids.classes[Class::Persons].get(&p).copied()),
-        created: s.created.map(|t| t.seconds).unwrap_or_default(),
-        expires: s.expires.map(|t| t.seconds).unwrap_or_default(),
-    };
+    let (id, peer_site_id) = (s.slice_id, s.site_id);
+    let creator = s
+        .creator_person_id
+        .and_then(|p| ids.classes[Class::Persons].get(&p).copied());
     let fields = checked(
         report,
         class,
-        s.slice_id,
+        id,
         &label,
-        slice_rules::checked(fields, instantiations),
+        slices::from_peer(s, site_id, creator, instantiations),
     )?;
-    let login_base = login_bases.get(&s.site_id).map_or("", String::as_str);
-    if slice_rules::login_base_of(&fields.name) != login_base {
+    let login_base = login_bases.get(&peer_site_id).map_or("", String::as_str);
+    if slices::login_base_of(&fields.name) != login_base {
         report.warn(
             class,
-            s.slice_id,
+            id,
             &label,
             format!("name must start with its site's login_base {login_base:?}"),
         );
         return None;
     }
-    Some((s.slice_id, fields))
+    Some((id, fields))
 }

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use super::IdMaps;
 use super::engine::Rounds;
-use crate::class::Class;
+use crate::class::{Class, PerRelation};
 use crate::error::Result;
 use crate::peering::diff::{diff_memberships, diff_sets};
 use crate::peering::report::ReportBuilder;
-use crate::peering::spool::Spool;
+use crate::peering::spool::{Spool, SpooledClass};
 use crate::store::DbConn;
 use crate::store::cache::{
-    self, PairTable, PersonKeys, PersonRoles, PersonSites, Relation, SliceNodes, SlicePersons,
+    self, PairTable, PersonKeys, PersonRoles, PersonSites, RelationTable, SliceNodes, SlicePersons,
 };
 
 /// What one relation did over the rounds of a refresh.
@@ -26,10 +26,15 @@ pub(super) struct Tally {
     pub(super) took: Duration,
 }
 
-impl Tally {
+/// What each relation did over the rounds of a refresh; each operation
+/// counts in the tally of its table's relation.
+#[derive(Debug, Default)]
+pub(super) struct Tallies(PerRelation<Tally>);
+
+impl Tallies {
     /// Removes the pairs of `owners` that `desired` no longer lists;
     /// returns the missing pairs, for the caller to insert.
-    pub(super) async fn remove_stale<R: Relation>(
+    pub(super) async fn remove_stale<R: RelationTable>(
         &mut self,
         conn: &mut DbConn,
         owners: &[i64],
@@ -39,27 +44,29 @@ impl Tally {
         let existing: HashSet<(i64, i64)> =
             R::for_owners(conn, owners).await?.into_iter().collect();
         let (add, remove) = diff_sets(desired, &existing);
-        self.removed += cache::delete_pairs::<R>(conn, &remove).await?;
-        self.took += started.elapsed();
+        let tally = &mut self.0[R::RELATION];
+        tally.removed += cache::delete_pairs::<R>(conn, &remove).await?;
+        tally.took += started.elapsed();
         Ok(add)
     }
 
     /// Inserts pairs.
-    pub(super) async fn insert<R: Relation>(
+    pub(super) async fn insert<R: RelationTable>(
         &mut self,
         conn: &mut DbConn,
         pairs: &[(i64, i64)],
     ) -> Result<()> {
         let started = Instant::now();
-        self.added += R::insert(conn, pairs).await?;
-        self.took += started.elapsed();
+        let tally = &mut self.0[R::RELATION];
+        tally.added += R::insert(conn, pairs).await?;
+        tally.took += started.elapsed();
         Ok(())
     }
 
-    /// Like [`Tally::remove_stale`] then the insertion of what is missing,
-    /// for pairs the caller already read (`existing`, filtered as it
-    /// needs).
-    pub(super) async fn reconcile_read<R: Relation>(
+    /// Like [`Tallies::remove_stale`] then the insertion of what is
+    /// missing, for pairs the caller already read (`existing`, filtered as
+    /// it needs).
+    pub(super) async fn reconcile_read<R: RelationTable>(
         &mut self,
         conn: &mut DbConn,
         existing: &HashSet<(i64, i64)>,
@@ -67,13 +74,14 @@ impl Tally {
     ) -> Result<()> {
         let started = Instant::now();
         let (add, remove) = diff_sets(desired, existing);
-        self.removed += cache::delete_pairs::<R>(conn, &remove).await?;
-        self.took += started.elapsed();
+        let tally = &mut self.0[R::RELATION];
+        tally.removed += cache::delete_pairs::<R>(conn, &remove).await?;
+        tally.took += started.elapsed();
         self.insert::<R>(conn, &add).await
     }
 
-    /// [`Tally::remove_stale`], then the insertion of what is missing.
-    pub(super) async fn reconcile<R: Relation>(
+    /// [`Tallies::remove_stale`], then the insertion of what is missing.
+    pub(super) async fn reconcile<R: RelationTable>(
         &mut self,
         conn: &mut DbConn,
         owners: &[i64],
@@ -82,16 +90,6 @@ impl Tally {
         let missing = self.remove_stale::<R>(conn, owners, desired).await?;
         self.insert::<R>(conn, &missing).await
     }
-}
-
-/// The relations of a refresh, in report order.
-#[derive(Debug, Default)]
-pub(super) struct Tallies {
-    pub(super) person_keys: Tally,
-    pub(super) slice_nodes: Tally,
-    pub(super) slice_persons: Tally,
-    pub(super) site_persons: Tally,
-    pub(super) person_roles: Tally,
 }
 
 /// Reconciles the memberships of the peer's cached objects, round by round
@@ -112,26 +110,12 @@ pub(super) async fn sync_relations(
     sync_person_memberships(conn, spool, rounds.chunk, ids, &mut tallies, report).await?;
     sync_slice_memberships(conn, peer_id, spool, rounds, ids, &mut tallies, report).await?;
     let took = started.elapsed();
-    let Tallies {
-        person_keys,
-        slice_nodes,
-        slice_persons,
-        site_persons,
-        person_roles,
-    } = tallies;
-    let relations = [
-        (PersonKeys::NAME, person_keys),
-        (SliceNodes::NAME, slice_nodes),
-        (SlicePersons::NAME, slice_persons),
-        (PersonSites::NAME, site_persons),
-        (PersonRoles::NAME, person_roles),
-    ];
     // The rest: reading the spooled persons and slices again and building
     // the pairs they list.
-    let reconciling: Duration = relations.iter().map(|(_, tally)| tally.took).sum();
+    let reconciling: Duration = tallies.0.values().map(|tally| tally.took).sum();
     report.timer("pairs", took.saturating_sub(reconciling));
-    for (name, tally) in relations {
-        report.relation(name, tally.added, tally.removed, tally.took);
+    for (relation, tally) in tallies.0.iter() {
+        report.relation(relation.name(), tally.added, tally.removed, tally.took);
     }
     Ok(())
 }
@@ -219,20 +203,15 @@ pub(super) async fn sync_person_memberships(
         }
         missing_keys.extend(
             tallies
-                .person_keys
                 .remove_stale::<PersonKeys>(conn, &owners, &keys)
                 .await?,
         );
-        sync_site_memberships(conn, &owners, &sites, &mut tallies.site_persons).await?;
+        sync_site_memberships(conn, &owners, &sites, tallies).await?;
         tallies
-            .person_roles
             .reconcile::<PersonRoles>(conn, &owners, &person_roles)
             .await?;
     }
-    tallies
-        .person_keys
-        .insert::<PersonKeys>(conn, &missing_keys)
-        .await
+    tallies.insert::<PersonKeys>(conn, &missing_keys).await
 }
 
 /// The nodes and persons of the spooled slices.
@@ -301,7 +280,6 @@ pub(super) async fn sync_slice_memberships(
             }
         }
         tallies
-            .slice_nodes
             .reconcile::<SliceNodes>(conn, &owners, &nodes)
             .await?;
         let started = Instant::now();
@@ -314,9 +292,8 @@ pub(super) async fn sync_slice_memberships(
             .into_iter()
             .filter(|(_, person)| peer_persons.contains(person))
             .collect();
-        tallies.slice_persons.took += started.elapsed();
+        tallies.0[SlicePersons::RELATION].took += started.elapsed();
         tallies
-            .slice_persons
             .reconcile_read::<SlicePersons>(conn, &existing, &persons)
             .await?;
     }
@@ -342,9 +319,10 @@ pub(super) async fn sync_site_memberships(
     conn: &mut DbConn,
     owners: &[i64],
     desired: &HashMap<(i64, i64), bool>,
-    tally: &mut Tally,
+    tallies: &mut Tallies,
 ) -> Result<()> {
     let started = Instant::now();
+    let tally = &mut tallies.0[PersonSites::RELATION];
     let existing: HashMap<(i64, i64), bool> = cache::person_sites_of(conn, owners)
         .await?
         .into_iter()

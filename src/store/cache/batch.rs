@@ -4,6 +4,13 @@
 
 use std::collections::HashSet;
 
+use diesel::dsl::{Between, EqAny};
+use diesel::expression::array_comparison::AsInExpression;
+use diesel::expression::{AsExpression, Expression};
+use diesel::prelude::*;
+use diesel::query_dsl::methods::FilterDsl;
+use diesel::sql_types::{SingleValue, SqlType};
+
 /// Rows per multi-row statement: well under SQLite's limit on bound
 /// parameters (32766) for the widest row.
 pub(super) const CHUNK: usize = 1000;
@@ -12,28 +19,28 @@ pub(super) const CHUNK: usize = 1000;
 /// statement the connection keeps prepared, and which the index walks in
 /// order), or a list.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum IdBatch<'a> {
+pub enum IdBatch<'a> {
     /// Ids `lo..=hi`.
     Span(i64, i64),
     /// These ids.
     List(&'a [i64]),
 }
 
-/// `$query`, a boxed query, filtered to the ids of one [`IdBatch`] of
-/// `$column`: a range or a list.
-macro_rules! in_batch {
-    ($query:ident, $column:expr, $batch:expr) => {
-        match $batch {
-            $crate::store::cache::batch::IdBatch::Span(lo, hi) => {
-                $query.filter($column.between(lo, hi))
-            }
-            $crate::store::cache::batch::IdBatch::List(ids) => {
-                $query.filter($column.eq_any(ids.to_vec()))
-            }
-        }
-    };
+/// `query` (a boxed query) filtered to the rows whose `column` holds one
+/// of the ids of `batch`: a range or a list.
+pub(super) fn in_batch<Q, C>(query: Q, column: C, batch: IdBatch<'_>) -> Q
+where
+    C: Expression,
+    C::SqlType: SqlType + SingleValue,
+    i64: AsExpression<C::SqlType>,
+    Vec<i64>: AsInExpression<C::SqlType>,
+    Q: FilterDsl<Between<C, i64, i64>, Output = Q> + FilterDsl<EqAny<C, Vec<i64>>, Output = Q>,
+{
+    match batch {
+        IdBatch::Span(lo, hi) => FilterDsl::filter(query, column.between(lo, hi)),
+        IdBatch::List(ids) => FilterDsl::filter(query, column.eq_any(ids.to_vec())),
+    }
 }
-pub(super) use in_batch;
 
 /// How the rows of a set of ids are read: one range when the ids are dense
 /// (a chunk of a full dump, a page of owners: ids in order, few gaps),

@@ -1,8 +1,10 @@
-//! The five classes as cached tables: [`CachedClass`] describes one (its
-//! table, the columns a refresh compares, its natural key) and the
-//! `cached_class!` macro declares it for sites, keys, persons, nodes and
-//! slices from one column list each; the same declaration serves the
-//! local rows the export reads.
+//! The five classes as cached tables. [`CachedClass`] describes one: its
+//! table, the columns a refresh compares ([`CachedClass::Fields`]), its
+//! natural key, and one statement per operation; its provided methods
+//! hold the loops over batches of ids and chunks of rows, written once for
+//! every class. The `cached_class!` macro declares a class from its table,
+//! its columns and its natural key; the same declaration serves the local
+//! rows the export reads.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,16 +12,31 @@ use std::future::Future;
 use diesel::dsl::SqlTypeOf;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt};
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::batch::{CHUNK, IdReads, UNNEST_FROM, in_batch, unnest_upsert_sql};
+use super::batch::{CHUNK, IdBatch, IdReads, UNNEST_FROM, in_batch, unnest_upsert_sql};
 use crate::class::{Class, PerClass};
 use crate::error::Result;
 use crate::store::schema::{keys, node_slice_whitelist, nodes, persons, sites, slices};
 use crate::store::{Db, DbConn};
 use crate::{execute_batch, load_rows, with_db};
 
+/// Where a class's natural key is unique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyScope {
+    /// The class has no natural key.
+    None,
+    /// Unique among the objects of one authority (e-mails).
+    PerAuthority,
+    /// Unique across authorities (login_bases, hostnames, slice names).
+    Everywhere,
+}
+
 /// One class of objects cached from peers.
+///
+/// The required methods are one statement each (declared per class by
+/// `cached_class!`); the provided ones run them over batches of ids and
+/// chunks of rows.
 pub trait CachedClass: Sized {
     /// The columns a refresh compares and writes, as they are stored here
     /// (relation ids already translated to local ids).
@@ -31,6 +48,9 @@ pub trait CachedClass: Sized {
     /// Name of the natural key's column, empty for classes without one.
     const NATURAL_KEY: &'static str;
 
+    /// Where the natural key is unique.
+    const KEY_SCOPE: KeyScope;
+
     /// Name of the table.
     const TABLE: &'static str;
 
@@ -40,46 +60,55 @@ pub trait CachedClass: Sized {
     /// Name of the column holding the local id of a row.
     const ID_COLUMN: &'static str;
 
-    /// The natural key of a row (`login_base`, `hostname`, ...), unique
-    /// across authorities; `None` for classes without one.
+    /// The natural key of a row (`login_base`, `hostname`, ...); `None`
+    /// for classes without one.
     fn natural_key(fields: &Self::Fields) -> Option<&str>;
 
-    /// The cached rows of a peer among `peer_object_ids`: peer's id →
-    /// fields.
-    fn load(
+    /// The cached rows of a peer in one batch of the peer's ids (a range
+    /// may hold ids not asked for): (peer's id, fields).
+    fn fields_in(
         conn: &mut DbConn,
         peer_id: i64,
-        peer_object_ids: &[i64],
-    ) -> impl Future<Output = Result<HashMap<i64, Self::Fields>>> + Send;
+        batch: IdBatch<'_>,
+    ) -> impl Future<Output = Result<Vec<(i64, Self::Fields)>>> + Send;
+
+    /// Local ids of all of a peer's cached rows: (peer's id, local id).
+    fn all_ids(
+        conn: &mut DbConn,
+        peer_id: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, i64)>>> + Send;
+
+    /// Local ids of a peer's cached rows in one batch of the peer's ids
+    /// (a range may hold ids not asked for): (peer's id, local id).
+    fn ids_in(
+        conn: &mut DbConn,
+        peer_id: i64,
+        batch: IdBatch<'_>,
+    ) -> impl Future<Output = Result<Vec<(i64, i64)>>> + Send;
 
     /// Number of a peer's cached rows.
     fn count(conn: &mut DbConn, peer_id: i64) -> impl Future<Output = Result<i64>> + Send;
 
-    /// Local ids of a peer's cached rows: peer's id → local id.
-    fn ids(
-        conn: &mut DbConn,
-        peer_id: i64,
-    ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send;
-
-    /// Local ids of a peer's cached rows among `peer_object_ids`: peer's id
-    /// → local id.
-    fn ids_among(
-        conn: &mut DbConn,
-        peer_id: i64,
-        peer_object_ids: &[i64],
-    ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send;
-
-    /// Inserts or updates rows of a peer, keyed on the peer's ids; returns
-    /// the number of rows written.
-    fn upsert(
+    /// Inserts or updates up to `CHUNK` rows of a peer, keyed on the
+    /// peer's ids, in one multi-row statement.
+    fn upsert_chunk(
         conn: &mut DbConn,
         peer_id: i64,
         rows: &[(i64, Self::Fields)],
         now: i64,
     ) -> impl Future<Output = Result<usize>> + Send;
 
-    /// Deletes cached rows of a peer by the peer's ids.
-    fn delete(
+    /// Inserts or updates rows of a peer, keyed on the peer's ids, in one
+    /// PostgreSQL statement through `UNNEST` (see `unnest_upsert_sql`).
+    fn upsert_unnest(
+        conn: &mut AsyncPgConnection,
+        peer_id: i64,
+        rows: &[(i64, Self::Fields)],
+        now: i64,
+    ) -> impl Future<Output = Result<usize>> + Send;
+
+    /// Deletes up to `CHUNK` cached rows of a peer by the peer's ids.
+    fn delete_chunk(
         conn: &mut DbConn,
         peer_id: i64,
         peer_object_ids: &[i64],
@@ -93,21 +122,138 @@ pub trait CachedClass: Sized {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<(i64, Self::Fields)>>> + Send;
 
-    /// The local rows served to peers among `ids`, by id.
-    fn local_rows(
+    /// The local rows served to peers among up to `CHUNK` ids, by id.
+    fn local_chunk(
         conn: &mut DbConn,
         ids: &[i64],
     ) -> impl Future<Output = Result<Vec<(i64, Self::Fields)>>> + Send;
 
-    /// The rows that hold one of `natural_keys` within the key's scope:
-    /// anywhere for keys unique everywhere, among the peer's rows for keys
-    /// unique per authority. Each as (key, holder's peer or `None` for a
-    /// local row, holder's id at that peer).
+    /// The rows that hold one of up to `CHUNK` natural keys, among the
+    /// rows of peer `within` when given.
+    fn holders_chunk(
+        conn: &mut DbConn,
+        natural_keys: &[String],
+        within: Option<i64>,
+    ) -> impl Future<Output = Result<Vec<Holder>>> + Send;
+
+    /// The cached rows of a peer among `peer_object_ids`: peer's id →
+    /// fields.
+    fn load(
+        conn: &mut DbConn,
+        peer_id: i64,
+        peer_object_ids: &[i64],
+    ) -> impl Future<Output = Result<HashMap<i64, Self::Fields>>> + Send {
+        async move {
+            let mut cached = HashMap::with_capacity(peer_object_ids.len());
+            let reads = IdReads::of(peer_object_ids);
+            for &batch in &reads.batches {
+                let rows = Self::fields_in(conn, peer_id, batch).await?;
+                cached.extend(rows.into_iter().filter(|(id, _)| reads.keeps(*id)));
+            }
+            Ok(cached)
+        }
+    }
+
+    /// Local ids of a peer's cached rows: peer's id → local id.
+    fn ids(
+        conn: &mut DbConn,
+        peer_id: i64,
+    ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send {
+        async move { Ok(Self::all_ids(conn, peer_id).await?.into_iter().collect()) }
+    }
+
+    /// Local ids of a peer's cached rows among `peer_object_ids`: peer's id
+    /// → local id.
+    fn ids_among(
+        conn: &mut DbConn,
+        peer_id: i64,
+        peer_object_ids: &[i64],
+    ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send {
+        async move {
+            let mut ids = HashMap::with_capacity(peer_object_ids.len());
+            let reads = IdReads::of(peer_object_ids);
+            for &batch in &reads.batches {
+                let rows = Self::ids_in(conn, peer_id, batch).await?;
+                ids.extend(rows.into_iter().filter(|(id, _)| reads.keeps(*id)));
+            }
+            Ok(ids)
+        }
+    }
+
+    /// Inserts or updates rows of a peer, keyed on the peer's ids; returns
+    /// the number of rows written. On PostgreSQL, from `UNNEST_FROM` rows
+    /// on, in one statement; otherwise in chunks of `CHUNK`.
+    fn upsert(
+        conn: &mut DbConn,
+        peer_id: i64,
+        rows: &[(i64, Self::Fields)],
+        now: i64,
+    ) -> impl Future<Output = Result<usize>> + Send {
+        async move {
+            if rows.is_empty() {
+                return Ok(0);
+            }
+            if let (Db::Pg(c), true) = (conn.db(), rows.len() >= UNNEST_FROM) {
+                return Self::upsert_unnest(c, peer_id, rows, now).await;
+            }
+            let mut written = 0;
+            for chunk in rows.chunks(CHUNK) {
+                written += Self::upsert_chunk(conn, peer_id, chunk, now).await?;
+            }
+            Ok(written)
+        }
+    }
+
+    /// Deletes cached rows of a peer by the peer's ids.
+    fn delete(
+        conn: &mut DbConn,
+        peer_id: i64,
+        peer_object_ids: &[i64],
+    ) -> impl Future<Output = Result<usize>> + Send {
+        async move {
+            let mut deleted = 0;
+            for chunk in peer_object_ids.chunks(CHUNK) {
+                deleted += Self::delete_chunk(conn, peer_id, chunk).await?;
+            }
+            Ok(deleted)
+        }
+    }
+
+    /// The local rows served to peers among `ids`, by id.
+    fn local_rows(
+        conn: &mut DbConn,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<Vec<(i64, Self::Fields)>>> + Send {
+        async move {
+            let mut rows = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(CHUNK) {
+                rows.extend(Self::local_chunk(conn, chunk).await?);
+            }
+            Ok(rows)
+        }
+    }
+
+    /// The rows that hold one of `natural_keys` within the key's
+    /// [`KeyScope`]: anywhere for keys unique everywhere, among the peer's
+    /// rows for keys unique per authority.
     fn holders(
         conn: &mut DbConn,
         peer_id: i64,
         natural_keys: &[String],
-    ) -> impl Future<Output = Result<Vec<Holder>>> + Send;
+    ) -> impl Future<Output = Result<Vec<Holder>>> + Send {
+        async move {
+            let within = match Self::KEY_SCOPE {
+                KeyScope::None => return Ok(Vec::new()),
+                KeyScope::PerAuthority => Some(peer_id),
+                KeyScope::Everywhere => None,
+            };
+            let mut holders = Vec::new();
+            for chunk in natural_keys.chunks(CHUNK) {
+                holders.extend(Self::holders_chunk(conn, chunk, within).await?);
+            }
+            Ok(holders)
+        }
+    }
 }
 
 /// Evaluates `$body` with the type `$k` standing for the [`CachedClass`]
@@ -144,7 +290,9 @@ macro_rules! with_class {
 /// at that peer).
 pub type Holder = (String, Option<i64>, Option<i64>);
 
-/// Implements [`CachedClass`] for a table from its list of synced columns.
+/// Declares a class: its [`CachedClass`] type, and its fields struct
+/// from its list of synced columns, each statement of the trait written
+/// once against the table.
 macro_rules! cached_class {
     (
         $(#[$doc:meta])*
@@ -168,6 +316,7 @@ macro_rules! cached_class {
             type Fields = $fields;
             const CLASS: Class = Class::$class;
             const NATURAL_KEY: &'static str = cached_class!(@name $natural);
+            const KEY_SCOPE: KeyScope = cached_class!(@scope $scope $natural);
             const TABLE: &'static str = stringify!($table);
             const PEER_COLUMN: &'static str = stringify!($peer_col);
             const ID_COLUMN: &'static str = stringify!($id);
@@ -176,24 +325,41 @@ macro_rules! cached_class {
                 cached_class!(@natural fields $natural)
             }
 
-            async fn load(
+            async fn fields_in(
                 conn: &mut DbConn,
                 peer_id: i64,
-                peer_object_ids: &[i64],
-            ) -> Result<HashMap<i64, $fields>> {
-                let mut cached = HashMap::with_capacity(peer_object_ids.len());
-                let reads = IdReads::of(peer_object_ids);
-                for &batch in &reads.batches {
-                    let rows: Vec<(i64, $fields)> = load_rows!(conn, {
-                        let query = $table::table
-                            .filter($table::peer_id.eq(peer_id))
-                            .select(($table::$peer_col.assume_not_null(), $fields::as_select()))
-                            .into_boxed();
-                        in_batch!(query, $table::$peer_col, batch)
-                    })?;
-                    cached.extend(rows.into_iter().filter(|(id, _)| reads.keeps(*id)));
-                }
-                Ok(cached)
+                batch: IdBatch<'_>,
+            ) -> Result<Vec<(i64, $fields)>> {
+                Ok(load_rows!(conn, {
+                    let query = $table::table
+                        .filter($table::peer_id.eq(peer_id))
+                        .select(($table::$peer_col.assume_not_null(), $fields::as_select()))
+                        .into_boxed();
+                    in_batch(query, $table::$peer_col, batch)
+                })?)
+            }
+
+            async fn all_ids(conn: &mut DbConn, peer_id: i64) -> Result<Vec<(i64, i64)>> {
+                Ok(load_rows!(
+                    conn,
+                    $table::table
+                        .filter($table::peer_id.eq(peer_id))
+                        .select(($table::$peer_col.assume_not_null(), $table::$id))
+                )?)
+            }
+
+            async fn ids_in(
+                conn: &mut DbConn,
+                peer_id: i64,
+                batch: IdBatch<'_>,
+            ) -> Result<Vec<(i64, i64)>> {
+                Ok(load_rows!(conn, {
+                    let query = $table::table
+                        .filter($table::peer_id.eq(peer_id))
+                        .select(($table::$peer_col.assume_not_null(), $table::$id))
+                        .into_boxed();
+                    in_batch(query, $table::$peer_col, batch)
+                })?)
             }
 
             async fn count(conn: &mut DbConn, peer_id: i64) -> Result<i64> {
@@ -204,110 +370,75 @@ macro_rules! cached_class {
                     .await)?)
             }
 
-            async fn ids(conn: &mut DbConn, peer_id: i64) -> Result<HashMap<i64, i64>> {
-                let rows: Vec<(i64, i64)> = load_rows!(
-                    conn,
-                    $table::table
-                        .filter($table::peer_id.eq(peer_id))
-                        .select(($table::$peer_col.assume_not_null(), $table::$id))
-                )?;
-                Ok(rows.into_iter().collect())
-            }
-
-            async fn ids_among(
-                conn: &mut DbConn,
-                peer_id: i64,
-                peer_object_ids: &[i64],
-            ) -> Result<HashMap<i64, i64>> {
-                let mut ids = HashMap::with_capacity(peer_object_ids.len());
-                let reads = IdReads::of(peer_object_ids);
-                for &batch in &reads.batches {
-                    let rows: Vec<(i64, i64)> = load_rows!(conn, {
-                        let query = $table::table
-                            .filter($table::peer_id.eq(peer_id))
-                            .select(($table::$peer_col.assume_not_null(), $table::$id))
-                            .into_boxed();
-                        in_batch!(query, $table::$peer_col, batch)
-                    })?;
-                    ids.extend(rows.into_iter().filter(|(id, _)| reads.keeps(*id)));
-                }
-                Ok(ids)
-            }
-
-            async fn upsert(
+            async fn upsert_chunk(
                 conn: &mut DbConn,
                 peer_id: i64,
                 rows: &[(i64, $fields)],
                 now: i64,
             ) -> Result<usize> {
                 use diesel::upsert::excluded;
-                if rows.is_empty() {
-                    return Ok(0);
-                }
-                if let (Db::Pg(c), true) = (conn.db(), rows.len() >= UNNEST_FROM) {
-                    // One statement, one array per column (see `unnest_upsert_sql`).
-                    let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
-                    $( let $col: Vec<$ty> = rows.iter().map(|(_, f)| f.$col.clone()).collect(); )*
-                    let query = diesel::sql_query(unnest_upsert_sql(
-                        stringify!($table),
-                        stringify!($peer_col),
-                        &[$(stringify!($col)),*],
-                        &[$(stringify!($insert_stamp)),*],
-                        &[$(stringify!($update_stamp)),*],
-                    ))
-                    .bind::<BigInt, _>(peer_id)
-                    .bind::<BigInt, _>(now)
-                    .bind::<Array<BigInt>, _>(ids);
-                    $( let query = query.bind::<Array<SqlTypeOf<$table::$col>>, _>($col); )*
-                    return Ok(diesel_async::RunQueryDsl::execute(query, c).await?);
-                }
-                // Kinds without time stamps do not use `now`.
+                // Classes without time stamps do not use `now`.
                 let _ = now;
-                let mut written = 0;
-                for chunk in rows.chunks(CHUNK) {
-                    let values: Vec<_> = chunk
-                        .iter()
-                        .map(|(peer_object_id, fields)| {
-                            (
-                                $table::peer_id.eq(Some(peer_id)),
-                                $table::$peer_col.eq(Some(*peer_object_id)),
-                                fields.clone(),
-                                $( $table::$insert_stamp.eq(now), )*
-                            )
-                        })
-                        .collect();
-                    written += execute_batch!(conn, {
-                        diesel::insert_into($table::table)
-                            .values(values)
-                            .on_conflict(($table::peer_id, $table::$peer_col))
-                            .do_update()
-                            .set((
-                                $( $table::$col.eq(excluded($table::$col)), )*
-                                $( $table::$update_stamp.eq(now), )*
-                            ))
-                    })?;
-                }
-                Ok(written)
+                let values: Vec<_> = rows
+                    .iter()
+                    .map(|(peer_object_id, fields)| {
+                        (
+                            $table::peer_id.eq(Some(peer_id)),
+                            $table::$peer_col.eq(Some(*peer_object_id)),
+                            fields.clone(),
+                            $( $table::$insert_stamp.eq(now), )*
+                        )
+                    })
+                    .collect();
+                Ok(execute_batch!(conn, {
+                    diesel::insert_into($table::table)
+                        .values(values)
+                        .on_conflict(($table::peer_id, $table::$peer_col))
+                        .do_update()
+                        .set((
+                            $( $table::$col.eq(excluded($table::$col)), )*
+                            $( $table::$update_stamp.eq(now), )*
+                        ))
+                })?)
             }
 
-            async fn delete(
+            async fn upsert_unnest(
+                c: &mut AsyncPgConnection,
+                peer_id: i64,
+                rows: &[(i64, $fields)],
+                now: i64,
+            ) -> Result<usize> {
+                // One array per column.
+                let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+                $( let $col: Vec<$ty> = rows.iter().map(|(_, f)| f.$col.clone()).collect(); )*
+                let query = diesel::sql_query(unnest_upsert_sql(
+                    stringify!($table),
+                    stringify!($peer_col),
+                    &[$(stringify!($col)),*],
+                    &[$(stringify!($insert_stamp)),*],
+                    &[$(stringify!($update_stamp)),*],
+                ))
+                .bind::<BigInt, _>(peer_id)
+                .bind::<BigInt, _>(now)
+                .bind::<Array<BigInt>, _>(ids);
+                $( let query = query.bind::<Array<SqlTypeOf<$table::$col>>, _>($col); )*
+                Ok(diesel_async::RunQueryDsl::execute(query, c).await?)
+            }
+
+            async fn delete_chunk(
                 conn: &mut DbConn,
                 peer_id: i64,
                 peer_object_ids: &[i64],
             ) -> Result<usize> {
-                let mut deleted = 0;
-                for chunk in peer_object_ids.chunks(CHUNK) {
-                    deleted += with_db!(conn, |c| {
-                        diesel::delete(
-                            $table::table
-                                .filter($table::peer_id.eq(peer_id))
-                                .filter($table::$peer_col.eq_any(chunk)),
-                        )
-                        .execute(c)
-                        .await
-                    })?;
-                }
-                Ok(deleted)
+                Ok(with_db!(conn, |c| {
+                    diesel::delete(
+                        $table::table
+                            .filter($table::peer_id.eq(peer_id))
+                            .filter($table::$peer_col.eq_any(peer_object_ids)),
+                    )
+                    .execute(c)
+                    .await
+                })?)
             }
 
             async fn local_page(
@@ -327,60 +458,49 @@ macro_rules! cached_class {
                 )?)
             }
 
-            async fn local_rows(conn: &mut DbConn, ids: &[i64]) -> Result<Vec<(i64, $fields)>> {
-                let mut rows = Vec::with_capacity(ids.len());
-                for chunk in ids.chunks(CHUNK) {
-                    let found: Vec<(i64, $fields)> = load_rows!(
-                        conn,
-                        $table::table
-                            .filter($table::peer_id.is_null())
-                            $( .filter($export_filter) )*
-                            .filter($table::$id.eq_any(chunk.to_vec()))
-                            .order($table::$id)
-                            .select(($table::$id, $fields::as_select()))
-                    )?;
-                    rows.extend(found);
-                }
-                Ok(rows)
+            async fn local_chunk(conn: &mut DbConn, ids: &[i64]) -> Result<Vec<(i64, $fields)>> {
+                Ok(load_rows!(
+                    conn,
+                    $table::table
+                        .filter($table::peer_id.is_null())
+                        $( .filter($export_filter) )*
+                        .filter($table::$id.eq_any(ids.to_vec()))
+                        .order($table::$id)
+                        .select(($table::$id, $fields::as_select()))
+                )?)
             }
 
-            async fn holders(
+            async fn holders_chunk(
                 conn: &mut DbConn,
-                peer_id: i64,
                 natural_keys: &[String],
+                within: Option<i64>,
             ) -> Result<Vec<Holder>> {
-                cached_class!(@holders conn, peer_id, natural_keys, $table, $peer_col, $scope $natural)
+                cached_class!(@holders conn, natural_keys, within, $table, $peer_col, $natural)
             }
         }
     };
     (@name none) => { "" };
     (@name $col:ident) => { stringify!($col) };
+    (@scope $scope:ident none) => { KeyScope::None };
+    (@scope per_authority $col:ident) => { KeyScope::PerAuthority };
+    (@scope everywhere $col:ident) => { KeyScope::Everywhere };
     (@natural $fields:ident none) => { { let _ = $fields; None } };
     (@natural $fields:ident $col:ident) => { Some($fields.$col.as_str()) };
-    (@holders $conn:ident, $peer_id:ident, $keys:ident, $table:ident, $peer_col:ident, per_peer none) => {
-        { let _ = (&$conn, $peer_id, $keys); Ok(Vec::new()) }
+    (@holders $conn:ident, $keys:ident, $within:ident, $table:ident, $peer_col:ident, none) => {
+        { let _ = (&$conn, $keys, $within); Ok(Vec::new()) }
     };
-    (@holders $conn:ident, $peer_id:ident, $keys:ident, $table:ident, $peer_col:ident, per_peer $col:ident) => {
-        cached_class!(@holders_where $conn, $keys, $table, $col, $peer_col, $table::peer_id.eq($peer_id))
+    (@holders $conn:ident, $keys:ident, $within:ident, $table:ident, $peer_col:ident, $col:ident) => {
+        Ok(with_db!($conn, |c| {
+            let mut query = $table::table
+                .filter($table::$col.eq_any($keys))
+                .select(($table::$col, $table::peer_id, $table::$peer_col))
+                .into_boxed();
+            if let Some(peer_id) = $within {
+                query = query.filter($table::peer_id.eq(peer_id));
+            }
+            query.load(c).await
+        })?)
     };
-    (@holders $conn:ident, $peer_id:ident, $keys:ident, $table:ident, $peer_col:ident, everywhere $col:ident) => {
-        { let _ = $peer_id; cached_class!(@holders_where $conn, $keys, $table, $col, $peer_col) }
-    };
-    (@holders_where $conn:ident, $keys:ident, $table:ident, $col:ident, $peer_col:ident $(, $scope:expr)?) => {{
-        let mut holders = Vec::new();
-        for chunk in $keys.chunks(CHUNK) {
-            let found: Vec<Holder> = with_db!($conn, |c| {
-                $table::table
-                    .filter($table::$col.eq_any(chunk))
-                    $( .filter($scope) )?
-                    .select(($table::$col, $table::peer_id, $table::$peer_col))
-                    .load(c)
-                    .await
-            })?;
-            holders.extend(found);
-        }
-        Ok(holders)
-    }};
 }
 
 cached_class! {
@@ -418,7 +538,7 @@ cached_class! {
 cached_class! {
     /// Keys cached from peers.
     CachedKeys / KeyFields: keys (Keys, key_id, peer_key_id),
-    natural key none unique per_peer,
+    natural key none unique nowhere,
     exported where [],
     stamped on insert [] on update [],
     {
@@ -435,7 +555,7 @@ cached_class! {
     /// Persons cached from peers.
     CachedPersons / PersonFields: persons (Persons, person_id, peer_person_id),
     // An e-mail is unique among the persons of one authority only.
-    natural key email unique per_peer,
+    natural key email unique per_authority,
     exported where [],
     stamped on insert [date_created, last_updated] on update [last_updated],
     {

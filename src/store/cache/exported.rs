@@ -31,7 +31,7 @@ pub async fn exported_slice_nodes(
                 .order((slice_node::slice_id, slice_node::node_id))
                 .select((slice_node::slice_id, slice_node::node_id))
                 .into_boxed();
-            in_batch!(query, slice_node::slice_id, batch)
+            in_batch(query, slice_node::slice_id, batch)
         })?;
         out.extend(pairs.into_iter().filter(|&(slice, _)| reads.keeps(slice)));
     }
@@ -56,7 +56,7 @@ pub async fn exported_slice_persons(
                 .order((slice_person::slice_id, slice_person::person_id))
                 .select((slice_person::slice_id, slice_person::person_id))
                 .into_boxed();
-            in_batch!(query, slice_person::slice_id, batch)
+            in_batch(query, slice_person::slice_id, batch)
         })?;
         out.extend(pairs.into_iter().filter(|&(slice, _)| reads.keeps(slice)));
     }

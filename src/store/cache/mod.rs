@@ -3,7 +3,7 @@
 //! A refresh compares what a peer serves with what is cached from it and
 //! writes only the difference. Every query here is set-based: the cached
 //! rows of a peer load in one query per class, changed and new rows go in
-//! multi-row upserts keyed on `(peer_id, peer_<kind>_id)`, gone rows in
+//! multi-row upserts keyed on `(peer_id, peer_<class>_id)`, gone rows in
 //! multi-row deletes; relation rows likewise. Nothing issues a statement per
 //! object.
 //!
@@ -15,9 +15,11 @@
 //! (how ids are read and rows written in batches).
 //!
 //! [`CachedClass`] describes one class of objects (its table, the columns a
-//! refresh compares, its natural key); the `cached_class!` macro implements it
-//! for sites, keys, persons, nodes and slices from one column list each.
-//! [`Relation`] does the same for the membership tables.
+//! refresh compares, its natural key); the `cached_class!` macro declares
+//! it for sites, keys, persons, nodes and slices from one column list
+//! each, as one statement per operation, and the trait's provided methods
+//! run those statements over batches of ids and chunks of rows, for every
+//! class alike. [`RelationTable`] does the same for the membership tables.
 
 mod batch;
 pub mod classes;
@@ -26,6 +28,7 @@ pub mod exported;
 pub mod lookups;
 pub mod relations;
 
+pub use batch::IdBatch;
 pub use classes::*;
 pub use enumerations::*;
 pub use exported::*;

@@ -86,32 +86,56 @@ impl Ca {
         Ca { issuer, pem }
     }
 
-    /// A certificate for `usage` with subject CN `common_name` and the
-    /// alternative names `sans` (DNS names or IP addresses), written to
-    /// `dir/<file>.pem` and `dir/<file>.key`; `expired` makes one whose
-    /// validity ended in 2020.
-    pub fn issue(
-        &self,
-        dir: &Path,
-        file: &str,
-        usage: Usage,
-        common_name: &str,
-        sans: &[&str],
-        expired: bool,
-    ) -> Issued {
-        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(sans).expect("alternative names");
-        params.distinguished_name = distinguished_name(common_name);
-        params.extended_key_usages = vec![match usage {
+    /// A certificate for `usage` with subject CN `common_name`, which is
+    /// also its one alternative name unless [`Cert::sans`] says otherwise;
+    /// [`Cert::issue`] signs and writes it.
+    pub fn cert(&self, usage: Usage, common_name: &str) -> Cert<'_> {
+        Cert {
+            ca: self,
+            usage,
+            common_name: common_name.to_owned(),
+            sans: vec![common_name.to_owned()],
+            expired: false,
+        }
+    }
+}
+
+/// A certificate to be signed by a [`Ca`], made by [`Ca::cert`].
+pub struct Cert<'a> {
+    ca: &'a Ca,
+    usage: Usage,
+    common_name: String,
+    sans: Vec<String>,
+    expired: bool,
+}
+
+impl Cert<'_> {
+    /// Its alternative names (DNS names or IP addresses).
+    pub fn sans(mut self, sans: &[&str]) -> Self {
+        self.sans = sans.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Makes it one whose validity ended in 2020.
+    pub fn expired(mut self) -> Self {
+        self.expired = true;
+        self
+    }
+
+    /// Signs it and writes it to `dir/<file>.pem` and `dir/<file>.key`.
+    pub fn issue(self, dir: &Path, file: &str) -> Issued {
+        let mut params = CertificateParams::new(self.sans).expect("alternative names");
+        params.distinguished_name = distinguished_name(&self.common_name);
+        params.extended_key_usages = vec![match self.usage {
             Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
             Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
         }];
-        if expired {
+        if self.expired {
             params.not_before = date_time_ymd(2019, 1, 1);
             params.not_after = date_time_ymd(2020, 1, 1);
         }
         let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        let cert = params.signed_by(&key, &self.ca.issuer).expect("sign");
         let issued = Issued {
             cert: dir.join(format!("{file}.pem")),
             key: dir.join(format!("{file}.key")),

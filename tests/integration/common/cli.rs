@@ -247,7 +247,7 @@ impl Served {
         pb::registry_service_client::RegistryServiceClient::new(
             tonic::service::interceptor::InterceptedService::new(
                 channel,
-                super::BearerToken::new(Some(token)),
+                super::Bearer::new(Some(token)).unwrap(),
             ),
         )
     }

@@ -208,26 +208,29 @@ pub fn person(id: i64, email: &str) -> pb::ExportedPerson {
     }
 }
 
-/// A regular node with id `id` at the peer, of the peer's site `site_id`.
-pub fn node(id: i64, hostname: &str, site_id: i64, boot_state: &str) -> pb::ExportedNode {
+/// A regular node in boot state `boot` with id `id` at the peer, of the
+/// peer's site `site_id` (other fields: `pb::ExportedNode { boot_state,
+/// ..node(...) }`).
+pub fn node(id: i64, hostname: &str, site_id: i64) -> pb::ExportedNode {
     pb::ExportedNode {
         node_id: id,
         hostname: hostname.into(),
         site_id,
         node_type: "regular".into(),
-        boot_state: boot_state.into(),
+        boot_state: "boot".into(),
         ..Default::default()
     }
 }
 
-/// A slice with id `id` at the peer, of the peer's site `site_id`, without
-/// nodes or persons.
-pub fn slice(id: i64, name: &str, site_id: i64, instantiation: &str) -> pb::ExportedSlice {
+/// A `plc-instantiated` slice with id `id` at the peer, of the peer's site
+/// `site_id`, without nodes or persons (other fields: `pb::ExportedSlice {
+/// instantiation, ..slice(...) }`).
+pub fn slice(id: i64, name: &str, site_id: i64) -> pb::ExportedSlice {
     pb::ExportedSlice {
         slice_id: id,
         site_id,
         name: name.into(),
-        instantiation: instantiation.into(),
+        instantiation: "plc-instantiated".into(),
         max_nodes: 10,
         ..Default::default()
     }

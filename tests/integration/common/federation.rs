@@ -1,6 +1,7 @@
 //! Federation helpers: peering test servers both ways, refreshing, and
 //! counting local and foreign objects through the admin API.
 
+pub use fedreg::peering::report::writes;
 use fedreg::proto::v1 as pb;
 
 use super::TestServer;
@@ -141,17 +142,6 @@ pub fn relation<'a>(report: &'a pb::RefreshReport, relation: &str) -> &'a pb::Re
         .unwrap_or_else(|| panic!("no relation {relation} in {report:?}"))
 }
 
-/// Objects and relation rows a refresh wrote.
-pub fn writes(report: &pb::RefreshReport) -> i64 {
-    let objects: i64 = report
-        .classes
-        .iter()
-        .map(|c| c.added + c.updated + c.deleted)
-        .sum();
-    let relations: i64 = report.relations.iter().map(|r| r.added + r.removed).sum();
-    objects + relations
-}
-
 /// Counts of one kind of object on a registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counts {
@@ -215,7 +205,7 @@ pub fn ssh_key(seed: usize, comment: &str) -> String {
     format!("ssh-ed25519 {b64} {comment}")
 }
 
-/// Local ids of what [`populate`] created.
+/// Local ids of what a [`Populate`] created.
 #[derive(Debug, Clone, Default)]
 pub struct Population {
     /// Site ids.
@@ -226,20 +216,115 @@ pub struct Population {
     pub keys: Vec<i64>,
 }
 
-/// Creates `sites` sites (`<prefix>1`...) and `persons` enabled persons
-/// with role user, each at site `n mod sites` (primary) with
-/// `keys_per_person` keys, through the admin API.
-pub async fn populate(
-    server: &TestServer,
-    prefix: &str,
-    sites: usize,
+/// Objects to create through the admin API, named after a prefix: sites
+/// (`<prefix><n>`), and enabled persons `user<n>@<prefix>.example.org`
+/// with role user, person n at site `n mod sites` (primary) when there are
+/// sites, each with its keys. Nothing unless asked:
+/// `Populate::new("two").sites(2).persons(3).keys_per_person(1).on(&server)`.
+#[derive(Debug, Clone)]
+pub struct Populate {
+    prefix: String,
+    sites: Sites,
     persons: usize,
     keys_per_person: usize,
-) -> Population {
-    let sites = create_sites(server, prefix, sites).await;
-    let mut out = create_persons(server, prefix, &sites, persons, keys_per_person).await;
-    out.sites = sites;
-    out
+}
+
+/// The sites of a [`Populate`].
+#[derive(Debug, Clone)]
+enum Sites {
+    /// This many new ones.
+    New(usize),
+    /// These, already there.
+    Existing(Vec<i64>),
+}
+
+impl Populate {
+    /// Nothing yet, named after `prefix`.
+    pub fn new(prefix: &str) -> Populate {
+        Populate {
+            prefix: prefix.to_owned(),
+            sites: Sites::New(0),
+            persons: 0,
+            keys_per_person: 0,
+        }
+    }
+
+    /// `count` new sites.
+    pub fn sites(mut self, count: usize) -> Populate {
+        self.sites = Sites::New(count);
+        self
+    }
+
+    /// The persons go to these existing sites instead of new ones.
+    pub fn at_sites(mut self, site_ids: &[i64]) -> Populate {
+        self.sites = Sites::Existing(site_ids.to_vec());
+        self
+    }
+
+    /// `count` persons.
+    pub fn persons(mut self, count: usize) -> Populate {
+        self.persons = count;
+        self
+    }
+
+    /// `count` keys for each person.
+    pub fn keys_per_person(mut self, count: usize) -> Populate {
+        self.keys_per_person = count;
+        self
+    }
+
+    /// Creates them on `server`.
+    pub async fn on(self, server: &TestServer) -> Population {
+        let sites = match self.sites {
+            Sites::New(count) => create_sites(server, &self.prefix, count).await,
+            Sites::Existing(ids) => ids,
+        };
+        let mut api = server.registry().await;
+        let mut out = Population::default();
+        for i in 0..self.persons {
+            let person = api
+                .create_person(pb::CreatePersonRequest {
+                    email: format!("user{i}@{}.example.org", self.prefix),
+                    first_name: "User".into(),
+                    last_name: format!("{}{i}", self.prefix),
+                    enabled: Some(true),
+                    ..Default::default()
+                })
+                .await
+                .expect("create person")
+                .into_inner();
+            api.add_role_to_person(pb::PersonRoleRequest {
+                person_id: person.person_id,
+                role_id: 30,
+            })
+            .await
+            .expect("add role");
+            if !sites.is_empty() {
+                api.add_person_to_site(pb::PersonSiteRequest {
+                    person_id: person.person_id,
+                    site_id: sites[i % sites.len()],
+                    is_primary: true,
+                })
+                .await
+                .expect("add to site");
+            }
+            for k in 0..self.keys_per_person {
+                let key = api
+                    .create_key(pb::CreateKeyRequest {
+                        person_id: person.person_id,
+                        key_type: "ssh".into(),
+                        key: ssh_key(i * 7 + k, &format!("{}{i}-{k}", self.prefix)),
+                    })
+                    .await
+                    .expect("create key")
+                    .into_inner();
+                out.keys.push(key.key_id);
+            }
+            out.persons.push(person.person_id);
+        }
+        out.sites = sites;
+        out
+    }
 }
 
 /// Creates `count` sites with login_base `<prefix><n>`; returns their ids.
@@ -259,61 +344,4 @@ pub async fn create_sites(server: &TestServer, prefix: &str, count: usize) -> Ve
         ids.push(site.site_id);
     }
     ids
-}
-
-/// Creates `count` enabled persons `user<n>@<prefix>.example.org` with
-/// role user, person n at site `n mod sites` (primary) when there are
-/// sites, each with `keys_per_person` keys; returns the persons and keys
-/// (`sites` left empty).
-pub async fn create_persons(
-    server: &TestServer,
-    prefix: &str,
-    sites: &[i64],
-    count: usize,
-    keys_per_person: usize,
-) -> Population {
-    let mut api = server.registry().await;
-    let mut out = Population::default();
-    for i in 0..count {
-        let person = api
-            .create_person(pb::CreatePersonRequest {
-                email: format!("user{i}@{prefix}.example.org"),
-                first_name: "User".into(),
-                last_name: format!("{prefix}{i}"),
-                enabled: Some(true),
-                ..Default::default()
-            })
-            .await
-            .expect("create person")
-            .into_inner();
-        api.add_role_to_person(pb::PersonRoleRequest {
-            person_id: person.person_id,
-            role_id: 30,
-        })
-        .await
-        .expect("add role");
-        if !sites.is_empty() {
-            api.add_person_to_site(pb::PersonSiteRequest {
-                person_id: person.person_id,
-                site_id: sites[i % sites.len()],
-                is_primary: true,
-            })
-            .await
-            .expect("add to site");
-        }
-        for k in 0..keys_per_person {
-            let key = api
-                .create_key(pb::CreateKeyRequest {
-                    person_id: person.person_id,
-                    key_type: "ssh".into(),
-                    key: ssh_key(i * 7 + k, &format!("{prefix}{i}-{k}")),
-                })
-                .await
-                .expect("create key")
-                .into_inner();
-            out.keys.push(key.key_id);
-        }
-        out.persons.push(person.person_id);
-    }
-    out
 }

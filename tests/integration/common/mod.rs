@@ -26,12 +26,12 @@ pub mod scrape;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+pub use fedreg::channel::{Authed, Bearer};
 use fedreg::proto::v1::peer_service_client::PeerServiceClient;
 use fedreg::proto::v1::peering_service_client::PeeringServiceClient;
 use fedreg::proto::v1::registry_service_client::RegistryServiceClient;
 use fedreg::proto::v1::token_service_client::TokenServiceClient;
 use fedreg::server::{RunningServer, ServerConfig};
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig};
 
@@ -148,34 +148,6 @@ fn rand_suffix() -> u32 {
         .unwrap_or(0)
 }
 
-/// A client channel that sends a bearer token with every call.
-pub type Authed = InterceptedService<Channel, BearerToken>;
-
-/// Adds `authorization: Bearer <token>` to every request.
-#[derive(Clone)]
-pub struct BearerToken(Option<MetadataValue<tonic::metadata::Ascii>>);
-
-impl BearerToken {
-    /// Sends `token`; `None` sends no header.
-    pub fn new(token: Option<&str>) -> BearerToken {
-        BearerToken(token.map(|t| format!("Bearer {t}").parse().expect("ascii token")))
-    }
-}
-
-impl tonic::service::Interceptor for BearerToken {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
 /// A fedreg server running in this process on a loopback port.
 pub struct TestServer {
     /// The running server.
@@ -280,7 +252,10 @@ impl TestServer {
     }
 
     async fn authed(&self, token: Option<&str>) -> Authed {
-        InterceptedService::new(self.channel().await, BearerToken::new(token))
+        InterceptedService::new(
+            self.channel().await,
+            Bearer::new(token).expect("ascii token"),
+        )
     }
 
     /// A registry client with the admin token.

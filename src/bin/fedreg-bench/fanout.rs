@@ -426,3 +426,26 @@ fn sorted_percentile(values: &mut [f64], p: f64) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     (!values.is_empty()).then(|| percentile(values, p))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two commits (revisions 5 and 6): one stream gets both, one misses
+    /// the first, one gets them in the wrong order.
+    #[test]
+    fn lost_and_reordered_events_are_counted() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let commits = [(5, at(10)), (6, at(20))];
+        let received = vec![
+            vec![(4, at(0)), (5, at(11)), (6, at(23))],
+            vec![(4, at(0)), (6, at(21))],
+            vec![(4, at(0)), (6, at(22)), (5, at(24))],
+        ];
+        assert_eq!(faults(&commits, &received), (1, 1));
+        let by_commit = latencies(&commits, &received);
+        assert_eq!(by_commit[0], [1.0, 14.0]);
+        assert_eq!(by_commit[1], [3.0, 1.0, 2.0]);
+    }
+}

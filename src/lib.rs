@@ -68,7 +68,8 @@
 //!   schedule or a follow) → [`peering::fetch`] into a spool →
 //!   [`peering::sync::apply`] in one transaction;
 //! - export: `GetPeerData` in [`api::peering`] → [`peering::export::stream`];
-//! - follow: serving side `Follow` → [`peering::announce::stream`]; following
+//! - follow: serving side `Follow` → [`peering::announce::stream`], all
+//!   streams waiting on one [`peering::announce::Checkpoints`]; following
 //!   side [`peering::follow::run`], which refreshes at each announced change;
 //! - metrics: `GET /metrics` in [`metrics::endpoint`] →
 //!   [`metrics::sampled::Sampler::sample`] → [`metrics::Metrics::render`];

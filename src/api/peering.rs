@@ -1,6 +1,6 @@
 //! `fedreg.v1.PeeringService`: `GetPeerData` and `Follow`, called by peers.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::auth::Principal;
 use super::sessions::{Sessions, StreamSlot};
 use crate::metrics::Metrics;
-use crate::peering::announce::{self, FollowStream};
+use crate::peering::announce::{self, Checkpoints, FollowStream};
 use crate::peering::export::{self, Delivery, PeerDataStream};
 use crate::proto::v1 as pb;
 use crate::proto::v1::peering_service_server::PeeringService;
@@ -25,6 +25,9 @@ pub struct PeeringApi {
     sessions: Arc<Sessions>,
     send_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// The checkpoints the follow streams announce, read from the first
+    /// `Follow` call on.
+    checkpoints: Arc<OnceLock<Checkpoints>>,
 }
 
 impl PeeringApi {
@@ -48,6 +51,7 @@ impl PeeringApi {
             sessions,
             send_timeout,
             metrics,
+            checkpoints: Arc::default(),
         }
     }
 
@@ -111,8 +115,12 @@ impl PeeringService for PeeringApi {
             since: request.since,
             slot,
         };
+        let checkpoints = self
+            .checkpoints
+            .get_or_init(|| Checkpoints::start(self.store.clone(), self.stop.clone()));
         Ok(Response::new(announce::stream(
             self.store.clone(),
+            checkpoints,
             subscription,
             self.stop.clone(),
         )))

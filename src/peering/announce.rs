@@ -1,22 +1,27 @@
 //! `Follow`, the serving side: announces this registry's checkpoint as
 //! commits move it.
 //!
-//! A stream waits on the store's commit notifications ([`Store::changes`]);
-//! at each wake it reads the change history and sends an event when the
-//! last revision moved past the one last announced. When nothing was
+//! One task per server, [`Checkpoints`], waits on the store's commit
+//! notifications ([`Store::changes`]) and reads the checkpoint once per
+//! wake; every stream waits on what it publishes, so a change costs one
+//! read however many streams follow. A stream sends an event when the
+//! checkpoint moved past the one it last announced. When nothing was
 //! announced for a heartbeat period it sends a heartbeat, after reading
-//! the history again: should a notification ever be lost, the heartbeat
+//! the history itself: should a notification ever be lost (or a commit
+//! come from another process that does not notify), the heartbeat
 //! announces the change (the safety net; the notification is the path).
 //! An event carries the checkpoint, and, when the caller asked for them
-//! and they are small, the changes since the previous event, read as a
-//! delta `GetPeerData` would stream them: the caller then applies them
-//! without a call of its own. Otherwise (or when the caller's cache is not
-//! where the changes start) the caller fetches them with a delta
-//! `GetPeerData`, so what a stream misses costs latency, never data.
+//! and they are small, the changes since the previous event, read for
+//! that caller as a delta `GetPeerData` would stream them: the caller then
+//! applies them without a call of its own. Otherwise (or when the caller's
+//! cache is not where the changes start) the caller fetches them with a
+//! delta `GetPeerData`, so what a stream misses costs latency, never data.
 //!
 //! A stream lives no longer than the token it was opened with: it ends
-//! when its [`StreamSlot`] says the token was revoked, and every event
-//! first checks that the token still exists.
+//! when its [`StreamSlot`] says the token was revoked (at once for
+//! `RevokeToken`, within the token cache period for a token revoked by
+//! another process), and every event that reads the database (a heartbeat,
+//! carried changes) first checks that the token still exists.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -63,13 +68,65 @@ pub struct Subscription {
     pub slot: Option<StreamSlot>,
 }
 
+/// The registry's checkpoint as commits move it, read once per commit
+/// notification by one task and shared by every `Follow` stream.
+#[derive(Clone)]
+pub struct Checkpoints {
+    latest: watch::Receiver<Option<pb::Checkpoint>>,
+}
+
+impl Checkpoints {
+    /// Starts the task that reads `store`'s checkpoint after each commit,
+    /// until `stop` is cancelled.
+    pub fn start(store: Store, stop: CancellationToken) -> Checkpoints {
+        let (latest, receiver) = watch::channel(None);
+        // Subscribed before the first read: a commit after it wakes the task.
+        let mut wakes = store.changes();
+        tokio::spawn(async move {
+            loop {
+                match read_checkpoint(&store).await {
+                    Ok(read) => {
+                        latest.send_if_modified(|known| {
+                            let moved = known.as_ref() != Some(&read);
+                            *known = Some(read);
+                            moved
+                        });
+                    }
+                    // The streams' heartbeats read it themselves.
+                    Err(e) => tracing::warn!(error = %e, "follow: reading the checkpoint"),
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = wakes.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        Checkpoints { latest: receiver }
+    }
+}
+
+/// The checkpoint of the history `store` holds.
+async fn read_checkpoint(store: &Store) -> Result<pb::Checkpoint> {
+    checkpoint(&mut store.read().await?).await
+}
+
+/// The checkpoint of the history `conn` sees.
+async fn checkpoint(conn: &mut DbConn) -> Result<pb::Checkpoint> {
+    let history = revisions::history(conn).await?;
+    Ok(pb::Checkpoint {
+        epoch: history.epoch,
+        revision: history.revision,
+    })
+}
+
 /// Where a stream stands.
 struct Announcer {
     store: Store,
     token_id: Option<i64>,
     changes: Option<export::Request>,
     slot: Option<StreamSlot>,
-    wakes: watch::Receiver<u64>,
+    /// The checkpoint after the last commit, from [`Checkpoints`].
+    latest: watch::Receiver<Option<pb::Checkpoint>>,
     stop: CancellationToken,
     heartbeat: Duration,
     next_heartbeat: Instant,
@@ -92,17 +149,24 @@ pub fn heartbeat(seconds: u32) -> Result<Duration> {
     }
 }
 
-/// Announces the checkpoints of `store` to a `subscription`, until `stop`
-/// is cancelled, its token is revoked or the caller goes away.
-pub fn stream(store: Store, subscription: Subscription, stop: CancellationToken) -> FollowStream {
+/// Announces the checkpoints of `store`, as `checkpoints` publishes them,
+/// to a `subscription`, until `stop` is cancelled, its token is revoked or
+/// the caller goes away.
+pub fn stream(
+    store: Store,
+    checkpoints: &Checkpoints,
+    subscription: Subscription,
+    stop: CancellationToken,
+) -> FollowStream {
     // Subscribed before the first read: a commit after it wakes the stream.
-    let wakes = store.changes();
+    let mut latest = checkpoints.latest.clone();
+    latest.mark_unchanged();
     let announcer = Announcer {
         store,
         token_id: subscription.token_id,
         changes: subscription.changes,
         slot: subscription.slot,
-        wakes,
+        latest,
         stop,
         heartbeat: subscription.heartbeat,
         // Due at once: the first event tells the current checkpoint.
@@ -146,7 +210,7 @@ impl Announcer {
                 biased;
                 () = self.stop.cancelled() => Woken::Stop,
                 () = revoked => Woken::Revoked,
-                changed = self.wakes.changed() => match changed {
+                changed = self.latest.changed() => match changed {
                     Ok(()) => Woken::Commit,
                     Err(_) => Woken::Stop,
                 },
@@ -163,7 +227,19 @@ impl Announcer {
                 Woken::Commit => false,
                 Woken::Heartbeat => true,
             };
-            if !heartbeat_due && self.changes.is_some() && self.announced.is_some() {
+            let carries = self.changes.is_some() && self.announced.is_some();
+            if !heartbeat_due && !carries {
+                // The checkpoint as published: no read of this stream's
+                // own (its token's revocation ends it through its slot).
+                let latest = self.latest.borrow_and_update().clone();
+                match latest {
+                    Some(latest) if self.is_new(&latest) => {
+                        return Some(Ok(self.sent(latest, false, None)));
+                    }
+                    _ => continue,
+                }
+            }
+            if !heartbeat_due {
                 // Straight to the changes, the token checked meanwhile:
                 // their snapshot says whether anything moved.
                 let (token, carried) = tokio::join!(self.check_token(), self.carried(None));
@@ -297,11 +373,7 @@ impl Announcer {
     async fn current(&self) -> Result<pb::Checkpoint> {
         let mut conn = self.store.read().await?;
         self.token_valid(&mut conn).await?;
-        let history = revisions::history(&mut conn).await?;
-        Ok(pb::Checkpoint {
-            epoch: history.epoch,
-            revision: history.revision,
-        })
+        checkpoint(&mut conn).await
     }
 
     /// Fails when the stream's token was revoked.

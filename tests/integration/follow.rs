@@ -1,6 +1,8 @@
 //! Follow mode: a registry that follows a peer keeps a `Follow` stream open
 //! to it and applies each change the peer commits, without a refresh call.
 //! Checked on real servers, both backends, both directions:
+//! - many checkpoint-only streams: every one gets every commit's event,
+//!   once and in order, and they end when their token is revoked;
 //! - the stream itself: the first event, a commit's event (the heartbeat
 //!   set to an hour, so only the commit notification can deliver it, also
 //!   from another process sharing a PostgreSQL database), heartbeats, bad
@@ -26,6 +28,7 @@ use tonic::Streaming;
 backend_tests!(
     the_follow_stream_announces_commits_and_heartbeats,
     follow_events_carry_small_changes_while_their_token_lives,
+    many_streams_get_every_commit_while_their_token_lives,
     changes_reach_followers_both_ways,
     following_survives_the_peer_restarting,
     following_survives_cut_connections,
@@ -331,6 +334,68 @@ async fn follow_events_carry_small_changes_while_their_token_lives(backend: Back
         }
     };
     assert_status(ended, tonic::Code::Unauthenticated, &["token", "revoked"]);
+}
+
+async fn many_streams_get_every_commit_while_their_token_lives(backend: Backend) {
+    const STREAMS: usize = 12;
+    let a = TestServer::start_with(backend, |c| c.streams_per_token = STREAMS).await;
+    let mut api = a.registry().await;
+    let mut tokens = a.tokens().await;
+    let created = tokens
+        .create_token(pb::CreateTokenRequest {
+            name: "watchers".into(),
+            role: "admin".into(),
+            peer_id: None,
+        })
+        .await
+        .expect("create token")
+        .into_inner();
+    let request = pb::FollowRequest {
+        since: None,
+        heartbeat_seconds: 3600,
+        include_changes: false,
+    };
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        streams.push(follow_as(&a, &created.token, request.clone()).await);
+    }
+    let mut last = Vec::new();
+    for stream in &mut streams {
+        last.push(next_event(stream).await.checkpoint.expect("checkpoint"));
+    }
+
+    // With an hour's heartbeat, each event is a commit's, and each stream
+    // gets each commit's, in order.
+    for i in 0..3 {
+        crate::common::objects::site(&mut api, &format!("fan{i}")).await;
+        for (stream, last) in streams.iter_mut().zip(&mut last) {
+            let event = next_event(stream).await;
+            assert!(!event.heartbeat);
+            let checkpoint = event.checkpoint.expect("checkpoint");
+            assert_eq!(checkpoint.epoch, last.epoch);
+            assert!(
+                checkpoint.revision > last.revision,
+                "{checkpoint:?} after {last:?}"
+            );
+            *last = checkpoint;
+        }
+    }
+    let latest = last[0].clone();
+    assert!(last.iter().all(|c| *c == latest), "{last:?}");
+
+    // Revoking the token ends every stream, though no event reads it.
+    tokens
+        .revoke_token(pb::RevokeTokenRequest {
+            token_id: created.info.expect("info").token_id,
+        })
+        .await
+        .expect("revoke");
+    for stream in &mut streams {
+        let ended = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("the stream ends");
+        assert_status(ended, tonic::Code::Unauthenticated, &["token", "revoked"]);
+    }
 }
 
 async fn changes_reach_followers_both_ways(backend: Backend) {

@@ -4,7 +4,9 @@
 //! [`crate::refresh`]); `load` holds a mixed load on one server
 //! ([`LoadArgs`], [`crate::load`]); `replication-baseline` measures
 //! PostgreSQL's logical replication alone ([`BaselineArgs`],
-//! [`crate::replication`]); `serve` runs a fedreg server, which is how the
+//! [`crate::replication`]); `fanout` times one registry announcing its
+//! commits to many `Follow` streams ([`FanoutArgs`], [`crate::fanout`]);
+//! `serve` runs a fedreg server, which is how the
 //! benchmark starts the registries it times.
 
 use std::num::NonZeroUsize;
@@ -45,6 +47,9 @@ pub enum Command {
     /// Measure PostgreSQL's logical replication latency alone (follow
     /// mode's baseline).
     ReplicationBaseline(BaselineArgs),
+    /// Time one serving registry announcing its commits to many Follow
+    /// streams (plain clients and real following registries).
+    Fanout(FanoutArgs),
     /// Run a fedreg server (how the benchmark starts its registries).
     #[command(hide = true)]
     Serve(Box<ServerArgs>),
@@ -165,6 +170,41 @@ pub struct BaselineArgs {
     pub pg: PgArgs,
 }
 
+/// Options of `fedreg-bench fanout`.
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    /// Database of the registries.
+    #[arg(long, value_enum, default_value_t = Backends::Both)]
+    pub backend: Backends,
+    /// Plain Follow streams (checkpoints only), one run per count.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    pub streams: Vec<usize>,
+    /// Plain streams sharing one HTTP/2 connection.
+    #[arg(long, default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub streams_per_connection: u32,
+    /// Real registries following the serving one (their caches are timed).
+    #[arg(long, default_value_t = 2)]
+    pub followers: usize,
+    /// Streams that never read their events, each on a connection of its
+    /// own.
+    #[arg(long, default_value_t = 1)]
+    pub slow: usize,
+    /// Commits timed per run.
+    #[arg(long, default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub changes: u32,
+    /// Milliseconds between a commit reaching everyone and the next one.
+    #[arg(long, default_value_t = 5)]
+    pub gap_ms: u64,
+    /// The PostgreSQL server.
+    #[command(flatten)]
+    pub pg: PgArgs,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
 /// Options of `fedreg-bench serve`: those of `fedreg serve`.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -217,6 +257,17 @@ mod tests {
             panic!("not replication-baseline: {cli:?}");
         };
         assert_eq!(baseline.changes.get(), 50);
+        let cli = Cli::try_parse_from(
+            "fedreg-bench fanout --backend sqlite --streams 10,100 --followers 1 --changes 20"
+                .split(' '),
+        )
+        .expect("parses");
+        let Some(Command::Fanout(fanout)) = cli.command else {
+            panic!("not fanout: {cli:?}");
+        };
+        assert_eq!(fanout.streams, [10, 100]);
+        assert_eq!((fanout.followers, fanout.changes, fanout.slow), (1, 20, 1));
+        assert!(Cli::try_parse_from(["fedreg-bench", "fanout", "--changes", "0"]).is_err());
         assert!(Cli::try_parse_from(["fedreg-bench", "--size", "enormous"]).is_err());
         assert!(Cli::try_parse_from(["fedreg-bench", "replication-baseline", "0"]).is_err());
     }

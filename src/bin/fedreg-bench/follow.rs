@@ -303,7 +303,7 @@ async fn stamped_latencies(
 }
 
 /// Waits until `on` is connected to its followed peer and up to date.
-async fn wait_caught_up(on: &Registry, peer_id: i64) -> anyhow::Result<()> {
+pub async fn wait_caught_up(on: &Registry, peer_id: i64) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let peer = get_peer(on, peer_id).await?;
@@ -319,7 +319,7 @@ async fn wait_caught_up(on: &Registry, peer_id: i64) -> anyhow::Result<()> {
 }
 
 /// The record of peer `peer_id` on `on`.
-async fn get_peer(on: &Registry, peer_id: i64) -> anyhow::Result<pb::Peer> {
+pub async fn get_peer(on: &Registry, peer_id: i64) -> anyhow::Result<pb::Peer> {
     Ok(on
         .peers()
         .get_peer(pb::GetPeerRequest {

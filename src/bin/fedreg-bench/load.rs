@@ -117,7 +117,7 @@ impl Record {
 }
 
 /// A new connection to `registry` (each reader its own, as peers have).
-async fn connect(registry: &Registry) -> anyhow::Result<Channel> {
+pub async fn connect(registry: &Registry) -> anyhow::Result<Channel> {
     Channel::from_shared(registry.url.clone())?
         .connect()
         .await
@@ -125,10 +125,10 @@ async fn connect(registry: &Registry) -> anyhow::Result<Channel> {
 }
 
 /// A peering client that presents a peer token.
-type Peering = PeeringServiceClient<servers::Authed>;
+pub type Peering = PeeringServiceClient<servers::Authed>;
 
 /// A peering client to `registry` with `token`, on a connection of its own.
-async fn peering(registry: &Registry, token: &str) -> anyhow::Result<Peering> {
+pub async fn peering(registry: &Registry, token: &str) -> anyhow::Result<Peering> {
     let bearer = Bearer::new(Some(token)).map_err(|_| anyhow!("token is not ascii"))?;
     Ok(
         PeeringServiceClient::with_interceptor(connect(registry).await?, bearer)
@@ -137,7 +137,7 @@ async fn peering(registry: &Registry, token: &str) -> anyhow::Result<Peering> {
 }
 
 /// A peer token issued by `registry` for a new peer `name`.
-async fn peer_token(registry: &Registry, name: &str) -> anyhow::Result<String> {
+pub async fn peer_token(registry: &Registry, name: &str) -> anyhow::Result<String> {
     let peer_id = registry
         .peers()
         .create_peer(pb::CreatePeerRequest {

@@ -4,7 +4,8 @@
 //! - Commands: [`refresh`] (the default: refreshes, GetPeerData, follow
 //!   mode and the floor), [`load`] (a mixed load on one server),
 //!   [`replication`] (PostgreSQL's logical replication, follow mode's
-//!   baseline), and `serve` (a fedreg server: the registries under test are
+//!   baseline), [`fanout`] (one registry announcing to many Follow
+//!   streams), and `serve` (a fedreg server: the registries under test are
 //!   this executable in child processes).
 //! - Steps and what they share: [`servers`] (the registries and their
 //!   databases), [`data`] and [`shapes`] (the data sets and their bulk
@@ -15,6 +16,7 @@
 
 mod cli;
 mod data;
+mod fanout;
 mod follow;
 mod load;
 mod pg;
@@ -45,6 +47,7 @@ async fn main() -> ExitCode {
         None => refresh::run(&cli.refresh).await,
         Some(Command::Load(args)) => load::run(&args).await,
         Some(Command::ReplicationBaseline(args)) => replication::command(&args).await,
+        Some(Command::Fanout(args)) => fanout::run(&args).await,
         Some(Command::Serve(args)) => serve(args).await,
     };
     match outcome {

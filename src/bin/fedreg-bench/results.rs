@@ -436,6 +436,98 @@ impl LoadResults {
     }
 }
 
+/// The results of `fedreg-bench fanout`.
+#[derive(Debug, Serialize)]
+pub struct FanoutResults {
+    /// One line per backend and stream count, in the order they ran.
+    pub runs: Vec<FanoutFigures>,
+}
+
+/// One fan-out run: a serving registry, its plain streams and followers.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutFigures {
+    /// The registries' database.
+    pub backend: Backend,
+    /// Plain Follow streams (checkpoints only).
+    pub streams: usize,
+    /// HTTP/2 connections the plain streams shared.
+    pub connections: usize,
+    /// Streams that never read their events.
+    pub slow: usize,
+    /// Real registries following the serving one.
+    pub followers: usize,
+    /// Commits timed.
+    pub changes: usize,
+    /// Events the plain streams received (the first, current checkpoint
+    /// included).
+    pub events: usize,
+    /// Commit to event, over every stream and commit: median, milliseconds.
+    pub event_p50_ms: Option<f64>,
+    /// 99th percentile, milliseconds.
+    pub event_p99_ms: Option<f64>,
+    /// The slowest, milliseconds.
+    pub event_max_ms: Option<f64>,
+    /// Commit to the last stream's event, over the commits: median,
+    /// milliseconds.
+    pub last_event_p50_ms: Option<f64>,
+    /// 99th percentile, milliseconds.
+    pub last_event_p99_ms: Option<f64>,
+    /// Commit to visible in a follower's cache, over every follower and
+    /// commit: median, milliseconds.
+    pub cache_p50_ms: Option<f64>,
+    /// 99th percentile, milliseconds.
+    pub cache_p99_ms: Option<f64>,
+    /// Commits' revisions a plain stream never received, over all streams.
+    pub lost: usize,
+    /// Events whose revision was below the one before, over all streams.
+    pub reordered: usize,
+    /// Events the slow streams held, delivered when they were read at the
+    /// end.
+    pub slow_events: usize,
+    /// Slow streams the server had ended.
+    pub slow_ended: usize,
+    /// Peak resident memory of the serving server, MiB, if known.
+    pub peak_mib: Option<f64>,
+}
+
+impl FanoutResults {
+    /// The table of the runs.
+    pub fn table(&self) -> String {
+        let mut out = String::from(
+            "\n| backend | streams | connections | slow | followers | changes | event p50 ms | \
+             event p99 ms | event max ms | last stream p50 ms | last stream p99 ms | \
+             cache p50 ms | cache p99 ms | lost | reordered | slow held / ended | peak MiB |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+        for r in &self.runs {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |",
+                r.backend,
+                r.streams,
+                r.connections,
+                r.slow,
+                r.followers,
+                r.changes,
+                ms(r.event_p50_ms),
+                ms(r.event_p99_ms),
+                ms(r.event_max_ms),
+                ms(r.last_event_p50_ms),
+                ms(r.last_event_p99_ms),
+                ms(r.cache_p50_ms),
+                ms(r.cache_p99_ms),
+                r.lost,
+                r.reordered,
+                r.slow_events,
+                r.slow_ended,
+                r.peak_mib.map_or_else(|| "-".into(), |m| format!("{m:.0}")),
+            );
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

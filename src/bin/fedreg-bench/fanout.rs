@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::FanoutArgs;
 use crate::data;
-use crate::follow::{get_peer, wait_caught_up};
+use crate::follow::{get_peer, start_following};
 use crate::load::{Peering, peer_token, peering};
 use crate::results::{self, FanoutFigures, FanoutResults};
 use crate::servers::{self, Backend, Database, Registry};
@@ -125,16 +125,7 @@ async fn fanout(
         let dir = work.join(&name);
         let registry = Registry::start(&name, &dir, &database.url(&dir)).await?;
         let (peer_id, _) = servers::peer(&registry, &s).await?;
-        registry
-            .peers()
-            .update_peer(pb::UpdatePeerRequest {
-                peer_id,
-                follow: Some(true),
-                ..Default::default()
-            })
-            .await
-            .context("UpdatePeer follow")?;
-        wait_caught_up(&registry, peer_id).await?;
+        start_following(&registry, peer_id).await?;
         followers.push(Follower {
             registry,
             database,

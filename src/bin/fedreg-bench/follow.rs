@@ -90,16 +90,7 @@ pub async fn measure(
     peer_id: i64,
     changes: usize,
 ) -> anyhow::Result<Latencies> {
-    refreshing
-        .peers()
-        .update_peer(pb::UpdatePeerRequest {
-            peer_id,
-            follow: Some(true),
-            ..Default::default()
-        })
-        .await
-        .context("UpdatePeer follow")?;
-    wait_caught_up(refreshing, peer_id).await?;
+    start_following(refreshing, peer_id).await?;
 
     let site_ids: Vec<i64> = {
         let mut conn = serving_store.read().await?;
@@ -300,6 +291,21 @@ async fn stamped_latencies(
             None => Err(anyhow!("{} has no arrival stamp", c.name)),
         })
         .collect()
+}
+
+/// Turns follow mode on for `peer_id` on `registry`, and waits until its
+/// cache has caught up with the peer.
+pub async fn start_following(registry: &Registry, peer_id: i64) -> anyhow::Result<()> {
+    registry
+        .peers()
+        .update_peer(pb::UpdatePeerRequest {
+            peer_id,
+            follow: Some(true),
+            ..Default::default()
+        })
+        .await
+        .context("UpdatePeer follow")?;
+    wait_caught_up(registry, peer_id).await
 }
 
 /// Waits until `on` is connected to its followed peer and up to date.

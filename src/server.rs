@@ -115,7 +115,7 @@ pub struct ServerConfig {
     /// How long the change log keeps a change: a peer away for longer gets
     /// a full snapshot instead of a delta.
     pub change_retention: Duration,
-    /// Longest wait for a `GetPeerData` caller to take the next batch
+    /// Longest wait for a `GetPeerData` or `Follow` caller to take the next message
     /// before its stream ends (`DEADLINE_EXCEEDED`) and gives its database
     /// connection back.
     pub send_timeout: Duration,
@@ -158,7 +158,7 @@ impl ServerConfig {
             max_dump: DumpLimits::default(),
             refresh_chunk: DEFAULT_REFRESH_CHUNK,
             change_retention: DEFAULT_CHANGE_RETENTION,
-            send_timeout: crate::peering::export::DEFAULT_SEND_TIMEOUT,
+            send_timeout: crate::peering::outbox::DEFAULT_SEND_TIMEOUT,
             streams_per_token: 4,
             token_cache: Duration::from_secs(10),
             max_connections: 256,

@@ -11,7 +11,8 @@ use super::auth::Principal;
 use super::sessions::{Sessions, StreamSlot};
 use crate::metrics::Metrics;
 use crate::peering::announce::{self, Checkpoints, FollowStream};
-use crate::peering::export::{self, Delivery, PeerDataStream};
+use crate::peering::export::{self, PeerDataStream};
+use crate::peering::outbox::Delivery;
 use crate::proto::v1 as pb;
 use crate::proto::v1::peering_service_server::PeeringService;
 use crate::store::Store;
@@ -33,8 +34,8 @@ pub struct PeeringApi {
 impl PeeringApi {
     /// A service over `store`, announcing itself as `registry_name`; its
     /// follow streams end when `stop` is cancelled. Streams take their slots
-    /// in `sessions`; a `GetPeerData` caller that reads nothing for
-    /// `send_timeout` loses its stream. `GetPeerData` streams are counted
+    /// in `sessions`; a caller that reads nothing for `send_timeout` loses
+    /// its stream. `GetPeerData` streams are counted
     /// in `metrics`.
     pub fn new(
         store: Store,
@@ -122,6 +123,7 @@ impl PeeringService for PeeringApi {
             self.store.clone(),
             checkpoints,
             subscription,
+            self.send_timeout,
             self.stop.clone(),
         )))
     }

@@ -86,8 +86,9 @@ pub struct ServeArgs {
     /// that has not refreshed for longer gets a full snapshot.
     #[arg(long, env = "FEDREG_CHANGE_RETENTION", default_value_t = 7 * 24 * 3600)]
     pub change_retention: u64,
-    /// Seconds a GetPeerData caller may leave the next batch unread before
-    /// its stream ends (DEADLINE_EXCEEDED) and frees its database connection.
+    /// Seconds a GetPeerData or Follow caller may leave the next message
+    /// unread before its stream ends (DEADLINE_EXCEEDED), freeing its
+    /// database connection and its stream slot.
     #[arg(long, env = "FEDREG_SEND_TIMEOUT", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub send_timeout: u64,

@@ -17,6 +17,13 @@
 //! cache is not where the changes start) the caller fetches them with a
 //! delta `GetPeerData`, so what a stream misses costs latency, never data.
 //!
+//! Each stream's announcer is a task that hands its events over through an
+//! [`outbox`]: a caller that leaves an event unread for the send timeout
+//! (its HTTP/2 window and the few buffered events full) loses its stream
+//! with `DEADLINE_EXCEEDED`, and resumes with a new call from its own
+//! checkpoint; it never delays the other streams, which wait on the
+//! published checkpoint, not on each other.
+//!
 //! A stream lives no longer than the token it was opened with: it ends
 //! when its [`StreamSlot`] says the token was revoked (at once for
 //! `RevokeToken`, within the token cache period for a token revoked by
@@ -34,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::export;
+use super::outbox::{self, Delivery};
 use crate::api::sessions::StreamSlot;
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
@@ -47,6 +55,8 @@ pub const MAX_HEARTBEAT_SECONDS: u32 = 3600;
 const MAX_CARRIED_REVISIONS: i64 = 256;
 /// Changes whose encoding outgrows this are left to `GetPeerData`.
 const MAX_CARRIED_BYTES: usize = 1024 * 1024;
+/// Events buffered between the announcer and the network.
+const CHANNEL_DEPTH: usize = 4;
 
 /// The stream of a `Follow` call.
 pub type FollowStream =
@@ -133,7 +143,6 @@ struct Announcer {
     /// The checkpoint last announced (or the caller's, before the first
     /// event).
     announced: Option<pb::Checkpoint>,
-    failed: bool,
 }
 
 /// The heartbeat period a caller asked for, checked.
@@ -150,18 +159,25 @@ pub fn heartbeat(seconds: u32) -> Result<Duration> {
 }
 
 /// Announces the checkpoints of `store`, as `checkpoints` publishes them,
-/// to a `subscription`, until `stop` is cancelled, its token is revoked or
-/// the caller goes away.
+/// to a `subscription`, until `stop` is cancelled, its token is revoked,
+/// the caller goes away or leaves an event unread for `send_timeout`.
 pub fn stream(
     store: Store,
     checkpoints: &Checkpoints,
     subscription: Subscription,
+    send_timeout: Duration,
     stop: CancellationToken,
 ) -> FollowStream {
     // Subscribed before the first read: a commit after it wakes the stream.
     let mut latest = checkpoints.latest.clone();
     latest.mark_unchanged();
-    let announcer = Announcer {
+    let delivery = Delivery {
+        send_timeout,
+        // The announcer watches the revocation itself, while it waits.
+        slot: None,
+        meter: None,
+    };
+    let mut announcer = Announcer {
         store,
         token_id: subscription.token_id,
         changes: subscription.changes,
@@ -172,26 +188,30 @@ pub fn stream(
         // Due at once: the first event tells the current checkpoint.
         next_heartbeat: Instant::now(),
         announced: subscription.since,
-        failed: false,
     };
-    Box::pin(futures_util::stream::unfold(
-        announcer,
-        |mut a| async move {
-            if a.failed {
-                return None;
+    let events = outbox::spawn("Follow", CHANNEL_DEPTH, delivery, |mut out| async move {
+        loop {
+            let event = tokio::select! {
+                event = announcer.next_event() => event,
+                gone = out.closed() => return Err(gone),
+            };
+            let Some(event) = event else { return Ok(()) };
+            let event = event?;
+            let stop = announcer.stop.clone();
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return Ok(()),
+                () = announcer.revoked() => return Err(revoked()),
+                sent = out.send(event) => sent?,
             }
-            let event = a.next_event().await?;
-            if event.is_err() {
-                a.failed = true;
-            }
-            Some((event, a))
-        },
-    ))
+        }
+    });
+    Box::pin(events)
 }
 
 impl Announcer {
     /// The next event to send; `None` ends the stream.
-    async fn next_event(&mut self) -> Option<std::result::Result<pb::FollowEvent, Status>> {
+    async fn next_event(&mut self) -> Option<Result<pb::FollowEvent>> {
         loop {
             enum Woken {
                 Stop,
@@ -199,17 +219,10 @@ impl Announcer {
                 Commit,
                 Heartbeat,
             }
-            let slot = &mut self.slot;
-            let revoked = async move {
-                match slot {
-                    Some(slot) => slot.revoked().await,
-                    None => std::future::pending().await,
-                }
-            };
             let woken = tokio::select! {
                 biased;
                 () = self.stop.cancelled() => Woken::Stop,
-                () = revoked => Woken::Revoked,
+                () = revoked_slot(&mut self.slot) => Woken::Revoked,
                 changed = self.latest.changed() => match changed {
                     Ok(()) => Woken::Commit,
                     Err(_) => Woken::Stop,
@@ -218,12 +231,7 @@ impl Announcer {
             };
             let heartbeat_due = match woken {
                 Woken::Stop => return None,
-                Woken::Revoked => {
-                    return Some(Err(Error::Unauthenticated(
-                        "the token was revoked; the Follow stream ends".into(),
-                    )
-                    .into()));
-                }
+                Woken::Revoked => return Some(Err(revoked())),
                 Woken::Commit => false,
                 Woken::Heartbeat => true,
             };
@@ -244,7 +252,7 @@ impl Announcer {
                 // their snapshot says whether anything moved.
                 let (token, carried) = tokio::join!(self.check_token(), self.carried(None));
                 if let Err(e) = token {
-                    return Some(Err(e.into()));
+                    return Some(Err(e));
                 }
                 match carried {
                     Carried::Unchanged => continue,
@@ -256,7 +264,7 @@ impl Announcer {
             }
             let current = match self.current().await {
                 Ok(current) => current,
-                Err(e) => return Some(Err(e.into())),
+                Err(e) => return Some(Err(e)),
             };
             if self.is_new(&current) {
                 return Some(Ok(self.change(current, heartbeat_due).await));
@@ -265,6 +273,11 @@ impl Announcer {
                 return Some(Ok(self.sent(current, true, None)));
             }
         }
+    }
+
+    /// Completes when the stream's token is revoked.
+    async fn revoked(&mut self) {
+        revoked_slot(&mut self.slot).await
     }
 
     fn is_new(&self, current: &pb::Checkpoint) -> bool {
@@ -306,7 +319,7 @@ impl Announcer {
                 since: Some(since.clone()),
                 ..request.clone()
             },
-            export::Delivery::default(),
+            Delivery::default(),
         );
         let (mut chunks, mut bytes, mut reached) = (Vec::new(), 0, None);
         // Leaving early drops the stream, which stops its reader.
@@ -394,6 +407,19 @@ impl Announcer {
             _ => Ok(()),
         }
     }
+}
+
+/// Completes when `slot`'s token is revoked (never without a slot).
+async fn revoked_slot(slot: &mut Option<StreamSlot>) {
+    match slot {
+        Some(slot) => slot.revoked().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The error that ends a stream whose token was revoked.
+fn revoked() -> Error {
+    Error::Unauthenticated("the token was revoked; the Follow stream ends".into())
 }
 
 /// What came of reading the changes an event may carry.

@@ -10,14 +10,11 @@
 //! receiver can tell a complete dump from a truncated one.
 //!
 //! The snapshot's connection is lent by [`Store::read_for_stream`], and
-//! its hold is bounded: when the caller reads nothing for the
-//! [`Delivery::send_timeout`] (the channel stays full), the stream ends
-//! with `DEADLINE_EXCEEDED` and the connection goes back to the pool; it
-//! ends with `UNAUTHENTICATED` as soon as its token is revoked. The final
-//! status travels beside the channel, so it is delivered even when the
-//! channel is full. A stream with a [`StreamMeter`] is counted open in the
-//! metrics until it is dropped, with the bytes of each message it hands
-//! over.
+//! its hold is bounded: the producer hands its batches over through an
+//! [`outbox`], so when the caller reads nothing for the send timeout the
+//! stream ends with `DEADLINE_EXCEEDED` and the connection goes back to
+//! the pool; it ends with `UNAUTHENTICATED` as soon as its token is
+//! revoked.
 //!
 //! A caller that sends a checkpoint (the epoch and revision its cache
 //! reflects) gets a delta: per class, the objects the change log
@@ -35,21 +32,13 @@
 //! slices stay home.
 
 use std::collections::{HashMap, HashSet};
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use futures_util::Stream;
 use prost::Message;
-use tokio::sync::mpsc::error::SendTimeoutError;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
-use tonic::Status;
 
-use crate::api::sessions::StreamSlot;
+use super::outbox::{self, Delivery, Inbox, Outbox};
 use crate::class::PerClass;
-use crate::error::{Error, Result};
-use crate::metrics::StreamMeter;
+use crate::error::Result;
 use crate::proto::v1 as pb;
 use crate::registry;
 use crate::store::cache::{
@@ -73,60 +62,9 @@ const BATCH_BYTES: usize = 512 * 1024;
 /// Batches buffered between the reader and the network.
 const CHANNEL_DEPTH: usize = 4;
 
-/// How long a stream waits for its caller to take the next batch, unless
-/// configured otherwise.
-pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The stream of a `GetPeerData` call: the chunks, then the status of a
 /// failure, if any.
-pub struct PeerDataStream {
-    chunks: mpsc::Receiver<pb::PeerDataChunk>,
-    failure: Option<oneshot::Receiver<Status>>,
-    /// The stream's place among its token's, held until the caller is gone.
-    _slot: Option<StreamSlot>,
-    /// Counts the stream and what it sends in the metrics.
-    meter: Option<StreamMeter>,
-}
-
-impl Stream for PeerDataStream {
-    type Item = std::result::Result<pb::PeerDataChunk, Status>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(chunk) = ready!(self.chunks.poll_recv(cx)) {
-            if let Some(meter) = &self.meter {
-                meter.sent(&chunk);
-            }
-            return Poll::Ready(Some(Ok(chunk)));
-        }
-        let Some(failure) = self.failure.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let failure = ready!(Pin::new(failure).poll(cx));
-        self.failure = None;
-        Poll::Ready(failure.ok().map(Err))
-    }
-}
-
-/// How a stream reaches its caller.
-pub struct Delivery {
-    /// Longest wait for the caller to take the next batch.
-    pub send_timeout: Duration,
-    /// The caller's stream slot: the stream ends when its token is revoked.
-    pub slot: Option<StreamSlot>,
-    /// Counts the stream in the metrics; `None` for a stream read in
-    /// process (the changes a `Follow` event carries).
-    pub meter: Option<StreamMeter>,
-}
-
-impl Default for Delivery {
-    fn default() -> Delivery {
-        Delivery {
-            send_timeout: DEFAULT_SEND_TIMEOUT,
-            slot: None,
-            meter: None,
-        }
-    }
-}
+pub type PeerDataStream = Inbox<pb::PeerDataChunk>;
 
 /// What a `GetPeerData` call asks for.
 #[derive(Debug, Clone)]
@@ -142,70 +80,12 @@ pub struct Request {
 
 /// Starts streaming the local objects.
 pub fn stream(store: Store, request: Request, delivery: Delivery) -> PeerDataStream {
-    let (tx, chunks) = mpsc::channel(CHANNEL_DEPTH);
-    let (fail, failure) = oneshot::channel();
-    let link = Link {
-        tx,
-        timeout: delivery.send_timeout,
-        revoked: delivery.slot.as_ref().map(StreamSlot::revocation),
-    };
-    tokio::spawn(async move {
-        if let Err(e) = produce(&store, &request, link).await {
-            match e {
-                Error::Aborted(_) => {}
-                Error::DeadlineExceeded(_) | Error::Unauthenticated(_) => {
-                    tracing::info!(error = %e, "GetPeerData ended")
-                }
-                _ => tracing::warn!(error = %e, "GetPeerData failed"),
-            }
-            let _ = fail.send(Status::from(e));
-        }
-    });
-    PeerDataStream {
-        chunks,
-        failure: Some(failure),
-        _slot: delivery.slot,
-        meter: delivery.meter,
-    }
+    outbox::spawn("GetPeerData", CHANNEL_DEPTH, delivery, |out| async move {
+        produce(&store, &request, out).await
+    })
 }
 
-/// The producer's end of a stream.
-struct Link {
-    tx: mpsc::Sender<pb::PeerDataChunk>,
-    timeout: Duration,
-    revoked: Option<CancellationToken>,
-}
-
-impl Link {
-    /// Hands `chunk` to the caller's side; fails when the caller took
-    /// nothing for the timeout, went away, or its token was revoked.
-    async fn send(&mut self, chunk: pb::PeerDataChunk) -> Result<()> {
-        let revocation = &self.revoked;
-        let revoked = async move {
-            match revocation {
-                Some(revoked) => revoked.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            () = revoked => Err(Error::Unauthenticated(
-                "the token was revoked; the GetPeerData stream ends".into(),
-            )),
-            sent = self.tx.send_timeout(chunk, self.timeout) => sent.map_err(|e| match e {
-                SendTimeoutError::Timeout(_) => Error::DeadlineExceeded(format!(
-                    "the caller read nothing for {} s; the GetPeerData stream ends",
-                    self.timeout.as_secs_f64()
-                )),
-                SendTimeoutError::Closed(_) => {
-                    Error::Aborted("the caller closed the GetPeerData stream".into())
-                }
-            }),
-        }
-    }
-}
-
-async fn produce(store: &Store, request: &Request, link: Link) -> Result<()> {
+async fn produce(store: &Store, request: &Request, link: Outbox<pb::PeerDataChunk>) -> Result<()> {
     let mut conn = store.read_for_stream().await?;
     conn.snapshot(|c| {
         Box::pin(async move {
@@ -295,7 +175,7 @@ impl Selection {
 
 /// Packs objects into batches of bounded size and sends them.
 struct Packer {
-    link: Link,
+    link: Outbox<pb::PeerDataChunk>,
     /// For a delta, the changed ids per class, taken by each class's pages.
     changed: PerClass<Vec<i64>>,
     batch: pb::PeerDataBatch,
@@ -305,7 +185,7 @@ struct Packer {
 }
 
 impl Packer {
-    fn new(link: Link) -> Packer {
+    fn new(link: Outbox<pb::PeerDataChunk>) -> Packer {
         Packer {
             link,
             changed: PerClass::default(),

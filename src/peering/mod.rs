@@ -22,6 +22,7 @@ pub mod fetch;
 pub mod follow;
 pub mod join;
 pub mod lock;
+pub mod outbox;
 pub mod refresh;
 pub mod report;
 pub mod schedule;

@@ -14,7 +14,10 @@
 //!   times: no change is lost or applied twice;
 //! - of two processes sharing a database, one follows a peer and the
 //!   other stands by, taking over when the first stops;
-//! - a peer that does not serve `Follow` shows the error and is retried.
+//! - a peer that does not serve `Follow` shows the error and is retried;
+//! - a stream whose caller reads nothing is dropped after the send
+//!   timeout, freeing its slot, without holding up the others, and its
+//!   caller resumes from its checkpoint without missing a change.
 
 use std::time::Duration;
 
@@ -34,6 +37,7 @@ backend_tests!(
     following_survives_cut_connections,
     one_of_several_processes_follows_a_peer,
     a_peer_without_follow_shows_the_error,
+    an_unread_stream_is_dropped_and_resumes_from_its_checkpoint,
 );
 
 /// The next event of a Follow stream, within [`PATIENCE`].
@@ -616,4 +620,137 @@ async fn one_of_several_processes_follows_a_peer(backend: Backend) {
     let status = caught_up(&stand_by, a_on_b, 2).await;
     assert!(status.connected && !status.standby, "{status:?}");
     assert_eq!(writes(&refresh_full(&stand_by, a_on_b).await), 0);
+}
+
+async fn an_unread_stream_is_dropped_and_resumes_from_its_checkpoint(backend: Backend) {
+    const SITES: usize = 40;
+    let a = TestServer::start_with(backend, |c| {
+        c.send_timeout = Duration::from_secs(1);
+        c.streams_per_token = 2;
+    })
+    .await;
+    let mut api = a.registry().await;
+    let token = a
+        .tokens()
+        .await
+        .create_token(pb::CreateTokenRequest {
+            name: "follower".into(),
+            role: "admin".into(),
+            peer_id: None,
+        })
+        .await
+        .expect("create token")
+        .into_inner()
+        .token;
+
+    // A caller with a 1 KiB HTTP/2 window that reads the first event only:
+    // a few carried changes fill its window and the server's buffer.
+    let narrow = tonic::transport::Channel::from_shared(a.url())
+        .expect("url")
+        .initial_stream_window_size(1024)
+        .connect()
+        .await
+        .expect("connect");
+    let mut unread = pb::peering_service_client::PeeringServiceClient::new(
+        tonic::service::interceptor::InterceptedService::new(
+            narrow,
+            crate::common::Bearer::new(Some(&token)).expect("ascii token"),
+        ),
+    )
+    .follow(pb::FollowRequest {
+        since: None,
+        heartbeat_seconds: 3600,
+        include_changes: true,
+    })
+    .await
+    .expect("follow")
+    .into_inner();
+    let start = next_event(&mut unread)
+        .await
+        .checkpoint
+        .expect("checkpoint");
+    let mut reader = open_follow_with_changes(&a, &token, Some(start.clone())).await;
+    assert!(next_event(&mut reader).await.heartbeat, "nothing new yet");
+    let third = a
+        .peering_as(Some(&token))
+        .await
+        .follow(pb::FollowRequest::default())
+        .await;
+    assert_status(third, tonic::Code::ResourceExhausted, &["limit"]);
+
+    // The reader gets every commit's change, in order, while the other
+    // stream's events pile up unread.
+    let names: Vec<String> = (0..SITES).map(|i| format!("unread{i}")).collect();
+    let mut last = start.clone();
+    for name in &names {
+        crate::common::objects::site(&mut api, name).await;
+        let event = next_event(&mut reader).await;
+        let reached = event.checkpoint.expect("checkpoint");
+        let changes = event.changes.expect("the change is carried");
+        assert_eq!(carried_sites(&changes, &last, &reached), std::slice::from_ref(name));
+        last = reached;
+    }
+
+    // The unread stream is dropped: its slot takes a new stream.
+    eventually("the unread stream's slot is freed", || async {
+        // Accepted, the new stream is dropped at once.
+        a.peering_as(Some(&token))
+            .await
+            .follow(pb::FollowRequest::default())
+            .await
+            .is_ok()
+    })
+    .await;
+
+    // Its caller reads what was sent before the drop, then the reason.
+    let mut received = Vec::new();
+    let mut checkpoint = start;
+    let ended = loop {
+        match tokio::time::timeout(PATIENCE, unread.message())
+            .await
+            .expect("the stream moves")
+        {
+            Ok(Some(event)) => {
+                let reached = event.checkpoint.expect("checkpoint");
+                let changes = event.changes.expect("changes carried");
+                received.extend(carried_sites(&changes, &checkpoint, &reached));
+                checkpoint = reached;
+            }
+            other => break other,
+        }
+    };
+    assert_status(
+        ended,
+        tonic::Code::DeadlineExceeded,
+        &["read nothing", "Follow"],
+    );
+    assert!(
+        received.len() < SITES,
+        "the stream was dropped before it sent every change: {received:?}"
+    );
+
+    // Resumed from its checkpoint, it gets the rest, and nothing twice (once
+    // the server has seen the probe above go away).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut resumed = loop {
+        let request = pb::FollowRequest {
+            since: Some(checkpoint.clone()),
+            heartbeat_seconds: 3600,
+            include_changes: true,
+        };
+        match a.peering_as(Some(&token)).await.follow(request).await {
+            Ok(stream) => break stream.into_inner(),
+            Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                assert!(tokio::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("follow: {e}"),
+        }
+    };
+    let event = next_event(&mut resumed).await;
+    let reached = event.checkpoint.expect("checkpoint");
+    assert_eq!(reached, last);
+    let changes = event.changes.expect("the rest is carried");
+    received.extend(carried_sites(&changes, &checkpoint, &reached));
+    assert_eq!(received, names);
 }

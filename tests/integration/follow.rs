@@ -687,7 +687,10 @@ async fn an_unread_stream_is_dropped_and_resumes_from_its_checkpoint(backend: Ba
         let event = next_event(&mut reader).await;
         let reached = event.checkpoint.expect("checkpoint");
         let changes = event.changes.expect("the change is carried");
-        assert_eq!(carried_sites(&changes, &last, &reached), std::slice::from_ref(name));
+        assert_eq!(
+            carried_sites(&changes, &last, &reached),
+            std::slice::from_ref(name)
+        );
         last = reached;
     }
 

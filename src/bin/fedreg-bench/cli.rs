@@ -186,10 +186,15 @@ pub struct FanoutArgs {
     /// Real registries following the serving one (their caches are timed).
     #[arg(long, default_value_t = 2)]
     pub followers: usize,
-    /// Streams that never read their events, each on a connection of its
-    /// own.
+    /// Streams that stop reading after their first event, each on a
+    /// connection of its own.
     #[arg(long, default_value_t = 1)]
     pub slow: usize,
+    /// The serving registry's `--send-timeout`, seconds: how long a slow
+    /// stream holds its place before it is dropped.
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub send_timeout: u64,
     /// Commits timed per run.
     #[arg(long, default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -10,8 +10,13 @@
 //!   `--streams-per-connection` to an HTTP/2 connection (so 1,000 streams
 //!   need 20 connections, far below the file descriptor limit and the
 //!   server's `--max-connections`);
-//! - `--slow` clients that open a stream each, on a connection of their
-//!   own, and never read it;
+//! - `--slow` clients that open a stream each, asking for the changes, on a
+//!   connection of their own with a 1 KiB HTTP/2 window, and stop reading
+//!   after the first event: the serving registry (run with
+//!   `--send-timeout`) drops them once their window and its buffer are
+//!   full. At the end each reads what it holds, must find the stream ended
+//!   by the server, and resumes from the last checkpoint it read with a new
+//!   stream, whose first event must reach the last commit;
 //! - `--followers` real registries, following the serving one as peers do.
 //!
 //! Then `--changes` site renames are committed through the admin API, one
@@ -24,7 +29,8 @@
 //! and follower has the last one, plus `--gap-ms`: the figures are
 //! latencies, not queueing. Every stream must receive every commit's
 //! revision, in order: a revision missing is lost, a lower one after a
-//! higher one reordered, and the run fails with either.
+//! higher one reordered, and the run fails with either, and when a slow
+//! stream was not dropped or did not resume.
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +54,9 @@ use crate::results::{self, FanoutFigures, FanoutResults};
 use crate::servers::{self, Backend, Database, Registry};
 use crate::shapes::{Shape, Size};
 use crate::stats::percentile;
+use fedreg::channel::Bearer;
+use fedreg::proto::v1::peering_service_client::PeeringServiceClient;
+use tonic::transport::Channel;
 
 /// Longest wait for one commit to reach everyone.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -60,7 +69,8 @@ const HEARTBEAT_SECONDS: u32 = 3600;
 const DRAIN: Duration = Duration::from_millis(500);
 
 /// Runs `fedreg-bench fanout` as `args` say: prints the table, and fails
-/// when any stream lost or reordered an event.
+/// when any stream lost or reordered an event, or a slow stream was not
+/// dropped or did not resume.
 pub async fn run(args: &FanoutArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for &backend in args.backend.each() {
@@ -78,11 +88,11 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<()> {
     let faulty: Vec<String> = results
         .runs
         .iter()
-        .filter(|r| r.lost + r.reordered > 0)
+        .filter(|r| r.lost + r.reordered > 0 || r.slow_ended < r.slow || r.slow_resumed < r.slow)
         .map(|r| {
             format!(
-                "{} with {} streams: {} lost, {} reordered",
-                r.backend, r.streams, r.lost, r.reordered
+                "{} with {} streams: {} lost, {} reordered, {} of {} slow streams dropped, {} resumed",
+                r.backend, r.streams, r.lost, r.reordered, r.slow_ended, r.slow, r.slow_resumed
             )
         })
         .collect();
@@ -114,9 +124,21 @@ async fn fanout(
     std::fs::create_dir_all(&s_dir).with_context(|| format!("creating {}", s_dir.display()))?;
     let s_url = serving_db.url(&s_dir);
     let store = data::fill(&s_url, Shape::new(Size::Mini, 1)).await?;
-    let limit = (streams + args.slow + 1).to_string();
-    let s =
-        Registry::start_with("serving", &s_dir, &s_url, &["--streams-per-token", &limit]).await?;
+    // Room for the resumed slow streams too.
+    let limit = (streams + 2 * args.slow + 1).to_string();
+    let send_timeout = args.send_timeout.to_string();
+    let s = Registry::start_with(
+        "serving",
+        &s_dir,
+        &s_url,
+        &[
+            "--streams-per-token",
+            &limit,
+            "--send-timeout",
+            &send_timeout,
+        ],
+    )
+    .await?;
 
     let mut followers = Vec::new();
     for i in 0..args.followers {
@@ -151,7 +173,7 @@ async fn fanout(
     drop(tx);
     let mut slow = Vec::new();
     for _ in 0..args.slow {
-        slow.push(open(&mut peering(&s, &token).await?).await?);
+        slow.push(SlowStream::open(&s, &token).await?);
     }
 
     let mut arrivals = Arrivals::new(rx, streams);
@@ -186,12 +208,20 @@ async fn fanout(
     while let Some(joined) = readers.join_next().await {
         joined.context("stream reader")??;
     }
-    let mut slow_ended = 0;
-    let mut slow_events = 0;
+    // Past the send timeout since the last commit, every slow stream that
+    // filled up has been dropped.
+    if let Some((_, last_commit)) = commits.last() {
+        let dropped_by = *last_commit + Duration::from_secs(args.send_timeout) + DRAIN;
+        tokio::time::sleep_until(dropped_by.into()).await;
+    }
+    let last_revision = commits.last().map_or(first, |&(revision, _)| revision);
+    let (mut slow_events, mut slow_ended, mut slow_resumed) = (0, 0, 0);
     for stream in &mut slow {
-        let (events, ended) = drain(stream).await;
+        let (events, ended) = stream.drain().await;
         slow_events += events;
         slow_ended += usize::from(ended);
+        let reached = stream.resume(&s, &token).await?;
+        slow_resumed += usize::from(reached >= last_revision);
     }
 
     let (events, received) = arrivals.into_events();
@@ -221,6 +251,7 @@ async fn fanout(
         reordered,
         slow_events,
         slow_ended,
+        slow_resumed,
         peak_mib,
     };
     drop(slow);
@@ -367,16 +398,80 @@ async fn visible(follower: &Follower, revision: i64, committed: Instant) -> anyh
     }
 }
 
-/// Reads what a slow stream holds: the events, and whether the server had
-/// ended it.
-async fn drain(stream: &mut tonic::Streaming<pb::FollowEvent>) -> (usize, bool) {
-    let mut events = 0;
-    loop {
-        match tokio::time::timeout(DRAIN, stream.message()).await {
-            Err(_) => return (events, false),
-            Ok(Ok(Some(_))) => events += 1,
-            Ok(Ok(None) | Err(_)) => return (events, true),
+/// A stream that stops reading after its first event.
+struct SlowStream {
+    events: tonic::Streaming<pb::FollowEvent>,
+    /// The checkpoint of the last event read.
+    checkpoint: Option<pb::Checkpoint>,
+}
+
+impl SlowStream {
+    /// Opens a stream asking for the changes, on a connection of its own
+    /// with a 1 KiB stream window, and reads its first event.
+    async fn open(registry: &Registry, token: &str) -> anyhow::Result<SlowStream> {
+        let bearer = Bearer::new(Some(token)).map_err(|_| anyhow!("token is not ascii"))?;
+        let narrow = Channel::from_shared(registry.url.clone())?
+            .initial_stream_window_size(1024)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {}", registry.name))?;
+        let mut stream = SlowStream {
+            events: PeeringServiceClient::with_interceptor(narrow, bearer)
+                .follow(changes_since(None))
+                .await
+                .context("Follow")?
+                .into_inner(),
+            checkpoint: None,
+        };
+        let first = tokio::time::timeout(PATIENCE, stream.events.message())
+            .await
+            .context("the slow stream's first event")??;
+        stream.checkpoint = first.and_then(|e| e.checkpoint);
+        Ok(stream)
+    }
+
+    /// Reads what the stream holds: the events, and whether the server had
+    /// ended it for reading nothing.
+    async fn drain(&mut self) -> (usize, bool) {
+        let mut events = 0;
+        loop {
+            match tokio::time::timeout(DRAIN, self.events.message()).await {
+                Err(_) => return (events, false),
+                Ok(Ok(Some(event))) => {
+                    events += 1;
+                    self.checkpoint = event.checkpoint;
+                }
+                Ok(Ok(None)) => return (events, false),
+                Ok(Err(status)) => {
+                    return (events, status.code() == tonic::Code::DeadlineExceeded);
+                }
+            }
         }
+    }
+
+    /// Resumes from the last checkpoint read, with a new stream: the
+    /// revision its first event reaches.
+    async fn resume(&self, registry: &Registry, token: &str) -> anyhow::Result<i64> {
+        let mut resumed = peering(registry, token)
+            .await?
+            .follow(changes_since(self.checkpoint.clone()))
+            .await
+            .context("resuming Follow")?
+            .into_inner();
+        let first = tokio::time::timeout(PATIENCE, resumed.message())
+            .await
+            .context("the resumed stream's first event")??
+            .ok_or_else(|| anyhow!("the resumed stream ended at once"))?;
+        Ok(first.checkpoint.map_or(0, |c| c.revision))
+    }
+}
+
+/// A Follow request for the changes from `since`.
+fn changes_since(since: Option<pb::Checkpoint>) -> pb::FollowRequest {
+    pb::FollowRequest {
+        since,
+        heartbeat_seconds: HEARTBEAT_SECONDS,
+        include_changes: true,
     }
 }
 

@@ -484,8 +484,11 @@ pub struct FanoutFigures {
     /// Events the slow streams held, delivered when they were read at the
     /// end.
     pub slow_events: usize,
-    /// Slow streams the server had ended.
+    /// Slow streams the server had ended for reading nothing.
     pub slow_ended: usize,
+    /// Slow streams that, resumed from their last checkpoint, reached the
+    /// last commit.
+    pub slow_resumed: usize,
     /// Peak resident memory of the serving server, MiB, if known.
     pub peak_mib: Option<f64>,
 }
@@ -496,14 +499,14 @@ impl FanoutResults {
         let mut out = String::from(
             "\n| backend | streams | connections | slow | followers | changes | event p50 ms | \
              event p99 ms | event max ms | last stream p50 ms | last stream p99 ms | \
-             cache p50 ms | cache p99 ms | lost | reordered | slow held / ended | peak MiB |\n\
+             cache p50 ms | cache p99 ms | lost | reordered | slow held / ended / resumed | peak MiB |\n\
              |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
         for r in &self.runs {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |",
                 r.backend,
                 r.streams,
                 r.connections,
@@ -521,6 +524,7 @@ impl FanoutResults {
                 r.reordered,
                 r.slow_events,
                 r.slow_ended,
+                r.slow_resumed,
                 r.peak_mib.map_or_else(|| "-".into(), |m| format!("{m:.0}")),
             );
         }

@@ -1,5 +1,11 @@
 //! Local rows the export serves to peers beyond the classes' own pages:
 //! the memberships of exported slices and the nodes a peer may claim.
+//!
+//! The membership reads filter the members with `EXISTS`, not a join:
+//! the plan then always walks the link table's index from the slice ids
+//! and looks each member up by primary key. With a join, SQLite may drive
+//! from the members instead and probe the link table once per member and
+//! slice id of a list, which turns a page into millions of index seeks.
 
 use std::collections::HashSet;
 
@@ -26,8 +32,11 @@ pub async fn exported_slice_nodes(
     for &batch in &reads.batches {
         let pairs: Vec<(i64, i64)> = load_rows!(conn, {
             let query = slice_node::table
-                .inner_join(nodes::table)
-                .filter(nodes::peer_id.is_null().or(nodes::peer_id.eq(caller)))
+                .filter(diesel::dsl::exists(
+                    nodes::table
+                        .filter(nodes::node_id.eq(slice_node::node_id))
+                        .filter(nodes::peer_id.is_null().or(nodes::peer_id.eq(caller))),
+                ))
                 .order((slice_node::slice_id, slice_node::node_id))
                 .select((slice_node::slice_id, slice_node::node_id))
                 .into_boxed();
@@ -50,9 +59,12 @@ pub async fn exported_slice_persons(
     for &batch in &reads.batches {
         let pairs: Vec<(i64, i64)> = load_rows!(conn, {
             let query = slice_person::table
-                .inner_join(persons::table)
-                .filter(persons::peer_id.is_null())
-                .filter(persons::enabled.eq(true))
+                .filter(diesel::dsl::exists(
+                    persons::table
+                        .filter(persons::person_id.eq(slice_person::person_id))
+                        .filter(persons::peer_id.is_null())
+                        .filter(persons::enabled.eq(true)),
+                ))
                 .order((slice_person::slice_id, slice_person::person_id))
                 .select((slice_person::slice_id, slice_person::person_id))
                 .into_boxed();

@@ -9,12 +9,22 @@
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry::{self, persons, validate};
-use crate::store::cache::KeyFields;
-use crate::store::keys::{self, KeyChanges, KeyRow, NewKey};
+use crate::store::cache::{KeyFieldChanges, KeyFields};
+use crate::store::keys::{self, KeyRow, NewKey};
 use crate::store::{DbConn, Store};
 
 /// Key type of a new key when the request leaves it empty.
 const DEFAULT_KEY_TYPE: &str = "ssh";
+
+/// Builds `$target` from `$src`, copying the columns a key's fields share
+/// by name and type with its peer and admin messages and its create
+/// request (and, as `optional`, its update request): none yet, each of
+/// them is set apart by one of those.
+macro_rules! key_fields {
+    ($src:ident => $($target:tt)*) => {
+        copy_fields!([] $src => $($target)*)
+    };
+}
 
 /// A key's fields checked by the rules every key obeys, whether an admin
 /// writes it or a peer sends it; normalised.
@@ -25,34 +35,34 @@ pub fn checked(mut f: KeyFields) -> Result<KeyFields> {
 
 /// The fields of a key a peer sent, [`checked`].
 pub fn from_peer(k: pb::ExportedKey) -> Result<KeyFields> {
-    checked(KeyFields {
+    checked(key_fields!(k => KeyFields {
         key_type: k.key_type,
         key: k.key,
         is_blacklisted: k.is_blacklisted,
-    })
+    }))
 }
 
 /// A local key as it is served to peers.
 pub fn to_peer(key_id: i64, f: KeyFields) -> pb::ExportedKey {
-    pb::ExportedKey {
+    key_fields!(f => pb::ExportedKey {
         key_id,
         key_type: f.key_type,
         key: f.key,
         is_blacklisted: f.is_blacklisted,
-    }
+    })
 }
 
 /// The admin API's message of a stored key with its owner.
 pub fn to_message(row: KeyRow, owner: Option<i64>) -> pb::Key {
     let f = row.fields;
-    pb::Key {
+    key_fields!(f => pb::Key {
         key_id: row.key_id,
         key_type: f.key_type,
         key: f.key,
         is_blacklisted: f.is_blacklisted,
         person_id: owner.unwrap_or_default(),
         origin: registry::origin(row.peer_id, row.peer_key_id),
-    }
+    })
 }
 
 /// Reads a key's owner and returns the key as a message.
@@ -77,11 +87,11 @@ pub async fn create(store: &Store, req: pb::CreateKeyRequest) -> Result<pb::Key>
     let key = NewKey {
         peer_id: None,
         peer_key_id: None,
-        fields: checked(KeyFields {
+        fields: checked(key_fields!(req => KeyFields {
             key_type: key_type.to_owned(),
             key: req.key,
             is_blacklisted: false,
-        })?,
+        }))?,
     };
     let mut conn = store.write().await?;
     conn.transaction(|c| {
@@ -119,10 +129,11 @@ pub async fn update(store: &Store, req: pb::UpdateKeyRequest) -> Result<pb::Key>
         Box::pin(async move {
             let current = require(c, req.key_id).await?;
             registry::require_local("key", &current.key_id.to_string(), current.peer_id)?;
-            let mut changes = KeyChanges {
+            let mut changes = key_fields!(req => KeyFieldChanges {
+                key_type: None,
+                key: None,
                 is_blacklisted: req.is_blacklisted,
-                ..Default::default()
-            };
+            });
             if req.key_type.is_some() || req.key.is_some() {
                 let key_type = req
                     .key_type
@@ -137,7 +148,7 @@ pub async fn update(store: &Store, req: pb::UpdateKeyRequest) -> Result<pb::Key>
             }
             // An update that sets nothing changes nothing (an empty SET is
             // not valid SQL).
-            let row = if changes.is_blacklisted.is_none() && changes.key.is_none() {
+            let row = if changes.is_empty() {
                 current
             } else {
                 keys::update(c, req.key_id, &changes).await?

@@ -7,6 +7,23 @@
 //! which also holds the class's translations: a peer's message → its
 //! fields (checked by the same rules as an admin's), fields → the message
 //! served to peers, stored row → the admin API's message.
+//!
+//! The columns a class's fields struct shares with all of its messages
+//! (same name, same type) are listed once per class, in a macro of its
+//! module (`site_fields!`, ...) that `copy_fields!` expands: a new plain
+//! column is its schema, its entry in the fields struct
+//! ([`crate::store::cache`]) and its entry in that list.
+
+/// Builds the struct `$target` from the variable `$src`: each field in the
+/// brackets is moved from `$src` (both have it, with the same name and
+/// type), then the fields written in the braces are set as in any struct
+/// expression. `copy_fields!([name, url] req => pb::Site { site_id: 1 })`
+/// is `pb::Site { name: req.name, url: req.url, site_id: 1 }`.
+macro_rules! copy_fields {
+    ([$($field:ident),* $(,)?] $src:ident => $($target:ident)::+ { $($rest:tt)* }) => {
+        $($target)::+ { $($field: $src.$field,)* $($rest)* }
+    };
+}
 
 pub mod invitations;
 pub mod keys;

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry::{self, slices as slice_ops, validate};
-use crate::store::cache::{self, Enumeration, NodeFields};
+use crate::store::cache::{self, Enumeration, NodeFieldChanges, NodeFields};
 use crate::store::nodes::{self, NewNode, NodeChanges, NodeRelations, NodeRow};
 use crate::store::sites;
 use crate::store::{DbConn, Store, now};
@@ -48,6 +48,15 @@ impl NodeEnumerations {
     }
 }
 
+/// Builds `$target` from `$src`, copying the columns a node's fields share
+/// by name and type with its peer and admin messages and its create
+/// request (and, as `optional`, its update request).
+macro_rules! node_fields {
+    ($src:ident => $($target:tt)*) => {
+        copy_fields!([hostname, model, version, ssh_rsa_key] $src => $($target)*)
+    };
+}
+
 /// A node's fields checked by the rules every node obeys, whether an admin
 /// writes it or a peer sends it; normalised. The site is the caller's to
 /// check.
@@ -70,50 +79,38 @@ pub fn from_peer(
     known: &NodeEnumerations,
 ) -> Result<NodeFields> {
     checked(
-        NodeFields {
-            hostname: n.hostname,
+        node_fields!(n => NodeFields {
             site_id,
             node_type: n.node_type,
             boot_state: n.boot_state,
             run_level: n.run_level,
-            model: n.model,
-            version: n.version,
-            ssh_rsa_key: n.ssh_rsa_key,
             verified: n.verified,
-        },
+        }),
         known,
     )
 }
 
 /// A local node as it is served to peers.
 pub fn to_peer(node_id: i64, f: NodeFields) -> pb::ExportedNode {
-    pb::ExportedNode {
+    node_fields!(f => pb::ExportedNode {
         node_id,
-        hostname: f.hostname,
         site_id: f.site_id,
         node_type: f.node_type,
         boot_state: f.boot_state,
         run_level: f.run_level,
-        model: f.model,
-        version: f.version,
-        ssh_rsa_key: f.ssh_rsa_key,
         verified: f.verified,
-    }
+    })
 }
 
 /// The admin API's message of a stored node with its relations.
 pub fn to_message(row: NodeRow, rel: NodeRelations) -> pb::Node {
     let f = row.fields;
-    pb::Node {
+    node_fields!(f => pb::Node {
         node_id: row.node_id,
-        hostname: f.hostname,
         site_id: f.site_id,
         node_type: f.node_type,
         boot_state: f.boot_state,
         run_level: f.run_level,
-        model: f.model,
-        version: f.version,
-        ssh_rsa_key: f.ssh_rsa_key,
         verified: f.verified,
         origin: registry::origin(row.peer_id, row.peer_node_id),
         date_created: registry::timestamp(row.date_created),
@@ -121,7 +118,7 @@ pub fn to_message(row: NodeRow, rel: NodeRelations) -> pb::Node {
         last_contact: row.last_contact.and_then(registry::timestamp),
         slice_ids: rel.slice_ids,
         slice_ids_whitelist: rel.slice_ids_whitelist,
-    }
+    })
 }
 
 /// Reads a node's relations and returns it as a message.
@@ -186,17 +183,13 @@ pub async fn create(store: &Store, req: pb::CreateNodeRequest) -> Result<pb::Nod
                 peer_id: None,
                 peer_node_id: None,
                 fields: checked(
-                    NodeFields {
-                        hostname: req.hostname,
+                    node_fields!(req => NodeFields {
                         site_id: req.site_id,
                         node_type: or_default(&req.node_type, DEFAULT_NODE_TYPE).to_owned(),
                         boot_state: or_default(&req.boot_state, DEFAULT_BOOT_STATE).to_owned(),
                         run_level: String::new(),
-                        model: req.model,
-                        version: req.version,
-                        ssh_rsa_key: req.ssh_rsa_key,
                         verified: false,
-                    },
+                    }),
                     &NodeEnumerations::load(c).await?,
                 )?,
                 date_created: now,
@@ -246,45 +239,53 @@ pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListNodesRe
 }
 
 /// Changes a local node.
-pub async fn update(store: &Store, req: pb::UpdateNodeRequest) -> Result<pb::Node> {
+pub async fn update(store: &Store, mut req: pb::UpdateNodeRequest) -> Result<pb::Node> {
     let text = |field, value: &Option<String>, max| {
         value
             .as_deref()
             .map(|v| validate::optional_text(field, v, max))
             .transpose()
     };
+    // The new values are checked in place, by the rules of `checked`; the
+    // node type and boot state against their tables, below.
+    req.hostname = req
+        .hostname
+        .as_deref()
+        .map(validate::hostname)
+        .transpose()?;
+    req.run_level = text("run_level", &req.run_level, MAX_RUN_LEVEL)?;
+    req.model = text("model", &req.model, MAX_MODEL)?;
+    req.version = text("version", &req.version, MAX_VERSION)?;
+    req.ssh_rsa_key = text("ssh_rsa_key", &req.ssh_rsa_key, MAX_SSH_RSA_KEY)?;
+    let node_id = req.node_id;
+    let (new_type, new_state) = (req.node_type.take(), req.boot_state.take());
     let mut changes = NodeChanges {
-        hostname: req
-            .hostname
-            .as_deref()
-            .map(validate::hostname)
-            .transpose()?,
-        node_type: None,
-        boot_state: None,
-        run_level: text("run_level", &req.run_level, MAX_RUN_LEVEL)?,
-        model: text("model", &req.model, MAX_MODEL)?,
-        version: text("version", &req.version, MAX_VERSION)?,
-        ssh_rsa_key: text("ssh_rsa_key", &req.ssh_rsa_key, MAX_SSH_RSA_KEY)?,
-        verified: req.verified,
+        fields: node_fields!(req => NodeFieldChanges {
+            site_id: None,
+            node_type: None,
+            boot_state: None,
+            run_level: req.run_level,
+            verified: req.verified,
+        }),
         last_updated: Some(now()),
     };
     let mut conn = store.write().await?;
     conn.transaction(|c| {
         Box::pin(async move {
-            if let Some(v) = &req.node_type {
-                changes.node_type = Some(node_type(c, v).await?);
+            if let Some(v) = &new_type {
+                changes.fields.node_type = Some(node_type(c, v).await?);
             }
-            if let Some(v) = &req.boot_state {
-                changes.boot_state = Some(boot_state(c, v).await?);
+            if let Some(v) = &new_state {
+                changes.fields.boot_state = Some(boot_state(c, v).await?);
             }
-            let current = require(c, req.node_id).await?;
+            let current = require(c, node_id).await?;
             require_local(&current)?;
-            if let Some(hostname) = &changes.hostname
+            if let Some(hostname) = &changes.fields.hostname
                 && *hostname != current.fields.hostname
             {
                 ensure_hostname_free(c, hostname).await?;
             }
-            let row = nodes::update(c, req.node_id, &changes).await?;
+            let row = nodes::update(c, node_id, &changes).await?;
             load(c, row).await
         })
     })

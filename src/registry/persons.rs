@@ -14,7 +14,7 @@ use rand::RngCore;
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry::{self, sites, validate};
-use crate::store::cache::PersonFields;
+use crate::store::cache::{PersonFieldChanges, PersonFields};
 use crate::store::memberships;
 use crate::store::persons::{self, NewPerson, PersonChanges, PersonRelations, PersonRow};
 use crate::store::{DbConn, Store, now};
@@ -23,6 +23,15 @@ use crate::store::{DbConn, Store, now};
 const MAX_NAME: usize = 128;
 const MAX_PHONE: usize = 64;
 const MAX_TEXT: usize = 254;
+
+/// Builds `$target` from `$src`, copying the columns a person's fields
+/// share by name and type with its peer and admin messages and its create
+/// request (and, as `optional`, its update request).
+macro_rules! person_fields {
+    ($src:ident => $($target:tt)*) => {
+        copy_fields!([email, first_name, last_name, title, phone, url, bio] $src => $($target)*)
+    };
+}
 
 /// A person's fields checked by the rules every person obeys, whether an
 /// admin writes it or a peer sends it; normalised.
@@ -40,52 +49,31 @@ pub fn checked(mut f: PersonFields) -> Result<PersonFields> {
 /// The fields of a person a peer sent, [`checked`] (its memberships are
 /// reconciled apart).
 pub fn from_peer(p: pb::ExportedPerson) -> Result<PersonFields> {
-    checked(PersonFields {
-        email: p.email,
-        first_name: p.first_name,
-        last_name: p.last_name,
-        title: p.title,
-        phone: p.phone,
-        url: p.url,
-        bio: p.bio,
+    checked(person_fields!(p => PersonFields {
         enabled: p.enabled,
-    })
+    }))
 }
 
 /// A local person as it is served to peers, without memberships: the
 /// caller reads those in bulk and sets `key_ids`, `role_ids`, `site_ids`
 /// and `primary_site_id`.
 pub fn to_peer(person_id: i64, f: PersonFields) -> pb::ExportedPerson {
-    pb::ExportedPerson {
+    person_fields!(f => pb::ExportedPerson {
         person_id,
-        email: f.email,
-        first_name: f.first_name,
-        last_name: f.last_name,
-        title: f.title,
-        phone: f.phone,
-        url: f.url,
-        bio: f.bio,
         enabled: f.enabled,
         key_ids: Vec::new(),
         role_ids: Vec::new(),
         site_ids: Vec::new(),
         primary_site_id: None,
-    }
+    })
 }
 
 /// The admin API's message of a stored person with its relations; secrets
 /// stay out.
 pub fn to_message(row: PersonRow, rel: PersonRelations) -> pb::Person {
     let f = row.fields;
-    pb::Person {
+    person_fields!(f => pb::Person {
         person_id: row.person_id,
-        email: f.email,
-        first_name: f.first_name,
-        last_name: f.last_name,
-        title: f.title,
-        phone: f.phone,
-        url: f.url,
-        bio: f.bio,
         enabled: f.enabled,
         origin: registry::origin(row.peer_id, row.peer_person_id),
         date_created: registry::timestamp(row.date_created),
@@ -95,7 +83,7 @@ pub fn to_message(row: PersonRow, rel: PersonRelations) -> pb::Person {
         primary_site_id: rel.primary_site_id,
         key_ids: rel.key_ids,
         slice_ids: rel.slice_ids,
-    }
+    })
 }
 
 /// Reads a person's relations and returns the person as a message.
@@ -160,16 +148,9 @@ pub async fn create(store: &Store, req: pb::CreatePersonRequest) -> Result<pb::P
     let person = NewPerson {
         peer_id: None,
         peer_person_id: None,
-        fields: checked(PersonFields {
-            email: req.email,
-            first_name: req.first_name,
-            last_name: req.last_name,
-            title: req.title,
-            phone: req.phone,
-            url: req.url,
-            bio: req.bio,
+        fields: checked(person_fields!(req => PersonFields {
             enabled: req.enabled.unwrap_or(false),
-        })?,
+        }))?,
         password_hash: stored_password(&req.password).await?,
         date_created: now,
         last_updated: now,
@@ -212,7 +193,7 @@ pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListPersons
 }
 
 /// Changes a local person.
-pub async fn update(store: &Store, req: pb::UpdatePersonRequest) -> Result<pb::Person> {
+pub async fn update(store: &Store, mut req: pb::UpdatePersonRequest) -> Result<pb::Person> {
     let text = |field, value: &Option<String>, max| {
         value
             .as_deref()
@@ -229,28 +210,32 @@ pub async fn update(store: &Store, req: pb::UpdatePersonRequest) -> Result<pb::P
         Some(password) => Some(stored_password(password).await?),
         None => None,
     };
+    // The new values are checked in place, by the rules of `checked`.
+    req.email = req.email.as_deref().map(validate::email).transpose()?;
+    req.first_name = required("first_name", &req.first_name)?;
+    req.last_name = required("last_name", &req.last_name)?;
+    req.title = text("title", &req.title, MAX_NAME)?;
+    req.phone = text("phone", &req.phone, MAX_PHONE)?;
+    req.url = text("url", &req.url, MAX_TEXT)?;
+    req.bio = text("bio", &req.bio, MAX_TEXT)?;
+    let person_id = req.person_id;
     let changes = PersonChanges {
-        email: req.email.as_deref().map(validate::email).transpose()?,
-        first_name: required("first_name", &req.first_name)?,
-        last_name: required("last_name", &req.last_name)?,
-        title: text("title", &req.title, MAX_NAME)?,
-        phone: text("phone", &req.phone, MAX_PHONE)?,
-        url: text("url", &req.url, MAX_TEXT)?,
-        bio: text("bio", &req.bio, MAX_TEXT)?,
-        enabled: req.enabled,
+        fields: person_fields!(req => PersonFieldChanges {
+            enabled: req.enabled,
+        }),
         password_hash,
         last_updated: Some(now()),
     };
     let mut conn = store.write().await?;
     conn.transaction(|c| {
         Box::pin(async move {
-            let current = require_local(c, req.person_id).await?;
-            if let Some(email) = &changes.email
+            let current = require_local(c, person_id).await?;
+            if let Some(email) = &changes.fields.email
                 && *email != current.fields.email
             {
                 ensure_email_free(c, email).await?;
             }
-            let row = persons::update(c, req.person_id, &changes).await?;
+            let row = persons::update(c, person_id, &changes).await?;
             load(c, row).await
         })
     })

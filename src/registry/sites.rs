@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry::{self, validate};
-use crate::store::cache::SiteFields;
+use crate::store::cache::{SiteFieldChanges, SiteFields};
 use crate::store::sites::{self, NewSite, SiteChanges, SiteRelations, SiteRow};
 use crate::store::slices;
 use crate::store::{DbConn, Store, now};
@@ -15,6 +15,15 @@ use crate::store::{DbConn, Store, now};
 const MAX_NAME: usize = 254;
 const MAX_ABBREVIATED_NAME: usize = 50;
 const MAX_URL: usize = 254;
+
+/// Builds `$target` from `$src`, copying the columns a site's fields share
+/// by name and type with its peer and admin messages and its create
+/// request (and, as `optional`, its update request).
+macro_rules! site_fields {
+    ($src:ident => $($target:tt)*) => {
+        copy_fields!([login_base, name, abbreviated_name, url] $src => $($target)*)
+    };
+}
 
 /// A site's fields checked by the rules every site obeys, whether an admin
 /// writes it or a peer sends it; normalised.
@@ -36,54 +45,42 @@ pub fn checked(mut f: SiteFields) -> Result<SiteFields> {
 
 /// The fields of a site a peer sent, [`checked`].
 pub fn from_peer(s: pb::ExportedSite) -> Result<SiteFields> {
-    checked(SiteFields {
-        login_base: s.login_base,
-        name: s.name,
-        abbreviated_name: s.abbreviated_name,
+    checked(site_fields!(s => SiteFields {
         enabled: s.enabled,
         is_public: s.is_public,
         max_slices: s.max_slices,
         max_slivers: s.max_slivers,
         latitude: s.latitude,
         longitude: s.longitude,
-        url: s.url,
         ext_consortium_id: s.ext_consortium_id,
-    })
+    }))
 }
 
 /// A local site as it is served to peers.
 pub fn to_peer(site_id: i64, f: SiteFields) -> pb::ExportedSite {
-    pb::ExportedSite {
+    site_fields!(f => pb::ExportedSite {
         site_id,
-        login_base: f.login_base,
-        name: f.name,
-        abbreviated_name: f.abbreviated_name,
         enabled: f.enabled,
         is_public: f.is_public,
         max_slices: f.max_slices,
         max_slivers: f.max_slivers,
         latitude: f.latitude,
         longitude: f.longitude,
-        url: f.url,
         ext_consortium_id: f.ext_consortium_id,
-    }
+    })
 }
 
 /// The admin API's message of a stored site with its relations.
 pub fn to_message(row: SiteRow, rel: SiteRelations) -> pb::Site {
     let f = row.fields;
-    pb::Site {
+    site_fields!(f => pb::Site {
         site_id: row.site_id,
-        login_base: f.login_base,
-        name: f.name,
-        abbreviated_name: f.abbreviated_name,
         enabled: f.enabled,
         is_public: f.is_public,
         max_slices: f.max_slices,
         max_slivers: f.max_slivers,
         latitude: f.latitude,
         longitude: f.longitude,
-        url: f.url,
         ext_consortium_id: f.ext_consortium_id,
         origin: registry::origin(row.peer_id, row.peer_site_id),
         date_created: registry::timestamp(row.date_created),
@@ -92,7 +89,7 @@ pub fn to_message(row: SiteRow, rel: SiteRelations) -> pb::Site {
         primary_person_ids: rel.primary_person_ids,
         node_ids: rel.node_ids,
         slice_ids: rel.slice_ids,
-    }
+    })
 }
 
 /// Reads a site and its relations as a message.
@@ -122,19 +119,15 @@ pub async fn create(store: &Store, req: pb::CreateSiteRequest) -> Result<pb::Sit
     let site = NewSite {
         peer_id: None,
         peer_site_id: None,
-        fields: checked(SiteFields {
-            login_base: req.login_base,
-            name: req.name,
-            abbreviated_name: req.abbreviated_name,
+        fields: checked(site_fields!(req => SiteFields {
             enabled: req.enabled.unwrap_or(true),
             is_public: req.is_public.unwrap_or(true),
             max_slices: req.max_slices.unwrap_or(10),
             max_slivers: req.max_slivers.unwrap_or(1000),
             latitude: req.latitude,
             longitude: req.longitude,
-            url: req.url,
             ext_consortium_id: req.ext_consortium_id,
-        })?,
+        }))?,
         date_created: now,
         last_updated: now,
     };
@@ -172,59 +165,63 @@ pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListSitesRe
 }
 
 /// Changes a local site.
-pub async fn update(store: &Store, req: pb::UpdateSiteRequest) -> Result<pb::Site> {
+pub async fn update(store: &Store, mut req: pb::UpdateSiteRequest) -> Result<pb::Site> {
+    // The new values are checked in place, by the rules of `checked`.
+    req.login_base = req
+        .login_base
+        .as_deref()
+        .map(validate::login_base)
+        .transpose()?;
+    req.name = req
+        .name
+        .as_deref()
+        .map(|v| validate::required_text("name", v, MAX_NAME))
+        .transpose()?;
+    req.abbreviated_name = req
+        .abbreviated_name
+        .as_deref()
+        .map(|v| validate::optional_text("abbreviated_name", v, MAX_ABBREVIATED_NAME))
+        .transpose()?;
+    req.max_slices = req
+        .max_slices
+        .map(|v| validate::non_negative("max_slices", v))
+        .transpose()?;
+    req.max_slivers = req
+        .max_slivers
+        .map(|v| validate::non_negative("max_slivers", v))
+        .transpose()?;
+    req.latitude = req.latitude.map(validate::latitude).transpose()?;
+    req.longitude = req.longitude.map(validate::longitude).transpose()?;
+    req.url = req
+        .url
+        .as_deref()
+        .map(|v| validate::optional_text("url", v, MAX_URL))
+        .transpose()?;
+    let site_id = req.site_id;
     let changes = SiteChanges {
-        login_base: req
-            .login_base
-            .as_deref()
-            .map(validate::login_base)
-            .transpose()?,
-        name: req
-            .name
-            .as_deref()
-            .map(|v| validate::required_text("name", v, MAX_NAME))
-            .transpose()?,
-        abbreviated_name: req
-            .abbreviated_name
-            .as_deref()
-            .map(|v| validate::optional_text("abbreviated_name", v, MAX_ABBREVIATED_NAME))
-            .transpose()?,
-        enabled: req.enabled,
-        is_public: req.is_public,
-        max_slices: req
-            .max_slices
-            .map(|v| validate::non_negative("max_slices", v))
-            .transpose()?,
-        max_slivers: req
-            .max_slivers
-            .map(|v| validate::non_negative("max_slivers", v))
-            .transpose()?,
-        latitude: req.latitude.map(validate::latitude).transpose()?.map(Some),
-        longitude: req
-            .longitude
-            .map(validate::longitude)
-            .transpose()?
-            .map(Some),
-        url: req
-            .url
-            .as_deref()
-            .map(|v| validate::optional_text("url", v, MAX_URL))
-            .transpose()?,
-        ext_consortium_id: req.ext_consortium_id.map(Some),
+        fields: site_fields!(req => SiteFieldChanges {
+            enabled: req.enabled,
+            is_public: req.is_public,
+            max_slices: req.max_slices,
+            max_slivers: req.max_slivers,
+            latitude: req.latitude.map(Some),
+            longitude: req.longitude.map(Some),
+            ext_consortium_id: req.ext_consortium_id.map(Some),
+        }),
         last_updated: Some(now()),
     };
     let mut conn = store.write().await?;
     conn.transaction(|c| {
         Box::pin(async move {
-            let current = require(c, req.site_id).await?;
+            let current = require(c, site_id).await?;
             registry::require_local("site", &current.fields.login_base, current.peer_id)?;
-            if let Some(lb) = &changes.login_base
+            if let Some(lb) = &changes.fields.login_base
                 && *lb != current.fields.login_base
             {
                 ensure_login_base_free(c, lb).await?;
-                rename_slices(c, req.site_id, &current.fields.login_base, lb).await?;
+                rename_slices(c, site_id, &current.fields.login_base, lb).await?;
             }
-            let row = sites::update(c, req.site_id, &changes).await?;
+            let row = sites::update(c, site_id, &changes).await?;
             load(c, row).await
         })
     })

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry::{self, validate};
-use crate::store::cache::{self, Enumeration, SliceFields};
+use crate::store::cache::{self, Enumeration, SliceFieldChanges, SliceFields};
 use crate::store::sites;
 use crate::store::slices::{self, NewSlice, SliceChanges, SliceRelations, SliceRow};
 use crate::store::{DbConn, Store, now};
@@ -33,6 +33,15 @@ pub const MAX_NODES_PER_CALL: usize = 10_000;
 
 const MAX_URL: usize = 254;
 const MAX_DESCRIPTION: usize = 2048;
+
+/// Builds `$target` from `$src`, copying the columns a slice's fields share
+/// by name and type with its peer and admin messages and its create
+/// request (and, as `optional`, its update request).
+macro_rules! slice_fields {
+    ($src:ident => $($target:tt)*) => {
+        copy_fields!([url, description] $src => $($target)*)
+    };
+}
 
 /// A slice's fields checked by the rules every slice obeys, whether an
 /// admin writes it or a peer sends it; normalised. The site is the
@@ -63,17 +72,15 @@ pub fn from_peer(
     instantiations: &HashSet<String>,
 ) -> Result<SliceFields> {
     checked(
-        SliceFields {
+        slice_fields!(s => SliceFields {
             site_id,
             name: s.name,
             instantiation: s.instantiation,
-            url: s.url,
-            description: s.description,
             max_nodes: s.max_nodes,
             creator_person_id,
             created: s.created.map(|t| t.seconds).unwrap_or_default(),
             expires: s.expires.map(|t| t.seconds).unwrap_or_default(),
-        },
+        }),
         instantiations,
     )
 }
@@ -81,32 +88,28 @@ pub fn from_peer(
 /// A local slice as it is served to peers, without memberships: the
 /// caller reads those in bulk and sets `node_ids` and `person_ids`.
 pub fn to_peer(slice_id: i64, f: SliceFields) -> pb::ExportedSlice {
-    pb::ExportedSlice {
+    slice_fields!(f => pb::ExportedSlice {
         slice_id,
         site_id: f.site_id,
         name: f.name,
         instantiation: f.instantiation,
-        url: f.url,
-        description: f.description,
         max_nodes: f.max_nodes,
         creator_person_id: f.creator_person_id,
         created: registry::timestamp(f.created),
         expires: registry::timestamp(f.expires),
         node_ids: Vec::new(),
         person_ids: Vec::new(),
-    }
+    })
 }
 
 /// The admin API's message of a stored slice with its relations.
 pub fn to_message(row: SliceRow, rel: SliceRelations) -> pb::Slice {
     let f = row.fields;
-    pb::Slice {
+    slice_fields!(f => pb::Slice {
         slice_id: row.slice_id,
         site_id: f.site_id,
         name: f.name,
         instantiation: f.instantiation,
-        url: f.url,
-        description: f.description,
         max_nodes: f.max_nodes,
         creator_person_id: f.creator_person_id,
         is_system: row.is_system,
@@ -115,7 +118,7 @@ pub fn to_message(row: SliceRow, rel: SliceRelations) -> pb::Slice {
         expires: registry::timestamp(f.expires),
         node_ids: rel.node_ids,
         person_ids: rel.person_ids,
-    }
+    })
 }
 
 /// Reads a slice's relations and returns it as a message.
@@ -177,7 +180,7 @@ pub async fn create(store: &Store, req: pb::CreateSliceRequest) -> Result<pb::Sl
         Box::pin(async move {
             let requested = req.instantiation.trim();
             let mut fields = checked(
-                SliceFields {
+                slice_fields!(req => SliceFields {
                     site_id: 0,
                     name: req.name,
                     instantiation: match requested {
@@ -185,13 +188,11 @@ pub async fn create(store: &Store, req: pb::CreateSliceRequest) -> Result<pb::Sl
                         other => other,
                     }
                     .to_owned(),
-                    url: req.url,
-                    description: req.description,
                     max_nodes: req.max_nodes.unwrap_or(DEFAULT_MAX_NODES),
                     creator_person_id: req.creator_person_id,
                     created: now,
                     expires,
-                },
+                }),
                 &cache::known_values(c, Enumeration::Instantiations).await?,
             )?;
             fields.site_id = owning_site(c, &fields.name, login_base_of(&fields.name)).await?;
@@ -239,40 +240,51 @@ pub async fn list(store: &Store, req: pb::ListRequest) -> Result<pb::ListSlicesR
 }
 
 /// Changes a local slice.
-pub async fn update(store: &Store, req: pb::UpdateSliceRequest) -> Result<pb::Slice> {
+pub async fn update(store: &Store, mut req: pb::UpdateSliceRequest) -> Result<pb::Slice> {
     let now = now();
+    // The new values are checked in place, by the rules of `checked`; the
+    // instantiation against its table, below.
+    req.url = req
+        .url
+        .as_deref()
+        .map(|v| validate::optional_text("url", v, MAX_URL))
+        .transpose()?;
+    req.description = req
+        .description
+        .as_deref()
+        .map(|v| validate::optional_text("description", v, MAX_DESCRIPTION))
+        .transpose()?;
+    let max_nodes = req
+        .max_nodes
+        .map(|v| validate::non_negative("max_nodes", v))
+        .transpose()?;
+    let expires = req
+        .expires
+        .as_ref()
+        .map(|ts| validate::future_time("expires", registry::seconds(ts), now))
+        .transpose()?;
+    let (slice_id, new_instantiation) = (req.slice_id, req.instantiation.take());
     let mut changes = SliceChanges {
-        instantiation: None,
-        url: req
-            .url
-            .as_deref()
-            .map(|v| validate::optional_text("url", v, MAX_URL))
-            .transpose()?,
-        description: req
-            .description
-            .as_deref()
-            .map(|v| validate::optional_text("description", v, MAX_DESCRIPTION))
-            .transpose()?,
-        max_nodes: req
-            .max_nodes
-            .map(|v| validate::non_negative("max_nodes", v))
-            .transpose()?,
+        fields: slice_fields!(req => SliceFieldChanges {
+            site_id: None,
+            name: None,
+            instantiation: None,
+            max_nodes,
+            creator_person_id: None,
+            created: None,
+            expires,
+        }),
         is_system: req.is_system,
-        expires: req
-            .expires
-            .as_ref()
-            .map(|ts| validate::future_time("expires", registry::seconds(ts), now))
-            .transpose()?,
     };
     let mut conn = store.write().await?;
     conn.transaction(|c| {
         Box::pin(async move {
-            if let Some(v) = &req.instantiation {
-                changes.instantiation = Some(instantiation(c, v).await?);
+            if let Some(v) = &new_instantiation {
+                changes.fields.instantiation = Some(instantiation(c, v).await?);
             }
-            let current = require(c, req.slice_id).await?;
+            let current = require(c, slice_id).await?;
             require_local(&current)?;
-            let row = slices::update(c, req.slice_id, &changes).await?;
+            let row = slices::update(c, slice_id, &changes).await?;
             load(c, row).await
         })
     })

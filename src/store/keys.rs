@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
-use super::cache::KeyFields;
+use super::cache::{KeyFieldChanges, KeyFields};
 use super::listing::{Listed, Page};
 use super::schema::{keys, person_key};
 use crate::error::Result;
@@ -35,15 +35,6 @@ pub struct NewKey {
     pub peer_key_id: Option<i64>,
     #[diesel(embed)]
     pub fields: KeyFields,
-}
-
-/// Changes to a key; `None` leaves a column as it is.
-#[derive(Debug, Clone, Default, AsChangeset)]
-#[diesel(table_name = keys)]
-pub struct KeyChanges {
-    pub key_type: Option<String>,
-    pub key: Option<String>,
-    pub is_blacklisted: Option<bool>,
 }
 
 /// Inserts a key; returns the stored row. The key has no owner until
@@ -106,7 +97,7 @@ impl Listed for KeyRow {
 }
 
 /// Applies `changes` to a key; returns the new row.
-pub async fn update(conn: &mut DbConn, key_id: i64, changes: &KeyChanges) -> Result<KeyRow> {
+pub async fn update(conn: &mut DbConn, key_id: i64, changes: &KeyFieldChanges) -> Result<KeyRow> {
     Ok(with_db!(conn, |c| {
         diesel::update(keys::table.find(key_id))
             .set(changes)

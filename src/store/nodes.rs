@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
-use super::cache::NodeFields;
+use super::cache::{NodeFieldChanges, NodeFields};
 use super::listing::{Listed, Page};
 use super::schema::{node_slice_whitelist, nodes, slice_node};
 use crate::error::Result;
@@ -61,23 +61,10 @@ pub struct NewNode {
 #[derive(Debug, Clone, Default, AsChangeset)]
 #[diesel(table_name = nodes)]
 pub struct NodeChanges {
-    /// New hostname.
-    pub hostname: Option<String>,
-    /// New node type.
-    pub node_type: Option<String>,
-    /// New boot state.
-    pub boot_state: Option<String>,
-    /// New run level.
-    pub run_level: Option<String>,
-    /// New model.
-    pub model: Option<String>,
-    /// New version.
-    pub version: Option<String>,
-    /// New SSH host key.
-    pub ssh_rsa_key: Option<String>,
-    /// New verified flag.
-    pub verified: Option<bool>,
-    /// New last-updated time.
+    /// New values of the synced columns.
+    #[diesel(embed)]
+    pub fields: NodeFieldChanges,
+    /// Time of the change.
     pub last_updated: Option<i64>,
 }
 

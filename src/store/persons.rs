@@ -10,7 +10,9 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
-use super::cache::{self, PersonFields, PersonKeys, PersonRoles, RelationTable};
+use super::cache::{
+    self, PersonFieldChanges, PersonFields, PersonKeys, PersonRoles, RelationTable,
+};
 use super::listing::{Listed, Page};
 use super::schema::{keys, person_key, persons, slice_person};
 use crate::error::Result;
@@ -51,14 +53,8 @@ pub struct NewPerson {
 #[derive(Debug, Clone, Default, AsChangeset)]
 #[diesel(table_name = persons)]
 pub struct PersonChanges {
-    pub email: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub title: Option<String>,
-    pub phone: Option<String>,
-    pub url: Option<String>,
-    pub bio: Option<String>,
-    pub enabled: Option<bool>,
+    #[diesel(embed)]
+    pub fields: PersonFieldChanges,
     pub password_hash: Option<Option<String>>,
     pub last_updated: Option<i64>,
 }

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
-use super::cache::SiteFields;
+use super::cache::{SiteFieldChanges, SiteFields};
 use super::listing::{Listed, Page};
 use super::schema::{nodes, person_site, sites, slices};
 use crate::error::Result;
@@ -42,17 +42,8 @@ pub struct NewSite {
 #[derive(Debug, Clone, Default, AsChangeset)]
 #[diesel(table_name = sites)]
 pub struct SiteChanges {
-    pub login_base: Option<String>,
-    pub name: Option<String>,
-    pub abbreviated_name: Option<String>,
-    pub enabled: Option<bool>,
-    pub is_public: Option<bool>,
-    pub max_slices: Option<i32>,
-    pub max_slivers: Option<i32>,
-    pub latitude: Option<Option<f64>>,
-    pub longitude: Option<Option<f64>>,
-    pub url: Option<String>,
-    pub ext_consortium_id: Option<Option<i64>>,
+    #[diesel(embed)]
+    pub fields: SiteFieldChanges,
     pub last_updated: Option<i64>,
 }
 

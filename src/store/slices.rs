@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::DbConn;
-use super::cache::{RelationTable, SliceFields, SliceNodes, SlicePersons};
+use super::cache::{RelationTable, SliceFieldChanges, SliceFields, SliceNodes, SlicePersons};
 use super::listing::{Listed, Page};
 use diesel::sql_types::BigInt;
 
@@ -56,18 +56,11 @@ pub struct NewSlice {
 #[derive(Debug, Clone, Default, AsChangeset)]
 #[diesel(table_name = slices)]
 pub struct SliceChanges {
-    /// New instantiation.
-    pub instantiation: Option<String>,
-    /// New home page.
-    pub url: Option<String>,
-    /// New description.
-    pub description: Option<String>,
-    /// New node limit.
-    pub max_nodes: Option<i32>,
+    /// New values of the synced columns.
+    #[diesel(embed)]
+    pub fields: SliceFieldChanges,
     /// New system flag.
     pub is_system: Option<bool>,
-    /// New expiry.
-    pub expires: Option<i64>,
 }
 
 /// Relation ids of a slice.

@@ -290,13 +290,13 @@ macro_rules! with_class {
 /// at that peer).
 pub type Holder = (String, Option<i64>, Option<i64>);
 
-/// Declares a class: its [`CachedClass`] type, and its fields struct
-/// from its list of synced columns, each statement of the trait written
-/// once against the table.
+/// Declares a class: its [`CachedClass`] type, and its fields struct and
+/// the admin API's changes to them from its list of synced columns, each
+/// statement of the trait written once against the table.
 macro_rules! cached_class {
     (
         $(#[$doc:meta])*
-        $cached:ident / $fields:ident: $table:ident ($class:ident, $id:ident, $peer_col:ident),
+        $cached:ident / $fields:ident / $changes:ident: $table:ident ($class:ident, $id:ident, $peer_col:ident),
         natural key $natural:tt unique $scope:ident,
         exported where [$($export_filter:expr),*],
         stamped on insert [$($insert_stamp:ident),*] on update [$($update_stamp:ident),*],
@@ -310,6 +310,20 @@ macro_rules! cached_class {
         #[diesel(table_name = $table, treat_none_as_default_value = false)]
         pub struct $fields {
             $( $(#[$fdoc])* pub $col: $ty, )*
+        }
+
+        #[doc = concat!("Changes to the synced columns of `", stringify!($table), "` (an admin's update); `None` leaves a column as it is.")]
+        #[derive(Debug, Clone, Default, AsChangeset)]
+        #[diesel(table_name = $table)]
+        pub struct $changes {
+            $( $(#[$fdoc])* pub $col: Option<$ty>, )*
+        }
+
+        impl $changes {
+            /// Whether it changes no column.
+            pub fn is_empty(&self) -> bool {
+                true $( && self.$col.is_none() )*
+            }
         }
 
         impl CachedClass for $cached {
@@ -505,7 +519,7 @@ macro_rules! cached_class {
 
 cached_class! {
     /// Sites cached from peers.
-    CachedSites / SiteFields: sites (Sites, site_id, peer_site_id),
+    CachedSites / SiteFields / SiteFieldChanges: sites (Sites, site_id, peer_site_id),
     natural key login_base unique everywhere,
     exported where [],
     stamped on insert [date_created, last_updated] on update [last_updated],
@@ -537,7 +551,7 @@ cached_class! {
 
 cached_class! {
     /// Keys cached from peers.
-    CachedKeys / KeyFields: keys (Keys, key_id, peer_key_id),
+    CachedKeys / KeyFields / KeyFieldChanges: keys (Keys, key_id, peer_key_id),
     natural key none unique nowhere,
     exported where [],
     stamped on insert [] on update [],
@@ -553,7 +567,7 @@ cached_class! {
 
 cached_class! {
     /// Persons cached from peers.
-    CachedPersons / PersonFields: persons (Persons, person_id, peer_person_id),
+    CachedPersons / PersonFields / PersonFieldChanges: persons (Persons, person_id, peer_person_id),
     // An e-mail is unique among the persons of one authority only.
     natural key email unique per_authority,
     exported where [],
@@ -580,7 +594,7 @@ cached_class! {
 
 cached_class! {
     /// Nodes cached from peers.
-    CachedNodes / NodeFields: nodes (Nodes, node_id, peer_node_id),
+    CachedNodes / NodeFields / NodeFieldChanges: nodes (Nodes, node_id, peer_node_id),
     natural key hostname unique everywhere,
     // Nodes reserved to some slices stay home.
     exported where [diesel::dsl::not(diesel::dsl::exists(
@@ -611,7 +625,7 @@ cached_class! {
 
 cached_class! {
     /// Slices cached from peers.
-    CachedSlices / SliceFields: slices (Slices, slice_id, peer_slice_id),
+    CachedSlices / SliceFields / SliceFieldChanges: slices (Slices, slice_id, peer_slice_id),
     natural key name unique everywhere,
     // System slices stay home.
     exported where [slices::is_system.eq(false)],

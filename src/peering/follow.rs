@@ -198,12 +198,12 @@ async fn followed(refresher: &Refresher) -> Result<Vec<PeerRow>> {
 /// after failures; stands by while another process holds the peer's
 /// [`FollowLease`].
 async fn follow_peer(refresher: Refresher, followers: Followers, peer_id: i64) {
-    let mut failures = 0u32;
+    let mut reconnect = Reconnect::default();
     loop {
         let error = match FollowLease::take(&refresher.store, peer_id).await {
             Ok(Some(lease)) => {
                 followers.update(peer_id, |t| t.standby = false);
-                match follow_once(&refresher, &followers, peer_id, &mut failures, lease).await {
+                match follow_once(&refresher, &followers, peer_id, &mut reconnect, lease).await {
                     Ok(never) => match never {},
                     Err(e) => e,
                 }
@@ -221,8 +221,7 @@ async fn follow_peer(refresher: Refresher, followers: Followers, peer_id: i64) {
         // The next stream starts on a fresh connection: the old one may be
         // half-open.
         refresher.clients.forget(peer_id);
-        failures = failures.saturating_add(1);
-        let delay = backoff(failures);
+        let delay = reconnect.failed();
         tracing::warn!(
             peer_id,
             error = %error,
@@ -234,6 +233,27 @@ async fn follow_peer(refresher: Refresher, followers: Followers, peer_id: i64) {
     }
 }
 
+/// Streams to one peer that failed in a row, and the wait before the next.
+#[derive(Debug, Default)]
+struct Reconnect {
+    /// Streams that failed since the last one that delivered an event.
+    failures: u32,
+}
+
+impl Reconnect {
+    /// A stream failed: the wait before opening the next ([`backoff`]).
+    fn failed(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        backoff(self.failures)
+    }
+
+    /// A stream delivered an event: the next failure waits the first delay
+    /// again.
+    fn delivered(&mut self) {
+        self.failures = 0;
+    }
+}
+
 /// The wait before reopening a stream after `failures` failures in a row:
 /// doubling from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`], ±20%.
 pub fn backoff(failures: u32) -> Duration {
@@ -241,12 +261,12 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 /// Opens one stream and applies what it announces until it fails; a stream
-/// that delivered an event resets `failures`.
+/// that delivered an event resets `reconnect`.
 async fn follow_once(
     refresher: &Refresher,
     followers: &Followers,
     peer_id: i64,
-    failures: &mut u32,
+    reconnect: &mut Reconnect,
     mut lease: FollowLease,
 ) -> Result<std::convert::Infallible> {
     let peer = {
@@ -298,7 +318,7 @@ async fn follow_once(
                 peer.peername
             )));
         }
-        *failures = 0;
+        reconnect.delivered();
         let mut target = event.checkpoint.unwrap_or_default();
         let mut carried = event.changes;
         // Events that arrived meanwhile are covered by the same refresh,
@@ -385,12 +405,33 @@ async fn catch_up(
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        for (failures, base) in [(1, 0.1), (2, 0.2), (4, 0.8)] {
-            let d = backoff(failures).as_secs_f64();
-            assert!(d >= base * 0.8 && d <= base * 1.2, "{failures}: {d}");
+    /// Sleeps as `follow_peer` does after a failed stream; returns how long
+    /// the paused clock moved.
+    async fn wait_after_failure(reconnect: &mut Reconnect) -> Duration {
+        let start = tokio::time::Instant::now();
+        tokio::time::sleep(reconnect.failed()).await;
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconnects_wait_longer_up_to_the_cap_until_an_event_arrives() {
+        let mut reconnect = Reconnect::default();
+        // 0.1 s doubling to 25.6 s, then the cap of 30 s, each ±20%.
+        for n in 0..9 {
+            let base = FIRST_BACKOFF * 2u32.pow(n);
+            let waited = wait_after_failure(&mut reconnect).await;
+            assert!(
+                base.mul_f64(0.8) <= waited && waited <= base.mul_f64(1.2),
+                "failure {}: {waited:?}",
+                n + 1
+            );
         }
-        assert!(backoff(40) <= MAX_BACKOFF.mul_f64(1.2));
+        for _ in 0..3 {
+            let waited = wait_after_failure(&mut reconnect).await;
+            assert!(MAX_BACKOFF.mul_f64(0.8) <= waited && waited <= MAX_BACKOFF.mul_f64(1.2));
+        }
+        reconnect.delivered();
+        let waited = wait_after_failure(&mut reconnect).await;
+        assert!(FIRST_BACKOFF.mul_f64(0.8) <= waited && waited <= FIRST_BACKOFF.mul_f64(1.2));
     }
 }

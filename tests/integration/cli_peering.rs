@@ -603,7 +603,6 @@ backend_tests!(
 
 /// On a terminal (a pseudo-terminal made by `script`), `refresh` draws a
 /// spinner on stderr and erases it before the report.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spinner_only_on_a_terminal() {
     let plc1 = TestServer::start_named(Backend::Sqlite, "plc1").await;
     let plc2 = TestServer::start_named(Backend::Sqlite, "plc2").await;
@@ -629,3 +628,5 @@ async fn spinner_only_on_a_terminal() {
     let report = text.find("plc2: APPLIED").expect("the report");
     assert!(spinner < erased && erased < report, "{text:?}");
 }
+
+async_tests!(spinner_only_on_a_terminal);

@@ -125,7 +125,6 @@ async fn the_client_lists_refreshes_and_follows(backend: Backend) {
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
 }
 
-#[tokio::test]
 async fn connect_errors_name_what_is_wrong() {
     let invalid = |result: Result<Client, Error>, needles: &[&str]| match result {
         Err(Error::InvalidArgument {
@@ -351,3 +350,5 @@ async fn status_and_json_through_the_cli(backend: Backend) {
     crate::common::cli::failure(&missing, &["NOT_FOUND", "nowhere"]);
     assert!(missing.stdout.is_empty());
 }
+
+async_tests!(connect_errors_name_what_is_wrong);

@@ -296,7 +296,6 @@ async fn check(dir: &Path, file: &str) -> std::process::Output {
     run(command).await
 }
 
-#[tokio::test]
 async fn check_accepts_a_good_file_and_names_every_error() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
@@ -361,7 +360,6 @@ async fn check_accepts_a_good_file_and_names_every_error() {
     );
 }
 
-#[tokio::test]
 async fn serve_refuses_a_bad_file_before_starting() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
@@ -420,7 +418,6 @@ fn uncommented(example: &str) -> String {
         .join("\n")
 }
 
-#[tokio::test]
 async fn the_documented_example_is_complete_and_valid() {
     let example = documented_example();
     let full = uncommented(&example);
@@ -483,3 +480,9 @@ fn collect_strings(value: &toml::Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+async_tests!(
+    check_accepts_a_good_file_and_names_every_error,
+    serve_refuses_a_bad_file_before_starting,
+    the_documented_example_is_complete_and_valid,
+);

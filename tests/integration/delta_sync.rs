@@ -563,30 +563,14 @@ async fn random_run(backend: Backend, steps: usize, seed: u64) {
     );
 }
 
-/// The longer run: four seeds of 3,000 steps per backend (minutes).
-mod long {
-    use super::*;
-
-    const SEEDS: [u64; 4] = [11, 12, 13, 14];
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "takes minutes; run with --run-ignored only"]
-    async fn sqlite() {
-        for seed in SEEDS {
-            random_run(Backend::Sqlite, 3000, seed).await;
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "takes minutes; run with --run-ignored only"]
-    async fn postgres() {
-        if crate::common::postgres_available().await {
-            for seed in SEEDS {
-                random_run(Backend::Postgres, 3000, seed).await;
-            }
-        }
+/// The longer run: four seeds of 3,000 steps (minutes).
+async fn long(backend: Backend) {
+    for seed in [11, 12, 13, 14] {
+        random_run(backend, 3000, seed).await;
     }
 }
+
+long_backend_tests!(long);
 
 async fn a_peer_away_longer_than_the_retention_gets_everything(backend: Backend) {
     let a = TestServer::start_with(backend, |c| {

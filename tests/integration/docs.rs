@@ -57,38 +57,31 @@ const DOCUMENTS: &[&str] = &[
     "docs/performance.md",
 ];
 
-#[test]
 fn readme() {
     run_document("README.md");
 }
 
-#[test]
 fn api() {
     run_document("docs/api.md");
 }
 
-#[test]
 fn configuration() {
     run_document("docs/configuration.md");
 }
 
-#[test]
 fn peering() {
     run_document("docs/peering.md");
 }
 
-#[test]
 fn operations() {
     run_document("docs/operations.md");
 }
 
-#[test]
 fn performance() {
     run_document("docs/performance.md");
 }
 
 /// No document in `docs/` escapes the tests above.
-#[test]
 fn every_document_is_tested() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
     let mut found: Vec<String> = std::fs::read_dir(&dir)
@@ -435,7 +428,6 @@ fn kill_group(group: u32) {
     signal("-KILL");
 }
 
-#[test]
 fn patterns() {
     let lines = |s: &str| s.lines().map(String::from).collect::<Vec<_>>();
     assert!(line_matches("token [..] created", "token 2 created"));
@@ -466,3 +458,14 @@ fn patterns() {
         "cat > 'a.toml' <<'END_OF_FILE'\nx = 1\n\ny = 2\nEND_OF_FILE"
     );
 }
+
+tests!(
+    readme,
+    api,
+    configuration,
+    peering,
+    operations,
+    performance,
+    every_document_is_tested,
+    patterns,
+);

@@ -13,8 +13,8 @@
 //!
 //! Sizes mini and normal run on each backend and mixed (the mixed runs
 //! refresh three objects per round, so every class spans several rounds);
-//! big is `#[ignore]`d (`cargo nextest run --run-ignored only --test
-//! federation_scenario`).
+//! big is a long run, ignored unless asked for (`cargo nextest run
+//! --run-ignored only federation_scenario::big`).
 
 use std::collections::BTreeSet;
 
@@ -459,6 +459,7 @@ async fn normal(backend: Backend) {
     scenario(backend, backend, NORMAL, ONE_ROUND).await;
 }
 
+/// Size big (200 sites, 500 persons, 350 nodes, 500 slices per registry).
 async fn big(backend: Backend) {
     scenario(backend, backend, BIG, ONE_ROUND).await;
 }
@@ -470,36 +471,15 @@ backend_tests!(mini, normal);
 mod mixed {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_plc1_postgres_plc2() {
-        if crate::common::postgres_available().await {
-            scenario(Backend::Sqlite, Backend::Postgres, NORMAL, SMALL_ROUNDS).await;
-        }
+        scenario(Backend::Sqlite, Backend::Postgres, NORMAL, SMALL_ROUNDS).await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_plc1_sqlite_plc2() {
-        if crate::common::postgres_available().await {
-            scenario(Backend::Postgres, Backend::Sqlite, NORMAL, SMALL_ROUNDS).await;
-        }
+        scenario(Backend::Postgres, Backend::Sqlite, NORMAL, SMALL_ROUNDS).await;
     }
+
+    postgres_tests!(sqlite_plc1_postgres_plc2, postgres_plc1_sqlite_plc2);
 }
 
-/// Size big (200 sites, 500 persons, 350 nodes, 500 slices per registry).
-mod big {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "size big takes minutes; run with --run-ignored only"]
-    async fn sqlite() {
-        big(Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "size big takes minutes; run with --run-ignored only"]
-    async fn postgres() {
-        if crate::common::postgres_available().await {
-            big(Backend::Postgres).await;
-        }
-    }
-}
+long_backend_tests!(big);

@@ -173,17 +173,13 @@ backend_tests!(three_registries_one_backend);
 mod mixed {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_hub_postgres_peers() {
-        if crate::common::postgres_available().await {
-            three_registries(Backend::Sqlite, Backend::Postgres, Backend::Postgres).await;
-        }
+        three_registries(Backend::Sqlite, Backend::Postgres, Backend::Postgres).await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_hub_sqlite_peers() {
-        if crate::common::postgres_available().await {
-            three_registries(Backend::Postgres, Backend::Sqlite, Backend::Sqlite).await;
-        }
+        three_registries(Backend::Postgres, Backend::Sqlite, Backend::Sqlite).await;
     }
+
+    postgres_tests!(sqlite_hub_postgres_peers, postgres_hub_sqlite_peers);
 }

@@ -100,23 +100,11 @@ async fn run_history(backend: Backend, history: Vec<Op>) -> Result<(), TestCaseE
 }
 
 /// The longer run: more and longer histories (minutes).
-mod long {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "takes minutes; run with --run-ignored only"]
-    async fn sqlite() {
-        run_histories(Backend::Sqlite, 64, 60);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "takes minutes; run with --run-ignored only"]
-    async fn postgres() {
-        if crate::common::postgres_available().await {
-            run_histories(Backend::Postgres, 64, 60);
-        }
-    }
+async fn long(backend: Backend) {
+    run_histories(backend, 64, 60);
 }
+
+long_backend_tests!(long);
 
 /// Applies `ops` at the serving registry, each one legal there.
 async fn apply(world: &mut World, ops: &[Op]) {

@@ -2,11 +2,14 @@
 //! ports, each test with its own fresh database, on SQLite and PostgreSQL.
 //!
 //! One module per feature; [`common`] is the harness (servers, databases,
-//! clients, a scripted peer, certificates). A module's
-//! `backend_tests!(...)` list defines `sqlite::<test>` and
+//! clients, a scripted peer, certificates, and [`common::trials`], which
+//! registers and runs the tests in place of libtest: `harness = false`). A
+//! module's `backend_tests!(...)` list defines `sqlite::<test>` and
 //! `postgres::<test>` for each of its async test functions, so a test's
 //! full name reads `<feature>::<backend>::<test>`: `cargo nextest run
 //! slices::` runs one feature, `cargo nextest run postgres::` one backend.
+//! When PostgreSQL is unreachable its tests are reported as skipped, except
+//! under `CI=true`, where they fail.
 
 #[macro_use]
 mod common;
@@ -39,3 +42,7 @@ mod serving_limits;
 mod sites;
 mod slices;
 mod tokens;
+
+fn main() -> std::process::ExitCode {
+    common::trials::main()
+}

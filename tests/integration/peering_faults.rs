@@ -449,11 +449,7 @@ async fn keys_and_names_move_between_objects_across_rounds(backend: Backend) {
 mod shared_database {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_servers_refresh_a_peer_one_at_a_time() {
-        if !crate::common::postgres_available().await {
-            return;
-        }
         let fake = FakePeer::start(sites(3, "site")).await;
         let (first, peer_id) = registry_peered_with(Backend::Postgres, &fake).await;
         let second = TestServer::start_sharing(&first, |c| {
@@ -487,6 +483,8 @@ mod shared_database {
         let applied = try_refresh(&second, peer_id, false).await.unwrap();
         assert_eq!(class(&applied, "sites").added, 3);
     }
+
+    postgres_tests!(two_servers_refresh_a_peer_one_at_a_time);
 }
 
 backend_tests!(

@@ -3,6 +3,11 @@
 //! interval (give or take a tenth) later, picking up the peer's changes; a
 //! peer that cannot be reached gets a failed refresh recorded on its
 //! record, and the cache stays as it was. On both backends.
+//!
+//! These run in real time: the servers talk over loopback, and a paused
+//! clock that advances by itself would fire their network timeouts. The
+//! schedule's arithmetic (jitter, back-off, reset) is tested on a paused
+//! clock beside it, in `src/peering/schedule.rs`.
 
 use std::time::{Duration, Instant};
 

@@ -500,12 +500,9 @@ async fn connections_beyond_the_cap_wait(backend: Backend) {
 }
 
 mod postgres_only {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn health_follows_the_database() {
-        if crate::common::postgres_available().await {
-            super::health_follows_the_database().await
-        }
-    }
+    use super::health_follows_the_database;
+
+    postgres_tests!(health_follows_the_database);
 }
 
 backend_tests!(

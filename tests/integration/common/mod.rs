@@ -5,12 +5,16 @@
 //! ([`fake_peer::FakePeer`]); [`rows`] reads and sets the few stored
 //! columns no API exposes; [`scrape`] reads a server's metrics.
 //!
-//! PostgreSQL tests use the server at `FEDREG_TEST_PG` (default
-//! `postgres://postgres@127.0.0.1:5432`), creating one database per test and
-//! dropping it afterwards. When no server is reachable they skip loudly,
-//! except under `CI=true`, where they fail.
+//! [`trials`] registers the tests and runs them. PostgreSQL tests use the
+//! server at `FEDREG_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`),
+//! creating one database per test and dropping it afterwards. When no server
+//! is reachable they are reported as skipped, except under `CI=true`, where
+//! they fail.
 
 #![allow(dead_code)]
+
+#[macro_use]
+pub mod trials;
 
 pub mod certs;
 pub mod cli;
@@ -44,51 +48,8 @@ pub enum Backend {
     Postgres,
 }
 
-/// Defines one `#[tokio::test]` per backend for each listed async function
-/// `fn(Backend)`, in modules `sqlite` and `postgres`.
-#[macro_export]
-macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::common::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if $crate::common::postgres_available().await {
-                        super::$name($crate::common::Backend::Postgres).await
-                    }
-                }
-            )*
-        }
-    };
-}
-
 fn pg_base() -> String {
     std::env::var("FEDREG_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-/// Whether PostgreSQL tests can run; panics under `CI=true` when they cannot.
-pub async fn postgres_available() -> bool {
-    match AsyncPgConnection::establish(&format!("{}/postgres", pg_base())).await {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("PostgreSQL at {} is required under CI=true: {e}", pg_base());
-            }
-            eprintln!(
-                "\n*** SKIPPED: PostgreSQL at {} is not reachable ({e}); set FEDREG_TEST_PG ***\n",
-                pg_base()
-            );
-            false
-        }
-    }
 }
 
 /// A database created for one test and dropped when this is dropped.

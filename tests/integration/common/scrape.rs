@@ -186,7 +186,6 @@ pub async fn scrape(addr: SocketAddr) -> Exposition {
     Exposition::parse(&response.body)
 }
 
-#[test]
 fn samples_parse_with_escaped_labels() {
     let sample = parse_sample(r#"m_total{a="x\"y",b="1\\2",c=""} 12.5"#);
     assert_eq!(sample.name, "m_total");
@@ -200,3 +199,5 @@ fn samples_parse_with_escaped_labels() {
         ("up", 1.0, 0)
     );
 }
+
+tests!(samples_parse_with_escaped_labels);

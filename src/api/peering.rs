@@ -35,8 +35,7 @@ impl PeeringApi {
     /// A service over `store`, announcing itself as `registry_name`; its
     /// follow streams end when `stop` is cancelled. Streams take their slots
     /// in `sessions`; a caller that reads nothing for `send_timeout` loses
-    /// its stream. `GetPeerData` streams are counted
-    /// in `metrics`.
+    /// its stream. Streams are counted in `metrics`.
     pub fn new(
         store: Store,
         registry_name: String,
@@ -124,6 +123,7 @@ impl PeeringService for PeeringApi {
             checkpoints,
             subscription,
             self.send_timeout,
+            self.metrics.follow_stream(),
             self.stop.clone(),
         )))
     }

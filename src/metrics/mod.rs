@@ -106,8 +106,8 @@ pub struct Metrics {
     objects_written: Family<ObjectLabels, Counter>,
     objects_skipped: Family<SkippedLabels, Counter>,
     memberships_written: Family<MembershipLabels, Counter>,
-    peer_data_streams: Gauge,
-    peer_data_bytes: Counter,
+    peer_data: StreamMetrics,
+    follow: StreamMetrics,
     /// The values read at the last scrape, encoded with the rest.
     sample: Arc<Mutex<Sample>>,
     /// Held while a scrape stores its sample and encodes it.
@@ -165,19 +165,8 @@ impl Metrics {
             "Memberships applied refreshes added or removed in the cache, by peer, relation and change",
             memberships_written.clone(),
         );
-        let peer_data_streams = Gauge::default();
-        registry.register(
-            "fedreg_peer_data_streams_open",
-            "GetPeerData streams open now",
-            peer_data_streams.clone(),
-        );
-        let peer_data_bytes = Counter::default();
-        registry.register_with_unit(
-            "fedreg_peer_data_sent",
-            "Bytes of GetPeerData messages handed to callers (protobuf encoding, before gRPC framing and compression)",
-            Unit::Bytes,
-            peer_data_bytes.clone(),
-        );
+        let peer_data = StreamMetrics::register(&mut registry, "peer_data", "GetPeerData");
+        let follow = StreamMetrics::register(&mut registry, "follow", "Follow");
         let sample = Arc::new(Mutex::new(Sample::default()));
         registry.register_collector(Box::new(SampleCollector::new(sample.clone())));
         Metrics {
@@ -190,8 +179,8 @@ impl Metrics {
             objects_written,
             objects_skipped,
             memberships_written,
-            peer_data_streams,
-            peer_data_bytes,
+            peer_data,
+            follow,
             sample,
             rendering: Mutex::new(()),
         }
@@ -266,11 +255,12 @@ impl Metrics {
 
     /// Counts a `GetPeerData` stream open until the meter is dropped.
     pub fn peer_data_stream(&self) -> StreamMeter {
-        self.peer_data_streams.inc();
-        StreamMeter {
-            open: self.peer_data_streams.clone(),
-            bytes: self.peer_data_bytes.clone(),
-        }
+        self.peer_data.meter()
+    }
+
+    /// Counts a `Follow` stream open until the meter is dropped.
+    pub fn follow_stream(&self) -> StreamMeter {
+        self.follow.meter()
     }
 
     /// Every metric as OpenMetrics text, with `sample` as the values read
@@ -290,8 +280,49 @@ fn add(counter: &Counter, count: i64) {
     counter.inc_by(u64::try_from(count).unwrap_or(0));
 }
 
-/// A `GetPeerData` stream's place in the metrics: counted open until
-/// dropped; [`StreamMeter::sent`] counts the bytes it hands over.
+/// The streams of one server-streaming call: how many are open, and the
+/// bytes they handed over.
+#[derive(Debug)]
+struct StreamMetrics {
+    open: Gauge,
+    bytes: Counter,
+}
+
+impl StreamMetrics {
+    /// Registers `fedreg_<name>_streams_open` and `fedreg_<name>_sent_bytes`
+    /// for the streams of `call`.
+    fn register(registry: &mut Registry, name: &str, call: &str) -> StreamMetrics {
+        let metrics = StreamMetrics {
+            open: Gauge::default(),
+            bytes: Counter::default(),
+        };
+        registry.register(
+            format!("fedreg_{name}_streams_open"),
+            format!("{call} streams open now"),
+            metrics.open.clone(),
+        );
+        registry.register_with_unit(
+            format!("fedreg_{name}_sent"),
+            format!(
+                "Bytes of {call} messages handed to callers (protobuf encoding, before gRPC framing and compression)"
+            ),
+            Unit::Bytes,
+            metrics.bytes.clone(),
+        );
+        metrics
+    }
+
+    fn meter(&self) -> StreamMeter {
+        self.open.inc();
+        StreamMeter {
+            open: self.open.clone(),
+            bytes: self.bytes.clone(),
+        }
+    }
+}
+
+/// A stream's place in the metrics: counted open until dropped;
+/// [`StreamMeter::sent`] counts the bytes it hands over.
 #[derive(Debug)]
 pub struct StreamMeter {
     open: Gauge,

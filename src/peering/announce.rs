@@ -44,6 +44,7 @@ use super::export;
 use super::outbox::{self, Delivery};
 use crate::api::sessions::StreamSlot;
 use crate::error::{Error, Result};
+use crate::metrics::StreamMeter;
 use crate::proto::v1 as pb;
 use crate::store::{DbConn, Store, revisions, tokens};
 
@@ -160,12 +161,14 @@ pub fn heartbeat(seconds: u32) -> Result<Duration> {
 
 /// Announces the checkpoints of `store`, as `checkpoints` publishes them,
 /// to a `subscription`, until `stop` is cancelled, its token is revoked,
-/// the caller goes away or leaves an event unread for `send_timeout`.
+/// the caller goes away or leaves an event unread for `send_timeout`; the
+/// stream is counted in the metrics through `meter`.
 pub fn stream(
     store: Store,
     checkpoints: &Checkpoints,
     subscription: Subscription,
     send_timeout: Duration,
+    meter: StreamMeter,
     stop: CancellationToken,
 ) -> FollowStream {
     // Subscribed before the first read: a commit after it wakes the stream.
@@ -175,7 +178,7 @@ pub fn stream(
         send_timeout,
         // The announcer watches the revocation itself, while it waits.
         slot: None,
-        meter: None,
+        meter: Some(meter),
     };
     let mut announcer = Announcer {
         store,

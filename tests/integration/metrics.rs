@@ -144,6 +144,33 @@ async fn metrics_follow_calls_refreshes_streams_and_storage(backend: Backend) {
     })
     .await;
 
+    // A Follow stream: open while it lives, with the bytes of its events.
+    let mut follow = peer
+        .peering_as(Some(&peer.admin_token))
+        .await
+        .follow(pb::FollowRequest {
+            heartbeat_seconds: 3600,
+            ..Default::default()
+        })
+        .await
+        .expect("Follow")
+        .into_inner();
+    let first = follow.message().await.expect("an event").expect("open");
+    let m = scrape(peer_metrics).await;
+    assert_eq!(m.value("fedreg_follow_streams_open", &[]), 1.0);
+    assert_eq!(
+        m.value("fedreg_follow_sent_bytes_total", &[]),
+        first.encoded_len() as f64
+    );
+    drop(follow);
+    eventually("the Follow stream is closed", || async {
+        scrape(peer_metrics)
+            .await
+            .value("fedreg_follow_streams_open", &[])
+            == 0.0
+    })
+    .await;
+
     // A peer that cannot be reached: a failed refresh, no success yet.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let closed_url = format!("http://{}", closed.local_addr().unwrap());

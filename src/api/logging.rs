@@ -78,12 +78,17 @@ where
                 Ok(response) => {
                     // The message travels percent-encoded; the status
                     // read from the headers is decoded.
-                    let (code, message) = match tonic::Status::from_header_map(response.headers()) {
-                        Some(status) => (status.code(), status.message().to_owned()),
-                        None => (tonic::Code::Ok, String::new()),
-                    };
-                    tracing::info!(%method, status = ?code, ms = format_args!("{millis:.1}"), "{message}");
-                    code
+                    match tonic::Status::from_header_map(response.headers()) {
+                        Some(status) => {
+                            let code = status.code();
+                            tracing::info!(%method, status = ?code, ms = format_args!("{millis:.1}"), "{}", status.message());
+                            code
+                        }
+                        None => {
+                            tracing::info!(%method, status = ?tonic::Code::Ok, ms = format_args!("{millis:.1}"), "answered");
+                            tonic::Code::Ok
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(%method, ms = format_args!("{millis:.1}"), error = %e, "transport error");

@@ -285,6 +285,12 @@ async fn call_log_lines_are_decoded(backend: Backend) {
         })
         .await;
     assert_status(refused, Code::InvalidArgument, &["login_base", "bad base"]);
+    served
+        .registry(&token)
+        .await
+        .list_sites(pb::ListRequest::default())
+        .await
+        .expect("list sites");
     let (code, log) = served.terminate().await;
     assert_eq!(code, Some(0));
     let line = log
@@ -295,6 +301,12 @@ async fn call_log_lines_are_decoded(backend: Backend) {
         line.contains("login_base") && line.contains("bad base") && !line.contains('%'),
         "{line}"
     );
+    // A call that succeeded says so in words too.
+    let line = log
+        .iter()
+        .find(|l| l.contains("ListSites"))
+        .unwrap_or_else(|| panic!("a log line for the listing: {log:#?}"));
+    assert!(line.contains("status=Ok") && line.contains("answered"), "{line}");
 }
 
 /// How many migrations the backend has.

@@ -306,7 +306,10 @@ async fn call_log_lines_are_decoded(backend: Backend) {
         .iter()
         .find(|l| l.contains("ListSites"))
         .unwrap_or_else(|| panic!("a log line for the listing: {log:#?}"));
-    assert!(line.contains("status=Ok") && line.contains("answered"), "{line}");
+    assert!(
+        line.contains("status=Ok") && line.contains("answered"),
+        "{line}"
+    );
 }
 
 /// How many migrations the backend has.

@@ -271,15 +271,7 @@ async fn follow_events_carry_small_changes_while_their_token_lives(backend: Back
     let a = TestServer::start_named(backend, "plca").await;
     let mut api = a.registry().await;
     let mut tokens = a.tokens().await;
-    let created = tokens
-        .create_token(pb::CreateTokenRequest {
-            name: "follower".into(),
-            role: "admin".into(),
-            peer_id: None,
-        })
-        .await
-        .expect("create token")
-        .into_inner();
+    let created = a.new_admin_token("follower").await;
     let token = created.token.clone();
 
     let mut events = open_follow_with_changes(&a, &token, None).await;
@@ -345,15 +337,7 @@ async fn many_streams_get_every_commit_while_their_token_lives(backend: Backend)
     let a = TestServer::start_with(backend, |c| c.streams_per_token = STREAMS).await;
     let mut api = a.registry().await;
     let mut tokens = a.tokens().await;
-    let created = tokens
-        .create_token(pb::CreateTokenRequest {
-            name: "watchers".into(),
-            role: "admin".into(),
-            peer_id: None,
-        })
-        .await
-        .expect("create token")
-        .into_inner();
+    let created = a.new_admin_token("watchers").await;
     let request = pb::FollowRequest {
         since: None,
         heartbeat_seconds: 3600,
@@ -630,18 +614,7 @@ async fn an_unread_stream_is_dropped_and_resumes_from_its_checkpoint(backend: Ba
     })
     .await;
     let mut api = a.registry().await;
-    let token = a
-        .tokens()
-        .await
-        .create_token(pb::CreateTokenRequest {
-            name: "follower".into(),
-            role: "admin".into(),
-            peer_id: None,
-        })
-        .await
-        .expect("create token")
-        .into_inner()
-        .token;
+    let token = a.new_admin_token("follower").await.token;
 
     // A caller with a 1 KiB HTTP/2 window that reads the first event only:
     // a few carried changes fill its window and the server's buffer.

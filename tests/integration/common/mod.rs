@@ -234,6 +234,20 @@ impl TestServer {
         TokenServiceClient::new(self.authed(Some(&self.admin_token)).await)
     }
 
+    /// A new admin token named `name`, created through the API.
+    pub async fn new_admin_token(&self, name: &str) -> fedreg::proto::v1::CreateTokenResponse {
+        self.tokens()
+            .await
+            .create_token(fedreg::proto::v1::CreateTokenRequest {
+                name: name.into(),
+                role: "admin".into(),
+                peer_id: None,
+            })
+            .await
+            .expect("create token")
+            .into_inner()
+    }
+
     /// A token client with the given token (or none).
     pub async fn tokens_as(&self, token: Option<&str>) -> TokenServiceClient<Authed> {
         TokenServiceClient::new(self.authed(token).await)

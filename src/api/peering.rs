@@ -115,9 +115,10 @@ impl PeeringService for PeeringApi {
             since: request.since,
             slot,
         };
-        let checkpoints = self
-            .checkpoints
-            .get_or_init(|| Checkpoints::start(self.store.clone(), self.stop.clone()));
+        let checkpoints = self.checkpoints.get_or_init(|| {
+            let reads = self.metrics.follow_reads();
+            Checkpoints::start(self.store.clone(), reads, self.stop.clone())
+        });
         Ok(Response::new(announce::stream(
             self.store.clone(),
             checkpoints,

@@ -108,6 +108,7 @@ pub struct Metrics {
     memberships_written: Family<MembershipLabels, Counter>,
     peer_data: StreamMetrics,
     follow: StreamMetrics,
+    follow_reads: ReadCounter,
     /// The values read at the last scrape, encoded with the rest.
     sample: Arc<Mutex<Sample>>,
     /// Held while a scrape stores its sample and encodes it.
@@ -167,6 +168,12 @@ impl Metrics {
         );
         let peer_data = StreamMetrics::register(&mut registry, "peer_data", "GetPeerData");
         let follow = StreamMetrics::register(&mut registry, "follow", "Follow");
+        let follow_reads = ReadCounter::default();
+        registry.register(
+            "fedreg_follow_database_reads",
+            "Database reads made to serve Follow streams: the checkpoint read once per commit for every stream, and each stream's own (heartbeats, token checks, carried changes)",
+            follow_reads.0.clone(),
+        );
         let sample = Arc::new(Mutex::new(Sample::default()));
         registry.register_collector(Box::new(SampleCollector::new(sample.clone())));
         Metrics {
@@ -181,6 +188,7 @@ impl Metrics {
             memberships_written,
             peer_data,
             follow,
+            follow_reads,
             sample,
             rendering: Mutex::new(()),
         }
@@ -263,6 +271,11 @@ impl Metrics {
         self.follow.meter()
     }
 
+    /// The counter of the database reads made to serve `Follow` streams.
+    pub fn follow_reads(&self) -> ReadCounter {
+        self.follow_reads.clone()
+    }
+
     /// Every metric as OpenMetrics text, with `sample` as the values read
     /// at this scrape.
     pub fn render(&self, sample: Sample) -> String {
@@ -278,6 +291,17 @@ impl Metrics {
 /// Adds a report's count (never negative) to a counter.
 fn add(counter: &Counter, count: i64) {
     counter.inc_by(u64::try_from(count).unwrap_or(0));
+}
+
+/// Counts database reads (each a connection taken from the pool and used).
+#[derive(Debug, Clone, Default)]
+pub struct ReadCounter(Counter);
+
+impl ReadCounter {
+    /// Counts one read.
+    pub fn read(&self) {
+        self.0.inc();
+    }
 }
 
 /// The streams of one server-streaming call: how many are open, and the

@@ -44,7 +44,7 @@ use super::export;
 use super::outbox::{self, Delivery};
 use crate::api::sessions::StreamSlot;
 use crate::error::{Error, Result};
-use crate::metrics::StreamMeter;
+use crate::metrics::{ReadCounter, StreamMeter};
 use crate::proto::v1 as pb;
 use crate::store::{DbConn, Store, revisions, tokens};
 
@@ -84,17 +84,22 @@ pub struct Subscription {
 #[derive(Clone)]
 pub struct Checkpoints {
     latest: watch::Receiver<Option<pb::Checkpoint>>,
+    /// Counts the reads made for the streams, this task's and theirs.
+    reads: ReadCounter,
 }
 
 impl Checkpoints {
     /// Starts the task that reads `store`'s checkpoint after each commit,
-    /// until `stop` is cancelled.
-    pub fn start(store: Store, stop: CancellationToken) -> Checkpoints {
+    /// until `stop` is cancelled, counting its reads and those of the
+    /// streams in `reads`.
+    pub fn start(store: Store, reads: ReadCounter, stop: CancellationToken) -> Checkpoints {
         let (latest, receiver) = watch::channel(None);
         // Subscribed before the first read: a commit after it wakes the task.
         let mut wakes = store.changes();
+        let counted = reads.clone();
         tokio::spawn(async move {
             loop {
+                counted.read();
                 match read_checkpoint(&store).await {
                     Ok(read) => {
                         latest.send_if_modified(|known| {
@@ -112,7 +117,10 @@ impl Checkpoints {
                 }
             }
         });
-        Checkpoints { latest: receiver }
+        Checkpoints {
+            latest: receiver,
+            reads,
+        }
     }
 }
 
@@ -138,6 +146,7 @@ struct Announcer {
     slot: Option<StreamSlot>,
     /// The checkpoint after the last commit, from [`Checkpoints`].
     latest: watch::Receiver<Option<pb::Checkpoint>>,
+    reads: ReadCounter,
     stop: CancellationToken,
     heartbeat: Duration,
     next_heartbeat: Instant,
@@ -186,6 +195,7 @@ pub fn stream(
         changes: subscription.changes,
         slot: subscription.slot,
         latest,
+        reads: checkpoints.reads.clone(),
         stop,
         heartbeat: subscription.heartbeat,
         // Due at once: the first event tells the current checkpoint.
@@ -316,6 +326,7 @@ impl Announcer {
         if current.is_some_and(|c| !within_reach(c)) {
             return Carried::Not;
         }
+        self.reads.read();
         let mut stream = export::stream(
             self.store.clone(),
             export::Request {
@@ -387,6 +398,7 @@ impl Announcer {
     /// The current checkpoint, once the stream's token is known to be
     /// still valid.
     async fn current(&self) -> Result<pb::Checkpoint> {
+        self.reads.read();
         let mut conn = self.store.read().await?;
         self.token_valid(&mut conn).await?;
         checkpoint(&mut conn).await
@@ -395,7 +407,10 @@ impl Announcer {
     /// Fails when the stream's token was revoked.
     async fn check_token(&self) -> Result<()> {
         match self.token_id {
-            Some(_) => self.token_valid(&mut self.store.read().await?).await,
+            Some(_) => {
+                self.reads.read();
+                self.token_valid(&mut self.store.read().await?).await
+            }
             None => Ok(()),
         }
     }

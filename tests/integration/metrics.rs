@@ -158,6 +158,9 @@ async fn metrics_follow_calls_refreshes_streams_and_storage(backend: Backend) {
     let first = follow.message().await.expect("an event").expect("open");
     let m = scrape(peer_metrics).await;
     assert_eq!(m.value("fedreg_follow_streams_open", &[]), 1.0);
+    // At least the first event's own read (the shared one may not have
+    // run yet).
+    assert!(m.value("fedreg_follow_database_reads_total", &[]) >= 1.0);
     assert_eq!(
         m.value("fedreg_follow_sent_bytes_total", &[]),
         first.encoded_len() as f64

@@ -127,6 +127,7 @@ async fn fanout(
     // Room for the resumed slow streams too.
     let limit = (streams + 2 * args.slow + 1).to_string();
     let send_timeout = args.send_timeout.to_string();
+    let metrics = free_address()?;
     let s = Registry::start_with(
         "serving",
         &s_dir,
@@ -136,6 +137,8 @@ async fn fanout(
             &limit,
             "--send-timeout",
             &send_timeout,
+            "--metrics-listen",
+            &metrics,
         ],
     )
     .await?;
@@ -180,6 +183,7 @@ async fn fanout(
     let first = current_revision(&store).await?;
     arrivals.wait_for(first).await.context("the first events")?;
 
+    let reads_before = follow_reads(&metrics).await?;
     let site_id = local_site(&store).await?;
     let mut api = s.registry();
     let mut commits = Vec::new();
@@ -203,6 +207,7 @@ async fn fanout(
         commits.push((revision, committed));
         tokio::time::sleep(Duration::from_millis(args.gap_ms)).await;
     }
+    let reads = follow_reads(&metrics).await? - reads_before;
     let peak_mib = s.peak_memory_mib();
     stop.cancel();
     while let Some(joined) = readers.join_next().await {
@@ -252,6 +257,7 @@ async fn fanout(
         slow_events,
         slow_ended,
         slow_resumed,
+        reads_per_change: (!commits.is_empty()).then(|| reads / commits.len() as f64),
         peak_mib,
     };
     drop(slow);
@@ -264,6 +270,34 @@ async fn fanout(
     serving_db.drop_database().await;
     let _ = std::fs::remove_dir_all(&work);
     Ok(figures)
+}
+
+/// A free loopback address, `127.0.0.1:PORT`.
+fn free_address() -> anyhow::Result<String> {
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("finding a free port")?;
+    Ok(address.to_string())
+}
+
+/// The serving registry's count of the database reads made for its Follow
+/// streams, scraped from its metrics at `address`.
+async fn follow_reads(address: &str) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const NAME: &str = "fedreg_follow_database_reads_total ";
+    let mut connection = tokio::net::TcpStream::connect(address)
+        .await
+        .with_context(|| format!("connecting to the metrics at {address}"))?;
+    connection
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: fedreg\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    connection.read_to_string(&mut text).await?;
+    let value = text
+        .lines()
+        .find_map(|line| line.strip_prefix(NAME))
+        .ok_or_else(|| anyhow!("no {NAME}in the metrics"))?;
+    value.trim().parse().context("reading the follow reads")
 }
 
 /// The serving registry's last revision.

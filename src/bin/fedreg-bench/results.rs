@@ -489,6 +489,9 @@ pub struct FanoutFigures {
     /// Slow streams that, resumed from their last checkpoint, reached the
     /// last commit.
     pub slow_resumed: usize,
+    /// Database reads the serving registry made for its Follow streams
+    /// (all of them, the followers' included) per commit.
+    pub reads_per_change: Option<f64>,
     /// Peak resident memory of the serving server, MiB, if known.
     pub peak_mib: Option<f64>,
 }
@@ -499,14 +502,15 @@ impl FanoutResults {
         let mut out = String::from(
             "\n| backend | streams | connections | slow | followers | changes | event p50 ms | \
              event p99 ms | event max ms | last stream p50 ms | last stream p99 ms | \
-             cache p50 ms | cache p99 ms | lost | reordered | slow held / ended / resumed | peak MiB |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+             cache p50 ms | cache p99 ms | lost | reordered | slow held / ended / resumed | \
+             db reads / change | peak MiB |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
         for r in &self.runs {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} |",
                 r.backend,
                 r.streams,
                 r.connections,
@@ -525,6 +529,8 @@ impl FanoutResults {
                 r.slow_events,
                 r.slow_ended,
                 r.slow_resumed,
+                r.reads_per_change
+                    .map_or_else(|| "-".into(), |v| format!("{v:.1}")),
                 r.peak_mib.map_or_else(|| "-".into(), |m| format!("{m:.0}")),
             );
         }

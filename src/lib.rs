@@ -16,7 +16,8 @@
 //!   [`config`]: the configuration file and the peers it declares, which
 //!   [`cli::config`] lays under the command line;
 //! - [`server`]: process wiring: the pool, the services, the background
-//!   tasks; [`listener`]: the accepted connections, capped and timed out;
+//!   tasks; [`listener`]: the accepted connections, capped and timed out
+//!   ([`open_files`]: the open-file limit the cap stays within);
 //!   [`data_dir`]: the data directory and its private files;
 //! - [`api`]: the gRPC surface: the admin services ([`api::registry`],
 //!   [`api::peers`], [`api::tokens`]), the peering service
@@ -89,6 +90,7 @@ pub mod data_dir;
 pub mod error;
 pub mod listener;
 pub mod metrics;
+pub mod open_files;
 pub mod peering;
 pub mod pinning;
 pub mod proto;

@@ -161,7 +161,7 @@ impl ServerConfig {
             send_timeout: crate::peering::outbox::DEFAULT_SEND_TIMEOUT,
             streams_per_token: 4,
             token_cache: Duration::from_secs(10),
-            max_connections: 256,
+            max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(20),

@@ -14,6 +14,7 @@ use clap::Args;
 use super::{CliError, StorageArgs};
 use crate::config::{ConfigFile, peers};
 use crate::error::{Error, Result};
+use crate::open_files;
 use crate::peering::spool::DumpLimits;
 use crate::registry::validate;
 use crate::server::{self, ServerConfig};
@@ -103,8 +104,10 @@ pub struct ServeArgs {
     #[arg(long, env = "FEDREG_TOKEN_CACHE", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub token_cache: u64,
-    /// Connections open at once; more wait in the listen backlog.
-    #[arg(long, env = "FEDREG_MAX_CONNECTIONS", default_value_t = 256,
+    /// Connections open at once; more wait in the listen backlog. Fewer
+    /// when the open-file limit (raised to its hard limit at start) leaves
+    /// no room for them.
+    #[arg(long, env = "FEDREG_MAX_CONNECTIONS", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Seconds a new connection has to send its first bytes.
@@ -191,6 +194,16 @@ pub async fn serve(
         Some(path) => peers::declare(&ConfigFile::read(path)?)?,
         None => Vec::new(),
     };
+    let open_files = open_files::raise_limit();
+    let max_connections = open_files::connections_within(args.max_connections as usize, open_files);
+    if max_connections < args.max_connections as usize {
+        tracing::warn!(
+            asked = args.max_connections,
+            serving = max_connections,
+            open_files,
+            "--max-connections is above what the open-file limit leaves room for"
+        );
+    }
     let config = ServerConfig {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
@@ -213,7 +226,7 @@ pub async fn serve(
         send_timeout: Duration::from_secs(args.send_timeout),
         streams_per_token: args.streams_per_token as usize,
         token_cache: Duration::from_secs(args.token_cache),
-        max_connections: args.max_connections as usize,
+        max_connections,
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         keepalive_interval: Duration::from_secs(args.keepalive_interval),
         keepalive_timeout: Duration::from_secs(args.keepalive_timeout),

@@ -312,6 +312,44 @@ async fn call_log_lines_are_decoded(backend: Backend) {
     );
 }
 
+/// Started with a soft open-file limit of 256 (a service manager's usual
+/// 1,024 would need a thousand connections to show it), `serve` raises it
+/// to the hard limit and serves 300 connections at once, beyond both that
+/// limit and the old default cap of 256.
+async fn serve_raises_its_open_file_limit_and_serves_many_connections(backend: Backend) {
+    const CONNECTIONS: usize = 300;
+    let storage = Storage::new(backend).await;
+    let served = serve(storage.command_with_open_file_limit(256)).await;
+    let url = format!("http://{}", served.addr);
+    // Every connection is served while all of them are open.
+    let (channels, answers) = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut channels = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let endpoint = tonic::transport::Channel::from_shared(url.clone()).expect("url");
+            channels.push(endpoint.connect().await.expect("connect"));
+        }
+        let checks = channels.iter().map(|channel| async move {
+            tonic_health::pb::health_client::HealthClient::new(channel.clone())
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+        });
+        let answers = futures_util::future::join_all(checks).await;
+        (channels, answers)
+    })
+    .await
+    .expect("every connection made and answered within a minute");
+    let served_ok = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(
+        served_ok,
+        CONNECTIONS,
+        "{:?}",
+        answers.iter().find(|a| a.is_err())
+    );
+    drop(channels);
+    let (code, _) = served.terminate().await;
+    assert_eq!(code, Some(0));
+}
+
 /// How many migrations the backend has.
 fn migration_count(backend: Backend) -> usize {
     let dir = match backend {
@@ -460,6 +498,7 @@ backend_tests!(
     serve_logs_json_lines,
     serve_rejects_bad_settings,
     call_log_lines_are_decoded,
+    serve_raises_its_open_file_limit_and_serves_many_connections,
     migrate,
     token_commands,
 );

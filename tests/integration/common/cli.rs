@@ -37,7 +37,22 @@ const FEDREG_ENV: &[&str] = &[
 
 /// `fedreg`, with a clean environment.
 pub fn bare() -> Command {
-    let mut command = Command::new(BIN);
+    cleaned(Command::new(BIN))
+}
+
+/// `fedreg`, with a clean environment, started by a shell that first sets
+/// its soft open-file limit to `limit`.
+pub fn with_open_file_limit(limit: u64) -> Command {
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -Sn {limit} && exec \"$0\" \"$@\""))
+        .arg(BIN);
+    cleaned(command)
+}
+
+/// `command` with the environment variables `fedreg` reads removed.
+fn cleaned(mut command: Command) -> Command {
     for var in FEDREG_ENV {
         command.env_remove(var);
     }
@@ -51,7 +66,11 @@ pub fn bare() -> Command {
 
 /// `fedreg --data-dir DIR [--database-url URL]`, with a clean environment.
 pub fn fedreg(data_dir: &Path, database_url: Option<String>) -> Command {
-    let mut command = bare();
+    on_storage(bare(), data_dir, database_url)
+}
+
+/// `command` given `--data-dir DIR [--database-url URL]`.
+fn on_storage(mut command: Command, data_dir: &Path, database_url: Option<String>) -> Command {
     command
         .arg("--data-dir")
         .arg(data_dir)
@@ -145,6 +164,16 @@ impl Storage {
     /// `fedreg` with this storage's `--data-dir` and `--database-url`.
     pub fn command(&self) -> Command {
         fedreg(&self.data_dir, self.database_url())
+    }
+
+    /// [`Storage::command`], started with a soft open-file limit of
+    /// `limit`.
+    pub fn command_with_open_file_limit(&self, limit: u64) -> Command {
+        on_storage(
+            with_open_file_limit(limit),
+            &self.data_dir,
+            self.database_url(),
+        )
     }
 
     /// The PostgreSQL database's URL; `None` on SQLite.

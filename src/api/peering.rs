@@ -86,6 +86,8 @@ impl PeeringService for PeeringApi {
             registry_name: self.registry_name.clone(),
             caller_peer,
             since: request.into_inner().since,
+            // Checked when the call was authenticated.
+            token_id: None,
         };
         let delivery = Delivery {
             send_timeout: self.send_timeout,
@@ -111,6 +113,7 @@ impl PeeringService for PeeringApi {
                 registry_name: self.registry_name.clone(),
                 caller_peer: principal.as_ref().and_then(|p| p.peer_id),
                 since: None,
+                token_id: principal.as_ref().map(|p| p.token_id),
             }),
             since: request.since,
             slot,

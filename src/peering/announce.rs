@@ -261,13 +261,10 @@ impl Announcer {
                 }
             }
             if !heartbeat_due {
-                // Straight to the changes, the token checked meanwhile:
-                // their snapshot says whether anything moved.
-                let (token, carried) = tokio::join!(self.check_token(), self.carried(None));
-                if let Err(e) = token {
-                    return Some(Err(e));
-                }
-                match carried {
+                // Straight to the changes, whose read checks the token:
+                // their snapshot says whether anything moved (a revoked
+                // token fails it, and the look below ends the stream).
+                match self.carried(None).await {
                     Carried::Unchanged => continue,
                     Carried::Changes(reached, changes) => {
                         return Some(Ok(self.sent(reached, false, Some(changes))));
@@ -402,17 +399,6 @@ impl Announcer {
         let mut conn = self.store.read().await?;
         self.token_valid(&mut conn).await?;
         checkpoint(&mut conn).await
-    }
-
-    /// Fails when the stream's token was revoked.
-    async fn check_token(&self) -> Result<()> {
-        match self.token_id {
-            Some(_) => {
-                self.reads.read();
-                self.token_valid(&mut self.store.read().await?).await
-            }
-            None => Ok(()),
-        }
     }
 
     async fn token_valid(&self, conn: &mut DbConn) -> Result<()> {

@@ -38,7 +38,7 @@ use prost::Message;
 
 use super::outbox::{self, Delivery, Inbox, Outbox};
 use crate::class::PerClass;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::registry;
 use crate::store::cache::{
@@ -46,7 +46,7 @@ use crate::store::cache::{
     PersonKeys, PersonRoles, RelationTable,
 };
 use crate::store::revisions::{self, History};
-use crate::store::{DbConn, Store, nodes, now};
+use crate::store::{DbConn, Store, nodes, now, tokens};
 
 /// Version of the dump's layout, sent in the header.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -76,6 +76,9 @@ pub struct Request {
     pub caller_peer: Option<i64>,
     /// The caller's checkpoint, for a delta.
     pub since: Option<pb::Checkpoint>,
+    /// A token that must still exist in the snapshot (the token of the
+    /// `Follow` stream an event is read for), checked in the same read.
+    pub token_id: Option<i64>,
 }
 
 /// Starts streaming the local objects.
@@ -89,6 +92,13 @@ async fn produce(store: &Store, request: &Request, link: Outbox<pb::PeerDataChun
     let mut conn = store.read_for_stream().await?;
     conn.snapshot(|c| {
         Box::pin(async move {
+            if let Some(token_id) = request.token_id
+                && !tokens::exists(c, token_id).await?
+            {
+                return Err(Error::Unauthenticated(format!(
+                    "token {token_id} was revoked; the stream ends"
+                )));
+            }
             let history = revisions::history(c).await?;
             let (selection, full_reason) = Selection::serving(request.since.as_ref(), &history);
             let checkpoint = pb::Checkpoint {

@@ -12,7 +12,9 @@
 //! [`crate::registry::peers`]). Follow mode:
 //! [`announce`] serves `Follow` (a peer's changes as they are committed),
 //! [`follow`] keeps such streams open to followed peers and refreshes at
-//! each change. [`join`] is the joining side of peering by invitation.
+//! each change. Both serving streams hand their messages to the network
+//! through an [`outbox`] (bounded, with a send timeout). [`join`] is the
+//! joining side of peering by invitation.
 
 pub mod announce;
 pub mod compaction;

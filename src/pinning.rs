@@ -20,7 +20,7 @@
 //! comes there, naming the fix, rather than at a peer's first refresh.
 //!
 //! rustls's own verifier ([`WebPkiServerVerifier`]) does every check but
-//! the pin, which is the one custom verifier here ([`Pin`]): it records
+//! the pin, which is the one custom verifier here (`Pin`): it records
 //! the chain and accepts only the pinned certificate; the handshake's
 //! signatures are still checked, so only a server holding that
 //! certificate's key completes it.

@@ -7,7 +7,7 @@
 //! the services that need to know who calls (GetPeerData). Peer tokens may
 //! call only the peering service; everything else needs an admin token.
 //! Every call looks its token up, so that a revocation takes effect at
-//! once; but when the database does not answer within [`CACHE_PATIENCE`],
+//! once; but when the database does not answer within `CACHE_PATIENCE`,
 //! a token that authenticated recently ([`Sessions`]) is trusted without
 //! it, so that an admin reaches the server (and `RevokeToken`) even when
 //! every connection is busy.

@@ -9,7 +9,7 @@
 //! [`declare`] reads the files a table names and checks every value with the
 //! admin API's validators, collecting every error; [`apply`], at each start
 //! of `serve`, creates the peers that do not exist and updates the settings
-//! that differ, through the admin API's operations ([`registry::peers`]).
+//! that differ, through the admin API's operations ([`crate::registry::peers`]).
 //! A key left out of a table leaves that setting as it is (on a new peer,
 //! the default of `peer add`); peers the file does not name are left alone.
 //! Applying the same file twice changes nothing.

@@ -22,7 +22,7 @@
 //!
 //! Of several processes sharing a database, one follows each peer: the
 //! task first takes the peer's [`FollowLease`]; while another process
-//! holds it, the task stands by and tries again every [`STANDBY_RETRY`],
+//! holds it, the task stands by and tries again every `STANDBY_RETRY`,
 //! so it takes over soon after that process stops.
 //!
 //! [`Followers`] holds what the tasks know for the peers API: connected or
@@ -255,7 +255,7 @@ impl Reconnect {
 }
 
 /// The wait before reopening a stream after `failures` failures in a row:
-/// doubling from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`], ±20%.
+/// doubling from `FIRST_BACKOFF` up to `MAX_BACKOFF`, ±20%.
 pub fn backoff(failures: u32) -> Duration {
     crate::backoff::nth(FIRST_BACKOFF, MAX_BACKOFF, 0.2, failures.saturating_sub(1))
 }

@@ -10,7 +10,7 @@
 //! grow with every query and leak into every caller), (b) duplicating the
 //! repositories per backend, or (c) an enum of connections and a macro that
 //! expands one query body once per variant. fedreg uses (c): [`DbConn`]
-//! borrows as a [`Db`] (one variant per backend) and [`with_db!`] matches on
+//! borrows as a [`Db`] (one variant per backend) and [`crate::with_db!`] matches on
 //! it, so each query is written once and type-checked against both backends
 //! at compile time. Where a backend needs different SQL (bulk loading, locks)
 //! the match is written out and the difference is visible in one place.
@@ -169,7 +169,7 @@ pub struct PoolStats {
     pub waits: u64,
     /// The time those checkouts waited, in all.
     pub wait_time: Duration,
-    /// Checkouts that gave up waiting (after [`POOL_TIMEOUT`]).
+    /// Checkouts that gave up waiting (after `POOL_TIMEOUT`).
     pub timeouts: u64,
 }
 
@@ -215,7 +215,7 @@ impl Drop for SqliteWriter {
     }
 }
 
-/// A connection borrowed as its concrete backend type, for [`with_db!`].
+/// A connection borrowed as its concrete backend type, for [`crate::with_db!`].
 pub enum Db<'a> {
     /// PostgreSQL.
     Pg(&'a mut AsyncPgConnection),

@@ -92,6 +92,24 @@ impl PeerService for PeerApi {
         ))
     }
 
+    async fn list_invitations(
+        &self,
+        _request: Request<pb::ListInvitationsRequest>,
+    ) -> Result<Response<pb::ListInvitationsResponse>, Status> {
+        Ok(Response::new(
+            invitations::list(&self.refresher.store).await?,
+        ))
+    }
+
+    async fn revoke_invitation(
+        &self,
+        request: Request<pb::RevokeInvitationRequest>,
+    ) -> Result<Response<pb::RevokeInvitationResponse>, Status> {
+        Ok(Response::new(
+            invitations::revoke(&self.refresher.store, request.into_inner()).await?,
+        ))
+    }
+
     async fn join_peer(
         &self,
         request: Request<pb::JoinPeerRequest>,

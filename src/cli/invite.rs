@@ -1,6 +1,7 @@
 //! `fedreg peer invite` and `fedreg peer join`: peering in one command per
 //! side, through `CreateInvitation` on the inviting registry and
-//! `JoinPeer` on the joining one.
+//! `JoinPeer` on the joining one; `fedreg peer invitations` and `fedreg
+//! peer uninvite` list and withdraw the invitations issued.
 //!
 //! `invite` prints the invitation code alone on stdout (so that it can go
 //! to a file or a variable) and what it is for on stderr; `join` takes the
@@ -16,6 +17,7 @@ use super::CliError;
 use super::client::{ClientArgs, Server};
 use super::json;
 use super::refresh::timestamp_text;
+use super::table::{Align, Table};
 use crate::error::Error;
 use crate::proto::v1 as pb;
 
@@ -103,12 +105,75 @@ pub async fn invite(
     }
     println!("{}", created.invitation);
     eprintln!(
-        "invitation for peer {}, good for one join until {}: on the other registry, run \
+        "invitation {} for peer {}, good for one join until {}: on the other registry, run \
          `fedreg peer join INVITATION`",
+        created.invitation_id,
         created.peername,
         timestamp_text(created.expires.as_ref())
     );
     Ok(())
+}
+
+/// Runs `fedreg peer invitations`: a table, or JSON with `json`.
+pub async fn list(server: &mut Server, json: bool) -> Result<(), CliError> {
+    let invitations = server
+        .peers
+        .list_invitations(pb::ListInvitationsRequest {})
+        .await
+        .map_err(|s| server.fail(s))?
+        .into_inner()
+        .invitations;
+    if json {
+        json::print(&serde_json::Value::from_iter(
+            invitations.iter().map(json::issued_invitation),
+        ));
+        return Ok(());
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Right),
+        ("PEER", Align::Left),
+        ("STATE", Align::Left),
+        ("EXPIRES", Align::Left),
+        ("USED", Align::Left),
+    ]);
+    for i in &invitations {
+        table.row([
+            i.invitation_id.to_string(),
+            i.peername.clone(),
+            state_text(i.state()).into(),
+            timestamp_text(i.expires.as_ref()),
+            timestamp_text(i.used.as_ref()),
+        ]);
+    }
+    print!("{table}");
+    Ok(())
+}
+
+/// Runs `fedreg peer uninvite`.
+pub async fn uninvite(server: &mut Server, invitation_id: i64) -> Result<(), CliError> {
+    let withdrawn = server
+        .peers
+        .revoke_invitation(pb::RevokeInvitationRequest { invitation_id })
+        .await
+        .map_err(|s| server.fail(s))?
+        .into_inner()
+        .invitation
+        .unwrap_or_default();
+    println!(
+        "invitation {} for peer {} withdrawn: its code can no longer be used",
+        withdrawn.invitation_id, withdrawn.peername
+    );
+    Ok(())
+}
+
+/// `pending`, `used`, `expired`.
+pub fn state_text(state: pb::InvitationState) -> &'static str {
+    match state {
+        pb::InvitationState::Pending => "pending",
+        pb::InvitationState::Used => "used",
+        pb::InvitationState::Expired => "expired",
+        pb::InvitationState::Unspecified => "-",
+    }
 }
 
 /// Runs `fedreg peer join`.

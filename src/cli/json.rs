@@ -58,9 +58,22 @@ pub fn invitation(created: &pb::CreateInvitationResponse) -> Value {
     };
     json!({
         "invitation": created.invitation,
+        "invitation_id": created.invitation_id,
         "peername": created.peername,
         "expires": timestamp(created.expires.as_ref()),
         "certificate_sha256": fingerprint,
+    })
+}
+
+/// An invitation issued: its id, peer name, state and times.
+pub fn issued_invitation(invitation: &pb::Invitation) -> Value {
+    json!({
+        "invitation_id": invitation.invitation_id,
+        "peername": invitation.peername,
+        "state": super::invite::state_text(invitation.state()),
+        "created": timestamp(invitation.created.as_ref()),
+        "expires": timestamp(invitation.expires.as_ref()),
+        "used": timestamp(invitation.used.as_ref()),
     })
 }
 

@@ -54,6 +54,18 @@ pub enum PeerCommand {
     /// Join the registry that issued an invitation code: each registry
     /// gets a peer record and a peer token for the other.
     Join(JoinArgs),
+    /// List the invitations issued (their codes are not shown again).
+    Invitations {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Withdraw an unused invitation: its code can no longer be used.
+    Uninvite {
+        /// The invitation's id, as `peer invite` and `peer invitations`
+        /// show it.
+        invitation_id: i64,
+    },
 }
 
 /// Options of `fedreg peer add`.
@@ -235,6 +247,10 @@ pub async fn peer(
         }
         PeerCommand::Invite(args) => invite::invite(&mut server, client, args).await?,
         PeerCommand::Join(args) => invite::join(&mut server, client, args).await?,
+        PeerCommand::Invitations { json } => invite::list(&mut server, json).await?,
+        PeerCommand::Uninvite { invitation_id } => {
+            invite::uninvite(&mut server, invitation_id).await?
+        }
         PeerCommand::Rm { peer } => {
             let current = get(&mut server, PeerKey::parse(&peer)).await?;
             let removed = server

@@ -231,7 +231,62 @@ pub async fn create(
         peername,
         expires: super::timestamp(stored.expires),
         certificate_sha256,
+        invitation_id: stored.invitation_id,
     })
+}
+
+/// The invitations issued, newest first, without their codes.
+pub async fn list(store: &Store) -> Result<pb::ListInvitationsResponse> {
+    let rows = invitations::list(&mut store.read().await?).await?;
+    let now = now();
+    Ok(pb::ListInvitationsResponse {
+        invitations: rows.into_iter().map(|row| to_message(row, now)).collect(),
+    })
+}
+
+/// Withdraws an unused invitation; returns it as it was.
+pub async fn revoke(
+    store: &Store,
+    req: pb::RevokeInvitationRequest,
+) -> Result<pb::RevokeInvitationResponse> {
+    let id = req.invitation_id;
+    let mut conn = store.write().await?;
+    let removed = conn
+        .transaction(|c| {
+            Box::pin(async move {
+                if let Some(row) = invitations::delete_unused(c, id).await? {
+                    return Ok(row);
+                }
+                Err(match invitations::by_id(c, id).await? {
+                    None => Error::not_found("invitation", "invitation_id", id),
+                    Some(row) => Error::FailedPrecondition(format!(
+                        "invitation_id {id}: already used by peer {}; remove the peer instead",
+                        row.peername
+                    )),
+                })
+            })
+        })
+        .await?;
+    Ok(pb::RevokeInvitationResponse {
+        invitation: Some(to_message(removed, now())),
+    })
+}
+
+/// The admin API's message for a stored invitation, at time `now`.
+fn to_message(row: InvitationRow, now: i64) -> pb::Invitation {
+    let state = match row.used {
+        Some(_) => pb::InvitationState::Used,
+        None if row.expires <= now => pb::InvitationState::Expired,
+        None => pb::InvitationState::Pending,
+    };
+    pb::Invitation {
+        invitation_id: row.invitation_id,
+        peername: row.peername,
+        created: super::timestamp(row.created),
+        expires: super::timestamp(row.expires),
+        used: row.used.and_then(super::timestamp),
+        state: state as i32,
+    }
 }
 
 /// Why no invitation was claimed with a secret: unknown, used or expired.

@@ -92,6 +92,44 @@ pub async fn by_hash(conn: &mut DbConn, secret_hash: &str) -> Result<Option<Invi
     })?)
 }
 
+/// Every stored invitation, newest first.
+pub async fn list(conn: &mut DbConn) -> Result<Vec<InvitationRow>> {
+    Ok(with_db!(conn, |c| {
+        invitations::table
+            .order(invitations::invitation_id.desc())
+            .select(InvitationRow::as_select())
+            .load(c)
+            .await
+    })?)
+}
+
+/// The invitation `invitation_id`, if any.
+pub async fn by_id(conn: &mut DbConn, invitation_id: i64) -> Result<Option<InvitationRow>> {
+    Ok(with_db!(conn, |c| {
+        invitations::table
+            .find(invitation_id)
+            .select(InvitationRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })?)
+}
+
+/// Deletes invitation `invitation_id` if it is unused; returns it then.
+pub async fn delete_unused(conn: &mut DbConn, invitation_id: i64) -> Result<Option<InvitationRow>> {
+    Ok(with_db!(conn, |c| {
+        diesel::delete(
+            invitations::table
+                .find(invitation_id)
+                .filter(invitations::used.is_null()),
+        )
+        .returning(InvitationRow::as_returning())
+        .get_result(c)
+        .await
+        .optional()
+    })?)
+}
+
 /// Deletes the invitations that expired before `before`; returns how many.
 pub async fn purge_expired(conn: &mut DbConn, before: i64) -> Result<usize> {
     Ok(with_db!(conn, |c| {

@@ -70,6 +70,29 @@ async fn try_join(
         .map(tonic::Response::into_inner)
 }
 
+/// The invitations `on` issued, as `ListInvitations` shows them.
+async fn invitations_of(on: &TestServer) -> Vec<pb::Invitation> {
+    on.peers()
+        .await
+        .list_invitations(pb::ListInvitationsRequest {})
+        .await
+        .expect("list invitations")
+        .into_inner()
+        .invitations
+}
+
+/// `RevokeInvitation` of `invitation_id` on `on`.
+async fn try_uninvite(
+    on: &TestServer,
+    invitation_id: i64,
+) -> Result<pb::RevokeInvitationResponse, tonic::Status> {
+    on.peers()
+        .await
+        .revoke_invitation(pb::RevokeInvitationRequest { invitation_id })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// Every peer of `server`.
 async fn peers_of(server: &TestServer) -> Vec<pb::Peer> {
     server
@@ -542,7 +565,7 @@ async fn cli_invite_then_join(backend: Backend) {
     assert_eq!(code.lines().count(), 1, "the code alone on stdout");
     let note = String::from_utf8_lossy(&invited.stderr);
     assert!(
-        note.contains("invitation for peer plc2") && note.contains("fedreg peer join"),
+        note.contains("invitation 1 for peer plc2") && note.contains("fedreg peer join"),
         "{note}"
     );
     let stored = Rows::of(&plc1).invitations().await;
@@ -595,4 +618,96 @@ backend_tests!(
     tampered_fingerprints_are_refused,
     certificates_that_cannot_be_pinned,
     cli_invite_then_join,
+    invitations_are_listed_and_withdrawn,
 );
+
+/// `ListInvitations` shows each invitation issued, newest first, with its
+/// state and without its code; `RevokeInvitation` withdraws an unused one
+/// (its code is then unknown to the inviter), and refuses a used one and an
+/// unknown id, naming them.
+async fn invitations_are_listed_and_withdrawn(backend: Backend) {
+    let plc1 = TestServer::start_named(backend, "plc1").await;
+    let plc2 = TestServer::start_named(backend, "plc2").await;
+    let plc3 = TestServer::start_named(backend, "plc3").await;
+    let for_plc2 = invite(&plc1, "plc2", 600).await;
+    let for_plc3 = invite(&plc1, "plc3", 600).await;
+    let for_plc4 = invite(&plc1, "plc4", 1).await;
+    try_join(&plc2, &for_plc2.invitation, "")
+        .await
+        .expect("join");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+
+    let listed = invitations_of(&plc1).await;
+    let seen: Vec<(i64, &str, pb::InvitationState, bool)> = listed
+        .iter()
+        .map(|i| {
+            (
+                i.invitation_id,
+                i.peername.as_str(),
+                i.state(),
+                i.used.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                for_plc4.invitation_id,
+                "plc4",
+                pb::InvitationState::Expired,
+                false
+            ),
+            (
+                for_plc3.invitation_id,
+                "plc3",
+                pb::InvitationState::Pending,
+                false
+            ),
+            (
+                for_plc2.invitation_id,
+                "plc2",
+                pb::InvitationState::Used,
+                true
+            ),
+        ]
+    );
+    assert_eq!(listed[1].expires, for_plc3.expires);
+
+    // Withdrawn, plc3's invitation is unknown to plc1, and plc3 writes
+    // nothing.
+    let withdrawn = try_uninvite(&plc1, for_plc3.invitation_id)
+        .await
+        .expect("revoke");
+    assert_eq!(
+        withdrawn.invitation.map(|i| (i.state(), i.peername)),
+        Some((pb::InvitationState::Pending, "plc3".into()))
+    );
+    assert_status(
+        try_join(&plc3, &for_plc3.invitation, "").await,
+        Code::FailedPrecondition,
+        &["plc1", "refused the invitation", "unknown invitation"],
+    );
+    assert_no_peers(&plc3).await;
+
+    // A used invitation stays; an unknown id is named; an expired one goes.
+    assert_status(
+        try_uninvite(&plc1, for_plc2.invitation_id).await,
+        Code::FailedPrecondition,
+        &["invitation_id", "already used", "plc2"],
+    );
+    assert_status(
+        try_uninvite(&plc1, 999_999).await,
+        Code::NotFound,
+        &["invitation_id", "999999"],
+    );
+    try_uninvite(&plc1, for_plc4.invitation_id)
+        .await
+        .expect("revoke the expired one");
+    let left: Vec<i64> = invitations_of(&plc1)
+        .await
+        .iter()
+        .map(|i| i.invitation_id)
+        .collect();
+    assert_eq!(left, [for_plc2.invitation_id]);
+}

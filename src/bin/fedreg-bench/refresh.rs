@@ -263,6 +263,7 @@ async fn refresh_step(
         peak_mib: Some(peak),
         rows_written: Some(writes(&report)),
         phases: phases(&report),
+        run_seconds: times.clone(),
         ..StepFigures::timed(
             b.shape,
             b.backend,
@@ -457,10 +458,12 @@ async fn bench_backend(
     s.stop().await;
     r.stop().await;
 
-    let floor_seconds = median(std::mem::take(&mut floor.times));
+    let floor_times = std::mem::take(&mut floor.times);
+    let floor_seconds = median(floor_times.clone());
     let rows = (shape.objects() + shape.memberships()) as i64;
     let mut floor_figures = StepFigures {
         rows_written: Some(rows),
+        run_seconds: floor_times.clone(),
         ..StepFigures::timed(
             shape,
             backend,
@@ -469,9 +472,19 @@ async fn bench_backend(
             shape.objects(),
         )
     };
-    // The refreshes and the floor itself are compared to the floor.
+    // The refreshes and the floor itself are compared to the floor; the
+    // first refresh's runs each to the floor run made right after it.
     for m in refreshes.iter_mut().chain([&mut floor_figures]) {
         m.floor_ratio = Some(m.seconds / floor_seconds);
+        m.run_floor_ratios = match m.step == Step::First.label() {
+            true => m
+                .run_seconds
+                .iter()
+                .zip(&floor_times)
+                .map(|(t, f)| t / f)
+                .collect(),
+            false => m.run_seconds.iter().map(|t| t / floor_seconds).collect(),
+        };
     }
     let mut steps = refreshes;
     steps.extend(others);

@@ -90,6 +90,12 @@ pub struct StepFigures {
     pub megabytes_per_second: Option<f64>,
     /// The time as a multiple of the floor's (refreshes and the floor).
     pub floor_ratio: Option<f64>,
+    /// Each run's seconds, in order (refreshes and the floor).
+    pub run_seconds: Vec<f64>,
+    /// Each run's time as a multiple of the floor: of the floor run made
+    /// beside it (the first refresh), or of the floor's median (the other
+    /// refreshes).
+    pub run_floor_ratios: Vec<f64>,
     /// Peak resident memory of the server doing the work, MiB.
     pub peak_mib: Option<f64>,
     /// Rows the refresh wrote (the floor: rows it loaded).
@@ -119,6 +125,8 @@ impl StepFigures {
             bytes: None,
             megabytes_per_second: None,
             floor_ratio: None,
+            run_seconds: Vec::new(),
+            run_floor_ratios: Vec::new(),
             peak_mib: None,
             rows_written: None,
             phases: String::new(),
@@ -240,18 +248,19 @@ impl RefreshResults {
     /// The first table: every step of every backend.
     pub fn table(&self) -> String {
         let mut t = String::from(
-            "| size | backend | step | wall s (median) | objects/s | × floor | peak MiB | rows written | phases (s) |\n|---|---|---|---:|---:|---:|---:|---:|---|\n",
+            "| size | backend | step | wall s (median) | objects/s | × floor | × floor, worst run | peak MiB | rows written | phases (s) |\n|---|---|---|---:|---:|---:|---:|---:|---:|---|\n",
         );
         for m in &self.steps {
             let _ = writeln!(
                 t,
-                "| {} | {} | {} | {:.3} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.3} | {} | {} | {} | {} | {} | {} |",
                 m.size,
                 m.backend,
                 m.step,
                 m.seconds,
                 m.rate(),
                 fixed(m.floor_ratio, 2),
+                fixed(m.run_floor_ratios.iter().copied().reduce(f64::max), 2),
                 fixed(m.peak_mib, 0),
                 m.rows_written.map(|c| c.to_string()).unwrap_or_default(),
                 m.phases

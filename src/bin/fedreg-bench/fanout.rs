@@ -127,7 +127,7 @@ async fn fanout(
     // Room for the resumed slow streams too.
     let limit = (streams + 2 * args.slow + 1).to_string();
     let send_timeout = args.send_timeout.to_string();
-    let metrics = free_address()?;
+    let metrics = servers::free_address()?;
     let s = Registry::start_with(
         "serving",
         &s_dir,
@@ -270,14 +270,6 @@ async fn fanout(
     serving_db.drop_database().await;
     let _ = std::fs::remove_dir_all(&work);
     Ok(figures)
-}
-
-/// A free loopback address, `127.0.0.1:PORT`.
-fn free_address() -> anyhow::Result<String> {
-    let address = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("finding a free port")?;
-    Ok(address.to_string())
 }
 
 /// The serving registry's count of the database reads made for its Follow

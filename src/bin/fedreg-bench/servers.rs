@@ -138,19 +138,10 @@ impl Registry {
     ) -> anyhow::Result<Registry> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("finding a free port")?
-            .port();
+        let listen = free_address()?;
         let exe = std::env::current_exe().context("finding this executable")?;
         let mut child = Command::new(exe)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--name",
-                name,
-            ])
+            .args(["serve", "--listen", &listen, "--name", name])
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--database-url")
@@ -187,7 +178,7 @@ impl Registry {
             .with_context(|| format!("reading {name}'s admin token"))?
             .trim()
             .to_owned();
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("http://{listen}");
         let channel = Channel::from_shared(url.clone())?
             .connect()
             .await
@@ -306,4 +297,12 @@ pub async fn create_peer_record(
 /// A temporary directory for the run's data directories.
 pub fn work_dir() -> PathBuf {
     std::env::temp_dir().join(format!("fedreg-bench-{}", std::process::id()))
+}
+
+/// A free loopback address, `127.0.0.1:PORT`.
+pub fn free_address() -> anyhow::Result<String> {
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("finding a free port")?;
+    Ok(address.to_string())
 }

@@ -154,6 +154,25 @@ impl Client {
             peer: Some(peer.into()),
             force,
             full,
+            verify: false,
+        };
+        Ok(self.peers().refresh_peer(request).await?.into_inner())
+    }
+
+    /// Refreshes a peer from its checkpoint, then verifies the cache
+    /// against the peer's digests and repairs what differs (the report's
+    /// `verify` says what); with `force`, applies the repair even past the
+    /// mass-delete guard.
+    pub async fn verify_peer(
+        &self,
+        peer: PeerKey,
+        force: bool,
+    ) -> Result<pb::RefreshReport, Status> {
+        let request = pb::RefreshPeerRequest {
+            peer: Some(peer.into()),
+            force,
+            full: false,
+            verify: true,
         };
         Ok(self.peers().refresh_peer(request).await?.into_inner())
     }

@@ -115,6 +115,9 @@ pub struct ServerConfig {
     /// How long the change log keeps a change: a peer away for longer gets
     /// a full snapshot instead of a delta.
     pub change_retention: Duration,
+    /// How often the cache of each peer refreshed on a schedule or
+    /// followed is verified against the peer's digests; zero: never.
+    pub verify_interval: Duration,
     /// Longest wait for a `GetPeerData` or `Follow` caller to take the next message
     /// before its stream ends (`DEADLINE_EXCEEDED`) and gives its database
     /// connection back.
@@ -158,6 +161,7 @@ impl ServerConfig {
             max_dump: DumpLimits::default(),
             refresh_chunk: DEFAULT_REFRESH_CHUNK,
             change_retention: DEFAULT_CHANGE_RETENTION,
+            verify_interval: Duration::from_secs(24 * 3600),
             send_timeout: crate::peering::outbox::DEFAULT_SEND_TIMEOUT,
             streams_per_token: 4,
             token_cache: Duration::from_secs(10),
@@ -333,7 +337,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     });
     let stop = CancellationToken::new();
     let stopped = stop.clone();
-    tokio::spawn(schedule::run(app.refresher.clone(), stopped.clone()));
+    tokio::spawn(schedule::run(
+        app.refresher.clone(),
+        app.config.verify_interval,
+        stopped.clone(),
+    ));
     tokio::spawn(follow::run(
         app.refresher.clone(),
         app.followers.clone(),

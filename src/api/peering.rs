@@ -9,13 +9,18 @@ use tonic::{Request, Response, Status};
 
 use super::auth::Principal;
 use super::sessions::{Sessions, StreamSlot};
+use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::peering::announce::{self, Checkpoints, FollowStream};
+use crate::peering::digest_service;
 use crate::peering::export::{self, PeerDataStream};
 use crate::peering::outbox::Delivery;
 use crate::proto::v1 as pb;
 use crate::proto::v1::peering_service_server::PeeringService;
 use crate::store::Store;
+
+/// Ids a `GetPeerData` call may list in `only`.
+const MAX_LISTED_IDS: usize = 100_000;
 
 /// Serves this registry's local objects to peers.
 #[derive(Clone)]
@@ -82,12 +87,29 @@ impl PeeringService for PeeringApi {
         let principal = request.extensions().get::<Principal>();
         let caller_peer = principal.and_then(|p| p.peer_id);
         let slot = self.slot(principal, "GetPeerData")?;
+        let request = request.into_inner();
+        if let Some(only) = &request.only {
+            let listed = only.site_ids.len()
+                + only.key_ids.len()
+                + only.person_ids.len()
+                + only.node_ids.len()
+                + only.slice_ids.len();
+            if listed > MAX_LISTED_IDS {
+                return Err(Error::invalid(
+                    "only",
+                    format!("{listed} ids"),
+                    format!("at most {MAX_LISTED_IDS}"),
+                )
+                .into());
+            }
+        }
         let request = export::Request {
             registry_name: self.registry_name.clone(),
             caller_peer,
-            since: request.into_inner().since,
+            since: request.since,
             // Checked when the call was authenticated.
             token_id: None,
+            only: request.only,
         };
         let delivery = Delivery {
             send_timeout: self.send_timeout,
@@ -114,6 +136,7 @@ impl PeeringService for PeeringApi {
                 caller_peer: principal.as_ref().and_then(|p| p.peer_id),
                 since: None,
                 token_id: principal.as_ref().map(|p| p.token_id),
+                only: None,
             }),
             since: request.since,
             slot,
@@ -130,5 +153,13 @@ impl PeeringService for PeeringApi {
             self.metrics.follow_stream(),
             self.stop.clone(),
         )))
+    }
+
+    async fn get_digest(
+        &self,
+        request: Request<pb::GetDigestRequest>,
+    ) -> Result<Response<pb::GetDigestResponse>, Status> {
+        let response = digest_service::get_digest(&self.store, request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 }

@@ -165,6 +165,18 @@ pub fn report(r: &pb::RefreshReport) -> Value {
         "timers": r.timers.iter().map(|t| json!({
             "phase": t.phase, "seconds": t.seconds,
         })).collect::<Vec<_>>(),
+        "verify": r.verify.as_ref().map(|v| json!({
+            "revision": v.revision,
+            "digest_calls": v.digest_calls,
+            "digest_bytes": v.digest_bytes,
+            "repair_bytes": v.repair_bytes,
+            "compare_seconds": v.compare_seconds,
+            "classes": v.classes.iter().map(|c| json!({
+                "class": c.class, "peer_objects": c.peer_objects,
+                "cached_objects": c.cached_objects, "differing": c.differing,
+                "differing_ids": c.differing_ids,
+            })).collect::<Vec<_>>(),
+        })),
     })
 }
 

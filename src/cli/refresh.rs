@@ -1,6 +1,7 @@
-//! `fedreg refresh <peer> [--force] [--full]`: runs `RefreshPeer` on a server and
-//! prints its report: a table per class, one per relation, the phase
-//! timers and the warnings.
+//! `fedreg refresh <peer> [--force] [--full | --verify]`: runs `RefreshPeer`
+//! on a server and prints its report: a table per class, one per relation,
+//! the phase timers and the warnings; with `--verify`, first what the
+//! comparison of digests found (the tables then count the repairs).
 //!
 //! With `--json`, the report is printed as JSON instead.
 //!
@@ -30,6 +31,10 @@ pub struct RefreshArgs {
     /// last refresh.
     #[arg(long)]
     pub full: bool,
+    /// Then compare the cache with the peer's digests, and fetch again the
+    /// objects that differ.
+    #[arg(long, conflicts_with = "full")]
+    pub verify: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -42,12 +47,21 @@ pub async fn refresh(
     args: RefreshArgs,
 ) -> Result<(), CliError> {
     let server = Server::connect(client, &storage.data_dir).await?;
-    let spinner = Spinner::start(format!("refreshing {}", args.peer));
-    let answer = server
-        .client
-        .refresh_peer(PeerKey::parse(&args.peer), args.force, args.full)
-        .await;
-    spinner.stop();
+    let peer = PeerKey::parse(&args.peer);
+    let answer = if args.verify {
+        let spinner = Spinner::start(format!("verifying {}", args.peer));
+        let answer = server.client.verify_peer(peer, args.force).await;
+        spinner.stop();
+        answer
+    } else {
+        let spinner = Spinner::start(format!("refreshing {}", args.peer));
+        let answer = server
+            .client
+            .refresh_peer(peer, args.force, args.full)
+            .await;
+        spinner.stop();
+        answer
+    };
     let report = answer.map_err(|s| server.fail(s))?;
     if args.json {
         json::print(&json::report(&report));
@@ -109,6 +123,32 @@ fn snapshot_text(report: &pb::RefreshReport) -> Option<String> {
     Some(line)
 }
 
+/// What a verification found: a line, then the differing classes with
+/// their first ids.
+fn verify_text(v: &pb::VerifyReport) -> String {
+    let differing: i64 = v.classes.iter().map(|c| c.differing).sum();
+    let mut out = format!(
+        "verified against revision {}: {differing} object(s) differed ({} GetDigest calls, {} bytes of digests, {} bytes fetched again)\n",
+        v.revision, v.digest_calls, v.digest_bytes, v.repair_bytes
+    );
+    for c in v.classes.iter().filter(|c| c.differing > 0) {
+        let ids: Vec<String> = c.differing_ids.iter().map(i64::to_string).collect();
+        let more = match c.differing as usize > ids.len() {
+            true => ", ...",
+            false => "",
+        };
+        out.push_str(&format!(
+            "  {}: {} of {} (cached {}): {}{more}\n",
+            c.class,
+            c.differing,
+            c.peer_objects,
+            c.cached_objects,
+            ids.join(", ")
+        ));
+    }
+    out
+}
+
 /// The report as text: a headline, the reason of a refusal or failure, the
 /// class and relation tables and the warnings; with `timers`, the phase
 /// timers too.
@@ -130,6 +170,9 @@ pub fn report_text(report: &pb::RefreshReport, timers: bool) -> String {
     }
     if let Some(line) = snapshot_text(report) {
         out.push_str(&line);
+    }
+    if let Some(verify) = &report.verify {
+        out.push_str(&verify_text(verify));
     }
 
     let mut classes = Table::new(&[

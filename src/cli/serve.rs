@@ -87,6 +87,11 @@ pub struct ServeArgs {
     /// that has not refreshed for longer gets a full snapshot.
     #[arg(long, env = "FEDREG_CHANGE_RETENTION", default_value_t = 7 * 24 * 3600)]
     pub change_retention: u64,
+    /// Seconds between verifications of the cache of each peer refreshed
+    /// on a schedule or followed: its digests compared with the peer's,
+    /// what differs fetched again. 0: never.
+    #[arg(long, env = "FEDREG_VERIFY_INTERVAL", default_value_t = 24 * 3600)]
+    pub verify_interval: u64,
     /// Seconds a GetPeerData or Follow caller may leave the next message
     /// unread before its stream ends (DEADLINE_EXCEEDED), freeing its
     /// database connection and its stream slot.
@@ -223,6 +228,7 @@ pub async fn serve(
         },
         refresh_chunk: args.refresh_chunk as usize,
         change_retention: Duration::from_secs(args.change_retention),
+        verify_interval: Duration::from_secs(args.verify_interval),
         send_timeout: Duration::from_secs(args.send_timeout),
         streams_per_token: args.streams_per_token as usize,
         token_cache: Duration::from_secs(args.token_cache),

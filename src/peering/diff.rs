@@ -50,26 +50,44 @@ pub struct Plan<F> {
     pub added: usize,
     /// How many of `upserts` are changes.
     pub updated: usize,
+    /// The peer's ids of the `upserts` that change only the digest (the
+    /// object's memberships changed at the peer, or its digest was
+    /// cleared here): written, not counted as updated.
+    pub restamped: Vec<i64>,
+}
+
+/// Fields that may carry the digest of the object they came from
+/// ([`crate::peering::digest`]).
+pub trait Stamped {
+    /// Whether `self` and `other` differ in their digests only.
+    fn differs_only_in_digest(&self, other: &Self) -> bool;
 }
 
 /// Compares what the peer sent (peer's id → fields, already translated to
 /// local ids) with what is cached (peer's id → fields).
 /// Unchanged rows appear nowhere in the plan, so an unchanged dump writes
 /// nothing.
-pub fn diff<F: Clone + PartialEq>(incoming: Vec<(i64, F)>, cached: &HashMap<i64, F>) -> Plan<F> {
+pub fn diff<F: Clone + PartialEq + Stamped>(
+    incoming: Vec<(i64, F)>,
+    cached: &HashMap<i64, F>,
+) -> Plan<F> {
     let mut seen = HashSet::with_capacity(incoming.len());
     let mut plan = Plan {
         upserts: Vec::new(),
         deletes: Vec::new(),
         added: 0,
         updated: 0,
+        restamped: Vec::new(),
     };
     for (peer_id, fields) in incoming {
         seen.insert(peer_id);
         match cached.get(&peer_id) {
             Some(old) if *old == fields => {}
-            Some(_) => {
-                plan.updated += 1;
+            Some(old) => {
+                match old.differs_only_in_digest(&fields) {
+                    true => plan.restamped.push(peer_id),
+                    false => plan.updated += 1,
+                }
                 plan.upserts.push((peer_id, fields));
             }
             None => {
@@ -166,19 +184,64 @@ mod tests {
         );
     }
 
+    /// Test fields: a value and a digest.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Row(&'static str, Option<i64>);
+
+    impl Stamped for Row {
+        fn differs_only_in_digest(&self, other: &Row) -> bool {
+            self.0 == other.0 && self.1 != other.1
+        }
+    }
+
+    #[test]
+    fn a_new_digest_alone_is_written_but_not_counted_as_an_update() {
+        let cached: HashMap<i64, Row> = [
+            (1, Row("a", Some(1))),
+            (2, Row("b", None)),
+            (3, Row("c", Some(3))),
+        ]
+        .into();
+        let incoming = vec![
+            (1, Row("a", Some(1))),
+            (2, Row("b", Some(2))),
+            (3, Row("C", Some(4))),
+        ];
+        let plan = diff(incoming, &cached);
+        assert_eq!(
+            plan.upserts,
+            vec![(2, Row("b", Some(2))), (3, Row("C", Some(4)))]
+        );
+        assert_eq!((plan.added, plan.updated), (0, 1));
+        assert_eq!(plan.restamped, vec![2]);
+    }
+
     #[test]
     fn diff_adds_updates_deletes_and_skips_unchanged() {
-        let cached: HashMap<i64, &str> = [(1, "same"), (2, "old"), (3, "gone")].into();
-        let plan = diff(vec![(1, "same"), (2, "new"), (4, "added")], &cached);
-        assert_eq!(plan.upserts, vec![(2, "new"), (4, "added")]);
+        let cached: HashMap<i64, Row> = [
+            (1, Row("same", None)),
+            (2, Row("old", None)),
+            (3, Row("gone", None)),
+        ]
+        .into();
+        let incoming = vec![
+            (1, Row("same", None)),
+            (2, Row("new", None)),
+            (4, Row("added", None)),
+        ];
+        let plan = diff(incoming, &cached);
+        assert_eq!(
+            plan.upserts,
+            vec![(2, Row("new", None)), (4, Row("added", None))]
+        );
         assert_eq!(plan.deletes, vec![3]);
         assert_eq!((plan.added, plan.updated), (1, 1));
     }
 
     #[test]
     fn unchanged_dump_plans_nothing() {
-        let cached: HashMap<i64, u8> = [(1, 7), (2, 8)].into();
-        let plan = diff(vec![(2, 8), (1, 7)], &cached);
+        let cached: HashMap<i64, Row> = [(1, Row("7", Some(7))), (2, Row("8", None))].into();
+        let plan = diff(vec![(2, Row("8", None)), (1, Row("7", Some(7)))], &cached);
         assert!(plan.upserts.is_empty() && plan.deletes.is_empty());
     }
 

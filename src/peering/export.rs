@@ -79,6 +79,9 @@ pub struct Request {
     /// A token that must still exist in the snapshot (the token of the
     /// `Follow` stream an event is read for), checked in the same read.
     pub token_id: Option<i64>,
+    /// Only these objects, as a delta (`since` is then ignored): those
+    /// exported come whole, the others as deletions.
+    pub only: Option<pb::DeletedObjects>,
 }
 
 /// Starts streaming the local objects.
@@ -100,7 +103,10 @@ async fn produce(store: &Store, request: &Request, link: Outbox<pb::PeerDataChun
                 )));
             }
             let history = revisions::history(c).await?;
-            let (selection, full_reason) = Selection::serving(request.since.as_ref(), &history);
+            let (selection, full_reason) = match &request.only {
+                Some(_) => (Selection::Listed, String::new()),
+                None => Selection::serving(request.since.as_ref(), &history),
+            };
             let checkpoint = pb::Checkpoint {
                 epoch: history.epoch,
                 revision: history.revision,
@@ -108,6 +114,9 @@ async fn produce(store: &Store, request: &Request, link: Outbox<pb::PeerDataChun
             let mut out = Packer::new(link);
             if let Selection::ChangedSince(revision) = selection {
                 out.changed = out.read(revisions::changed_since(c, revision)).await?;
+            }
+            if let Some(only) = &request.only {
+                out.changed = listed(only);
             }
             out.send(pb::peer_data_chunk::Part::Header(pb::PeerDataHeader {
                 registry_name: request.registry_name.clone(),
@@ -144,6 +153,22 @@ enum Selection {
     Everything,
     /// The objects changed after this revision, and deletions.
     ChangedSince(i64),
+    /// The objects the caller listed, those no longer exported as
+    /// deletions.
+    Listed,
+}
+
+/// The ids of `only`, per class, sorted and without repeats.
+fn listed(only: &pb::DeletedObjects) -> PerClass<Vec<i64>> {
+    let mut only = only.clone();
+    let mut ids = PerClass::default();
+    for class in crate::class::Class::ALL {
+        let list: &mut Vec<i64> = &mut ids[class];
+        *list = std::mem::take(only.ids_mut(class));
+        list.sort_unstable();
+        list.dedup();
+    }
+    ids
 }
 
 impl Selection {
@@ -178,7 +203,7 @@ impl Selection {
     fn kind(self) -> pb::SnapshotKind {
         match self {
             Selection::Everything => pb::SnapshotKind::Full,
-            Selection::ChangedSince(_) => pb::SnapshotKind::Delta,
+            Selection::ChangedSince(_) | Selection::Listed => pb::SnapshotKind::Delta,
         }
     }
 }
@@ -282,7 +307,7 @@ impl Pages {
                 after: 0,
                 done: false,
             },
-            Selection::ChangedSince(_) => Pages::Changed {
+            Selection::ChangedSince(_) | Selection::Listed => Pages::Changed {
                 ids: std::mem::take(&mut changed[K::CLASS]),
                 read: 0,
             },

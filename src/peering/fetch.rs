@@ -49,8 +49,37 @@ pub async fn fetch(
     limits: FetchLimits,
     spool_dir: &Path,
 ) -> Result<(Spool, Duration)> {
+    let request = pb::GetPeerDataRequest { since, only: None };
+    fetch_request(client, peer, request, limits, spool_dir).await
+}
+
+/// Fetches the objects `only` of `peer` (those it no longer exports as
+/// deletions) into a spool, as [`fetch`] does: a delta that leaves the
+/// other objects as they are.
+pub async fn fetch_listed(
+    client: &mut PeerClient,
+    peer: &PeerRow,
+    only: pb::DeletedObjects,
+    limits: FetchLimits,
+    spool_dir: &Path,
+) -> Result<(Spool, Duration)> {
+    let request = pb::GetPeerDataRequest {
+        since: None,
+        only: Some(only),
+    };
+    fetch_request(client, peer, request, limits, spool_dir).await
+}
+
+/// [`fetch`] of any request.
+async fn fetch_request(
+    client: &mut PeerClient,
+    peer: &PeerRow,
+    request: pb::GetPeerDataRequest,
+    limits: FetchLimits,
+    spool_dir: &Path,
+) -> Result<(Spool, Duration)> {
     let started = Instant::now();
-    let fetching = fetch_within(client, peer, since, limits, spool_dir);
+    let fetching = fetch_within(client, peer, request, limits, spool_dir);
     let spool = tokio::time::timeout(limits.deadline, fetching)
         .await
         .map_err(|_| {
@@ -68,10 +97,12 @@ pub async fn fetch(
 async fn fetch_within(
     client: &mut PeerClient,
     peer: &PeerRow,
-    since: Option<pb::Checkpoint>,
+    request: pb::GetPeerDataRequest,
     limits: FetchLimits,
     spool_dir: &Path,
 ) -> Result<Spool> {
+    let listed = request.only.is_some();
+    let since = request.since.clone();
     let idle_timeout = limits.idle_timeout;
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         Error::Unavailable(format!(
@@ -79,18 +110,14 @@ async fn fetch_within(
             peer.peername, peer.peer_url
         ))
     };
-    let mut stream = tokio::time::timeout(
-        idle_timeout,
-        client.get_peer_data(pb::GetPeerDataRequest {
-            since: since.clone(),
-        }),
-    )
-    .await
-    .map_err(|e| unavailable("GetPeerData", &e))?
-    .map_err(|s| unavailable("GetPeerData", &s.message()))?
-    .into_inner();
+    let mut stream = tokio::time::timeout(idle_timeout, client.get_peer_data(request))
+        .await
+        .map_err(|e| unavailable("GetPeerData", &e))?
+        .map_err(|s| unavailable("GetPeerData", &s.message()))?
+        .into_inner();
 
     let mut receiving = Receiving::new(spool_dir, since, limits.dump, peer, "")?;
+    receiving.listed = listed;
     loop {
         let message = tokio::time::timeout(idle_timeout, stream.message())
             .await
@@ -147,6 +174,8 @@ struct Receiving {
     /// The checkpoint the changes were asked from; `None` when everything
     /// was asked for.
     since: Option<pb::Checkpoint>,
+    /// Whether listed objects were asked for (a delta of them).
+    listed: bool,
     /// Names the peer and the source in errors.
     source: String,
 }
@@ -163,6 +192,7 @@ impl Receiving {
             spool: Spool::create(spool_dir, limits)?,
             header: false,
             since,
+            listed: false,
             source: format!("peer {} ({}): {what}", peer.peername, peer.peer_url),
         })
     }
@@ -178,6 +208,12 @@ impl Receiving {
     fn check_header(&self, h: &pb::PeerDataHeader) -> std::result::Result<(), String> {
         let kind = pb::SnapshotKind::try_from(h.kind)
             .map_err(|_| format!("unknown snapshot kind {}", h.kind))?;
+        if self.listed {
+            return match kind {
+                pb::SnapshotKind::Delta => Ok(()),
+                _ => Err(format!("listed objects came as a {kind:?} snapshot")),
+            };
+        }
         if kind != pb::SnapshotKind::Delta {
             return Ok(());
         }

@@ -19,6 +19,8 @@
 pub mod announce;
 pub mod compaction;
 pub mod diff;
+pub mod digest;
+pub mod digest_service;
 pub mod export;
 pub mod fetch;
 pub mod follow;
@@ -30,3 +32,4 @@ pub mod report;
 pub mod schedule;
 pub mod spool;
 pub mod sync;
+pub mod verify;

@@ -36,13 +36,13 @@ use tracing::Instrument;
 use super::fetch;
 use super::report::ReportBuilder;
 use super::spool::Spool;
-use super::{lock, sync};
+use super::{lock, sync, verify};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::proto::v1 as pb;
 use crate::registry::peers::{self, PeerKey};
 use crate::store::peers::{self as peer_store, PeerRow, RefreshRecord};
-use crate::store::{DbConn, Store, cache, now};
+use crate::store::{DbConn, Store, cache, digests, now};
 
 /// A cache smaller than this is never protected by the mass-delete guard.
 const GUARD_MIN_CACHED: usize = 10;
@@ -76,6 +76,9 @@ pub struct RefreshOptions {
     pub force: bool,
     /// Fetch everything even when the peer record holds a checkpoint.
     pub full: bool,
+    /// Then compare the cache with the peer's digests and repair what
+    /// differs ([`super::verify`]).
+    pub verify: bool,
     /// What started the refresh, for the report.
     pub mode: pb::SyncMode,
 }
@@ -97,6 +100,7 @@ impl Refresher {
         let options = RefreshOptions {
             force: req.force,
             full: req.full,
+            verify: req.verify,
             mode: pb::SyncMode::Manual,
         };
         self.refresh(target, options).await
@@ -135,7 +139,13 @@ impl Refresher {
             let lock = lock::acquire(&self.store, &self.data_dir, &self.lock_connections, &peer)
                 .instrument(tracing::info_span!("lock"))
                 .await?;
-            let result = self.refresh_locked(&peer, options, changes, started).await;
+            let mut result = self.refresh_locked(&peer, options, changes, started).await;
+            if options.verify
+                && let Ok(refreshed) = &result
+                && refreshed.outcome == pb::RefreshOutcome::Applied as i32
+            {
+                result = self.verify_locked(&peer, options, Instant::now()).await;
+            }
             lock.release().await;
             result
         }
@@ -154,10 +164,93 @@ impl Refresher {
         let mut report = ReportBuilder::new(&peer.peername, now(), options.mode);
         report.timer("lock", started.elapsed());
         let RefreshOptions { force, full, .. } = options;
-        match self
+        let result = self
             .run(peer, force, full, changes, &mut report, started)
+            .await;
+        self.conclude(peer, result, report, started).await
+    }
+
+    /// A verification once the peer's locks are held and the cache was
+    /// refreshed: compares digests, then fetches and applies the objects
+    /// that differ, keeping the checkpoint (the cache holds no more of the
+    /// peer's changes than before).
+    async fn verify_locked(
+        &self,
+        peer: &PeerRow,
+        options: RefreshOptions,
+        started: Instant,
+    ) -> Result<pb::RefreshReport> {
+        let mut report = ReportBuilder::new(&peer.peername, now(), options.mode);
+        let result = self
+            .verify_run(peer, options.force, &mut report, started)
+            .instrument(tracing::info_span!("verify"))
+            .await;
+        self.conclude(peer, result, report, started).await
+    }
+
+    async fn verify_run(
+        &self,
+        peer: &PeerRow,
+        force: bool,
+        report: &mut ReportBuilder,
+        started: Instant,
+    ) -> Result<pb::RefreshReport> {
+        let timeout = self.limits.idle_timeout;
+        let mut client = self.clients.get(peer, timeout).await?;
+        let comparison = verify::compare(&mut client, &self.store, peer.peer_id, timeout)
             .await
-        {
+            .inspect_err(|_| self.clients.forget(peer.peer_id))?;
+        report.timer(
+            "compare",
+            Duration::from_secs_f64(comparison.report.compare_seconds),
+        );
+        // The checkpoint the refresh just stored stays.
+        let checkpoint = {
+            let mut conn = self.store.read().await?;
+            peer_store::require(&mut conn, peer.peer_id)
+                .await?
+                .checkpoint()
+                .map(|(epoch, revision)| pb::Checkpoint { epoch, revision })
+        };
+        let mut verified = comparison.report.clone();
+        if comparison.matched() {
+            report.verify(verified);
+            let mut conn = self.store.write().await?;
+            return finish_applied(
+                &mut conn,
+                peer.peer_id,
+                checkpoint.as_ref(),
+                report,
+                started,
+            )
+            .await;
+        }
+        let (mut spool, transport) = fetch::fetch_listed(
+            &mut client,
+            peer,
+            comparison.only(),
+            self.limits,
+            &self.data_dir,
+        )
+        .await
+        .inspect_err(|_| self.clients.forget(peer.peer_id))?;
+        report.timer("transport", transport);
+        verified.repair_bytes = spool.bytes() as i64;
+        report.verify(verified);
+        self.apply(peer, &mut spool, force, checkpoint, report, started)
+            .instrument(tracing::info_span!("apply"))
+            .await
+    }
+
+    /// Counts, logs and records the outcome of a refresh or verification.
+    async fn conclude(
+        &self,
+        peer: &PeerRow,
+        result: Result<pb::RefreshReport>,
+        mut report: ReportBuilder,
+        started: Instant,
+    ) -> Result<pb::RefreshReport> {
+        match result {
             Ok(done) => {
                 self.metrics.refresh(&done);
                 if done.outcome != pb::RefreshOutcome::Applied as i32 {
@@ -236,48 +329,43 @@ impl Refresher {
             Duration::from_secs_f64(spool.peer_db_seconds.max(0.0)),
         );
 
+        let checkpoint = spool.checkpoint.clone();
+        self.apply(peer, &mut spool, force, checkpoint, report, started)
+            .instrument(tracing::info_span!("apply"))
+            .await
+    }
+
+    /// Applies a spool in one write transaction, behind the mass-delete
+    /// guard (unless `force`), and records the report with `checkpoint`.
+    async fn apply(
+        &self,
+        peer: &PeerRow,
+        spool: &mut Spool,
+        force: bool,
+        checkpoint: Option<pb::Checkpoint>,
+        report: &mut ReportBuilder,
+        started: Instant,
+    ) -> Result<pb::RefreshReport> {
         let fraction = peer
             .max_delete_fraction
             .unwrap_or(self.default_max_delete_fraction);
         let peer_id = peer.peer_id;
         let chunk_size = self.chunk_size;
+        let checkpoint = checkpoint.as_ref();
         let mut conn = self.store.write().await?;
-        let spool = &mut spool;
         conn.transaction(|c| {
             Box::pin(async move {
-                if spool.is_empty_delta() {
-                    // Nothing changed at the peer: nothing to compare.
-                    return finish_applied(c, peer_id, spool, report, started).await;
-                }
-                let guarding = Instant::now();
-                let cached = sync::CachedIds::load(c, peer_id, spool).await?;
-                let gone = cached.doomed(c, peer_id, spool).await?;
-                // The ids loaded are all cached (for a full dump, the whole
-                // cache): deletions within the limit of those are within
-                // the limit of the cache, which is then not counted.
-                let refusal = if force || gone as f64 <= fraction * cached.loaded() as f64 {
-                    None
-                } else {
-                    let total = match cached.is_whole() {
-                        true => cached.loaded(),
-                        false => cache::counts(c, peer_id).await?.values().sum::<i64>() as usize,
-                    };
-                    guard(gone, total, fraction)
+                digests::mark_applying(c, peer_id).await?;
+                let how = Applying {
+                    force,
+                    fraction,
+                    chunk_size,
                 };
-                report.timer("guard", guarding.elapsed());
-                if let Some(reason) = refusal {
-                    let refused = std::mem::take(report).finish(
-                        pb::RefreshOutcome::Refused,
-                        reason,
-                        started.elapsed(),
-                    );
-                    return Ok(refused);
-                }
-                sync::apply(c, peer_id, spool, cached, chunk_size, report).await?;
-                finish_applied(c, peer_id, spool, report, started).await
+                let done = apply_in(c, peer_id, spool, how, checkpoint, report, started).await?;
+                digests::unmark_applying(c, peer_id).await?;
+                Ok(done)
             })
         })
-        .instrument(tracing::info_span!("apply"))
         .await
     }
 
@@ -304,13 +392,67 @@ impl Refresher {
     }
 }
 
+/// How one refresh applies its spool.
+#[derive(Debug, Clone, Copy)]
+struct Applying {
+    /// Apply whatever the refresh deletes.
+    force: bool,
+    /// Largest fraction of the cache a refresh may delete unforced.
+    fraction: f64,
+    /// Objects read back, checked and written per round.
+    chunk_size: usize,
+}
+
+/// The body of [`Refresher::apply`], inside its transaction.
+async fn apply_in(
+    c: &mut DbConn,
+    peer_id: i64,
+    spool: &mut Spool,
+    Applying {
+        force,
+        fraction,
+        chunk_size,
+    }: Applying,
+    checkpoint: Option<&pb::Checkpoint>,
+    report: &mut ReportBuilder,
+    started: Instant,
+) -> Result<pb::RefreshReport> {
+    if spool.is_empty_delta() {
+        // Nothing changed at the peer: nothing to compare.
+        return finish_applied(c, peer_id, checkpoint, report, started).await;
+    }
+    let guarding = Instant::now();
+    let cached = sync::CachedIds::load(c, peer_id, spool).await?;
+    let gone = cached.doomed(c, peer_id, spool).await?;
+    // The ids loaded are all cached (for a full dump, the whole cache):
+    // deletions within the limit of those are within the limit of the
+    // cache, which is then not counted.
+    let refusal = if force || gone as f64 <= fraction * cached.loaded() as f64 {
+        None
+    } else {
+        let total = match cached.is_whole() {
+            true => cached.loaded(),
+            false => cache::counts(c, peer_id).await?.values().sum::<i64>() as usize,
+        };
+        guard(gone, total, fraction)
+    };
+    report.timer("guard", guarding.elapsed());
+    if let Some(reason) = refusal {
+        let refused =
+            std::mem::take(report).finish(pb::RefreshOutcome::Refused, reason, started.elapsed());
+        return Ok(refused);
+    }
+    sync::apply(c, peer_id, spool, cached, chunk_size, report).await?;
+    finish_applied(c, peer_id, checkpoint, report, started).await
+}
+
 /// Records an applied refresh on the peer, in its transaction: the report,
 /// and the checkpoint the cache now reflects (none after a refresh that
 /// skipped anything: see the module's documentation).
 async fn finish_applied(
     conn: &mut DbConn,
     peer_id: i64,
-    spool: &Spool,
+    checkpoint: Option<&pb::Checkpoint>,
     report: &mut ReportBuilder,
     started: Instant,
 ) -> Result<pb::RefreshReport> {
@@ -320,7 +462,7 @@ async fn finish_applied(
         started.elapsed(),
     );
     let checkpoint = match applied.warnings.is_empty() {
-        true => spool.checkpoint.as_ref(),
+        true => checkpoint,
         false => None,
     };
     peer_store::record_applied(

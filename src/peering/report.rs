@@ -109,6 +109,11 @@ impl ReportBuilder {
         self.report.revision = revision;
     }
 
+    /// Records what a verification's comparison found.
+    pub fn verify(&mut self, verify: pb::VerifyReport) {
+        self.report.verify = Some(verify);
+    }
+
     /// Records the time of a phase.
     pub fn timer(&mut self, phase: &str, took: Duration) {
         self.report.timers.push(pb::PhaseTimer {

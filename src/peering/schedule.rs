@@ -9,6 +9,11 @@
 //! on one task. A refresh another process is running (ABORTED) is not a
 //! failure: the peer is simply tried again at its next turn.
 //!
+//! Verifications ([`super::verify`]) run on the same task: every peer
+//! refreshed on a schedule or followed is verified every
+//! `--verify-interval`, first one interval after the server started, with
+//! the same jitter and backoff.
+//!
 //! `Slot` makes these decisions apart from the database and the network,
 //! on tokio's clock; its tests run on a paused one.
 
@@ -106,9 +111,11 @@ pub fn next_delay(interval: Duration, failures: u32) -> Duration {
     crate::backoff::nth(interval, MAX_BACKOFF.max(interval), 0.1, failures)
 }
 
-/// Runs scheduled refreshes until `stop` is cancelled.
-pub async fn run(refresher: Refresher, stop: CancellationToken) {
+/// Runs scheduled refreshes, and verifications every `verify_interval`
+/// (none when zero), until `stop` is cancelled.
+pub async fn run(refresher: Refresher, verify_interval: Duration, stop: CancellationToken) {
     let mut slots: HashMap<i64, Slot> = HashMap::new();
+    let mut verify_slots: HashMap<i64, Slot> = HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
@@ -117,7 +124,70 @@ pub async fn run(refresher: Refresher, stop: CancellationToken) {
         if let Err(e) = tick(&refresher, &mut slots, &stop).await {
             tracing::warn!(error = %e, "refresh schedule");
         }
+        if verify_interval.is_zero() {
+            continue;
+        }
+        if let Err(e) = verify_tick(&refresher, verify_interval, &mut verify_slots, &stop).await {
+            tracing::warn!(error = %e, "verification schedule");
+        }
     }
+}
+
+/// Verifies the peers refreshed on a schedule or followed whose
+/// verification is due.
+async fn verify_tick(
+    refresher: &Refresher,
+    interval: Duration,
+    slots: &mut HashMap<i64, Slot>,
+    stop: &CancellationToken,
+) -> Result<()> {
+    let peers: Vec<PeerRow> = {
+        let mut conn = refresher.store.read().await?;
+        let mut peers = peers::scheduled(&mut conn).await?;
+        peers.extend(peers::followed(&mut conn).await?);
+        peers
+    };
+    slots.retain(|id, _| peers.iter().any(|p| p.peer_id == *id));
+    let seconds = interval.as_secs().max(1) as i64;
+    for peer in peers {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let slot = slots
+            .entry(peer.peer_id)
+            .or_insert_with(|| Slot::changed(seconds));
+        if !slot.is_due() {
+            continue;
+        }
+        let options = RefreshOptions {
+            verify: true,
+            ..RefreshOptions::by(pb::SyncMode::Scheduled)
+        };
+        let result = refresher.refresh(PeerKey::Id(peer.peer_id), options).await;
+        slot.record(match &result {
+            Ok(r) if r.outcome == pb::RefreshOutcome::Applied as i32 => Outcome::Applied,
+            Err(Error::Aborted(_)) => Outcome::Busy,
+            _ => Outcome::Failed,
+        });
+        match &result {
+            Ok(r) => {
+                let differing: i64 = r
+                    .verify
+                    .iter()
+                    .flat_map(|v| &v.classes)
+                    .map(|c| c.differing)
+                    .sum();
+                tracing::info!(peer = %peer.peername, differing, "scheduled verification");
+            }
+            Err(e) => tracing::warn!(
+                peer = %peer.peername,
+                error = %e,
+                retry_in_seconds = (slot.due - Instant::now()).as_secs(),
+                "scheduled verification failed"
+            ),
+        }
+    }
+    Ok(())
 }
 
 async fn tick(

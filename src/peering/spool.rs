@@ -450,10 +450,15 @@ impl Spool {
             .chain(std::iter::once(peer_nodes))
     }
 
+    /// Encoded bytes of the objects spooled.
+    pub fn bytes(&self) -> u64 {
+        self.all().map(|c| c.bytes()).sum()
+    }
+
     /// Fails once the spool holds more than its limits allow.
     fn check_limits(&self) -> Result<()> {
         let objects = self.all().map(|c| c.received()).sum::<usize>() + self.deleted;
-        let bytes: u64 = self.all().map(|c| c.bytes()).sum();
+        let bytes = self.bytes();
         let DumpLimits {
             max_objects,
             max_bytes,

@@ -36,6 +36,7 @@ pub fn checked(mut f: KeyFields) -> Result<KeyFields> {
 /// The fields of a key a peer sent, [`checked`].
 pub fn from_peer(k: pb::ExportedKey) -> Result<KeyFields> {
     checked(key_fields!(k => KeyFields {
+        sync_digest: None,
         key_type: k.key_type,
         key: k.key,
         is_blacklisted: k.is_blacklisted,
@@ -88,6 +89,7 @@ pub async fn create(store: &Store, req: pb::CreateKeyRequest) -> Result<pb::Key>
         peer_id: None,
         peer_key_id: None,
         fields: checked(key_fields!(req => KeyFields {
+        sync_digest: None,
             key_type: key_type.to_owned(),
             key: req.key,
             is_blacklisted: false,
@@ -130,6 +132,7 @@ pub async fn update(store: &Store, req: pb::UpdateKeyRequest) -> Result<pb::Key>
             let current = require(c, req.key_id).await?;
             registry::require_local("key", &current.key_id.to_string(), current.peer_id)?;
             let mut changes = key_fields!(req => KeyFieldChanges {
+                sync_digest: None,
                 key_type: None,
                 key: None,
                 is_blacklisted: req.is_blacklisted,

@@ -80,6 +80,7 @@ pub fn from_peer(
 ) -> Result<NodeFields> {
     checked(
         node_fields!(n => NodeFields {
+        sync_digest: None,
             site_id,
             node_type: n.node_type,
             boot_state: n.boot_state,
@@ -184,6 +185,7 @@ pub async fn create(store: &Store, req: pb::CreateNodeRequest) -> Result<pb::Nod
                 peer_node_id: None,
                 fields: checked(
                     node_fields!(req => NodeFields {
+        sync_digest: None,
                         site_id: req.site_id,
                         node_type: or_default(&req.node_type, DEFAULT_NODE_TYPE).to_owned(),
                         boot_state: or_default(&req.boot_state, DEFAULT_BOOT_STATE).to_owned(),
@@ -261,6 +263,7 @@ pub async fn update(store: &Store, mut req: pb::UpdateNodeRequest) -> Result<pb:
     let (new_type, new_state) = (req.node_type.take(), req.boot_state.take());
     let mut changes = NodeChanges {
         fields: node_fields!(req => NodeFieldChanges {
+                sync_digest: None,
             site_id: None,
             node_type: None,
             boot_state: None,

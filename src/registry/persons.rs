@@ -50,6 +50,7 @@ pub fn checked(mut f: PersonFields) -> Result<PersonFields> {
 /// reconciled apart).
 pub fn from_peer(p: pb::ExportedPerson) -> Result<PersonFields> {
     checked(person_fields!(p => PersonFields {
+        sync_digest: None,
         enabled: p.enabled,
     }))
 }
@@ -149,6 +150,7 @@ pub async fn create(store: &Store, req: pb::CreatePersonRequest) -> Result<pb::P
         peer_id: None,
         peer_person_id: None,
         fields: checked(person_fields!(req => PersonFields {
+        sync_digest: None,
             enabled: req.enabled.unwrap_or(false),
         }))?,
         password_hash: stored_password(&req.password).await?,
@@ -221,6 +223,7 @@ pub async fn update(store: &Store, mut req: pb::UpdatePersonRequest) -> Result<p
     let person_id = req.person_id;
     let changes = PersonChanges {
         fields: person_fields!(req => PersonFieldChanges {
+                sync_digest: None,
             enabled: req.enabled,
         }),
         password_hash,

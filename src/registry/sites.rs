@@ -46,6 +46,7 @@ pub fn checked(mut f: SiteFields) -> Result<SiteFields> {
 /// The fields of a site a peer sent, [`checked`].
 pub fn from_peer(s: pb::ExportedSite) -> Result<SiteFields> {
     checked(site_fields!(s => SiteFields {
+        sync_digest: None,
         enabled: s.enabled,
         is_public: s.is_public,
         max_slices: s.max_slices,
@@ -120,6 +121,7 @@ pub async fn create(store: &Store, req: pb::CreateSiteRequest) -> Result<pb::Sit
         peer_id: None,
         peer_site_id: None,
         fields: checked(site_fields!(req => SiteFields {
+        sync_digest: None,
             enabled: req.enabled.unwrap_or(true),
             is_public: req.is_public.unwrap_or(true),
             max_slices: req.max_slices.unwrap_or(10),
@@ -200,6 +202,7 @@ pub async fn update(store: &Store, mut req: pb::UpdateSiteRequest) -> Result<pb:
     let site_id = req.site_id;
     let changes = SiteChanges {
         fields: site_fields!(req => SiteFieldChanges {
+                sync_digest: None,
             enabled: req.enabled,
             is_public: req.is_public,
             max_slices: req.max_slices,

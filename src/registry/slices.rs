@@ -73,6 +73,7 @@ pub fn from_peer(
 ) -> Result<SliceFields> {
     checked(
         slice_fields!(s => SliceFields {
+        sync_digest: None,
             site_id,
             name: s.name,
             instantiation: s.instantiation,
@@ -181,18 +182,19 @@ pub async fn create(store: &Store, req: pb::CreateSliceRequest) -> Result<pb::Sl
             let requested = req.instantiation.trim();
             let mut fields = checked(
                 slice_fields!(req => SliceFields {
-                    site_id: 0,
-                    name: req.name,
-                    instantiation: match requested {
-                        "" => DEFAULT_INSTANTIATION,
-                        other => other,
-                    }
-                    .to_owned(),
-                    max_nodes: req.max_nodes.unwrap_or(DEFAULT_MAX_NODES),
-                    creator_person_id: req.creator_person_id,
-                    created: now,
-                    expires,
-                }),
+                sync_digest: None,
+                            site_id: 0,
+                            name: req.name,
+                            instantiation: match requested {
+                                "" => DEFAULT_INSTANTIATION,
+                                other => other,
+                            }
+                            .to_owned(),
+                            max_nodes: req.max_nodes.unwrap_or(DEFAULT_MAX_NODES),
+                            creator_person_id: req.creator_person_id,
+                            created: now,
+                            expires,
+                        }),
                 &cache::known_values(c, Enumeration::Instantiations).await?,
             )?;
             fields.site_id = owning_site(c, &fields.name, login_base_of(&fields.name)).await?;
@@ -266,6 +268,7 @@ pub async fn update(store: &Store, mut req: pb::UpdateSliceRequest) -> Result<pb
     let (slice_id, new_instantiation) = (req.slice_id, req.instantiation.take());
     let mut changes = SliceChanges {
         fields: slice_fields!(req => SliceFieldChanges {
+                sync_digest: None,
             site_id: None,
             name: None,
             instantiation: None,

@@ -42,6 +42,7 @@ pub mod schema;
 
 pub mod cache;
 pub mod changes;
+pub mod digests;
 pub mod invitations;
 pub mod keys;
 pub mod listing;

@@ -47,6 +47,28 @@ diesel::table! {
 }
 
 diesel::table! {
+    export_digests (kind, object_id) {
+        kind -> Integer,
+        object_id -> BigInt,
+        digest -> BigInt,
+    }
+}
+
+diesel::table! {
+    sync_applying (peer_id) {
+        peer_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    export_digest_meta (only_row) {
+        only_row -> Integer,
+        epoch -> Text,
+        revision -> BigInt,
+    }
+}
+
+diesel::table! {
     roles (role_id) {
         role_id -> Integer,
         name -> Text,
@@ -95,6 +117,7 @@ diesel::table! {
         ext_consortium_id -> Nullable<BigInt>,
         date_created -> BigInt,
         last_updated -> BigInt,
+        sync_digest -> Nullable<BigInt>,
     }
 }
 
@@ -116,6 +139,7 @@ diesel::table! {
         verification_expires -> Nullable<BigInt>,
         date_created -> BigInt,
         last_updated -> BigInt,
+        sync_digest -> Nullable<BigInt>,
     }
 }
 
@@ -127,6 +151,7 @@ diesel::table! {
         key_type -> Text,
         key -> Text,
         is_blacklisted -> Bool,
+        sync_digest -> Nullable<BigInt>,
     }
 }
 
@@ -150,6 +175,7 @@ diesel::table! {
         date_created -> BigInt,
         last_updated -> BigInt,
         last_contact -> Nullable<BigInt>,
+        sync_digest -> Nullable<BigInt>,
     }
 }
 
@@ -168,6 +194,7 @@ diesel::table! {
         is_system -> Bool,
         created -> BigInt,
         expires -> BigInt,
+        sync_digest -> Nullable<BigInt>,
     }
 }
 
@@ -276,5 +303,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     tokens,
     export_meta,
     export_log,
+    export_digests,
+    export_digest_meta,
+    sync_applying,
     invitations,
 );

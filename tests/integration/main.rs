@@ -42,6 +42,7 @@ mod serving_limits;
 mod sites;
 mod slices;
 mod tokens;
+mod verify;
 
 fn main() -> std::process::ExitCode {
     common::trials::main()

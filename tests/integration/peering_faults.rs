@@ -140,6 +140,7 @@ async fn one_refresh_per_peer_and_readers_keep_answering(backend: Backend) {
                     peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
                     force: false,
                     full: false,
+                    ..Default::default()
                 })
                 .await
         })
@@ -466,6 +467,7 @@ mod shared_database {
                         peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
                         force: false,
                         full: false,
+                        ..Default::default()
                     })
                     .await
             })

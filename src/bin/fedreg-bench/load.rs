@@ -378,6 +378,7 @@ async fn load_backend(
                     peer: Some(pb::refresh_peer_request::Peer::PeerId(r_peer_id)),
                     force: false,
                     full: false,
+                    verify: false,
                 })
                 .await;
             let outcome = match refreshed {

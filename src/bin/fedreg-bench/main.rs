@@ -26,6 +26,7 @@ mod results;
 mod servers;
 mod shapes;
 mod stats;
+mod verify;
 
 use std::process::ExitCode;
 

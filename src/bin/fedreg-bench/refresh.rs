@@ -5,7 +5,7 @@
 //! on the refreshing one: the first refresh, a refresh with nothing changed
 //! and one after 1% changed (each as a full refresh and as a delta refresh
 //! from the checkpoint), GetPeerData alone and since the checkpoint, follow
-//! mode ([`crate::follow`]), and the floor: the same rows bulk-loaded into
+//! mode ([`crate::follow`]), verifications ([`crate::verify`]), and the floor: the same rows bulk-loaded into
 //! the same schema by the database's fastest plain method, right after each
 //! run of the first refresh. Then PostgreSQL's logical replication as
 //! follow mode's baseline ([`crate::replication`]). Prints the tables of
@@ -24,7 +24,7 @@ use crate::results::{self, FollowFigures, RefreshResults, StepFigures};
 use crate::servers::{self, Backend, Database, Registry};
 use crate::shapes::Shape;
 use crate::stats::median;
-use crate::{data, follow, replication};
+use crate::{data, follow, replication, verify};
 
 /// Runs the refresh benchmark as `args` say.
 pub async fn run(args: &RefreshArgs) -> anyhow::Result<()> {
@@ -65,7 +65,7 @@ pub async fn run(args: &RefreshArgs) -> anyhow::Result<()> {
 }
 
 /// Compact phase timers of a report: `transport 0.120 · sites 0.010 ...`.
-fn phases(report: &pb::RefreshReport) -> String {
+pub fn phases(report: &pb::RefreshReport) -> String {
     report
         .timers
         .iter()
@@ -168,6 +168,7 @@ async fn refresh(
             peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
             force,
             full,
+            verify: false,
         })
         .await
         .context("RefreshPeer")?
@@ -294,6 +295,7 @@ async fn get_peer_data_step(
             .peering(&b.token)
             .get_peer_data(pb::GetPeerDataRequest {
                 since: since.clone(),
+                only: None,
             })
             .await
             .context("GetPeerData")?
@@ -425,14 +427,25 @@ async fn bench_backend(
     let (everything, reached) = get_peer_data_step(&bench, runs, None).await?;
     eprintln!("[{backend}] GetPeerData since the checkpoint");
     let (since, _) = get_peer_data_step(&bench, runs, reached).await?;
+    let r_store = Store::connect(&refreshing_db.url(&r_dir)).await?;
+    eprintln!("[{backend}] verify");
+    let verifying = verify::Verifying {
+        shape,
+        backend,
+        refreshing: &r,
+        refreshing_store: &r_store,
+        peer_id: bench.peer_id,
+        dump_bytes: everything.bytes.unwrap_or(0),
+    };
+    let verified = verify::steps(&verifying, runs).await?;
     let mut others = vec![everything, since];
+    others.extend(verified);
     let mut follow = None;
     if args.follow_changes > 0 {
         eprintln!(
             "[{backend}] follow: {} changes, commit to cache",
             args.follow_changes
         );
-        let r_store = Store::connect(&refreshing_db.url(&r_dir)).await?;
         let watch = match backend {
             Backend::Sqlite => follow::Watch::Poll(&r_store),
             Backend::Postgres => follow::Watch::Stamps {

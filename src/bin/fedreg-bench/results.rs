@@ -104,6 +104,9 @@ pub struct StepFigures {
     pub phases: String,
     /// For a latency: its 99th percentile, seconds.
     pub p99_seconds: Option<f64>,
+    /// For a verification: the bytes it moved (digests and objects fetched
+    /// again) as a share of a full dump's bytes.
+    pub dump_share: Option<f64>,
 }
 
 impl StepFigures {
@@ -131,6 +134,7 @@ impl StepFigures {
             rows_written: None,
             phases: String::new(),
             p99_seconds: None,
+            dump_share: None,
         }
     }
 

@@ -118,8 +118,12 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject>(
         deleted += delete_noting::<K>(conn, peer_id, &stale, &cached_ids, cascade).await?;
         removed.extend(stale);
         if !changed_by_cascade.is_empty() {
+            // Counted below when the peer changed nothing else of them.
+            let restamped: HashSet<&i64> = plan.restamped.iter().collect();
             for (id, _) in &plan.upserts {
-                changed_by_cascade.remove(id);
+                if !restamped.contains(id) {
+                    changed_by_cascade.remove(id);
+                }
             }
         }
         K::upsert(conn, peer_id, &plan.upserts, now).await?;

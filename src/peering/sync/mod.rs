@@ -65,6 +65,9 @@ struct IdMaps {
     classes: PerClass<HashMap<i64, i64>>,
     /// The peer's ids of our own local nodes → their ids here.
     local_nodes: HashMap<i64, i64>,
+    /// The peer's ids of every node it says is ours (kept or not), left
+    /// out of its slices' digests.
+    claimed_nodes: HashSet<i64>,
 }
 
 /// Applies the spooled dump of peer `peer_id`, whose cache held `cached`
@@ -170,7 +173,8 @@ pub async fn apply(
     .await?;
 
     let started = Instant::now();
-    ids.local_nodes = map_local_nodes(conn, &mut spool.peer_nodes, report).await?;
+    (ids.local_nodes, ids.claimed_nodes) =
+        map_local_nodes(conn, &mut spool.peer_nodes, report).await?;
     report.timer("local_nodes", started.elapsed());
 
     let instantiations = known_values_for(conn, Enumeration::Instantiations, &spool.slices).await?;
@@ -217,14 +221,16 @@ async fn known_values_for<T: PeerObject>(
 
 /// `PeerNodes`: the peer's ids of our own nodes → our ids, keeping only
 /// the nodes this registry exports (local, without a slice whitelist): a
-/// peer may place its slices only on nodes it was given.
+/// peer may place its slices only on nodes it was given. Also the peer's
+/// ids of all the nodes claimed.
 async fn map_local_nodes(
     conn: &mut DbConn,
     spool: &mut ClassSpool<pb::PeerNode>,
     report: &mut ReportBuilder,
-) -> Result<HashMap<i64, i64>> {
+) -> Result<(HashMap<i64, i64>, HashSet<i64>)> {
     let mut claims = Vec::with_capacity(spool.len());
     spool.for_each(|n| claims.push((n.node_id, n.peer_node_id)))?;
+    let claimed_ids = claims.iter().map(|&(node_id, _)| node_id).collect();
     let claimed: Vec<i64> = claims.iter().map(|&(_, local)| local).collect();
     let exported = cache::exported_node_ids(conn, &claimed).await?;
     let mut out = HashMap::with_capacity(claims.len());
@@ -240,5 +246,5 @@ async fn map_local_nodes(
             );
         }
     }
-    Ok(out)
+    Ok((out, claimed_ids))
 }

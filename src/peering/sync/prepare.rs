@@ -9,6 +9,7 @@ use super::IdMaps;
 use super::cached::KeyOwners;
 use crate::class::Class;
 use crate::error::Result;
+use crate::peering::digest::{self, Digested};
 use crate::peering::report::ReportBuilder;
 use crate::proto::v1 as pb;
 use crate::registry::nodes::NodeEnumerations;
@@ -33,14 +34,37 @@ pub(super) fn checked<T>(
     }
 }
 
+/// Fields with the digest of the object they came from.
+fn digested<F: Digest>(mut fields: F, digest: i64) -> F {
+    *fields.sync_digest() = Some(digest);
+    fields
+}
+
+/// Fields that keep their object's digest.
+trait Digest {
+    fn sync_digest(&mut self) -> &mut Option<i64>;
+}
+
+macro_rules! digest_of_fields {
+    ($($fields:ty),*) => {
+        $(impl Digest for $fields {
+            fn sync_digest(&mut self) -> &mut Option<i64> {
+                &mut self.sync_digest
+            }
+        })*
+    };
+}
+
+digest_of_fields!(SiteFields, KeyFields, PersonFields, NodeFields, SliceFields);
+
 /// A site the peer sent, checked as the admin API checks one.
 pub(super) fn prepare_site(
     s: pb::ExportedSite,
     report: &mut ReportBuilder,
 ) -> Option<(i64, SiteFields)> {
-    let (id, label) = (s.site_id, crate::error::quoted(&s.login_base));
+    let (id, label, digest) = (s.site_id, crate::error::quoted(&s.login_base), s.digest());
     let fields = checked(report, Class::Sites.name(), id, &label, sites::from_peer(s))?;
-    Some((id, fields))
+    Some((id, digested(fields, digest)))
 }
 
 /// A key the peer sent, checked as the admin API checks one, and taken
@@ -70,9 +94,9 @@ pub(super) fn prepare_key(
         );
         return None;
     }
-    let id = k.key_id;
+    let (id, digest) = (k.key_id, k.digest());
     let fields = checked(report, class, id, &label, keys::from_peer(k))?;
-    Some((id, fields))
+    Some((id, digested(fields, digest)))
 }
 
 /// A short name for a key in warnings: its comment, or its start.
@@ -88,7 +112,7 @@ pub(super) fn prepare_person(
     p: pb::ExportedPerson,
     report: &mut ReportBuilder,
 ) -> Option<(i64, PersonFields)> {
-    let (id, label) = (p.person_id, crate::error::quoted(&p.email));
+    let (id, label, digest) = (p.person_id, crate::error::quoted(&p.email), p.digest());
     let fields = checked(
         report,
         Class::Persons.name(),
@@ -96,7 +120,7 @@ pub(super) fn prepare_person(
         &label,
         persons::from_peer(p),
     )?;
-    Some((id, fields))
+    Some((id, digested(fields, digest)))
 }
 
 /// A node the peer sent, checked as the admin API checks one; its site
@@ -121,7 +145,7 @@ pub(super) fn prepare_node(
         );
         return None;
     };
-    let id = n.node_id;
+    let (id, digest) = (n.node_id, n.digest());
     let fields = checked(
         report,
         class,
@@ -129,7 +153,7 @@ pub(super) fn prepare_node(
         &label,
         nodes::from_peer(n, site_id, known),
     )?;
-    Some((id, fields))
+    Some((id, digested(fields, digest)))
 }
 
 /// A slice the peer sent, checked as the admin API checks one; its site
@@ -157,6 +181,7 @@ pub(super) fn prepare_slice(
         return None;
     };
     let (id, peer_site_id) = (s.slice_id, s.site_id);
+    let digest = digest::of_received_slice(&s, &ids.claimed_nodes);
     let creator = s
         .creator_person_id
         .and_then(|p| ids.classes[Class::Persons].get(&p).copied());
@@ -177,5 +202,5 @@ pub(super) fn prepare_slice(
         );
         return None;
     }
-    Some((id, fields))
+    Some((id, digested(fields, digest)))
 }

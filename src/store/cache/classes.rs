@@ -40,7 +40,7 @@ pub enum KeyScope {
 pub trait CachedClass: Sized {
     /// The columns a refresh compares and writes, as they are stored here
     /// (relation ids already translated to local ids).
-    type Fields: Clone + PartialEq + Send + Sync + std::fmt::Debug;
+    type Fields: Clone + PartialEq + crate::peering::diff::Stamped + Send + Sync + std::fmt::Debug;
 
     /// The class of the objects.
     const CLASS: Class;
@@ -319,6 +319,13 @@ macro_rules! cached_class {
             $( $(#[$fdoc])* pub $col: Option<$ty>, )*
         }
 
+        impl $crate::peering::diff::Stamped for $fields {
+            fn differs_only_in_digest(&self, other: &Self) -> bool {
+                self.sync_digest != other.sync_digest
+                    && Self { sync_digest: other.sync_digest, ..self.clone() } == *other
+            }
+        }
+
         impl $changes {
             /// Whether it changes no column.
             pub fn is_empty(&self) -> bool {
@@ -546,6 +553,10 @@ cached_class! {
         url: String,
         /// Consortium id.
         ext_consortium_id: Option<i64>,
+        /// Digest of the object as the peer sent it ([`crate::peering::digest`]);
+        /// `None` for local rows, and for cached rows written otherwise
+        /// than by a refresh.
+        sync_digest: Option<i64>,
     }
 }
 
@@ -562,6 +573,10 @@ cached_class! {
         key: String,
         /// Whether the key is blacklisted.
         is_blacklisted: bool,
+        /// Digest of the object as the peer sent it ([`crate::peering::digest`]);
+        /// `None` for local rows, and for cached rows written otherwise
+        /// than by a refresh.
+        sync_digest: Option<i64>,
     }
 }
 
@@ -589,6 +604,10 @@ cached_class! {
         bio: String,
         /// Whether the account is enabled.
         enabled: bool,
+        /// Digest of the object as the peer sent it ([`crate::peering::digest`]);
+        /// `None` for local rows, and for cached rows written otherwise
+        /// than by a refresh.
+        sync_digest: Option<i64>,
     }
 }
 
@@ -620,6 +639,10 @@ cached_class! {
         ssh_rsa_key: String,
         /// Whether the node is verified.
         verified: bool,
+        /// Digest of the object as the peer sent it ([`crate::peering::digest`]);
+        /// `None` for local rows, and for cached rows written otherwise
+        /// than by a refresh.
+        sync_digest: Option<i64>,
     }
 }
 
@@ -649,6 +672,10 @@ cached_class! {
         created: i64,
         /// Unix seconds.
         expires: i64,
+        /// Digest of the object as the peer sent it ([`crate::peering::digest`]);
+        /// `None` for local rows, and for cached rows written otherwise
+        /// than by a refresh.
+        sync_digest: Option<i64>,
     }
 }
 

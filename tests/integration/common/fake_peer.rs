@@ -252,6 +252,14 @@ impl PeeringService for Scripted {
         Err(Status::unimplemented("this peer does not serve Follow"))
     }
 
+    /// Nor digests.
+    async fn get_digest(
+        &self,
+        _request: Request<pb::GetDigestRequest>,
+    ) -> Result<Response<pb::GetDigestResponse>, Status> {
+        Err(Status::unimplemented("this peer does not serve GetDigest"))
+    }
+
     async fn get_peer_data(
         &self,
         _request: Request<pb::GetPeerDataRequest>,

@@ -119,6 +119,7 @@ pub async fn request_refresh(
             peer: Some(pb::refresh_peer_request::Peer::PeerId(peer_id)),
             force,
             full,
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)

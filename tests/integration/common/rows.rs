@@ -44,6 +44,27 @@ impl Rows {
         Rows { store }
     }
 
+    /// Runs SQL by hand, as an operator at the database's prompt would;
+    /// returns the rows it changed.
+    pub async fn execute(&self, sql: &str) -> usize {
+        let mut conn = self.store.write().await.unwrap();
+        with_db!(conn, |c| diesel::sql_query(sql).execute(c).await)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The one integer a query selects `AS value`.
+    pub async fn value(&self, sql: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct Value {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            value: i64,
+        }
+        let mut conn = self.store.read().await.unwrap();
+        let row: Value = with_db!(conn, |c| diesel::sql_query(sql).get_result(c).await)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        row.value
+    }
+
     /// The outbound token stored for the peer named `peername`.
     pub async fn outbound_token(&self, peername: &str) -> Option<String> {
         let mut conn = self.store.read().await.unwrap();

@@ -1,0 +1,344 @@
+//! Verification: comparing the cache of a peer's objects with the peer's
+//! digests ([`super::digest`]), to find what drifted whatever the cause (a
+//! lost change, a restored backup, a hand edit on either side).
+//!
+//! Per class, one `GetDigest` call compares the whole id range: the number
+//! of objects and the sum of their digests, at the peer and here. Where
+//! they differ, the range is split into buckets of equal width, both sides
+//! digest the same buckets, and only the buckets that differ are split
+//! again, until a bucket holds few enough objects to list their digests
+//! one by one. Each level is one call for all the ranges of a class, with
+//! the cache's side read at the same time. What comes out is the peer's
+//! ids of the objects that differ: missing here, extra here, or with
+//! another digest; [`super::refresh`] fetches exactly those again.
+
+use std::time::{Duration, Instant};
+
+use prost::Message;
+
+use super::digest::ALGORITHM;
+use super::digest_service::{MAX_RANGES, answer_range};
+use super::fetch::PeerClient;
+use crate::class::{Class, PerClass};
+use crate::error::{Error, Result};
+use crate::proto::v1 as pb;
+use crate::store::Store;
+use crate::store::digests::{Side, Split};
+
+/// A range holding at most this many objects (on the larger side) is
+/// listed rather than split.
+const LEAF: i64 = 512;
+/// Objects per bucket aimed at when a range is split.
+const PER_BUCKET: i64 = 64;
+/// Differing ids a report lists per class.
+const REPORTED_IDS: usize = 100;
+
+/// What a comparison found.
+#[derive(Debug, Default)]
+pub struct Comparison {
+    /// The peer's ids of the objects that differ, per class, sorted.
+    pub differing: PerClass<Vec<i64>>,
+    /// The comparison's part of the refresh report.
+    pub report: pb::VerifyReport,
+}
+
+impl Comparison {
+    /// Whether every class matched.
+    pub fn matched(&self) -> bool {
+        self.differing.values().all(Vec::is_empty)
+    }
+
+    /// The differing ids, as `GetPeerData` `only` takes them.
+    pub fn only(&self) -> pb::DeletedObjects {
+        let mut only = pb::DeletedObjects::default();
+        for class in Class::ALL {
+            *only.ids_mut(class) = self.differing[class].clone();
+        }
+        only
+    }
+}
+
+/// Compares the cache of peer `peer_id` in `store` with the peer's
+/// digests through `client`, each call within `timeout`.
+pub async fn compare(
+    client: &mut PeerClient,
+    store: &Store,
+    peer_id: i64,
+    timeout: Duration,
+) -> Result<Comparison> {
+    let started = Instant::now();
+    let mut comparing = Comparing {
+        client,
+        store,
+        peer_id,
+        timeout,
+        report: pb::VerifyReport::default(),
+    };
+    let mut differing = PerClass::default();
+    for class in Class::ALL {
+        let (ids, class_report) = comparing.class(class).await?;
+        comparing.report.classes.push(class_report);
+        differing[class] = ids;
+    }
+    let mut report = comparing.report;
+    report.compare_seconds = started.elapsed().as_secs_f64();
+    Ok(Comparison { differing, report })
+}
+
+/// A comparison under way.
+struct Comparing<'a> {
+    client: &'a mut PeerClient,
+    store: &'a Store,
+    peer_id: i64,
+    timeout: Duration,
+    report: pb::VerifyReport,
+}
+
+/// The range that digests `first..=last`, holding at most `count` objects
+/// on either side: listed when small, split otherwise.
+fn range_for(first: i64, last: i64, count: i64) -> pb::DigestRange {
+    let list = count <= LEAF;
+    let buckets = match list {
+        true => 0,
+        false => {
+            (count / PER_BUCKET).clamp(2, i64::from(super::digest_service::MAX_BUCKETS)) as u32
+        }
+    };
+    pb::DigestRange {
+        first_id: first,
+        last_id: last,
+        buckets,
+        list,
+    }
+}
+
+impl Comparing<'_> {
+    /// Compares one class: the differing ids, and the class's report.
+    async fn class(&mut self, class: Class) -> Result<(Vec<i64>, pb::ClassVerify)> {
+        let whole = pb::DigestRange {
+            first_id: i64::MIN,
+            last_id: i64::MAX,
+            buckets: 1,
+            list: false,
+        };
+        let (peer, cached) = self.level(class, std::slice::from_ref(&whole)).await?;
+        let (peer, cached) = (first_bucket(&peer[0]), first_bucket(&cached[0]));
+        let mut report = pb::ClassVerify {
+            class: class.name().to_owned(),
+            peer_objects: peer.count,
+            cached_objects: cached.count,
+            ..Default::default()
+        };
+        let mut differing = Vec::new();
+        if (peer.count, peer.sum) != (cached.count, cached.sum) {
+            let (first, last) = span(&peer, &cached);
+            let mut pending = vec![range_for(first, last, peer.count.max(cached.count))];
+            while !pending.is_empty() {
+                let mut next = Vec::new();
+                for ranges in pending.chunks(MAX_RANGES) {
+                    let (peer, cached) = self.level(class, ranges).await?;
+                    for ((range, peer), cached) in ranges.iter().zip(peer).zip(cached) {
+                        match range.list {
+                            true => {
+                                differing_objects(&peer.objects, &cached.objects, &mut differing)
+                            }
+                            false => differing_buckets(&peer.buckets, &cached.buckets, &mut next),
+                        }
+                    }
+                }
+                pending = next;
+            }
+        }
+        differing.sort_unstable();
+        differing.dedup();
+        report.differing = differing.len() as i64;
+        report.differing_ids = differing.iter().take(REPORTED_IDS).copied().collect();
+        Ok((differing, report))
+    }
+
+    /// The digests of `ranges` of `class` at the peer and in the cache,
+    /// read at the same time.
+    async fn level(
+        &mut self,
+        class: Class,
+        ranges: &[pb::DigestRange],
+    ) -> Result<(Vec<pb::RangeDigest>, Vec<pb::RangeDigest>)> {
+        let request = pb::GetDigestRequest {
+            class: class.name().to_owned(),
+            ranges: ranges.to_vec(),
+        };
+        let timeout = self.timeout;
+        let client = &mut *self.client;
+        let remote = async move {
+            tokio::time::timeout(timeout, client.get_digest(request))
+                .await
+                .map_err(|_| {
+                    Error::Unavailable(format!(
+                        "GetDigest: no answer within {} s",
+                        timeout.as_secs_f64()
+                    ))
+                })?
+                .map(tonic::Response::into_inner)
+                .map_err(|s| Error::Unavailable(format!("GetDigest: {}", s.message())))
+        };
+        let local = cached_digests(self.store, self.peer_id, class, ranges);
+        let (remote, local) = tokio::join!(remote, local);
+        let (remote, local) = (remote?, local?);
+        self.report.digest_calls += 1;
+        self.report.digest_bytes += remote.encoded_len() as i64;
+        if remote.algorithm != ALGORITHM {
+            return Err(Error::FailedPrecondition(format!(
+                "the peer digests with algorithm {}, this registry with {ALGORITHM}: they cannot be compared",
+                remote.algorithm
+            )));
+        }
+        if remote.ranges.len() != ranges.len() {
+            return Err(Error::Unavailable(format!(
+                "GetDigest: {} ranges answered for {} asked",
+                remote.ranges.len(),
+                ranges.len()
+            )));
+        }
+        if let Some(checkpoint) = &remote.checkpoint {
+            self.report.revision = checkpoint.revision;
+        }
+        Ok((remote.ranges, local))
+    }
+}
+
+/// The cache's digests of `ranges`, in one read.
+async fn cached_digests(
+    store: &Store,
+    peer_id: i64,
+    class: Class,
+    ranges: &[pb::DigestRange],
+) -> Result<Vec<pb::RangeDigest>> {
+    let mut conn = store.read().await?;
+    let mut out = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let buckets = if range.list { 1 } else { range.buckets };
+        let split = Split::new(range.first_id, range.last_id, buckets).ok_or_else(|| {
+            Error::Internal(format!(
+                "digests: cannot split {}..={}",
+                range.first_id, range.last_id
+            ))
+        })?;
+        out.push(answer_range(&mut conn, class, Side::Cached(peer_id), range, split).await?);
+    }
+    Ok(out)
+}
+
+/// The single bucket of a whole range, empty when it holds nothing.
+fn first_bucket(range: &pb::RangeDigest) -> pb::DigestBucket {
+    range.buckets.first().cloned().unwrap_or_default()
+}
+
+/// The ids both sides' objects span.
+fn span(a: &pb::DigestBucket, b: &pb::DigestBucket) -> (i64, i64) {
+    match (a.count, b.count) {
+        (0, _) => (b.min_id, b.max_id),
+        (_, 0) => (a.min_id, a.max_id),
+        _ => (a.min_id.min(b.min_id), a.max_id.max(b.max_id)),
+    }
+}
+
+/// The buckets that differ between the two sides (matched by their first
+/// id), as the ranges to look into next.
+fn differing_buckets(
+    peer: &[pb::DigestBucket],
+    cached: &[pb::DigestBucket],
+    next: &mut Vec<pb::DigestRange>,
+) {
+    let (mut p, mut c) = (peer.iter().peekable(), cached.iter().peekable());
+    loop {
+        let (a, b) = match (p.peek(), c.peek()) {
+            (None, None) => break,
+            (Some(a), Some(b)) if a.first_id == b.first_id => {
+                let pair = (Some(*a), Some(*b));
+                p.next();
+                c.next();
+                pair
+            }
+            (Some(a), Some(b)) if a.first_id < b.first_id => (p.next(), None),
+            (Some(_), Some(_)) | (None, Some(_)) => (None, c.next()),
+            (Some(_), None) => (p.next(), None),
+        };
+        let empty = pb::DigestBucket::default();
+        let (a, b) = (a.unwrap_or(&empty), b.unwrap_or(&empty));
+        if (a.count, a.sum) == (b.count, b.sum) {
+            continue;
+        }
+        let (first, last) = span(a, b);
+        next.push(range_for(first, last, a.count.max(b.count)));
+    }
+}
+
+/// The ids of the objects listed on one side only, or with other digests.
+fn differing_objects(
+    peer: &[pb::ObjectDigest],
+    cached: &[pb::ObjectDigest],
+    differing: &mut Vec<i64>,
+) {
+    let (mut p, mut c) = (peer.iter().peekable(), cached.iter().peekable());
+    loop {
+        match (p.peek(), c.peek()) {
+            (None, None) => break,
+            (Some(a), Some(b)) if a.id == b.id => {
+                if a.digest != b.digest {
+                    differing.push(a.id);
+                }
+                p.next();
+                c.next();
+            }
+            (Some(a), Some(b)) if a.id < b.id => {
+                differing.push(a.id);
+                p.next();
+            }
+            (Some(a), None) => {
+                differing.push(a.id);
+                p.next();
+            }
+            (_, Some(b)) => {
+                differing.push(b.id);
+                c.next();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(id: i64, digest: i64) -> pb::ObjectDigest {
+        pb::ObjectDigest { id, digest }
+    }
+
+    #[test]
+    fn listed_objects_differ_when_missing_extra_or_changed() {
+        let peer = [object(1, 10), object(2, 20), object(4, 40)];
+        let cached = [object(2, 21), object(3, 30), object(4, 40), object(5, 50)];
+        let mut differing = Vec::new();
+        differing_objects(&peer, &cached, &mut differing);
+        assert_eq!(differing, vec![1, 2, 3, 5]);
+    }
+
+    #[test]
+    fn only_differing_buckets_are_looked_into() {
+        let bucket = |first_id, count, sum| pb::DigestBucket {
+            first_id,
+            last_id: first_id + 99,
+            count,
+            sum,
+            min_id: first_id,
+            max_id: first_id + 99,
+        };
+        let peer = [bucket(0, 5, 50), bucket(100, 5, 50), bucket(300, 1, 1)];
+        let cached = [bucket(0, 5, 50), bucket(100, 5, 51), bucket(200, 1, 1)];
+        let mut next = Vec::new();
+        differing_buckets(&peer, &cached, &mut next);
+        let firsts: Vec<i64> = next.iter().map(|r| r.first_id).collect();
+        assert_eq!(firsts, vec![100, 200, 300]);
+        assert!(next.iter().all(|r| r.list));
+    }
+}

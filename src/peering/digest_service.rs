@@ -32,6 +32,8 @@ pub const MAX_RANGES: usize = 4096;
 pub const MAX_BUCKETS: u32 = 1024;
 /// Objects one listed range may hold.
 pub const MAX_LISTED: usize = 4096;
+/// Objects the listed ranges of one call may hold in all.
+pub const MAX_LISTED_IN_ALL: usize = 262_144;
 
 /// Answers a `GetDigest` call.
 pub async fn get_digest(store: &Store, req: pb::GetDigestRequest) -> Result<pb::GetDigestResponse> {
@@ -65,10 +67,7 @@ pub async fn get_digest(store: &Store, req: pb::GetDigestRequest) -> Result<pb::
     conn.snapshot(|c| {
         Box::pin(async move {
             let (epoch, revision) = digests::exported_checkpoint(c).await?;
-            let mut ranges = Vec::with_capacity(splits.len());
-            for (range, split) in req.ranges.iter().zip(splits) {
-                ranges.push(answer_range(c, class, Side::Exported, range, *split).await?);
-            }
+            let ranges = answer_ranges(c, class, Side::Exported, &req.ranges, splits).await?;
             Ok(pb::GetDigestResponse {
                 checkpoint: Some(pb::Checkpoint { epoch, revision }),
                 algorithm: ALGORITHM,
@@ -102,40 +101,52 @@ fn checked_range(index: usize, r: &pb::DigestRange) -> Result<Split> {
     })
 }
 
-/// The digests of one range on `side`: its buckets, or its objects when
-/// listed (INVALID_ARGUMENT when it holds more than [`MAX_LISTED`]).
-pub async fn answer_range(
+/// The digests of `ranges` on `side`, split as `splits` say: each
+/// range's buckets, or its objects when listed (the listed ranges in one
+/// query). INVALID_ARGUMENT when a listed range holds more than
+/// [`MAX_LISTED`] objects, or all of them more than [`MAX_LISTED_IN_ALL`].
+pub async fn answer_ranges(
     conn: &mut crate::store::DbConn,
     class: Class,
     side: Side,
-    range: &pb::DigestRange,
-    split: Split,
-) -> Result<pb::RangeDigest> {
-    if !range.list {
-        return Ok(pb::RangeDigest {
-            buckets: digests::buckets(conn, class, side, split).await?,
+    ranges: &[pb::DigestRange],
+    splits: &[Split],
+) -> Result<Vec<pb::RangeDigest>> {
+    let mut out = Vec::with_capacity(ranges.len());
+    for (range, split) in ranges.iter().zip(splits) {
+        out.push(pb::RangeDigest {
+            buckets: match range.list {
+                true => Vec::new(),
+                false => digests::buckets(conn, class, side, *split).await?,
+            },
             objects: Vec::new(),
         });
     }
-    let objects = digests::list(
-        conn,
-        class,
-        side,
-        (range.first_id, range.last_id),
-        MAX_LISTED + 1,
-    )
-    .await?;
-    if objects.len() > MAX_LISTED {
+    let listed: Vec<usize> = (0..ranges.len()).filter(|&i| ranges[i].list).collect();
+    let bounds: Vec<(i64, i64)> = listed
+        .iter()
+        .map(|&i| (ranges[i].first_id, ranges[i].last_id))
+        .collect();
+    let lists = digests::lists(conn, class, side, &bounds, MAX_LISTED_IN_ALL + 1).await?;
+    if lists.iter().map(Vec::len).sum::<usize>() > MAX_LISTED_IN_ALL {
         return Err(Error::invalid(
             "ranges",
-            format!("{}..={}", range.first_id, range.last_id),
-            format!("holds more than {MAX_LISTED} objects to list; ask for buckets"),
+            format!("{} listed ranges", listed.len()),
+            format!("they hold more than {MAX_LISTED_IN_ALL} objects; list fewer per call"),
         ));
     }
-    Ok(pb::RangeDigest {
-        buckets: Vec::new(),
-        objects,
-    })
+    for (i, objects) in listed.into_iter().zip(lists) {
+        if objects.len() > MAX_LISTED {
+            let range = &ranges[i];
+            return Err(Error::invalid(
+                "ranges",
+                format!("[{i}] {}..={}", range.first_id, range.last_id),
+                format!("holds more than {MAX_LISTED} objects to list; ask for buckets"),
+            ));
+        }
+        out[i].objects = objects;
+    }
+    Ok(out)
 }
 
 /// What a catch-up read: the digests of the objects exported now, and the

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 
 use super::digest::ALGORITHM;
-use super::digest_service::{MAX_RANGES, answer_range};
+use super::digest_service::{MAX_LISTED_IN_ALL, MAX_RANGES, answer_ranges};
 use super::fetch::PeerClient;
 use crate::class::{Class, PerClass};
 use crate::error::{Error, Result};
@@ -30,6 +30,16 @@ use crate::store::digests::{Side, Split};
 const LEAF: i64 = 512;
 /// Objects per bucket aimed at when a range is split.
 const PER_BUCKET: i64 = 64;
+/// Ranges asked per call: listed ones hold at most [`LEAF`] objects on
+/// the larger side, so a call stays within the serving side's cap.
+const PER_CALL: usize = {
+    let listed = MAX_LISTED_IN_ALL / LEAF as usize;
+    if listed < MAX_RANGES {
+        listed
+    } else {
+        MAX_RANGES
+    }
+};
 /// Differing ids a report lists per class.
 const REPORTED_IDS: usize = 100;
 
@@ -135,7 +145,7 @@ impl Comparing<'_> {
             let mut pending = vec![range_for(first, last, peer.count.max(cached.count))];
             while !pending.is_empty() {
                 let mut next = Vec::new();
-                for ranges in pending.chunks(MAX_RANGES) {
+                for ranges in pending.chunks(PER_CALL) {
                     let (peer, cached) = self.level(class, ranges).await?;
                     for ((range, peer), cached) in ranges.iter().zip(peer).zip(cached) {
                         match range.list {
@@ -213,19 +223,20 @@ async fn cached_digests(
     class: Class,
     ranges: &[pb::DigestRange],
 ) -> Result<Vec<pb::RangeDigest>> {
+    let splits = ranges
+        .iter()
+        .map(|range| {
+            let buckets = if range.list { 1 } else { range.buckets };
+            Split::new(range.first_id, range.last_id, buckets).ok_or_else(|| {
+                Error::Internal(format!(
+                    "digests: cannot split {}..={}",
+                    range.first_id, range.last_id
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut conn = store.read().await?;
-    let mut out = Vec::with_capacity(ranges.len());
-    for range in ranges {
-        let buckets = if range.list { 1 } else { range.buckets };
-        let split = Split::new(range.first_id, range.last_id, buckets).ok_or_else(|| {
-            Error::Internal(format!(
-                "digests: cannot split {}..={}",
-                range.first_id, range.last_id
-            ))
-        })?;
-        out.push(answer_range(&mut conn, class, Side::Cached(peer_id), range, split).await?);
-    }
-    Ok(out)
+    answer_ranges(&mut conn, class, Side::Cached(peer_id), ranges, &splits).await
 }
 
 /// The single bucket of a whole range, empty when it holds nothing.

@@ -76,9 +76,12 @@ struct BucketRow {
     max_id: i64,
 }
 
-/// One object's digest as the list query reads it.
+/// One object's digest as the list query reads it, with the index of its
+/// range.
 #[derive(Debug, QueryableByName)]
-struct ObjectRow {
+struct ListedRow {
+    #[diesel(sql_type = BigInt)]
+    range_index: i64,
     #[diesel(sql_type = BigInt)]
     id: i64,
     #[diesel(sql_type = BigInt)]
@@ -182,34 +185,51 @@ pub async fn buckets(
         .collect())
 }
 
-/// The digests of the objects of `class` on `side` with ids in
-/// `first..=last`, by id, at most `limit` of them (one more tells the
-/// caller the range holds too many).
-pub async fn list(
+/// The digests of the objects of `class` on `side` in each of `ranges`
+/// (`first..=last`), by id, in one query; at most `limit` objects in all
+/// (one more tells the caller there are too many). Objects in no range
+/// are left out; an object in several ranges is listed in each.
+pub async fn lists(
     conn: &mut DbConn,
     class: Class,
     side: Side,
-    (first, last): (i64, i64),
+    ranges: &[(i64, i64)],
     limit: usize,
-) -> Result<Vec<pb::ObjectDigest>> {
+) -> Result<Vec<Vec<pb::ObjectDigest>>> {
+    let mut out = vec![Vec::new(); ranges.len()];
+    if ranges.is_empty() {
+        return Ok(out);
+    }
     let s = Source::of(class, side);
+    let values: Vec<String> = ranges
+        .iter()
+        .enumerate()
+        .map(|(i, (first, last))| format!("({i}, {first}, {last})"))
+        .collect();
     let sql = format!(
-        "SELECT {id} AS id, {digest} AS digest FROM {table} \
-         WHERE {filter}{within} ORDER BY {id} LIMIT {limit}",
+        "WITH r (range_index, lo, hi) AS (VALUES {values}) \
+         SELECT CAST(r.range_index AS BIGINT) AS range_index, {id} AS id, {digest} AS digest \
+         FROM r JOIN {table} ON {filter} AND {id} BETWEEN r.lo AND r.hi \
+         ORDER BY 1, 2 LIMIT {limit}",
+        values = values.join(", "),
         digest = s.digest,
         id = s.id,
         table = s.table,
         filter = s.filter,
-        within = within(s.id, first, last),
     );
-    let rows: Vec<ObjectRow> = load_rows!(conn, diesel::sql_query(sql))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| pb::ObjectDigest {
-            id: r.id,
-            digest: r.digest,
-        })
-        .collect())
+    let rows: Vec<ListedRow> = load_rows!(conn, diesel::sql_query(sql))?;
+    for r in rows {
+        if let Some(list) = usize::try_from(r.range_index)
+            .ok()
+            .and_then(|i| out.get_mut(i))
+        {
+            list.push(pb::ObjectDigest {
+                id: r.id,
+                digest: r.digest,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The checkpoint the exported digests reflect: (epoch, revision); an

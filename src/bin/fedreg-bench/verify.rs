@@ -35,20 +35,20 @@ pub struct Verifying<'a> {
     pub dump_bytes: u64,
 }
 
-/// One class's corruption: the table and the column changed on every
-/// thousandth cached row (by local id).
+/// One class's corruption: the table, the column of the peer's ids, and
+/// the change made to every thousandth cached row (by the peer's id).
 const CORRUPTIONS: [(&str, &str, &str); 5] = [
-    ("sites", "site_id", "name = name || ' (corrupted)'"),
-    ("keys", "key_id", "is_blacklisted = NOT is_blacklisted"),
+    ("sites", "peer_site_id", "name = name || ' (corrupted)'"),
+    ("keys", "peer_key_id", "is_blacklisted = NOT is_blacklisted"),
     (
         "persons",
-        "person_id",
+        "peer_person_id",
         "first_name = first_name || ' (corrupted)'",
     ),
-    ("nodes", "node_id", "model = model || ' (corrupted)'"),
+    ("nodes", "peer_node_id", "model = model || ' (corrupted)'"),
     (
         "slices",
-        "slice_id",
+        "peer_slice_id",
         "description = description || ' (corrupted)'",
     ),
 ];

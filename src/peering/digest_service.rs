@@ -157,7 +157,11 @@ struct Digests {
     checkpoint: Option<pb::Checkpoint>,
     digested: Vec<(Class, i64, i64)>,
     gone: PerClass<Vec<i64>>,
+    /// Keys read, with their digests, before it is known whether a peer
+    /// keeps them.
     keys: Vec<(i64, i64)>,
+    /// Keys that the enabled persons read list.
+    held_keys: HashSet<i64>,
 }
 
 /// Brings the exported digests up to the database's current revision.
@@ -191,13 +195,16 @@ pub async fn catch_up(store: &Store) -> Result<()> {
                 // Another catch-up got as far.
                 return Ok(());
             }
-            let held: HashSet<i64> = {
-                let ids: Vec<i64> = read.keys.iter().map(|&(id, _)| id).collect();
-                digests::keys_of_enabled_persons(c, &ids)
-                    .await?
-                    .into_iter()
-                    .collect()
-            };
+            // The keys the read's enabled persons list are held; the others
+            // (a key changed without its person) are looked up.
+            let mut held = read.held_keys;
+            let unknown: Vec<i64> = read
+                .keys
+                .iter()
+                .map(|&(id, _)| id)
+                .filter(|id| !held.contains(id))
+                .collect();
+            held.extend(digests::keys_of_enabled_persons(c, &unknown).await?);
             let mut gone = read.gone;
             let mut digested = read.digested;
             for &(id, digest) in &read.keys {
@@ -272,7 +279,10 @@ impl Digests {
         );
         for person in &b.persons {
             match super::diff::keep_person(&mut person.clone()) {
-                true => digested.push((Class::Persons, person.person_id, person.digest())),
+                true => {
+                    digested.push((Class::Persons, person.person_id, person.digest()));
+                    self.held_keys.extend(&person.key_ids);
+                }
                 false => self.gone[Class::Persons].push(person.person_id),
             }
         }

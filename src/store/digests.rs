@@ -342,22 +342,40 @@ pub async fn unmark_applying(conn: &mut DbConn, peer_id: i64) -> Result<()> {
 
 /// Of the local keys `key_ids`, those an enabled local person holds: the
 /// keys a peer caches (it caches only the keys of the persons it caches).
+/// Two lookups by key (the owners), then by person, each on its index.
 pub async fn keys_of_enabled_persons(conn: &mut DbConn, key_ids: &[i64]) -> Result<Vec<i64>> {
-    let mut held = Vec::new();
+    let mut owners: Vec<(i64, i64)> = Vec::new();
     for chunk in key_ids.chunks(CHUNK) {
-        let rows: Vec<i64> = with_db!(conn, |c| {
+        let rows: Vec<(i64, i64)> = with_db!(conn, |c| {
             person_key::table
-                .inner_join(persons::table)
-                .filter(persons::enabled.eq(true))
-                .filter(persons::peer_id.is_null())
                 .filter(person_key::key_id.eq_any(chunk))
-                .select(person_key::key_id)
+                .select((person_key::key_id, person_key::person_id))
                 .load(c)
                 .await
         })?;
-        held.extend(rows);
+        owners.extend(rows);
     }
-    Ok(held)
+    let mut persons_asked: Vec<i64> = owners.iter().map(|&(_, person)| person).collect();
+    persons_asked.sort_unstable();
+    persons_asked.dedup();
+    let mut enabled = std::collections::HashSet::new();
+    for chunk in persons_asked.chunks(CHUNK) {
+        let rows: Vec<i64> = with_db!(conn, |c| {
+            persons::table
+                .filter(persons::person_id.eq_any(chunk))
+                .filter(persons::enabled.eq(true))
+                .filter(persons::peer_id.is_null())
+                .select(persons::person_id)
+                .load(c)
+                .await
+        })?;
+        enabled.extend(rows);
+    }
+    Ok(owners
+        .into_iter()
+        .filter(|(_, person)| enabled.contains(person))
+        .map(|(key, _)| key)
+        .collect())
 }
 
 #[cfg(test)]

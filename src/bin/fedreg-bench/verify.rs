@@ -35,20 +35,21 @@ pub struct Verifying<'a> {
     pub dump_bytes: u64,
 }
 
-/// One class's corruption: the table, the column of the peer's ids, and
-/// the change made to every thousandth cached row (by the peer's id).
+/// One class's corruption: the table, its id column, and the change made
+/// to every thousandth of the peer's cached rows (in the order of their
+/// ids).
 const CORRUPTIONS: [(&str, &str, &str); 5] = [
-    ("sites", "peer_site_id", "name = name || ' (corrupted)'"),
-    ("keys", "peer_key_id", "is_blacklisted = NOT is_blacklisted"),
+    ("sites", "site_id", "name = name || ' (corrupted)'"),
+    ("keys", "key_id", "is_blacklisted = NOT is_blacklisted"),
     (
         "persons",
-        "peer_person_id",
+        "person_id",
         "first_name = first_name || ' (corrupted)'",
     ),
-    ("nodes", "peer_node_id", "model = model || ' (corrupted)'"),
+    ("nodes", "node_id", "model = model || ' (corrupted)'"),
     (
         "slices",
-        "peer_slice_id",
+        "slice_id",
         "description = description || ' (corrupted)'",
     ),
 ];
@@ -181,9 +182,11 @@ async fn corrupt(v: &Verifying<'_>, round: usize) -> anyhow::Result<usize> {
     let mut corrupted = 0;
     for (table, id, change) in CORRUPTIONS {
         let sql = format!(
-            "UPDATE {table} SET {change} WHERE peer_id = {} AND {id} % 1000 = {}",
-            v.peer_id,
-            (round * 7 + 3) % 1000
+            "UPDATE {table} SET {change} WHERE {id} IN (\
+             SELECT {id} FROM (SELECT {id}, ROW_NUMBER() OVER (ORDER BY {id}) AS n \
+             FROM {table} WHERE peer_id = {peer}) numbered WHERE n % 1000 = {k})",
+            peer = v.peer_id,
+            k = (round * 7 + 3) % 1000
         );
         corrupted += data::execute(&mut conn, &sql).await?;
     }

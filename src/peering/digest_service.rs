@@ -32,6 +32,9 @@ pub const MAX_RANGES: usize = 4096;
 pub const MAX_BUCKETS: u32 = 1024;
 /// Objects one listed range may hold.
 pub const MAX_LISTED: usize = 4096;
+/// Digests written by a catch-up from which the table's statistics are
+/// refreshed.
+const ANALYZE_FROM: usize = 10_000;
 /// Objects the listed ranges of one call may hold in all.
 pub const MAX_LISTED_IN_ALL: usize = 262_144;
 
@@ -221,6 +224,9 @@ pub async fn catch_up(store: &Store) -> Result<()> {
                 digests::remove_exported(c, class, &gone[class]).await?;
             }
             digests::store_exported(c, &digested).await?;
+            if digested.len() >= ANALYZE_FROM {
+                digests::refresh_exported_statistics(c).await?;
+            }
             digests::set_exported_checkpoint(c, &reached.epoch, reached.revision).await
         })
     })

@@ -20,6 +20,17 @@ pub fn writes(report: &pb::RefreshReport) -> i64 {
     objects + relations
 }
 
+/// Number of objects a verifying refresh found differing (0 for another
+/// refresh).
+pub fn differing(report: &pb::RefreshReport) -> i64 {
+    report
+        .verify
+        .iter()
+        .flat_map(|v| &v.classes)
+        .map(|c| c.differing)
+        .sum()
+}
+
 /// Collects a [`pb::RefreshReport`] as a refresh goes.
 #[derive(Debug, Default)]
 pub struct ReportBuilder {

@@ -171,12 +171,7 @@ async fn verify_tick(
         });
         match &result {
             Ok(r) => {
-                let differing: i64 = r
-                    .verify
-                    .iter()
-                    .flat_map(|v| &v.classes)
-                    .map(|c| c.differing)
-                    .sum();
+                let differing = super::report::differing(r);
                 tracing::info!(peer = %peer.peername, differing, "scheduled verification");
             }
             Err(e) => tracing::warn!(

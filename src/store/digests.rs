@@ -301,6 +301,16 @@ pub async fn store_exported(conn: &mut DbConn, rows: &[(Class, i64, i64)]) -> Re
     Ok(())
 }
 
+/// Refreshes PostgreSQL's statistics of the exported digests after many
+/// were written: planned with none, the listed ranges' join scans the
+/// whole table once per range.
+pub async fn refresh_exported_statistics(conn: &mut DbConn) -> Result<()> {
+    if let crate::store::Db::Pg(c) = conn.db() {
+        diesel_async::SimpleAsyncConnection::batch_execute(c, "ANALYZE export_digests").await?;
+    }
+    Ok(())
+}
+
 /// Removes the exported digests of objects no longer exported.
 pub async fn remove_exported(conn: &mut DbConn, class: Class, ids: &[i64]) -> Result<()> {
     for chunk in ids.chunks(CHUNK) {

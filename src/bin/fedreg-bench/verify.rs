@@ -73,12 +73,7 @@ async fn verify(v: &Verifying<'_>) -> anyhow::Result<(f64, pb::RefreshReport, i6
     if report.outcome != pb::RefreshOutcome::Applied as i32 {
         bail!("verification not applied: {}", report.reason);
     }
-    let differing = report
-        .verify
-        .iter()
-        .flat_map(|r| &r.classes)
-        .map(|c| c.differing)
-        .sum();
+    let differing = fedreg::peering::report::differing(&report);
     Ok((seconds, report, differing))
 }
 
@@ -154,7 +149,7 @@ pub async fn steps(v: &Verifying<'_>, runs: usize) -> anyhow::Result<Vec<StepFig
         times.push(t);
         last = report;
     }
-    let found = corrupted_count(&last);
+    let found = fedreg::peering::report::differing(&last);
     out.push(figures(
         v,
         "verify after 0.1% of cached rows corrupted",
@@ -163,16 +158,6 @@ pub async fn steps(v: &Verifying<'_>, runs: usize) -> anyhow::Result<Vec<StepFig
         found,
     ));
     Ok(out)
-}
-
-/// The objects a verification found differing.
-fn corrupted_count(report: &pb::RefreshReport) -> i64 {
-    report
-        .verify
-        .iter()
-        .flat_map(|r| &r.classes)
-        .map(|c| c.differing)
-        .sum()
 }
 
 /// Corrupts a thousandth of each class's cached rows (another thousandth

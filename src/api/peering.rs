@@ -34,6 +34,8 @@ pub struct PeeringApi {
     /// The checkpoints the follow streams announce, read from the first
     /// `Follow` call on.
     checkpoints: Arc<OnceLock<Checkpoints>>,
+    /// Held by the `GetDigest` call bringing the digests up to date.
+    catching_up: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PeeringApi {
@@ -57,6 +59,7 @@ impl PeeringApi {
             send_timeout,
             metrics,
             checkpoints: Arc::default(),
+            catching_up: Arc::default(),
         }
     }
 
@@ -159,7 +162,9 @@ impl PeeringService for PeeringApi {
         &self,
         request: Request<pb::GetDigestRequest>,
     ) -> Result<Response<pb::GetDigestResponse>, Status> {
-        let response = digest_service::get_digest(&self.store, request.into_inner()).await?;
+        let response =
+            digest_service::get_digest(&self.store, &self.catching_up, request.into_inner())
+                .await?;
         Ok(Response::new(response))
     }
 }

@@ -38,8 +38,14 @@ const ANALYZE_FROM: usize = 10_000;
 /// Objects the listed ranges of one call may hold in all.
 pub const MAX_LISTED_IN_ALL: usize = 262_144;
 
-/// Answers a `GetDigest` call.
-pub async fn get_digest(store: &Store, req: pb::GetDigestRequest) -> Result<pb::GetDigestResponse> {
+/// Answers a `GetDigest` call; `catching_up` lets one call of this
+/// process at a time bring the digests up to date (the calls that waited
+/// find them current).
+pub async fn get_digest(
+    store: &Store,
+    catching_up: &tokio::sync::Mutex<()>,
+    req: pb::GetDigestRequest,
+) -> Result<pb::GetDigestResponse> {
     let class = Class::ALL
         .into_iter()
         .find(|c| c.name() == req.class)
@@ -63,7 +69,10 @@ pub async fn get_digest(store: &Store, req: pb::GetDigestRequest) -> Result<pb::
         .enumerate()
         .map(|(i, r)| checked_range(i, r))
         .collect::<Result<Vec<_>>>()?;
-    catch_up(store).await?;
+    {
+        let _one_at_a_time = catching_up.lock().await;
+        catch_up(store).await?;
+    }
     let mut conn = store.read().await?;
     let req = &req;
     let splits = &splits;

@@ -69,7 +69,8 @@ impl Comparison {
 }
 
 /// Compares the cache of peer `peer_id` in `store` with the peer's
-/// digests through `client`, each call within `timeout`.
+/// digests through `client`, each call within `timeout`; the classes at
+/// the same time, each on its own connections.
 pub async fn compare(
     client: &mut PeerClient,
     store: &Store,
@@ -77,30 +78,42 @@ pub async fn compare(
     timeout: Duration,
 ) -> Result<Comparison> {
     let started = Instant::now();
-    let mut comparing = Comparing {
-        client,
-        store,
-        peer_id,
-        timeout,
-        report: pb::VerifyReport::default(),
-    };
+    let classes = Class::ALL.map(|class| {
+        let mut comparing = Comparing {
+            client: client.clone(),
+            store,
+            peer_id,
+            timeout,
+            report: pb::VerifyReport::default(),
+        };
+        async move {
+            let found = comparing.class(class).await?;
+            Ok::<_, Error>((found, comparing.report))
+        }
+    });
     let mut differing = PerClass::default();
-    for class in Class::ALL {
-        let (ids, class_report) = comparing.class(class).await?;
-        comparing.report.classes.push(class_report);
+    let mut report = pb::VerifyReport::default();
+    for (class, ((ids, class_report), calls)) in Class::ALL
+        .into_iter()
+        .zip(futures_util::future::try_join_all(classes).await?)
+    {
         differing[class] = ids;
+        report.classes.push(class_report);
+        report.digest_calls += calls.digest_calls;
+        report.digest_bytes += calls.digest_bytes;
+        report.revision = report.revision.max(calls.revision);
     }
-    let mut report = comparing.report;
     report.compare_seconds = started.elapsed().as_secs_f64();
     Ok(Comparison { differing, report })
 }
 
-/// A comparison under way.
+/// The comparison of one class under way.
 struct Comparing<'a> {
-    client: &'a mut PeerClient,
+    client: PeerClient,
     store: &'a Store,
     peer_id: i64,
     timeout: Duration,
+    /// Its calls, bytes and the revision the digests reflect.
     report: pb::VerifyReport,
 }
 
@@ -178,7 +191,7 @@ impl Comparing<'_> {
             ranges: ranges.to_vec(),
         };
         let timeout = self.timeout;
-        let client = &mut *self.client;
+        let client = &mut self.client;
         let remote = async move {
             tokio::time::timeout(timeout, client.get_digest(request))
                 .await

@@ -67,7 +67,7 @@ pub async fn get_digest(
         .ranges
         .iter()
         .enumerate()
-        .map(|(i, r)| checked_range(i, r))
+        .map(|(i, r)| checked_split(i, r))
         .collect::<Result<Vec<_>>>()?;
     {
         let _one_at_a_time = catching_up.lock().await;
@@ -90,8 +90,9 @@ pub async fn get_digest(
     .await
 }
 
-/// Checks one requested range: its split.
-fn checked_range(index: usize, r: &pb::DigestRange) -> Result<Split> {
+/// Checks range `index` of a request and says how it splits (one bucket
+/// for a listed range).
+pub fn checked_split(index: usize, r: &pb::DigestRange) -> Result<Split> {
     let range = format!("[{index}] {}..={}", r.first_id, r.last_id);
     if r.first_id > r.last_id {
         return Err(Error::invalid("ranges", range, "first_id is above last_id"));

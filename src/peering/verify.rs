@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use prost::Message;
 
 use super::digest::ALGORITHM;
-use super::digest_service::{MAX_LISTED_IN_ALL, MAX_RANGES, answer_ranges};
+use super::digest_service::{MAX_LISTED_IN_ALL, MAX_RANGES, answer_ranges, checked_split};
 use super::fetch::PeerClient;
 use crate::class::{Class, PerClass};
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::store::Store;
-use crate::store::digests::{Side, Split};
+use crate::store::digests::Side;
 
 /// A range holding at most this many objects (on the larger side) is
 /// listed rather than split.
@@ -238,15 +238,8 @@ async fn cached_digests(
 ) -> Result<Vec<pb::RangeDigest>> {
     let splits = ranges
         .iter()
-        .map(|range| {
-            let buckets = if range.list { 1 } else { range.buckets };
-            Split::new(range.first_id, range.last_id, buckets).ok_or_else(|| {
-                Error::Internal(format!(
-                    "digests: cannot split {}..={}",
-                    range.first_id, range.last_id
-                ))
-            })
-        })
+        .enumerate()
+        .map(|(i, range)| checked_split(i, range))
         .collect::<Result<Vec<_>>>()?;
     let mut conn = store.read().await?;
     answer_ranges(&mut conn, class, Side::Cached(peer_id), ranges, &splits).await

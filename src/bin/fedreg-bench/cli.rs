@@ -115,6 +115,10 @@ pub struct RefreshArgs {
     /// the baseline; 0 skips both.
     #[arg(long, default_value_t = 1000)]
     pub follow_changes: usize,
+    /// Leaves the registries' databases (and data directories) in place
+    /// after the run, and prints where they are, for inspection.
+    #[arg(long)]
+    pub keep_databases: bool,
 }
 
 /// Options of `fedreg-bench load`.

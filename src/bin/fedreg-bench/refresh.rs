@@ -502,8 +502,16 @@ async fn bench_backend(
     let mut steps = refreshes;
     steps.extend(others);
     steps.push(floor_figures);
-    serving_db.drop_database().await;
-    refreshing_db.drop_database().await;
-    let _ = std::fs::remove_dir_all(&work);
+    if args.keep_databases {
+        eprintln!(
+            "[{backend}] kept: serving {}, refreshing {}",
+            serving_db.url(&s_dir),
+            refreshing_db.url(&r_dir)
+        );
+    } else {
+        serving_db.drop_database().await;
+        refreshing_db.drop_database().await;
+        let _ = std::fs::remove_dir_all(&work);
+    }
     Ok(BackendFigures { steps, follow })
 }

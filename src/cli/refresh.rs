@@ -296,6 +296,7 @@ mod tests {
                     deleted: 0,
                     skipped: 0,
                     cascaded: 0,
+                    unchanged: 0,
                 },
                 pb::ClassReport {
                     class: "nodes".into(),

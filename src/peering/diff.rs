@@ -61,6 +61,9 @@ pub struct Plan<F> {
 pub trait Stamped {
     /// Whether `self` and `other` differ in their digests only.
     fn differs_only_in_digest(&self, other: &Self) -> bool;
+
+    /// The digest of the object the fields came from, when known.
+    fn digest(&self) -> Option<i64>;
 }
 
 /// Compares what the peer sent (peer's id → fields, already translated to
@@ -191,6 +194,10 @@ mod tests {
     impl Stamped for Row {
         fn differs_only_in_digest(&self, other: &Row) -> bool {
             self.0 == other.0 && self.1 != other.1
+        }
+
+        fn digest(&self) -> Option<i64> {
+            self.1
         }
     }
 

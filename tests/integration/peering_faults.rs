@@ -284,7 +284,8 @@ async fn bad_peer_data_in_rounds_of(backend: Backend, chunk: usize) {
             pb::ExportedSlice {
                 node_ids: vec![1, 4, 3, 777],
                 person_ids: vec![1, 2],
-                creator_person_id: Some(42),
+                // A person skipped until the peer fixes its e-mail.
+                creator_person_id: Some(3),
                 ..slice(1, "good_one", 1)
             },
             slice(2, "good_two", 999),
@@ -368,27 +369,45 @@ async fn bad_peer_data_in_rounds_of(backend: Backend, chunk: usize) {
     assert_eq!(relation(&report, "site_persons").added, 1);
     assert_eq!(relation(&report, "person_roles").added, 1);
 
-    // The old boot state was rewritten; the unknown creator became null.
+    // The old boot state was rewritten; the skipped creator became null.
     let nodes_cached = snapshot(&server, peer_id).await.1;
     assert_eq!((nodes_cached.nodes, nodes_cached.slices), (2, 1));
+    let cached_slice = list_all!(server, list_slices, slices, pb::Scope::Foreign);
+    assert_eq!(cached_slice[0].creator_person_id, None);
 
-    // The same bad data again writes nothing and warns the same.
+    // The same bad data again writes nothing and warns the same. What was
+    // kept is found unchanged by its digest, except the slice whose
+    // creator is not cached.
     let again = try_refresh(&server, peer_id, false).await.unwrap();
     assert_eq!(writes(&again), 0, "{again:#?}");
     assert_eq!(again.warnings.len(), report.warnings.len());
+    let unchanged: Vec<i64> = again.classes.iter().map(|c| c.unchanged).collect();
+    assert_eq!(unchanged, [1, 1, 1, 2, 0], "{:#?}", again.classes);
 
-    // Fixing the data at the peer lets the skipped objects in.
+    // Fixing the data at the peer lets the skipped objects in, with what
+    // refers to them: the slice's digest is the same, yet it gets its
+    // creator and its node.
     batch.sites[1].login_base = "fixed".into();
     batch.nodes[2].boot_state = "boot".into();
+    batch.persons[2].email = "three@good.example.org".into();
     fake.serve(batch);
     let fixed = try_refresh(&server, peer_id, false).await.unwrap();
     assert_eq!(class(&fixed, "sites").added, 1);
     assert_eq!(class(&fixed, "nodes").added, 1);
+    assert_eq!(class(&fixed, "persons").added, 1);
+    assert_eq!(class(&fixed, "slices").updated, 1, "{fixed:#?}");
     assert_eq!(
         relation(&fixed, "slice_nodes").added,
         1,
         "node 3 joins its slice"
     );
+    let persons = list_all!(server, list_persons, persons, pb::Scope::Foreign);
+    let three = persons
+        .iter()
+        .find(|p| p.email == "three@good.example.org")
+        .expect("person 3 cached");
+    let cached_slice = list_all!(server, list_slices, slices, pb::Scope::Foreign);
+    assert_eq!(cached_slice[0].creator_person_id, Some(three.person_id));
 }
 
 /// One object per round: a key moves to a person of an earlier round (it

@@ -9,6 +9,10 @@
 //!   row, a deleted membership, a forged digest) are found, exactly those,
 //!   and repaired: a full refresh afterwards writes nothing, and the
 //!   checkpoint stays;
+//! - a full refresh compares and writes only the objects whose stored
+//!   digest differs from what the peer sent (hand edits clear it), so the
+//!   same edits are repaired by a full refresh, after which it finds
+//!   every object unchanged;
 //! - a server verifies the peers it refreshes on a schedule every
 //!   `--verify-interval`, which repairs a hand edit on its own;
 //! - `GetDigest` and `GetPeerData` `only` answer what they document, and
@@ -28,6 +32,7 @@ use fedreg::proto::v1 as pb;
 backend_tests!(
     an_unchanged_cache_matches_the_peers_digests,
     hand_edits_of_the_cache_are_found_and_repaired,
+    a_full_refresh_compares_only_objects_whose_digest_differs,
     a_scheduled_verification_repairs_the_cache,
     get_digest_and_listed_objects_answer_as_documented,
 );
@@ -219,12 +224,14 @@ async fn cached_id(w: &World, class: &str, peer_object_id: i64) -> i64 {
         .await
 }
 
-async fn hand_edits_of_the_cache_are_found_and_repaired(backend: Backend) {
-    let w = world(backend).await;
-    let checkpoint = get_peer(&w.b, w.a_on_b).await.checkpoint_revision;
+/// Edits `b`'s cache of `a` by hand in the database: a changed column, a
+/// forged digest, a deleted person and a deleted membership of the slice.
+/// Returns the peer's ids of the objects that differ from `a`'s since, per
+/// class.
+async fn edit_the_cache_by_hand(w: &World) -> BTreeMap<String, Vec<i64>> {
     let peer = w.a_on_b;
-    let node1 = cached_id(&w, "nodes", w.nodes[1]).await;
-    let slice = cached_id(&w, "slices", w.slice).await;
+    let node1 = cached_id(w, "nodes", w.nodes[1]).await;
+    let slice = cached_id(w, "slices", w.slice).await;
     let rows = Rows::of(&w.b);
     // A changed column.
     rows.execute(&format!(
@@ -251,14 +258,21 @@ async fn hand_edits_of_the_cache_are_found_and_repaired(backend: Backend) {
         ))
         .await;
     assert_eq!(removed, 1);
-
-    let report = verify(&w.b, peer).await;
-    let expected = BTreeMap::from([
+    BTreeMap::from([
         ("nodes".to_owned(), vec![w.nodes[0]]),
         ("persons".to_owned(), vec![w.made.persons[4]]),
         ("sites".to_owned(), vec![w.made.sites[2]]),
         ("slices".to_owned(), vec![w.slice]),
-    ]);
+    ])
+}
+
+async fn hand_edits_of_the_cache_are_found_and_repaired(backend: Backend) {
+    let w = world(backend).await;
+    let checkpoint = get_peer(&w.b, w.a_on_b).await.checkpoint_revision;
+    let peer = w.a_on_b;
+    let expected = edit_the_cache_by_hand(&w).await;
+
+    let report = verify(&w.b, peer).await;
     assert_eq!(differing(&report), expected, "{report:?}");
     let v = report.verify.as_ref().unwrap();
     assert!(v.repair_bytes > 0, "{v:?}");
@@ -282,6 +296,48 @@ async fn hand_edits_of_the_cache_are_found_and_repaired(backend: Backend) {
     .await
     .expect("cached node");
     assert_ne!(cached.model, "tampered");
+}
+
+/// Whether a full refresh found every object it received unchanged.
+fn all_unchanged(report: &pb::RefreshReport) -> bool {
+    report.classes.iter().all(|c| c.unchanged == c.received)
+}
+
+async fn a_full_refresh_compares_only_objects_whose_digest_differs(backend: Backend) {
+    let w = world(backend).await;
+    let peer = w.a_on_b;
+    let node0 = cached_id(&w, "nodes", w.nodes[0]).await;
+    let before = refresh_full(&w.b, peer).await;
+    assert_eq!(writes(&before), 0, "{before:?}");
+    assert!(all_unchanged(&before), "{:?}", before.classes);
+
+    // Hand edits clear the digests of what they touch: a full refresh
+    // compares those objects (and the nodes of the site whose digest was
+    // forged) and repairs them.
+    let edited = edit_the_cache_by_hand(&w).await;
+    let full = refresh_full(&w.b, peer).await;
+    for c in &full.classes {
+        assert_eq!(
+            c.unchanged < c.received,
+            edited.contains_key(&c.class),
+            "{:?}",
+            full.classes
+        );
+    }
+    let class = |name: &str| full.classes.iter().find(|c| c.class == name).unwrap();
+    assert_eq!((class("persons").added, class("nodes").updated), (1, 1));
+    let slice_nodes = full.relations.iter().find(|r| r.relation == "slice_nodes");
+    assert_eq!(slice_nodes.map(|r| (r.added, r.removed)), Some((1, 0)));
+    let node = objects::get_node(&mut w.b.registry().await, node0)
+        .await
+        .expect("cached node");
+    assert_ne!(node.model, "tampered");
+
+    // Repaired: every digest is back, nothing is compared or written.
+    let again = refresh_full(&w.b, peer).await;
+    assert_eq!(writes(&again), 0, "{again:?}");
+    assert!(all_unchanged(&again), "{:?}", again.classes);
+    assert_eq!(differing(&verify(&w.b, peer).await), BTreeMap::new());
 }
 
 async fn a_scheduled_verification_repairs_the_cache(backend: Backend) {

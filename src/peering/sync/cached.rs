@@ -17,6 +17,9 @@ use crate::with_class;
 pub struct CachedIds {
     /// Per class, the peer's ids → local ids.
     pub ids: PerClass<HashMap<i64, i64>>,
+    /// For a full dump, per class, the peer's ids → the digest stored with
+    /// the cached row, for the rows that have one.
+    pub(super) digests: PerClass<HashMap<i64, i64>>,
     /// Who holds the keys the refresh brings.
     pub(super) key_owners: KeyOwners,
     /// For a delta, the ids loaded.
@@ -169,10 +172,24 @@ impl CachedIds {
         };
         let mut cached = CachedIds::default();
         for class in Class::ALL {
-            cached.ids[class] = match &touched {
-                None => with_class!(class, K => K::ids(conn, peer_id).await?),
-                Some(t) => with_class!(class, K => K::ids_among(conn, peer_id, &t[class]).await?),
-            };
+            match &touched {
+                None => {
+                    let rows =
+                        with_class!(class, K => K::all_ids_and_digests(conn, peer_id).await?);
+                    let (ids, digests) = (&mut cached.ids[class], &mut cached.digests[class]);
+                    ids.reserve(rows.len());
+                    for (peer_object_id, local_id, digest) in rows {
+                        ids.insert(peer_object_id, local_id);
+                        if let Some(digest) = digest {
+                            digests.insert(peer_object_id, digest);
+                        }
+                    }
+                }
+                Some(t) => {
+                    cached.ids[class] =
+                        with_class!(class, K => K::ids_among(conn, peer_id, &t[class]).await?);
+                }
+            }
         }
         cached.touched = touched;
         cached.key_owners = KeyOwners::load(conn, peer_id, spool, &cached.ids[Class::Keys]).await?;

@@ -7,8 +7,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::cascade::{Cascade, Cascaded, delete_noting};
+use crate::class::{Class, PerClass};
 use crate::error::Result;
-use crate::peering::diff::{Plan, diff};
+use crate::peering::diff::{Plan, Stamped, diff};
 use crate::peering::report::ReportBuilder;
 use crate::peering::spool::{ClassSpool, PeerObject, SpooledClass};
 use crate::proto::v1 as pb;
@@ -21,11 +22,64 @@ pub(super) const STATISTICS_FLOOR: usize = 2000;
 
 /// How classes are applied: objects per round, whether the spool is a
 /// delta, and the time spent translating and validating the peer's
-/// objects, all classes together (the class timers hold the rest).
+/// objects, all classes together (the class timers hold the rest); for a
+/// full dump, the digests stored with the cached rows and what was found
+/// unchanged so far.
 pub(super) struct Rounds {
     pub(super) chunk: usize,
     pub(super) delta: bool,
     pub(super) validating: Duration,
+    /// Per class, the peer's ids → the digest stored with the cached row
+    /// ([`super::CachedIds`]; empty for a delta).
+    pub(super) digests: PerClass<HashMap<i64, i64>>,
+    /// The objects found unchanged so far.
+    pub(super) unchanged: Unchanged,
+}
+
+/// Per class, the peer's ids of the cached objects a full refresh found
+/// unchanged: what the peer sent has the digest stored with the cached row
+/// (which no write outside a refresh left in place), and the objects it
+/// refers to are unchanged too. Their rows are neither read nor written,
+/// and neither are their memberships when their members are unchanged.
+pub(super) type Unchanged = PerClass<HashSet<i64>>;
+
+/// An object whose translated columns depend on other objects of the
+/// refresh (a node's site, a slice's site and creator): it is unchanged
+/// only when those are, since a new local id or a newly accepted creator
+/// would change its row while its digest stays the same.
+pub(super) trait Referring {
+    /// Whether every object it refers to is unchanged.
+    fn refers_to_unchanged(&self, unchanged: &Unchanged) -> bool;
+}
+
+/// Objects that refer to no other object in their own columns.
+macro_rules! refers_to_nothing {
+    ($($type:ident),*) => {
+        $(
+            impl Referring for pb::$type {
+                fn refers_to_unchanged(&self, _: &Unchanged) -> bool {
+                    true
+                }
+            }
+        )*
+    };
+}
+
+refers_to_nothing!(ExportedSite, ExportedKey, ExportedPerson);
+
+impl Referring for pb::ExportedNode {
+    fn refers_to_unchanged(&self, unchanged: &Unchanged) -> bool {
+        unchanged[Class::Sites].contains(&self.site_id)
+    }
+}
+
+impl Referring for pb::ExportedSlice {
+    fn refers_to_unchanged(&self, unchanged: &Unchanged) -> bool {
+        unchanged[Class::Sites].contains(&self.site_id)
+            && self
+                .creator_person_id
+                .is_none_or(|person| unchanged[Class::Persons].contains(&person))
+    }
 }
 
 /// Writes one class from its spool, given what was cached of it when the
@@ -38,7 +92,7 @@ pub(super) struct Rounds {
 /// renamed, see [`NaturalKeys`]), diffs against the cache and writes.
 /// Returns the peer's ids → local ids of the class after the write.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn sync_class<K: CachedClass, T: PeerObject>(
+pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
     conn: &mut DbConn,
     peer_id: i64,
     spool: &mut ClassSpool<T>,
@@ -80,28 +134,40 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject>(
         let chunk = chunk?;
         // Only ids cached when the refresh began can have a row (a first
         // refresh reads none).
-        let chunk_ids: Vec<i64> = chunk
+        let mut chunk_ids: Vec<i64> = chunk
             .iter()
             .map(PeerObject::peer_object_id)
             .filter(|id| cached_ids.contains_key(id) && !removed.contains(id))
             .collect();
-        let cached = K::load(conn, peer_id, &chunk_ids).await?;
 
         let validation = Instant::now();
-        let candidates: Vec<(i64, K::Fields)> = chunk
-            .into_iter()
-            .filter_map(|object| {
-                let id = object.peer_object_id();
-                match crate::registry::validate::peer_object_id("id", id) {
-                    Ok(_) => prepare(object, report),
-                    Err(e) => {
-                        report.warn(K::CLASS.name(), id, "", e.to_string());
-                        None
-                    }
-                }
-            })
-            .collect();
+        let mut candidates: Vec<(i64, K::Fields)> = Vec::with_capacity(chunk.len());
+        let mut unchanged_here = HashSet::new();
+        for object in chunk {
+            let id = object.peer_object_id();
+            if let Err(e) = crate::registry::validate::peer_object_id("id", id) {
+                report.warn(K::CLASS.name(), id, "", e.to_string());
+                continue;
+            }
+            let references_unchanged = object.refers_to_unchanged(&rounds.unchanged);
+            let Some((id, fields)) = prepare(object, report) else {
+                continue;
+            };
+            if references_unchanged
+                && !removed.contains(&id)
+                && keys.keep_unchanged::<K>(id, &fields, &rounds.digests[K::CLASS])
+            {
+                unchanged_here.insert(id);
+                continue;
+            }
+            candidates.push((id, fields));
+        }
         rounds.validating += validation.elapsed();
+        if !unchanged_here.is_empty() {
+            chunk_ids.retain(|id| !unchanged_here.contains(id));
+            rounds.unchanged[K::CLASS].extend(unchanged_here);
+        }
+        let cached = K::load(conn, peer_id, &chunk_ids).await?;
 
         let accepted = keys
             .check::<K>(conn, peer_id, candidates, &cached, report)
@@ -186,6 +252,7 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject>(
         // of natural keys, is one skipped object.
         skipped: (report.warning_count(K::CLASS.name()) - warned_before) as i64,
         cascaded: cascaded_count as i64,
+        unchanged: rounds.unchanged[K::CLASS].len() as i64,
     });
     let validated_here = rounds.validating - validated_before;
     report.timer(
@@ -216,6 +283,34 @@ pub(super) struct NaturalKeys {
 }
 
 impl NaturalKeys {
+    /// Accepts an object without reading its cached row when what the peer
+    /// sent has the digest stored with that row (`digests`, the peer's ids
+    /// → stored digests): the row holds its columns and natural key
+    /// already. Not when its id or its natural key came earlier in the
+    /// dump, or its row was parked: then it goes the usual way.
+    pub(super) fn keep_unchanged<K: CachedClass>(
+        &mut self,
+        id: i64,
+        fields: &K::Fields,
+        digests: &HashMap<i64, i64>,
+    ) -> bool {
+        let Some(digest) = fields.digest() else {
+            return false;
+        };
+        if digests.get(&id) != Some(&digest)
+            || self.accepted.contains(&id)
+            || self.parked.contains(&id)
+        {
+            return false;
+        }
+        let key = K::natural_key(fields).unwrap_or_default();
+        if !key.is_empty() && !self.claimed.insert(key.to_owned()) {
+            return false;
+        }
+        self.accepted.insert(id);
+        true
+    }
+
     /// Drops, with a warning, candidates whose id appeared before, whose
     /// natural key another authority uses here, or an earlier candidate
     /// claimed; parks the peer's other cached objects that hold the keys

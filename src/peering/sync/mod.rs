@@ -54,7 +54,7 @@ use crate::store::cache::{
 
 pub use cached::CachedIds;
 use cascade::{Cascade, Cascaded, delete_keys_of_gone_persons};
-use engine::{Rounds, sync_class};
+use engine::{Rounds, Unchanged, sync_class};
 use prepare::{prepare_key, prepare_node, prepare_person, prepare_site, prepare_slice};
 use relations::sync_relations;
 
@@ -90,6 +90,8 @@ pub async fn apply(
         chunk,
         delta: spool.is_delta(),
         validating: Duration::ZERO,
+        digests: cached.digests,
+        unchanged: Unchanged::default(),
     };
     let mut cascade = Cascade::default();
 

@@ -107,7 +107,7 @@ pub(super) async fn sync_relations(
 ) -> Result<()> {
     let started = Instant::now();
     let mut tallies = Tallies::default();
-    sync_person_memberships(conn, spool, rounds.chunk, ids, &mut tallies, report).await?;
+    sync_person_memberships(conn, spool, rounds, ids, &mut tallies, report).await?;
     sync_slice_memberships(conn, peer_id, spool, rounds, ids, &mut tallies, report).await?;
     let took = started.elapsed();
     // The rest: reading the spooled persons and slices again and building
@@ -124,7 +124,7 @@ pub(super) async fn sync_relations(
 pub(super) async fn sync_person_memberships(
     conn: &mut DbConn,
     spool: &mut Spool,
-    chunk: usize,
+    rounds: &Rounds,
     ids: &IdMaps,
     tallies: &mut Tallies,
     report: &mut ReportBuilder,
@@ -139,7 +139,8 @@ pub(super) async fn sync_person_memberships(
     let mut owner_of_key: HashMap<i64, i64> = HashMap::new();
     let mut missing_keys = Vec::new();
     let mut seen = HashSet::new();
-    for persons in spool.persons.chunks(chunk)? {
+    let unchanged = &rounds.unchanged;
+    for persons in spool.persons.chunks(rounds.chunk)? {
         let mut owners = Vec::new();
         let mut keys = HashSet::new();
         let mut sites = HashMap::new();
@@ -150,6 +151,29 @@ pub(super) async fn sync_person_memberships(
             else {
                 continue;
             };
+            // Its memberships stay as cached when it, its keys (still its
+            // own) and its sites are unchanged and its roles known; its
+            // keys still count as taken.
+            let settled = unchanged[Class::Persons].contains(&p.person_id)
+                && p.key_ids.iter().all(|k| {
+                    unchanged[Class::Keys].contains(k)
+                        && ids.classes[Class::Keys]
+                            .get(k)
+                            .and_then(|key| owner_of_key.get(key))
+                            .is_none_or(|&first| first == p.person_id)
+                })
+                && p.site_ids
+                    .iter()
+                    .all(|s| unchanged[Class::Sites].contains(s))
+                && p.role_ids.iter().all(|role| roles.contains(role));
+            if settled {
+                for k in &p.key_ids {
+                    if let Some(&key) = ids.classes[Class::Keys].get(k) {
+                        owner_of_key.insert(key, p.person_id);
+                    }
+                }
+                continue;
+            }
             owners.push(person);
             for k in &p.key_ids {
                 let Some(&key) = ids.classes[Class::Keys].get(k) else {
@@ -239,6 +263,20 @@ pub(super) async fn sync_slice_memberships(
             else {
                 continue;
             };
+            // Its memberships stay as cached when it and all its members
+            // are unchanged (a node of this registry's is not a peer's
+            // node, so a slice on one is always reconciled).
+            let unchanged = &rounds.unchanged;
+            if unchanged[Class::Slices].contains(&s.slice_id)
+                && s.node_ids
+                    .iter()
+                    .all(|n| unchanged[Class::Nodes].contains(n))
+                && s.person_ids
+                    .iter()
+                    .all(|p| unchanged[Class::Persons].contains(p))
+            {
+                continue;
+            }
             owners.push(slice);
             // A member the peer sent but that was skipped (with its own
             // warning) or not claimed is left out; one it never sent is a

@@ -78,6 +78,13 @@ pub trait CachedClass: Sized {
         peer_id: i64,
     ) -> impl Future<Output = Result<Vec<(i64, i64)>>> + Send;
 
+    /// Local ids and stored digests of all of a peer's cached rows: (peer's
+    /// id, local id, digest).
+    fn all_ids_and_digests(
+        conn: &mut DbConn,
+        peer_id: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, i64, Option<i64>)>>> + Send;
+
     /// Local ids of a peer's cached rows in one batch of the peer's ids
     /// (a range may hold ids not asked for): (peer's id, local id).
     fn ids_in(
@@ -324,6 +331,10 @@ macro_rules! cached_class {
                 self.sync_digest != other.sync_digest
                     && Self { sync_digest: other.sync_digest, ..self.clone() } == *other
             }
+
+            fn digest(&self) -> Option<i64> {
+                self.sync_digest
+            }
         }
 
         impl $changes {
@@ -366,6 +377,22 @@ macro_rules! cached_class {
                     $table::table
                         .filter($table::peer_id.eq(peer_id))
                         .select(($table::$peer_col.assume_not_null(), $table::$id))
+                )?)
+            }
+
+            async fn all_ids_and_digests(
+                conn: &mut DbConn,
+                peer_id: i64,
+            ) -> Result<Vec<(i64, i64, Option<i64>)>> {
+                Ok(load_rows!(
+                    conn,
+                    $table::table
+                        .filter($table::peer_id.eq(peer_id))
+                        .select((
+                            $table::$peer_col.assume_not_null(),
+                            $table::$id,
+                            $table::sync_digest,
+                        ))
                 )?)
             }
 

@@ -18,8 +18,9 @@
 //! # Connections
 //!
 //! PostgreSQL: a bb8 pool of `AsyncPgConnection` (pure-Rust driver, no
-//! libpq); every caller gets a pooled connection, one the server closed
-//! being replaced at checkout (noticed without a round trip). SQLite: a
+//! libpq), JIT compilation off; every caller gets a pooled connection, one
+//! the server closed being replaced at checkout (noticed without a round
+//! trip). SQLite: a
 //! bb8 pool of reader connections and one writer connection behind a
 //! mutex, all in WAL mode with foreign keys on and a busy timeout. One
 //! writer per process means SQLite writers queue in order instead of
@@ -299,6 +300,7 @@ impl Store {
             let mut config = ManagerConfig::<AsyncPgConnection>::default();
             config.recycling_method =
                 RecyclingMethod::CustomFunction(Box::new(|conn| closed_check(conn).boxed()));
+            config.custom_setup = Box::new(|url| establish_postgres(url.to_owned()).boxed());
             let manager = AsyncDieselConnectionManager::new_with_config(url, config);
             let pool = Pool::builder()
                 .max_size(PG_POOL_SIZE)
@@ -505,6 +507,21 @@ fn pool_error(e: impl std::fmt::Display) -> Error {
 /// Whether `url` names a PostgreSQL database rather than an SQLite file.
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Session settings of every PostgreSQL connection. JIT compilation is
+/// off: fedreg's statements are short (a page, a chunk, a digest range),
+/// yet PostgreSQL's estimates for a join over a list of ranges or a
+/// multi-row write can pass its JIT threshold, and compiling then costs
+/// more than running (100 ms per verification query at 100× huge).
+const POSTGRES_SETTINGS: &str = "SET jit = off";
+
+async fn establish_postgres(url: String) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let mut conn = AsyncPgConnection::establish(&url).await?;
+    conn.batch_execute(POSTGRES_SETTINGS)
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
 }
 
 async fn establish_sqlite(url: String) -> diesel::ConnectionResult<SqliteAsync> {

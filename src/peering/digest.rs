@@ -12,6 +12,7 @@
 //! registry of what it exports ([`crate::store::digests`] keeps them), the
 //! refreshing one of what it received, stored with each cached row.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 
 use prost::Message;
@@ -25,21 +26,40 @@ pub const ALGORITHM: u32 = 1;
 
 /// A peer object that has a digest.
 pub trait Digested: Message + Clone + Sized {
+    /// Whether the object is in its canonical form already (its lists
+    /// sorted, as a registry sends them), so that it is digested as it is.
+    fn is_canonical(&self) -> bool {
+        true
+    }
+
     /// Puts the object in its canonical form: lists sorted.
     fn normalize(&mut self) {}
 
     /// The object's digest, in `0..2^32`.
     fn digest(&self) -> i64 {
+        if self.is_canonical() {
+            return of_message(self);
+        }
         let mut canonical = self.clone();
         canonical.normalize();
-        of_bytes(&canonical.encode_to_vec())
+        of_message(&canonical)
     }
 }
 
-/// The digest of encoded bytes.
-fn of_bytes(bytes: &[u8]) -> i64 {
-    let hash = Sha256::digest(bytes);
-    i64::from(u32::from_be_bytes([hash[0], hash[1], hash[2], hash[3]]))
+thread_local! {
+    /// The encoding buffer of [`of_message`], reused by each thread.
+    static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The digest of a message's encoding.
+fn of_message(message: &impl Message) -> i64 {
+    ENCODED.with_borrow_mut(|buffer| {
+        buffer.clear();
+        // A Vec grows as needed: encoding into one cannot fail.
+        let _ = message.encode(buffer);
+        let hash = Sha256::digest(buffer.as_slice());
+        i64::from(u32::from_be_bytes([hash[0], hash[1], hash[2], hash[3]]))
+    })
 }
 
 impl Digested for pb::ExportedSite {}
@@ -47,6 +67,10 @@ impl Digested for pb::ExportedKey {}
 impl Digested for pb::ExportedNode {}
 
 impl Digested for pb::ExportedPerson {
+    fn is_canonical(&self) -> bool {
+        self.key_ids.is_sorted() && self.role_ids.is_sorted() && self.site_ids.is_sorted()
+    }
+
     fn normalize(&mut self) {
         self.key_ids.sort_unstable();
         self.role_ids.sort_unstable();
@@ -55,6 +79,10 @@ impl Digested for pb::ExportedPerson {
 }
 
 impl Digested for pb::ExportedSlice {
+    fn is_canonical(&self) -> bool {
+        self.node_ids.is_sorted() && self.person_ids.is_sorted()
+    }
+
     fn normalize(&mut self) {
         self.node_ids.sort_unstable();
         self.person_ids.sort_unstable();
@@ -103,6 +131,25 @@ mod tests {
         };
         assert_ne!(slice.digest(), fewer.digest());
         assert!((0..1 << 32).contains(&slice.digest()));
+    }
+
+    #[test]
+    fn a_digest_is_the_first_32_bits_of_the_sha256_of_the_sorted_encoding() {
+        let person = pb::ExportedPerson {
+            person_id: 3,
+            email: "ada@example.org".into(),
+            key_ids: vec![5, 2],
+            site_ids: vec![1],
+            ..Default::default()
+        };
+        let sorted = pb::ExportedPerson {
+            key_ids: vec![2, 5],
+            ..person.clone()
+        };
+        let hash = Sha256::digest(sorted.encode_to_vec());
+        let expected = i64::from(u32::from_be_bytes([hash[0], hash[1], hash[2], hash[3]]));
+        assert_eq!(person.digest(), expected);
+        assert_eq!(sorted.digest(), expected);
     }
 
     #[test]

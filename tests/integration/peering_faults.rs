@@ -410,6 +410,67 @@ async fn bad_peer_data_in_rounds_of(backend: Backend, chunk: usize) {
     assert_eq!(cached_slice[0].creator_person_id, Some(three.person_id));
 }
 
+/// A slice and a person whose digests do not change, with a member that
+/// the peer fixes between two full refreshes: the owner stays unchanged
+/// (its row is not read), yet the member, accepted now, joins it.
+async fn a_member_accepted_later_joins_its_unchanged_owner(backend: Backend) {
+    let mut batch = pb::PeerDataBatch {
+        sites: vec![site(1, "good")],
+        keys: vec![
+            key(1, &ssh_key("one@good")),
+            pb::ExportedKey {
+                key_type: "gpg".into(),
+                ..key(2, &ssh_key("two@good"))
+            },
+        ],
+        persons: vec![pb::ExportedPerson {
+            key_ids: vec![1, 2],
+            site_ids: vec![1],
+            primary_site_id: Some(1),
+            ..person(1, "ada@good.example.org")
+        }],
+        nodes: vec![
+            node(1, "n1.good.example.org", 1),
+            pb::ExportedNode {
+                boot_state: "exploded".into(),
+                ..node(2, "n2.good.example.org", 1)
+            },
+        ],
+        slices: vec![pb::ExportedSlice {
+            node_ids: vec![1, 2],
+            person_ids: vec![1],
+            ..slice(1, "good_one", 1)
+        }],
+        ..Default::default()
+    };
+    let fake = FakePeer::start(batch.clone()).await;
+    let (server, peer_id) = registry_peered_with(backend, &fake).await;
+    let first = try_refresh(&server, peer_id, false).await.unwrap();
+    assert_eq!(relation(&first, "slice_nodes").added, 1, "{first:#?}");
+    assert_eq!(relation(&first, "person_keys").added, 1, "{first:#?}");
+    let again = try_refresh(&server, peer_id, false).await.unwrap();
+    assert_eq!(writes(&again), 0, "{again:#?}");
+
+    batch.keys[1].key_type = "ssh".into();
+    batch.nodes[1].boot_state = "boot".into();
+    fake.serve(batch);
+    let fixed = try_refresh(&server, peer_id, false).await.unwrap();
+    let unchanged = |name: &str| class(&fixed, name).unchanged;
+    assert_eq!(
+        (unchanged("persons"), unchanged("slices")),
+        (1, 1),
+        "{fixed:#?}"
+    );
+    assert_eq!(
+        (class(&fixed, "keys").added, class(&fixed, "nodes").added),
+        (1, 1)
+    );
+    assert_eq!(relation(&fixed, "slice_nodes").added, 1, "{fixed:#?}");
+    assert_eq!(relation(&fixed, "person_keys").added, 1, "{fixed:#?}");
+    let settled = try_refresh(&server, peer_id, false).await.unwrap();
+    assert_eq!(writes(&settled), 0, "{settled:#?}");
+}
+
 /// One object per round: a key moves to a person of an earlier round (it
 /// must leave its old owner before it joins the new one, or the key's
 /// uniqueness would fail the refresh) and a login_base moves to a site of
@@ -515,4 +576,5 @@ backend_tests!(
     bad_peer_data_is_skipped_object_by_object,
     bad_peer_data_is_skipped_the_same_one_object_per_round,
     keys_and_names_move_between_objects_across_rounds,
+    a_member_accepted_later_joins_its_unchanged_owner,
 );

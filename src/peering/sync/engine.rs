@@ -34,6 +34,33 @@ pub(super) struct Rounds {
     pub(super) digests: PerClass<HashMap<i64, i64>>,
     /// The objects found unchanged so far.
     pub(super) unchanged: Unchanged,
+    /// Which classes' memberships are all as cached.
+    pub(super) settled: Settled,
+}
+
+/// Whether the memberships of a class (a person's keys, sites and roles;
+/// a slice's nodes and persons) are all as cached, so that the refresh
+/// skips reading them: every object of the class is unchanged and so are
+/// all its members, each role is known, and no key is listed twice (its
+/// owner would then be decided again).
+#[derive(Debug)]
+pub(super) struct Settled {
+    /// Per class, whether all its objects so far were settled.
+    pub(super) classes: PerClass<bool>,
+    /// The roles known here (loaded when persons were sent).
+    pub(super) roles: HashSet<i32>,
+    /// The keys the persons listed so far.
+    keys_listed: HashSet<i64>,
+}
+
+impl Default for Settled {
+    fn default() -> Settled {
+        Settled {
+            classes: PerClass::from_fn(|_| true),
+            roles: HashSet::new(),
+            keys_listed: HashSet::new(),
+        }
+    }
 }
 
 /// Per class, the peer's ids of the cached objects a full refresh found
@@ -50,6 +77,12 @@ pub(super) type Unchanged = PerClass<HashSet<i64>>;
 pub(super) trait Referring {
     /// Whether every object it refers to is unchanged.
     fn refers_to_unchanged(&self, unchanged: &Unchanged) -> bool;
+
+    /// Whether its memberships would be as cached were it unchanged
+    /// ([`Settled`]); notes what later objects are checked against.
+    fn members_settled(&self, _unchanged: &Unchanged, _settled: &mut Settled) -> bool {
+        true
+    }
 }
 
 /// Objects that refer to no other object in their own columns.
@@ -65,7 +98,25 @@ macro_rules! refers_to_nothing {
     };
 }
 
-refers_to_nothing!(ExportedSite, ExportedKey, ExportedPerson);
+refers_to_nothing!(ExportedSite, ExportedKey);
+
+impl Referring for pb::ExportedPerson {
+    fn refers_to_unchanged(&self, _: &Unchanged) -> bool {
+        true
+    }
+
+    fn members_settled(&self, unchanged: &Unchanged, settled: &mut Settled) -> bool {
+        let mut ok = self
+            .site_ids
+            .iter()
+            .all(|s| unchanged[Class::Sites].contains(s))
+            && self.role_ids.iter().all(|r| settled.roles.contains(r));
+        for key in &self.key_ids {
+            ok &= unchanged[Class::Keys].contains(key) && settled.keys_listed.insert(*key);
+        }
+        ok
+    }
+}
 
 impl Referring for pb::ExportedNode {
     fn refers_to_unchanged(&self, unchanged: &Unchanged) -> bool {
@@ -79,6 +130,16 @@ impl Referring for pb::ExportedSlice {
             && self
                 .creator_person_id
                 .is_none_or(|person| unchanged[Class::Persons].contains(&person))
+    }
+
+    fn members_settled(&self, unchanged: &Unchanged, _: &mut Settled) -> bool {
+        self.node_ids
+            .iter()
+            .all(|n| unchanged[Class::Nodes].contains(n))
+            && self
+                .person_ids
+                .iter()
+                .all(|p| unchanged[Class::Persons].contains(p))
     }
 }
 
@@ -145,11 +206,15 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
         let mut unchanged_here = HashSet::new();
         for object in chunk {
             let id = object.peer_object_id();
+            // Settled until shown otherwise below.
+            let settled = &mut rounds.settled.classes[K::CLASS];
+            let was_settled = std::mem::replace(settled, false);
             if let Err(e) = crate::registry::validate::peer_object_id("id", id) {
                 report.warn(K::CLASS.name(), id, "", e.to_string());
                 continue;
             }
             let references_unchanged = object.refers_to_unchanged(&rounds.unchanged);
+            let members_settled = object.members_settled(&rounds.unchanged, &mut rounds.settled);
             let Some((id, fields)) = prepare(object, report) else {
                 continue;
             };
@@ -158,6 +223,7 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
                 && keys.keep_unchanged::<K>(id, &fields, &rounds.digests[K::CLASS])
             {
                 unchanged_here.insert(id);
+                rounds.settled.classes[K::CLASS] = was_settled && members_settled;
                 continue;
             }
             candidates.push((id, fields));

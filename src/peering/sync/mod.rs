@@ -54,7 +54,7 @@ use crate::store::cache::{
 
 pub use cached::CachedIds;
 use cascade::{Cascade, Cascaded, delete_keys_of_gone_persons};
-use engine::{Rounds, Unchanged, sync_class};
+use engine::{Rounds, Settled, Unchanged, sync_class};
 use prepare::{prepare_key, prepare_node, prepare_person, prepare_site, prepare_slice};
 use relations::sync_relations;
 
@@ -92,6 +92,7 @@ pub async fn apply(
         validating: Duration::ZERO,
         digests: cached.digests,
         unchanged: Unchanged::default(),
+        settled: Settled::default(),
     };
     let mut cascade = Cascade::default();
 
@@ -127,6 +128,9 @@ pub async fn apply(
     )
     .await?;
 
+    if !spool.persons.is_empty() {
+        rounds.settled.roles = cache::known_roles(conn).await?;
+    }
     ids.classes[Class::Persons] = sync_class::<CachedPersons, _>(
         conn,
         peer_id,

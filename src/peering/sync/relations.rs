@@ -107,8 +107,13 @@ pub(super) async fn sync_relations(
 ) -> Result<()> {
     let started = Instant::now();
     let mut tallies = Tallies::default();
-    sync_person_memberships(conn, spool, rounds, ids, &mut tallies, report).await?;
-    sync_slice_memberships(conn, peer_id, spool, rounds, ids, &mut tallies, report).await?;
+    // A class whose memberships are all as cached is not read again.
+    if !rounds.settled.classes[Class::Persons] {
+        sync_person_memberships(conn, spool, rounds, ids, &mut tallies, report).await?;
+    }
+    if !rounds.settled.classes[Class::Slices] {
+        sync_slice_memberships(conn, peer_id, spool, rounds, ids, &mut tallies, report).await?;
+    }
     let took = started.elapsed();
     // The rest: reading the spooled persons and slices again and building
     // the pairs they list.
@@ -129,10 +134,7 @@ pub(super) async fn sync_person_memberships(
     tallies: &mut Tallies,
     report: &mut ReportBuilder,
 ) -> Result<()> {
-    let roles = match spool.persons.is_empty() {
-        true => HashSet::new(),
-        false => cache::known_roles(conn).await?,
-    };
+    let roles = &rounds.settled.roles;
     // A key belongs to one person: the first person that lists it keeps it.
     // A key may move from a person of a later round to one of an earlier
     // round, so keys are added once every round has removed its stale ones.

@@ -516,20 +516,24 @@ pub fn is_postgres_url(url: &str) -> bool {
 /// more than running (100 ms per verification query at 100× huge).
 const POSTGRES_SETTINGS: &str = "SET jit = off";
 
-async fn establish_postgres(url: String) -> diesel::ConnectionResult<AsyncPgConnection> {
-    let mut conn = AsyncPgConnection::establish(&url).await?;
-    conn.batch_execute(POSTGRES_SETTINGS)
+/// A new connection to `url` with its session `settings` applied.
+async fn establish_with<C: AsyncConnection + SimpleAsyncConnection>(
+    url: String,
+    settings: &str,
+) -> diesel::ConnectionResult<C> {
+    let mut conn = C::establish(&url).await?;
+    conn.batch_execute(settings)
         .await
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
 }
 
+async fn establish_postgres(url: String) -> diesel::ConnectionResult<AsyncPgConnection> {
+    establish_with(url, POSTGRES_SETTINGS).await
+}
+
 async fn establish_sqlite(url: String) -> diesel::ConnectionResult<SqliteAsync> {
-    let mut conn = SqliteAsync::establish(&url).await?;
-    conn.batch_execute(SQLITE_PRAGMAS)
-        .await
-        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-    Ok(conn)
+    establish_with(url, SQLITE_PRAGMAS).await
 }
 
 impl DbConn {

@@ -70,18 +70,36 @@ impl Default for Settled {
 /// and neither are their memberships when their members are unchanged.
 pub(super) type Unchanged = PerClass<HashSet<i64>>;
 
-/// An object whose translated columns depend on other objects of the
-/// refresh (a node's site, a slice's site and creator): it is unchanged
-/// only when those are, since a new local id or a newly accepted creator
-/// would change its row while its digest stays the same.
+/// The other objects of the refresh a peer's object depends on. Its
+/// translated columns depend on those it refers to (a node's site, a
+/// slice's site and creator): it is unchanged only when those are, since a
+/// new local id or a newly accepted creator would change its row while its
+/// digest stays the same. Its memberships depend on its members likewise.
 pub(super) trait Referring {
     /// Whether every object it refers to is unchanged.
     fn refers_to_unchanged(&self, unchanged: &Unchanged) -> bool;
 
-    /// Whether its memberships would be as cached were it unchanged
-    /// ([`Settled`]); notes what later objects are checked against.
-    fn members_settled(&self, _unchanged: &Unchanged, _settled: &mut Settled) -> bool {
+    /// Whether all its members are unchanged (a person's keys and sites,
+    /// its roles known; a slice's nodes and persons).
+    fn members_unchanged(&self, _unchanged: &Unchanged, _roles: &HashSet<i32>) -> bool {
         true
+    }
+
+    /// The keys it lists (a person's), each of which belongs to one owner.
+    fn listed_keys(&self) -> &[i64] {
+        &[]
+    }
+}
+
+impl Settled {
+    /// Whether `object`'s memberships would be as cached were it
+    /// unchanged; notes the keys it lists, which no later object may list.
+    fn members_settled<T: Referring>(&mut self, object: &T, unchanged: &Unchanged) -> bool {
+        let mut settled = object.members_unchanged(unchanged, &self.roles);
+        for key in object.listed_keys() {
+            settled &= self.keys_listed.insert(*key);
+        }
+        settled
     }
 }
 
@@ -105,16 +123,19 @@ impl Referring for pb::ExportedPerson {
         true
     }
 
-    fn members_settled(&self, unchanged: &Unchanged, settled: &mut Settled) -> bool {
-        let mut ok = self
-            .site_ids
+    fn members_unchanged(&self, unchanged: &Unchanged, roles: &HashSet<i32>) -> bool {
+        self.key_ids
             .iter()
-            .all(|s| unchanged[Class::Sites].contains(s))
-            && self.role_ids.iter().all(|r| settled.roles.contains(r));
-        for key in &self.key_ids {
-            ok &= unchanged[Class::Keys].contains(key) && settled.keys_listed.insert(*key);
-        }
-        ok
+            .all(|k| unchanged[Class::Keys].contains(k))
+            && self
+                .site_ids
+                .iter()
+                .all(|s| unchanged[Class::Sites].contains(s))
+            && self.role_ids.iter().all(|r| roles.contains(r))
+    }
+
+    fn listed_keys(&self) -> &[i64] {
+        &self.key_ids
     }
 }
 
@@ -132,7 +153,7 @@ impl Referring for pb::ExportedSlice {
                 .is_none_or(|person| unchanged[Class::Persons].contains(&person))
     }
 
-    fn members_settled(&self, unchanged: &Unchanged, _: &mut Settled) -> bool {
+    fn members_unchanged(&self, unchanged: &Unchanged, _: &HashSet<i32>) -> bool {
         self.node_ids
             .iter()
             .all(|n| unchanged[Class::Nodes].contains(n))
@@ -214,7 +235,7 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
                 continue;
             }
             let references_unchanged = object.refers_to_unchanged(&rounds.unchanged);
-            let members_settled = object.members_settled(&rounds.unchanged, &mut rounds.settled);
+            let members_settled = rounds.settled.members_settled(&object, &rounds.unchanged);
             let Some((id, fields)) = prepare(object, report) else {
                 continue;
             };

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::IdMaps;
-use super::engine::Rounds;
+use super::engine::{Referring, Rounds};
 use crate::class::{Class, PerRelation};
 use crate::error::Result;
 use crate::peering::diff::{diff_memberships, diff_sets};
@@ -157,17 +157,13 @@ pub(super) async fn sync_person_memberships(
             // own) and its sites are unchanged and its roles known; its
             // keys still count as taken.
             let settled = unchanged[Class::Persons].contains(&p.person_id)
+                && p.members_unchanged(unchanged, roles)
                 && p.key_ids.iter().all(|k| {
-                    unchanged[Class::Keys].contains(k)
-                        && ids.classes[Class::Keys]
-                            .get(k)
-                            .and_then(|key| owner_of_key.get(key))
-                            .is_none_or(|&first| first == p.person_id)
-                })
-                && p.site_ids
-                    .iter()
-                    .all(|s| unchanged[Class::Sites].contains(s))
-                && p.role_ids.iter().all(|role| roles.contains(role));
+                    ids.classes[Class::Keys]
+                        .get(k)
+                        .and_then(|key| owner_of_key.get(key))
+                        .is_none_or(|&first| first == p.person_id)
+                });
             if settled {
                 for k in &p.key_ids {
                     if let Some(&key) = ids.classes[Class::Keys].get(k) {
@@ -268,14 +264,8 @@ pub(super) async fn sync_slice_memberships(
             // Its memberships stay as cached when it and all its members
             // are unchanged (a node of this registry's is not a peer's
             // node, so a slice on one is always reconciled).
-            let unchanged = &rounds.unchanged;
-            if unchanged[Class::Slices].contains(&s.slice_id)
-                && s.node_ids
-                    .iter()
-                    .all(|n| unchanged[Class::Nodes].contains(n))
-                && s.person_ids
-                    .iter()
-                    .all(|p| unchanged[Class::Persons].contains(p))
+            if rounds.unchanged[Class::Slices].contains(&s.slice_id)
+                && s.members_unchanged(&rounds.unchanged, &rounds.settled.roles)
             {
                 continue;
             }

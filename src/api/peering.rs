@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::peering::announce::{self, Checkpoints, FollowStream};
 use crate::peering::digest_service;
-use crate::peering::export::{self, PeerDataStream};
+use crate::peering::export::{self, Audience, PeerDataStream};
 use crate::peering::outbox::Delivery;
 use crate::proto::v1 as pb;
 use crate::proto::v1::peering_service_server::PeeringService;
@@ -88,7 +88,7 @@ impl PeeringService for PeeringApi {
         // A peer gets its own nodes as cached here (PeerNodes); an admin
         // calling by hand gets the local objects only.
         let principal = request.extensions().get::<Principal>();
-        let caller_peer = principal.and_then(|p| p.peer_id);
+        let audience = Audience::of(principal.and_then(|p| p.peer_id));
         let slot = self.slot(principal, "GetPeerData")?;
         let request = request.into_inner();
         if let Some(only) = &request.only {
@@ -108,7 +108,7 @@ impl PeeringService for PeeringApi {
         }
         let request = export::Request {
             registry_name: self.registry_name.clone(),
-            caller_peer,
+            audience,
             since: request.since,
             // Checked when the call was authenticated.
             token_id: None,
@@ -136,7 +136,7 @@ impl PeeringService for PeeringApi {
             token_id: principal.as_ref().map(|p| p.token_id),
             changes: request.include_changes.then(|| export::Request {
                 registry_name: self.registry_name.clone(),
-                caller_peer: principal.as_ref().and_then(|p| p.peer_id),
+                audience: Audience::of(principal.as_ref().and_then(|p| p.peer_id)),
                 since: None,
                 token_id: principal.as_ref().map(|p| p.token_id),
                 only: None,
@@ -146,7 +146,12 @@ impl PeeringService for PeeringApi {
         };
         let checkpoints = self.checkpoints.get_or_init(|| {
             let reads = self.metrics.follow_reads();
-            Checkpoints::start(self.store.clone(), reads, self.stop.clone())
+            Checkpoints::start(
+                self.store.clone(),
+                self.registry_name.clone(),
+                reads,
+                self.stop.clone(),
+            )
         });
         Ok(Response::new(announce::stream(
             self.store.clone(),

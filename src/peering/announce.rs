@@ -11,11 +11,15 @@
 //! come from another process that does not notify), the heartbeat
 //! announces the change (the safety net; the notification is the path).
 //! An event carries the checkpoint, and, when the caller asked for them
-//! and they are small, the changes since the previous event, read for
-//! that caller as a delta `GetPeerData` would stream them: the caller then
-//! applies them without a call of its own. Otherwise (or when the caller's
-//! cache is not where the changes start) the caller fetches them with a
-//! delta `GetPeerData`, so what a stream misses costs latency, never data.
+//! and they are small, the changes since the previous event, as a delta
+//! `GetPeerData` would stream them to that caller: the caller then applies
+//! them without a call of its own. While streams ask for them, the same
+//! task reads each move's changes once for all of them, after publishing
+//! the checkpoint ([`carried::SharedChanges`]): a change costs two reads
+//! however many streams follow, with or without the changes. A stream that
+//! is not where the shared changes start reads its own. Changes that are
+//! not carried the caller fetches with a delta `GetPeerData`, so what a
+//! stream misses costs latency, never data.
 //!
 //! Each stream's announcer is a task that hands its events over through an
 //! [`outbox`]: a caller that leaves an event unread for the send timeout
@@ -27,19 +31,22 @@
 //! A stream lives no longer than the token it was opened with: it ends
 //! when its [`StreamSlot`] says the token was revoked (at once for
 //! `RevokeToken`, within the token cache period for a token revoked by
-//! another process), and every event that reads the database (a heartbeat,
-//! carried changes) first checks that the token still exists.
+//! another process), and every event that reads the database for the
+//! stream (a heartbeat, its own changes) first checks that the token still
+//! exists.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
-use prost::Message;
+use futures_util::Stream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use super::carried::{self, Carried, SharedChanges};
 use super::export;
 use super::outbox::{self, Delivery};
 use crate::api::sessions::StreamSlot;
@@ -52,10 +59,6 @@ use crate::store::{DbConn, Store, revisions, tokens};
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 /// Longest heartbeat period a caller may ask for.
 pub const MAX_HEARTBEAT_SECONDS: u32 = 3600;
-/// Changes spanning more revisions than this are left to `GetPeerData`.
-const MAX_CARRIED_REVISIONS: i64 = 256;
-/// Changes whose encoding outgrows this are left to `GetPeerData`.
-const MAX_CARRIED_BYTES: usize = 1024 * 1024;
 /// Events buffered between the announcer and the network.
 const CHANNEL_DEPTH: usize = 4;
 
@@ -79,34 +82,66 @@ pub struct Subscription {
     pub slot: Option<StreamSlot>,
 }
 
-/// The registry's checkpoint as commits move it, read once per commit
-/// notification by one task and shared by every `Follow` stream.
+/// The registry's checkpoint as commits move it, and the changes of each
+/// move while streams ask for them, read once per commit notification by
+/// one task and shared by every `Follow` stream.
 #[derive(Clone)]
 pub struct Checkpoints {
     latest: watch::Receiver<Option<pb::Checkpoint>>,
+    changes: watch::Receiver<Option<Arc<SharedChanges>>>,
+    /// How many streams ask for the changes.
+    wanting: Arc<AtomicUsize>,
     /// Counts the reads made for the streams, this task's and theirs.
     reads: ReadCounter,
 }
 
 impl Checkpoints {
-    /// Starts the task that reads `store`'s checkpoint after each commit,
-    /// until `stop` is cancelled, counting its reads and those of the
-    /// streams in `reads`.
-    pub fn start(store: Store, reads: ReadCounter, stop: CancellationToken) -> Checkpoints {
-        let (latest, receiver) = watch::channel(None);
+    /// Starts the task that reads `store`'s checkpoint after each commit
+    /// (and the changes, while streams ask for them, as this registry,
+    /// `registry_name`, serves them), until `stop` is cancelled, counting
+    /// its reads and those of the streams in `reads`.
+    pub fn start(
+        store: Store,
+        registry_name: String,
+        reads: ReadCounter,
+        stop: CancellationToken,
+    ) -> Checkpoints {
+        let (latest, latest_receiver) = watch::channel(None);
+        let (changes, changes_receiver) = watch::channel(None);
+        let wanting = Arc::new(AtomicUsize::new(0));
         // Subscribed before the first read: a commit after it wakes the task.
         let mut wakes = store.changes();
-        let counted = reads.clone();
+        let (counted, wanted) = (reads.clone(), wanting.clone());
         tokio::spawn(async move {
+            // Where the changes last published end.
+            let mut changes_end: Option<pb::Checkpoint> = None;
             loop {
                 counted.read();
                 match read_checkpoint(&store).await {
                     Ok(read) => {
                         latest.send_if_modified(|known| {
                             let moved = known.as_ref() != Some(&read);
-                            *known = Some(read);
+                            *known = Some(read.clone());
                             moved
                         });
+                        changes_end = match changes_end.take() {
+                            Some(end) if end != read && wanted.load(Ordering::Relaxed) > 0 => {
+                                let shared = SharedChanges::read(
+                                    &store,
+                                    &counted,
+                                    &registry_name,
+                                    end,
+                                    read,
+                                )
+                                .await;
+                                let reached = shared.reached.clone();
+                                changes.send_replace(Some(Arc::new(shared)));
+                                Some(reached)
+                            }
+                            // Nothing moved, or no stream to read them for:
+                            // the next changes start here.
+                            _ => Some(read),
+                        };
                     }
                     // The streams' heartbeats read it themselves.
                     Err(e) => tracing::warn!(error = %e, "follow: reading the checkpoint"),
@@ -118,7 +153,9 @@ impl Checkpoints {
             }
         });
         Checkpoints {
-            latest: receiver,
+            latest: latest_receiver,
+            changes: changes_receiver,
+            wanting,
             reads,
         }
     }
@@ -146,6 +183,10 @@ struct Announcer {
     slot: Option<StreamSlot>,
     /// The checkpoint after the last commit, from [`Checkpoints`].
     latest: watch::Receiver<Option<pb::Checkpoint>>,
+    /// The changes of the last move, from [`Checkpoints`].
+    shared: watch::Receiver<Option<Arc<SharedChanges>>>,
+    /// Counts the stream among those asking for the changes, if it does.
+    _wanting: Option<Wanting>,
     reads: ReadCounter,
     stop: CancellationToken,
     heartbeat: Duration,
@@ -183,6 +224,12 @@ pub fn stream(
     // Subscribed before the first read: a commit after it wakes the stream.
     let mut latest = checkpoints.latest.clone();
     latest.mark_unchanged();
+    let mut shared = checkpoints.changes.clone();
+    shared.mark_unchanged();
+    let wanting = subscription
+        .changes
+        .is_some()
+        .then(|| Wanting::new(&checkpoints.wanting));
     let delivery = Delivery {
         send_timeout,
         // The announcer watches the revocation itself, while it waits.
@@ -195,6 +242,8 @@ pub fn stream(
         changes: subscription.changes,
         slot: subscription.slot,
         latest,
+        shared,
+        _wanting: wanting,
         reads: checkpoints.reads.clone(),
         stop,
         heartbeat: subscription.heartbeat,
@@ -230,48 +279,71 @@ impl Announcer {
                 Stop,
                 Revoked,
                 Commit,
+                Changes,
                 Heartbeat,
             }
+            // Once it has announced a checkpoint, a stream that asks for the
+            // changes waits on the shared changes, the others on the
+            // checkpoint.
+            let carries = self.changes.is_some() && self.announced.is_some();
             let woken = tokio::select! {
                 biased;
                 () = self.stop.cancelled() => Woken::Stop,
                 () = revoked_slot(&mut self.slot) => Woken::Revoked,
-                changed = self.latest.changed() => match changed {
+                changed = self.latest.changed(), if !carries => match changed {
                     Ok(()) => Woken::Commit,
+                    Err(_) => Woken::Stop,
+                },
+                changed = self.shared.changed(), if carries => match changed {
+                    Ok(()) => Woken::Changes,
                     Err(_) => Woken::Stop,
                 },
                 _ = tokio::time::sleep_until(self.next_heartbeat) => Woken::Heartbeat,
             };
-            let heartbeat_due = match woken {
+            match woken {
                 Woken::Stop => return None,
                 Woken::Revoked => return Some(Err(revoked())),
-                Woken::Commit => false,
-                Woken::Heartbeat => true,
-            };
-            let carries = self.changes.is_some() && self.announced.is_some();
-            if !heartbeat_due && !carries {
-                // The checkpoint as published: no read of this stream's
-                // own (its token's revocation ends it through its slot).
-                let latest = self.latest.borrow_and_update().clone();
-                match latest {
-                    Some(latest) if self.is_new(&latest) => {
-                        return Some(Ok(self.sent(latest, false, None)));
+                Woken::Commit => {
+                    // The checkpoint as published: no read of this stream's
+                    // own (its token's revocation ends it through its slot).
+                    let latest = self.latest.borrow_and_update().clone();
+                    match latest {
+                        Some(latest) if self.is_new(&latest) => {
+                            return Some(Ok(self.sent(latest, false, None)));
+                        }
+                        _ => continue,
                     }
-                    _ => continue,
                 }
-            }
-            if !heartbeat_due {
-                // Straight to the changes, whose read checks the token:
-                // their snapshot says whether anything moved (a revoked
-                // token fails it, and the look below ends the stream).
-                match self.carried(None).await {
-                    Carried::Unchanged => continue,
-                    Carried::Changes(reached, changes) => {
-                        return Some(Ok(self.sent(reached, false, Some(changes))));
+                Woken::Changes => {
+                    let shared = self.shared.borrow_and_update().clone();
+                    match shared {
+                        Some(shared) if !self.is_new(&shared.reached) => continue,
+                        // The shared changes, cut to the caller: no read of
+                        // this stream's own.
+                        Some(shared) if self.announced.as_ref() == Some(&shared.since) => {
+                            let changes = self
+                                .changes
+                                .as_ref()
+                                .and_then(|request| shared.for_audience(request.audience));
+                            return Some(Ok(self.sent(shared.reached.clone(), false, changes)));
+                        }
+                        _ => {}
                     }
-                    Carried::Not => {}
+                    // Behind them: straight to its own, whose read checks the
+                    // token; their snapshot says whether anything moved (a
+                    // revoked token fails it, and the look below ends the
+                    // stream).
+                    match self.carried(None).await {
+                        Carried::Unchanged => continue,
+                        Carried::Changes(reached, changes) => {
+                            return Some(Ok(self.sent(reached, false, Some(changes))));
+                        }
+                        Carried::Not => {}
+                    }
                 }
+                Woken::Heartbeat => {}
             }
+            let heartbeat_due = matches!(woken, Woken::Heartbeat);
             let current = match self.current().await {
                 Ok(current) => current,
                 Err(e) => return Some(Err(e)),
@@ -309,71 +381,14 @@ impl Announcer {
         self.sent(current, false, None)
     }
 
-    /// The changes from the checkpoint last announced on, when the caller
-    /// wants them and they are small (within [`MAX_CARRIED_REVISIONS`] of
-    /// it, `current` when known, and [`MAX_CARRIED_BYTES`]). Reading them
-    /// is an optimisation: on any failure, the caller fetches them itself.
+    /// The changes from the checkpoint last announced on, read for this
+    /// stream, when the caller wants them and they can be carried
+    /// (`current`, when known, is where they would end).
     async fn carried(&self, current: Option<&pb::Checkpoint>) -> Carried {
         let (Some(request), Some(since)) = (self.changes.as_ref(), self.announced.as_ref()) else {
             return Carried::Not;
         };
-        let within_reach = |to: &pb::Checkpoint| {
-            to.epoch == since.epoch && to.revision - since.revision <= MAX_CARRIED_REVISIONS
-        };
-        if current.is_some_and(|c| !within_reach(c)) {
-            return Carried::Not;
-        }
-        self.reads.read();
-        let mut stream = export::stream(
-            self.store.clone(),
-            export::Request {
-                since: Some(since.clone()),
-                ..request.clone()
-            },
-            Delivery::default(),
-        );
-        let (mut chunks, mut bytes, mut reached) = (Vec::new(), 0, None);
-        // Leaving early drops the stream, which stops its reader.
-        while let Some(chunk) = stream.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    tracing::debug!(error = %e.message(), "follow: reading changes");
-                    return Carried::Not;
-                }
-            };
-            if let Some(pb::peer_data_chunk::Part::Header(h)) = &chunk.part {
-                let Some(to) = h.checkpoint.as_ref() else {
-                    return Carried::Not;
-                };
-                if h.kind() != pb::SnapshotKind::Delta || !within_reach(to) {
-                    return Carried::Not;
-                }
-                if to == since {
-                    return Carried::Unchanged;
-                }
-                reached = Some(to.clone());
-            }
-            bytes += chunk.encoded_len();
-            if bytes > MAX_CARRIED_BYTES {
-                return Carried::Not;
-            }
-            let last = matches!(chunk.part, Some(pb::peer_data_chunk::Part::Trailer(_)));
-            chunks.push(chunk);
-            if last {
-                // Complete: no need to wait for the reader to close its
-                // transaction.
-                break;
-            }
-        }
-        let changes = pb::FollowChanges {
-            since: Some(since.clone()),
-            chunks,
-        };
-        match reached {
-            Some(reached) => Carried::Changes(reached, changes),
-            None => Carried::Not,
-        }
+        carried::for_stream(&self.store, &self.reads, request, since, current).await
     }
 
     /// Records `checkpoint` as announced and makes its event.
@@ -426,13 +441,18 @@ fn revoked() -> Error {
     Error::Unauthenticated("the token was revoked; the Follow stream ends".into())
 }
 
-/// What came of reading the changes an event may carry.
-enum Carried {
-    /// Nothing moved since the checkpoint last announced.
-    Unchanged,
-    /// The changes, and the checkpoint they reach.
-    Changes(pb::Checkpoint, pb::FollowChanges),
-    /// Not carried (too many, another epoch, a failure): the caller
-    /// fetches them.
-    Not,
+/// Counts a stream among those asking for the changes while it lives.
+struct Wanting(Arc<AtomicUsize>);
+
+impl Wanting {
+    fn new(count: &Arc<AtomicUsize>) -> Wanting {
+        count.fetch_add(1, Ordering::Relaxed);
+        Wanting(count.clone())
+    }
+}
+
+impl Drop for Wanting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

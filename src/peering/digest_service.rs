@@ -250,7 +250,7 @@ async fn read_changes(store: &Store, since: Option<pb::Checkpoint>) -> Result<Di
         store.clone(),
         export::Request {
             registry_name: String::new(),
-            caller_peer: None,
+            audience: export::Audience::Admin,
             since,
             token_id: None,
             only: None,

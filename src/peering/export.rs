@@ -48,6 +48,8 @@ use crate::store::cache::{
 use crate::store::revisions::{self, History};
 use crate::store::{DbConn, Store, nodes, now, tokens};
 
+pub use crate::store::cache::Audience;
+
 /// Version of the dump's layout, sent in the header.
 pub const SCHEMA_VERSION: i32 = 1;
 
@@ -71,9 +73,9 @@ pub type PeerDataStream = Inbox<pb::PeerDataChunk>;
 pub struct Request {
     /// The name this registry announces.
     pub registry_name: String,
-    /// The calling peer, whose own nodes cached here are sent as
-    /// `PeerNodes`; `None` for an admin.
-    pub caller_peer: Option<i64>,
+    /// Whom the stream is for: a peer gets its own nodes cached here (as
+    /// `PeerNodes` and among its slices' nodes), an admin none.
+    pub audience: Audience,
     /// The caller's checkpoint, for a delta.
     pub since: Option<pb::Checkpoint>,
     /// A token that must still exist in the snapshot (the token of the
@@ -87,63 +89,157 @@ pub struct Request {
 /// Starts streaming the local objects.
 pub fn stream(store: Store, request: Request, delivery: Delivery) -> PeerDataStream {
     outbox::spawn("GetPeerData", CHANNEL_DEPTH, delivery, |out| async move {
-        produce(&store, &request, out).await
+        let mut conn = store.read_for_stream().await?;
+        let packer = Packer::new(Link::Stream(out));
+        conn.snapshot(|c| Box::pin(write(c, &request, packer)))
+            .await
+            .map(drop)
     })
 }
 
-async fn produce(store: &Store, request: &Request, link: Outbox<pb::PeerDataChunk>) -> Result<()> {
-    let mut conn = store.read_for_stream().await?;
-    conn.snapshot(|c| {
-        Box::pin(async move {
-            if let Some(token_id) = request.token_id
-                && !tokens::exists(c, token_id).await?
-            {
-                return Err(Error::Unauthenticated(format!(
-                    "token {token_id} was revoked; the stream ends"
-                )));
+/// How much a delta read into memory ([`collect`]) may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Most revisions between the caller's checkpoint and the snapshot's.
+    pub revisions: i64,
+    /// Most encoded bytes.
+    pub bytes: usize,
+}
+
+/// A delta read into memory, whole, for an [`Audience`].
+#[derive(Debug)]
+pub struct Collected {
+    /// The chunks, from the header to the trailer.
+    chunks: Vec<pb::PeerDataChunk>,
+    /// The peer of each cached node the chunks show.
+    owners: HashMap<i64, i64>,
+}
+
+impl Collected {
+    /// The checkpoint the delta reaches.
+    pub fn reached(&self) -> Option<&pb::Checkpoint> {
+        match self.chunks.first()?.part.as_ref()? {
+            pb::peer_data_chunk::Part::Header(header) => header.checkpoint.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The chunks as a stream for `audience` carries them: of the nodes
+    /// cached here, only those of the audience's peer, in the slices' node
+    /// lists, the `PeerNodes` and the trailer's count.
+    pub fn for_audience(&self, audience: Audience) -> Vec<pb::PeerDataChunk> {
+        use pb::peer_data_chunk::Part;
+        let shown = |node_id: &i64| {
+            self.owners
+                .get(node_id)
+                .is_none_or(|&peer_id| audience.shown(peer_id))
+        };
+        let mut peer_nodes = 0;
+        let mut chunks = self.chunks.clone();
+        for chunk in &mut chunks {
+            match &mut chunk.part {
+                Some(Part::Batch(batch)) => {
+                    batch.peer_nodes.retain(|n| shown(&n.node_id));
+                    peer_nodes += batch.peer_nodes.len() as i64;
+                    for slice in &mut batch.slices {
+                        slice.node_ids.retain(shown);
+                    }
+                }
+                Some(Part::Trailer(trailer)) => trailer.peer_nodes = peer_nodes,
+                _ => {}
             }
-            let history = revisions::history(c).await?;
-            let (selection, full_reason) = match &request.only {
-                Some(_) => (Selection::Listed, String::new()),
-                None => Selection::serving(request.since.as_ref(), &history),
-            };
-            let checkpoint = pb::Checkpoint {
-                epoch: history.epoch,
-                revision: history.revision,
-            };
-            let mut out = Packer::new(link);
-            if let Selection::ChangedSince(revision) = selection {
-                out.changed = out.read(revisions::changed_since(c, revision)).await?;
-            }
-            if let Some(only) = &request.only {
-                out.changed = listed(only);
-            }
-            out.send(pb::peer_data_chunk::Part::Header(pb::PeerDataHeader {
-                registry_name: request.registry_name.clone(),
-                schema_version: SCHEMA_VERSION,
-                snapshot_time: registry::timestamp(now()),
-                checkpoint: Some(checkpoint.clone()),
-                kind: selection.kind() as i32,
-                full_reason,
-            }))
-            .await?;
-            export(&mut Sites, c, &mut out, selection).await?;
-            export(&mut Keys, c, &mut out, selection).await?;
-            export(&mut Persons, c, &mut out, selection).await?;
-            export(&mut Nodes, c, &mut out, selection).await?;
-            if let (Some(peer_id), Selection::Everything) = (request.caller_peer, selection) {
-                export_peer_nodes(c, peer_id, &mut out).await?;
-            }
-            let mut slices = Slices {
-                caller_peer: request.caller_peer,
-                delta: selection != Selection::Everything,
-                reserved: None,
-            };
-            export(&mut slices, c, &mut out, selection).await?;
-            out.finish(checkpoint).await
-        })
-    })
-    .await
+        }
+        chunks
+    }
+}
+
+/// Reads the delta that `request` asks for into memory, in one snapshot.
+/// Fails when it would not be a delta within `bounds`, besides the
+/// failures of a stream.
+pub async fn collect(store: &Store, request: &Request, bounds: Bounds) -> Result<Collected> {
+    let mut conn = store.read().await?;
+    let packer = Packer::new(Link::Collect {
+        bounds,
+        chunks: Vec::new(),
+        bytes: 0,
+    });
+    let packer = conn
+        .snapshot(|c| Box::pin(write(c, request, packer)))
+        .await?;
+    match packer.link {
+        Link::Collect { chunks, .. } => Ok(Collected {
+            chunks,
+            owners: packer.owners,
+        }),
+        Link::Stream(_) => unreachable!("collected into memory"),
+    }
+}
+
+/// Writes the snapshot that `request` asks for, read through `c`, to
+/// `out`; returns the packer once the trailer is written.
+async fn write(c: &mut DbConn, request: &Request, mut out: Packer) -> Result<Packer> {
+    if let Some(token_id) = request.token_id
+        && !tokens::exists(c, token_id).await?
+    {
+        return Err(Error::Unauthenticated(format!(
+            "token {token_id} was revoked; the stream ends"
+        )));
+    }
+    let history = revisions::history(c).await?;
+    let (selection, full_reason) = match &request.only {
+        Some(_) => (Selection::Listed, String::new()),
+        None => Selection::serving(request.since.as_ref(), &history),
+    };
+    let checkpoint = pb::Checkpoint {
+        epoch: history.epoch,
+        revision: history.revision,
+    };
+    // What is read into memory, or for every peer at once (whose full
+    // snapshot would lack the peers' `PeerNodes`), is a bounded delta.
+    let most_revisions = match (&out.link, request.audience) {
+        (Link::Collect { bounds, .. }, _) => Some(bounds.revisions),
+        (Link::Stream(_), Audience::EveryPeer) => Some(i64::MAX),
+        (Link::Stream(_), Audience::Admin | Audience::Peer(_)) => None,
+    };
+    if let Some(most) = most_revisions {
+        let within =
+            matches!(selection, Selection::ChangedSince(since) if history.revision - since <= most);
+        if !within {
+            return Err(Error::FailedPrecondition(format!(
+                "not a delta within {most} revisions"
+            )));
+        }
+    }
+    if let Selection::ChangedSince(revision) = selection {
+        out.changed = out.read(revisions::changed_since(c, revision)).await?;
+    }
+    if let Some(only) = &request.only {
+        out.changed = listed(only);
+    }
+    out.send(pb::peer_data_chunk::Part::Header(pb::PeerDataHeader {
+        registry_name: request.registry_name.clone(),
+        schema_version: SCHEMA_VERSION,
+        snapshot_time: registry::timestamp(now()),
+        checkpoint: Some(checkpoint.clone()),
+        kind: selection.kind() as i32,
+        full_reason,
+    }))
+    .await?;
+    export(&mut Sites, c, &mut out, selection).await?;
+    export(&mut Keys, c, &mut out, selection).await?;
+    export(&mut Persons, c, &mut out, selection).await?;
+    export(&mut Nodes, c, &mut out, selection).await?;
+    if let (Audience::Peer(peer_id), Selection::Everything) = (request.audience, selection) {
+        export_peer_nodes(c, peer_id, &mut out).await?;
+    }
+    let mut slices = Slices {
+        audience: request.audience,
+        delta: selection != Selection::Everything,
+        reserved: None,
+    };
+    export(&mut slices, c, &mut out, selection).await?;
+    out.finish(checkpoint).await?;
+    Ok(out)
 }
 
 /// Which objects a stream carries.
@@ -208,9 +304,23 @@ impl Selection {
     }
 }
 
+/// Where a [`Packer`]'s chunks go.
+enum Link {
+    /// To a stream's caller.
+    Stream(Outbox<pb::PeerDataChunk>),
+    /// Into memory, within bounds.
+    Collect {
+        bounds: Bounds,
+        chunks: Vec<pb::PeerDataChunk>,
+        bytes: usize,
+    },
+}
+
 /// Packs objects into batches of bounded size and sends them.
 struct Packer {
-    link: Outbox<pb::PeerDataChunk>,
+    link: Link,
+    /// The peer of each cached node sent as a `PeerNode` with the slices.
+    owners: HashMap<i64, i64>,
     /// For a delta, the changed ids per class, taken by each class's pages.
     changed: PerClass<Vec<i64>>,
     batch: pb::PeerDataBatch,
@@ -220,9 +330,10 @@ struct Packer {
 }
 
 impl Packer {
-    fn new(link: Outbox<pb::PeerDataChunk>) -> Packer {
+    fn new(link: Link) -> Packer {
         Packer {
             link,
+            owners: HashMap::new(),
             changed: PerClass::default(),
             batch: pb::PeerDataBatch::default(),
             bytes: 0,
@@ -271,7 +382,25 @@ impl Packer {
     }
 
     async fn send(&mut self, part: pb::peer_data_chunk::Part) -> Result<()> {
-        self.link.send(pb::PeerDataChunk { part: Some(part) }).await
+        let chunk = pb::PeerDataChunk { part: Some(part) };
+        match &mut self.link {
+            Link::Stream(outbox) => outbox.send(chunk).await,
+            Link::Collect {
+                bounds,
+                chunks,
+                bytes,
+            } => {
+                *bytes += chunk.encoded_len();
+                if *bytes > bounds.bytes {
+                    return Err(Error::ResourceExhausted(format!(
+                        "the delta outgrows {} bytes",
+                        bounds.bytes
+                    )));
+                }
+                chunks.push(chunk);
+                Ok(())
+            }
+        }
     }
 
     /// Times a database read.
@@ -282,7 +411,7 @@ impl Packer {
         Ok(value)
     }
 
-    async fn finish(mut self, checkpoint: pb::Checkpoint) -> Result<()> {
+    async fn finish(&mut self, checkpoint: pb::Checkpoint) -> Result<()> {
         self.flush().await?;
         self.trailer.db_seconds = self.db_time.as_secs_f64();
         self.trailer.checkpoint = Some(checkpoint);
@@ -608,8 +737,8 @@ async fn export_peer_nodes(conn: &mut DbConn, peer_id: i64, out: &mut Packer) ->
 /// persons. Every id a peer receives is of an object it receives too, or
 /// of its own.
 struct Slices {
-    /// The peer the stream goes to, if any.
-    caller_peer: Option<i64>,
+    /// Whom the stream is for.
+    audience: Audience,
     /// Whether the stream is a delta.
     delta: bool,
     /// The nodes with a slice whitelist, read with the first page (a delta
@@ -617,13 +746,14 @@ struct Slices {
     reserved: Option<HashSet<i64>>,
 }
 
-/// The nodes and persons of a page of slices, by slice, and the caller's
-/// nodes cached here that they hold (for a delta).
+/// The nodes and persons of a page of slices, by slice, and the nodes
+/// cached here that they hold and the audience is shown (for a delta):
+/// (local id, the peer's id, the peer).
 #[derive(Default)]
 struct SliceLinks {
     nodes: HashMap<i64, Vec<i64>>,
     persons: HashMap<i64, Vec<i64>>,
-    peer_nodes: Vec<(i64, i64)>,
+    peer_nodes: Vec<(i64, i64, i64)>,
 }
 
 impl Exported for Slices {
@@ -635,7 +765,7 @@ impl Exported for Slices {
             Some(reserved) => reserved,
             unread => unread.insert(nodes::whitelisted_ids(conn).await?),
         };
-        let pairs = cache::exported_slice_nodes(conn, ids, self.caller_peer).await?;
+        let pairs = cache::exported_slice_nodes(conn, ids, self.audience).await?;
         let nodes = group(
             pairs
                 .into_iter()
@@ -645,12 +775,11 @@ impl Exported for Slices {
         let persons = group(cache::exported_slice_persons(conn, ids).await?);
         // A delta carries, of the caller's nodes cached here, those that its
         // slices hold (a full snapshot carries them all, before the slices).
-        let peer_nodes = match (self.caller_peer, self.delta) {
-            (Some(peer_id), true) => {
-                let held: Vec<i64> = nodes.values().flatten().copied().collect();
-                cache::nodes_of_peer_among(conn, peer_id, &held).await?
-            }
-            _ => Vec::new(),
+        let peer_nodes = if self.delta {
+            let held: Vec<i64> = nodes.values().flatten().copied().collect();
+            cache::shown_peer_nodes_among(conn, self.audience, &held).await?
+        } else {
+            Vec::new()
         };
         Ok(SliceLinks {
             nodes,
@@ -664,8 +793,9 @@ impl Exported for Slices {
         mut links: SliceLinks,
         out: &mut Packer,
     ) -> Result<()> {
-        for row in std::mem::take(&mut links.peer_nodes) {
-            push_peer_node(out, row).await?;
+        for (node_id, peer_node_id, peer_id) in std::mem::take(&mut links.peer_nodes) {
+            out.owners.insert(node_id, peer_id);
+            push_peer_node(out, (node_id, peer_node_id)).await?;
         }
         for (slice_id, f) in rows {
             let slice = pb::ExportedSlice {

@@ -10,13 +10,14 @@
 //! [`export`] is the serving side (`GetPeerData`), [`schedule`] runs
 //! refreshes on a timer (the peer records themselves are
 //! [`crate::registry::peers`]). Follow mode:
-//! [`announce`] serves `Follow` (a peer's changes as they are committed),
-//! [`follow`] keeps such streams open to followed peers and refreshes at
+//! [`announce`] serves `Follow` (a peer's changes as they are committed,
+//! read by [`carried`] once for all streams), [`follow`] keeps such streams open to followed peers and refreshes at
 //! each change. Both serving streams hand their messages to the network
 //! through an [`outbox`] (bounded, with a send timeout). [`join`] is the
 //! joining side of peering by invitation.
 
 pub mod announce;
+pub mod carried;
 pub mod compaction;
 pub mod diff;
 pub mod digest;

@@ -3,6 +3,10 @@
 //! Checked on real servers, both backends, both directions:
 //! - many checkpoint-only streams: every one gets every commit's event,
 //!   once and in order, and they end when their token is revoked;
+//! - streams of several callers that ask for the changes: each event
+//!   carries what a delta `GetPeerData` gives that caller (its own nodes
+//!   cached here, no other peer's), while the serving registry reads each
+//!   change once for all of them;
 //! - the stream itself: the first event, a commit's event (the heartbeat
 //!   set to an hour, so only the commit notification can deliver it, also
 //!   from another process sharing a PostgreSQL database), heartbeats, bad
@@ -21,9 +25,10 @@
 
 use std::time::Duration;
 
-use crate::common::fake_peer::{FakePeer, site};
+use crate::common::fake_peer::{self, FakePeer, site};
 use crate::common::federation::{get_peer, peer_both_ways, peer_one_way, refresh_full, writes};
 use crate::common::proxy::Proxy;
+use crate::common::scrape::scrape;
 use crate::common::{Backend, PATIENCE, TestServer, assert_status, eventually};
 use fedreg::proto::v1 as pb;
 use tonic::Streaming;
@@ -32,6 +37,7 @@ backend_tests!(
     the_follow_stream_announces_commits_and_heartbeats,
     follow_events_carry_small_changes_while_their_token_lives,
     many_streams_get_every_commit_while_their_token_lives,
+    carried_changes_are_read_once_and_cut_to_each_caller,
     changes_reach_followers_both_ways,
     following_survives_the_peer_restarting,
     following_survives_cut_connections,
@@ -384,6 +390,188 @@ async fn many_streams_get_every_commit_while_their_token_lives(backend: Backend)
             .expect("the stream ends");
         assert_status(ended, tonic::Code::Unauthenticated, &["token", "revoked"]);
     }
+}
+
+/// A peer token on `on` for its peer `peer_id`.
+async fn peer_token(on: &TestServer, peer_id: i64) -> String {
+    on.tokens()
+        .await
+        .create_token(pb::CreateTokenRequest {
+            name: format!("peer{peer_id}"),
+            role: "peer".into(),
+            peer_id: Some(peer_id),
+        })
+        .await
+        .expect("create token")
+        .into_inner()
+        .token
+}
+
+/// The chunks of a delta `GetPeerData` from `since`, called with `token`,
+/// without what differs between two reads of the same changes (the
+/// header's time, the trailer's database time).
+async fn delta_as(on: &TestServer, token: &str, since: &pb::Checkpoint) -> Vec<pb::PeerDataChunk> {
+    let mut stream = on
+        .peering_as(Some(token))
+        .await
+        .get_peer_data(pb::GetPeerDataRequest {
+            since: Some(since.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("get peer data")
+        .into_inner();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("the stream works") {
+        chunks.push(chunk);
+    }
+    comparable(chunks)
+}
+
+/// `chunks` without the header's time and the trailer's database time.
+fn comparable(mut chunks: Vec<pb::PeerDataChunk>) -> Vec<pb::PeerDataChunk> {
+    use pb::peer_data_chunk::Part;
+    for chunk in &mut chunks {
+        match &mut chunk.part {
+            Some(Part::Header(header)) => header.snapshot_time = None,
+            Some(Part::Trailer(trailer)) => trailer.db_seconds = 0.0,
+            _ => {}
+        }
+    }
+    chunks
+}
+
+/// The slices and peer nodes of a delta's batches.
+fn slices_and_peer_nodes(
+    chunks: &[pb::PeerDataChunk],
+) -> (Vec<pb::ExportedSlice>, Vec<pb::PeerNode>) {
+    let (mut slices, mut peer_nodes) = (Vec::new(), Vec::new());
+    for chunk in chunks {
+        if let Some(pb::peer_data_chunk::Part::Batch(batch)) = &chunk.part {
+            slices.extend(batch.slices.iter().cloned());
+            peer_nodes.extend(batch.peer_nodes.iter().cloned());
+        }
+    }
+    (slices, peer_nodes)
+}
+
+async fn carried_changes_are_read_once_and_cut_to_each_caller(backend: Backend) {
+    const READS: &str = "fedreg_follow_database_reads_total";
+    let a = TestServer::start_with(backend, |c| {
+        c.registry_name = "plca".into();
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let mut api = a.registry().await;
+    // A local node and slice, and a node cached from each of two peers.
+    let home = crate::common::objects::site(&mut api, "home").await;
+    let local_node = crate::common::objects::node(&mut api, home, "n1.home.org").await;
+    let slice = crate::common::objects::slice(&mut api, "home_shared").await;
+    let mut cached_nodes = Vec::new();
+    for (peer, peer_node_id) in [("plcb", 11), ("plcc", 21)] {
+        let batch = pb::PeerDataBatch {
+            sites: vec![site(1, peer)],
+            nodes: vec![fake_peer::node(peer_node_id, &format!("n.{peer}.org"), 1)],
+            ..Default::default()
+        };
+        let peer_id = fake_peer::cache(&a, peer, batch).await;
+        let node = crate::common::objects::node_named(&mut api, &format!("n.{peer}.org")).await;
+        cached_nodes.push((peer_id, node.node_id, peer_node_id));
+    }
+    let [(b_on_a, b_node, b_peer_node), (c_on_a, c_node, c_peer_node)] = cached_nodes[..] else {
+        unreachable!()
+    };
+    let mapped = |node_id, peer_node_id| pb::PeerNode {
+        node_id,
+        peer_node_id,
+    };
+
+    // Streams asking for the changes: two peers' and two admins'; the
+    // slice's nodes each caller is shown, and the nodes mapped back to it.
+    let shown = [
+        (vec![local_node, b_node], vec![mapped(b_node, b_peer_node)]),
+        (vec![local_node, c_node], vec![mapped(c_node, c_peer_node)]),
+        (vec![local_node], vec![]),
+        (vec![local_node], vec![]),
+    ];
+    let callers = [
+        peer_token(&a, b_on_a).await,
+        peer_token(&a, c_on_a).await,
+        a.admin_token.clone(),
+        a.admin_token.clone(),
+    ];
+    let mut streams = Vec::new();
+    let mut since = Vec::new();
+    for token in &callers {
+        let mut stream = open_follow_with_changes(&a, token, None).await;
+        since.push(
+            next_event(&mut stream)
+                .await
+                .checkpoint
+                .expect("checkpoint"),
+        );
+        streams.push(stream);
+    }
+    assert!(since.iter().all(|c| *c == since[0]), "{since:?}");
+
+    const COMMITS: usize = 3;
+    let mut reads = 0.0;
+    for commit in 0..COMMITS {
+        let before = scrape(a.metrics_addr()).await.value(READS, &[]);
+        match commit {
+            0 => {
+                api.add_nodes_to_slice(pb::SliceNodesRequest {
+                    slice_id: slice,
+                    node_ids: vec![local_node, b_node, c_node],
+                })
+                .await
+                .expect("add nodes");
+            }
+            1 => {
+                api.update_slice(pb::UpdateSliceRequest {
+                    slice_id: slice,
+                    description: Some("Shared by three registries".into()),
+                    ..Default::default()
+                })
+                .await
+                .expect("update slice");
+            }
+            _ => rename_site(&mut api, home, "Home again").await,
+        }
+        let mut events = Vec::new();
+        for stream in &mut streams {
+            events.push(next_event(stream).await);
+        }
+        reads += scrape(a.metrics_addr()).await.value(READS, &[]) - before;
+
+        // Each event carries what a delta GetPeerData gives its caller.
+        for (caller, event) in events.iter().enumerate() {
+            let changes = event.changes.clone().expect("the change is carried");
+            assert_eq!(changes.since.as_ref(), Some(&since[caller]));
+            let chunks = comparable(changes.chunks);
+            let fetched = delta_as(&a, &callers[caller], &since[caller]).await;
+            assert_eq!(chunks, fetched, "commit {commit}, caller {caller}");
+            let (slices, peer_nodes) = slices_and_peer_nodes(&chunks);
+            if commit < 2 {
+                let (nodes, mapped) = &shown[caller];
+                assert_eq!(slices.len(), 1, "commit {commit}: {slices:?}");
+                assert_eq!(
+                    &slices[0].node_ids, nodes,
+                    "commit {commit}, caller {caller}"
+                );
+                assert_eq!(&peer_nodes, mapped, "commit {commit}, caller {caller}");
+            } else {
+                assert!(slices.is_empty() && peer_nodes.is_empty(), "{chunks:?}");
+            }
+            since[caller] = event.checkpoint.clone().expect("checkpoint");
+        }
+    }
+    // One checkpoint read and one read of the changes per commit, for the
+    // four streams together.
+    assert!(
+        reads <= (2 * COMMITS) as f64,
+        "{reads} reads for {COMMITS} commits"
+    );
 }
 
 async fn changes_reach_followers_both_ways(backend: Backend) {

@@ -5,8 +5,6 @@
 //! is checked against what the test did: the calls made, the refresh
 //! report, the bytes received, the changes committed. On both backends.
 
-use std::net::SocketAddr;
-
 use prost::Message;
 
 use crate::common::federation::{Populate, class, peer_one_way, refresh, try_refresh};
@@ -29,15 +27,6 @@ async fn start(backend: Backend, name: &str) -> TestServer {
     .await
 }
 
-/// Where `server` serves its metrics.
-fn metrics_addr(server: &TestServer) -> SocketAddr {
-    server
-        .server
-        .as_ref()
-        .and_then(|s| s.metrics_addr())
-        .expect("the server serves metrics")
-}
-
 /// Unix seconds now.
 fn now() -> f64 {
     std::time::SystemTime::now()
@@ -49,7 +38,7 @@ fn now() -> f64 {
 async fn metrics_follow_calls_refreshes_streams_and_storage(backend: Backend) {
     let local = start(backend, "plc1").await;
     let peer = start(backend, "plc2").await;
-    let (local_metrics, peer_metrics) = (metrics_addr(&local), metrics_addr(&peer));
+    let (local_metrics, peer_metrics) = (local.metrics_addr(), peer.metrics_addr());
 
     // Calls: two sites created, one refused; each counted under its status,
     // with a histogram of durations.

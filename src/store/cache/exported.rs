@@ -21,32 +21,105 @@ use crate::store::DbConn;
 use crate::store::schema::{node_slice_whitelist, nodes, persons, slice_node, slice_person};
 use crate::{load_rows, with_db};
 
-/// The nodes of the given slices that this registry exports to `caller`,
-/// as pairs (slice, node) by slice: its own nodes, and the caller's nodes
-/// cached here (which the caller maps back through `PeerNodes`); a third
-/// registry's nodes stay out, as every object of a third registry does.
+/// Whom an export is for, which decides the nodes cached here that it
+/// shows among its slices' nodes (with their `PeerNodes`): a registry
+/// learns of its own nodes as another registry's slices hold them, while a
+/// third registry's nodes stay out, as every object of a third registry
+/// does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// An admin calling by hand: no cached node.
+    Admin,
+    /// A peer: its own nodes cached here.
+    Peer(i64),
+    /// Every peer at once: every cached node, each with its peer, to be cut
+    /// to each caller's after the read (the changes a `Follow` event
+    /// carries, read once for all its streams).
+    EveryPeer,
+}
+
+impl Audience {
+    /// The audience of a caller that is peer `peer_id`, or an admin.
+    pub fn of(peer_id: Option<i64>) -> Audience {
+        peer_id.map_or(Audience::Admin, Audience::Peer)
+    }
+
+    /// Whether this audience is shown the nodes of `peer_id` cached here.
+    pub fn shown(self, peer_id: i64) -> bool {
+        match self {
+            Audience::Admin => false,
+            Audience::Peer(caller) => caller == peer_id,
+            Audience::EveryPeer => true,
+        }
+    }
+}
+
+/// The nodes of the given slices that this registry exports to
+/// `audience`, as pairs (slice, node) by slice: its own nodes, and the
+/// nodes cached here that the audience is shown.
 pub async fn exported_slice_nodes(
     conn: &mut DbConn,
     slice_ids: &[i64],
-    caller: Option<i64>,
+    audience: Audience,
 ) -> Result<Vec<(i64, i64)>> {
+    let caller = match audience {
+        Audience::Admin => None,
+        Audience::Peer(caller) => Some(caller),
+        Audience::EveryPeer => None,
+    };
     let mut out = Vec::new();
     let reads = IdReads::of(slice_ids);
     for &batch in &reads.batches {
         let pairs: Vec<(i64, i64)> = load_rows!(conn, {
             let query = slice_node::table
-                .filter(
+                .order((slice_node::slice_id, slice_node::node_id))
+                .select((slice_node::slice_id, slice_node::node_id))
+                .into_boxed();
+            // Every node is either this registry's or cached from a peer.
+            let query = match audience {
+                Audience::EveryPeer => query,
+                Audience::Admin | Audience::Peer(_) => query.filter(
                     nodes::table
                         .filter(nodes::node_id.eq(slice_node::node_id))
                         .select(nodes::peer_id.is_null().or(nodes::peer_id.eq(caller)))
                         .single_value(),
-                )
-                .order((slice_node::slice_id, slice_node::node_id))
-                .select((slice_node::slice_id, slice_node::node_id))
-                .into_boxed();
+                ),
+            };
             in_batch(query, slice_node::slice_id, batch)
         })?;
         out.extend(pairs.into_iter().filter(|&(slice, _)| reads.keeps(slice)));
+    }
+    Ok(out)
+}
+
+/// The nodes cached here among `node_ids` that `audience` is shown:
+/// (local id, the peer's id, the peer).
+pub async fn shown_peer_nodes_among(
+    conn: &mut DbConn,
+    audience: Audience,
+    node_ids: &[i64],
+) -> Result<Vec<(i64, i64, i64)>> {
+    let mut out = Vec::new();
+    if audience == Audience::Admin {
+        return Ok(out);
+    }
+    for chunk in node_ids.chunks(CHUNK) {
+        let rows: Vec<(i64, i64, i64)> = with_db!(conn, |c| {
+            let query = nodes::table
+                .filter(nodes::node_id.eq_any(chunk))
+                .select((
+                    nodes::node_id,
+                    nodes::peer_node_id.assume_not_null(),
+                    nodes::peer_id.assume_not_null(),
+                ))
+                .into_boxed();
+            let query = match audience {
+                Audience::Peer(peer_id) => query.filter(nodes::peer_id.eq(peer_id)),
+                Audience::Admin | Audience::EveryPeer => query.filter(nodes::peer_id.is_not_null()),
+            };
+            query.load(c).await
+        })?;
+        out.extend(rows);
     }
     Ok(out)
 }

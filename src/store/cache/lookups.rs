@@ -209,25 +209,3 @@ pub async fn nodes_of_peer(
             .await
     })?)
 }
-
-/// A peer's nodes as cached here among `node_ids`: (local id, the peer's
-/// id).
-pub async fn nodes_of_peer_among(
-    conn: &mut DbConn,
-    peer_id: i64,
-    node_ids: &[i64],
-) -> Result<Vec<(i64, i64)>> {
-    let mut out = Vec::new();
-    for chunk in node_ids.chunks(CHUNK) {
-        let rows: Vec<(i64, i64)> = with_db!(conn, |c| {
-            nodes::table
-                .filter(nodes::peer_id.eq(peer_id))
-                .filter(nodes::node_id.eq_any(chunk))
-                .select((nodes::node_id, nodes::peer_node_id.assume_not_null()))
-                .load(c)
-                .await
-        })?;
-        out.extend(rows);
-    }
-    Ok(out)
-}

@@ -263,6 +263,15 @@ impl TestServer {
         PeeringServiceClient::new(self.authed(token).await)
     }
 
+    /// Where the server serves its metrics (started with a
+    /// `metrics_listen` address).
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.server
+            .as_ref()
+            .and_then(|s| s.metrics_addr())
+            .expect("the server serves metrics")
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {

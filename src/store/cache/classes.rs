@@ -72,12 +72,6 @@ pub trait CachedClass: Sized {
         batch: IdBatch<'_>,
     ) -> impl Future<Output = Result<Vec<(i64, Self::Fields)>>> + Send;
 
-    /// Local ids of all of a peer's cached rows: (peer's id, local id).
-    fn all_ids(
-        conn: &mut DbConn,
-        peer_id: i64,
-    ) -> impl Future<Output = Result<Vec<(i64, i64)>>> + Send;
-
     /// Local ids and stored digests of all of a peer's cached rows: (peer's
     /// id, local id, digest).
     fn all_ids_and_digests(
@@ -166,7 +160,13 @@ pub trait CachedClass: Sized {
         conn: &mut DbConn,
         peer_id: i64,
     ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send {
-        async move { Ok(Self::all_ids(conn, peer_id).await?.into_iter().collect()) }
+        async move {
+            let rows = Self::all_ids_and_digests(conn, peer_id).await?;
+            Ok(rows
+                .into_iter()
+                .map(|(peer, local, _)| (peer, local))
+                .collect())
+        }
     }
 
     /// Local ids of a peer's cached rows among `peer_object_ids`: peer's id
@@ -369,15 +369,6 @@ macro_rules! cached_class {
                         .into_boxed();
                     in_batch(query, $table::$peer_col, batch)
                 })?)
-            }
-
-            async fn all_ids(conn: &mut DbConn, peer_id: i64) -> Result<Vec<(i64, i64)>> {
-                Ok(load_rows!(
-                    conn,
-                    $table::table
-                        .filter($table::peer_id.eq(peer_id))
-                        .select(($table::$peer_col.assume_not_null(), $table::$id))
-                )?)
             }
 
             async fn all_ids_and_digests(

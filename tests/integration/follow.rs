@@ -567,9 +567,11 @@ async fn carried_changes_are_read_once_and_cut_to_each_caller(backend: Backend) 
         }
     }
     // One checkpoint read and one read of the changes per commit, for the
-    // four streams together.
+    // four streams together (a read per stream would make 5); a stray
+    // wake, such as a token's first use being recorded, costs one more
+    // checkpoint read.
     assert!(
-        reads <= (2 * COMMITS) as f64,
+        reads <= (2 * COMMITS + 2) as f64,
         "{reads} reads for {COMMITS} commits"
     );
 }

@@ -25,6 +25,11 @@
 //! history or newer than the database gets a full snapshot, with the
 //! reason in the header.
 //!
+//! A delta can also be read into memory whole, within bounds ([`collect`]):
+//! the changes a `Follow` event carries. Read for every peer at once
+//! ([`Audience::EveryPeer`]), it is cut to each caller afterwards
+//! ([`Collected::for_audience`]).
+//!
 //! Only local objects leave (never objects cached from a third registry),
 //! without secrets: the columns read here are the synced ones of
 //! [`crate::store::cache`], which hold no password, verification key, node

@@ -6,7 +6,9 @@
 //! - streams of several callers that ask for the changes: each event
 //!   carries what a delta `GetPeerData` gives that caller (its own nodes
 //!   cached here, no other peer's), while the serving registry reads each
-//!   change once for all of them;
+//!   change once for all of them; under commits from concurrent clients,
+//!   each stream's carried changes chain from event to event and hold
+//!   every change once;
 //! - the stream itself: the first event, a commit's event (the heartbeat
 //!   set to an hour, so only the commit notification can deliver it, also
 //!   from another process sharing a PostgreSQL database), heartbeats, bad
@@ -38,6 +40,7 @@ backend_tests!(
     follow_events_carry_small_changes_while_their_token_lives,
     many_streams_get_every_commit_while_their_token_lives,
     carried_changes_are_read_once_and_cut_to_each_caller,
+    carried_changes_chain_under_concurrent_commits,
     changes_reach_followers_both_ways,
     following_survives_the_peer_restarting,
     following_survives_cut_connections,
@@ -574,6 +577,73 @@ async fn carried_changes_are_read_once_and_cut_to_each_caller(backend: Backend) 
         reads <= (2 * COMMITS + 2) as f64,
         "{reads} reads for {COMMITS} commits"
     );
+}
+
+async fn carried_changes_chain_under_concurrent_commits(backend: Backend) {
+    const CLIENTS: usize = 4;
+    const SITES_EACH: usize = 10;
+    let a = TestServer::start_named(backend, "plca").await;
+    let mut streams = Vec::new();
+    let mut since = Vec::new();
+    for _ in 0..3 {
+        let mut stream = open_follow_with_changes(&a, &a.admin_token, None).await;
+        since.push(
+            next_event(&mut stream)
+                .await
+                .checkpoint
+                .expect("checkpoint"),
+        );
+        streams.push(stream);
+    }
+
+    // Commits close together: events see them one by one or several at a
+    // time, from the shared changes or from a stream's own read.
+    let mut writers = Vec::new();
+    for client in 0..CLIENTS {
+        let mut api = a.registry().await;
+        writers.push(tokio::spawn(async move {
+            for i in 0..SITES_EACH {
+                crate::common::objects::site(&mut api, &format!("c{client}s{i}")).await;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("the writer");
+    }
+    let last = a
+        .peering_as(Some(&a.admin_token))
+        .await
+        .get_peer_data(pb::GetPeerDataRequest::default())
+        .await
+        .expect("get peer data")
+        .into_inner()
+        .message()
+        .await
+        .expect("the stream works")
+        .and_then(|chunk| match chunk.part {
+            Some(pb::peer_data_chunk::Part::Header(header)) => header.checkpoint,
+            _ => None,
+        })
+        .expect("a header with the checkpoint");
+    let mut expected: Vec<String> = (0..CLIENTS)
+        .flat_map(|c| (0..SITES_EACH).map(move |i| format!("c{c}s{i}")))
+        .collect();
+    expected.sort();
+
+    // Each stream's events carry every site once, each event's changes
+    // starting where the previous event ended.
+    for (stream, mut at) in streams.iter_mut().zip(since) {
+        let mut sites = Vec::new();
+        while at != last {
+            let event = next_event(stream).await;
+            let to = event.checkpoint.expect("checkpoint");
+            let changes = event.changes.expect("small changes are carried");
+            sites.extend(carried_sites(&changes, &at, &to));
+            at = to;
+        }
+        sites.sort();
+        assert_eq!(sites, expected);
+    }
 }
 
 async fn changes_reach_followers_both_ways(backend: Backend) {

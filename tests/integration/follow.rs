@@ -7,8 +7,8 @@
 //!   carries what a delta `GetPeerData` gives that caller (its own nodes
 //!   cached here, no other peer's), while the serving registry reads each
 //!   change once for all of them; under commits from concurrent clients,
-//!   each stream's carried changes chain from event to event and hold
-//!   every change once;
+//!   each stream's carried changes (shared, or read for a stream held
+//!   behind) chain from event to event and hold every change once;
 //! - the stream itself: the first event, a commit's event (the heartbeat
 //!   set to an hour, so only the commit notification can deliver it, also
 //!   from another process sharing a PostgreSQL database), heartbeats, bad
@@ -133,6 +133,32 @@ fn carried_sites(
         })
         .flatten()
         .collect()
+}
+
+/// Opens a Follow stream with `token` that asks for the changes, on a
+/// connection of its own whose HTTP/2 window is 1 KiB: a caller that stops
+/// reading it holds back its events after a few.
+async fn follow_through_narrow_window(on: &TestServer, token: &str) -> Streaming<pb::FollowEvent> {
+    let narrow = tonic::transport::Channel::from_shared(on.url())
+        .expect("url")
+        .initial_stream_window_size(1024)
+        .connect()
+        .await
+        .expect("connect");
+    pb::peering_service_client::PeeringServiceClient::new(
+        tonic::service::interceptor::InterceptedService::new(
+            narrow,
+            crate::common::Bearer::new(Some(token)).expect("ascii token"),
+        ),
+    )
+    .follow(pb::FollowRequest {
+        since: None,
+        heartbeat_seconds: 3600,
+        include_changes: true,
+    })
+    .await
+    .expect("follow")
+    .into_inner()
 }
 
 /// Makes `on` follow (or stop following) its peer `peer_id`.
@@ -582,7 +608,8 @@ async fn carried_changes_are_read_once_and_cut_to_each_caller(backend: Backend) 
 async fn carried_changes_chain_under_concurrent_commits(backend: Backend) {
     const CLIENTS: usize = 4;
     const SITES_EACH: usize = 10;
-    let a = TestServer::start_named(backend, "plca").await;
+    // Four streams and a GetPeerData call on one token.
+    let a = TestServer::start_with(backend, |c| c.streams_per_token = 8).await;
     let mut streams = Vec::new();
     let mut since = Vec::new();
     for _ in 0..3 {
@@ -595,6 +622,12 @@ async fn carried_changes_chain_under_concurrent_commits(backend: Backend) {
         );
         streams.push(stream);
     }
+    // A fourth stream that is not read while the commits are made: its
+    // events wait behind its 1 KiB window, and once read again it is behind
+    // the shared changes and reads its own.
+    let mut held = follow_through_narrow_window(&a, &a.admin_token).await;
+    since.push(next_event(&mut held).await.checkpoint.expect("checkpoint"));
+    streams.push(held);
 
     // Commits close together: events see them one by one or several at a
     // time, from the shared changes or from a stream's own read.
@@ -878,26 +911,7 @@ async fn an_unread_stream_is_dropped_and_resumes_from_its_checkpoint(backend: Ba
 
     // A caller with a 1 KiB HTTP/2 window that reads the first event only:
     // a few carried changes fill its window and the server's buffer.
-    let narrow = tonic::transport::Channel::from_shared(a.url())
-        .expect("url")
-        .initial_stream_window_size(1024)
-        .connect()
-        .await
-        .expect("connect");
-    let mut unread = pb::peering_service_client::PeeringServiceClient::new(
-        tonic::service::interceptor::InterceptedService::new(
-            narrow,
-            crate::common::Bearer::new(Some(&token)).expect("ascii token"),
-        ),
-    )
-    .follow(pb::FollowRequest {
-        since: None,
-        heartbeat_seconds: 3600,
-        include_changes: true,
-    })
-    .await
-    .expect("follow")
-    .into_inner();
+    let mut unread = follow_through_narrow_window(&a, &token).await;
     let start = next_event(&mut unread)
         .await
         .checkpoint

@@ -135,6 +135,22 @@ fn carried_sites(
         .collect()
 }
 
+/// Opens a Follow stream asking for the changes with each of `tokens`;
+/// returns them with the checkpoint of each one's first event.
+async fn follow_with_changes_as(
+    on: &TestServer,
+    tokens: &[String],
+) -> (Vec<Streaming<pb::FollowEvent>>, Vec<pb::Checkpoint>) {
+    let (mut streams, mut since) = (Vec::new(), Vec::new());
+    for token in tokens {
+        let mut stream = open_follow_with_changes(on, token, None).await;
+        let first = next_event(&mut stream).await;
+        since.push(first.checkpoint.expect("checkpoint"));
+        streams.push(stream);
+    }
+    (streams, since)
+}
+
 /// Opens a Follow stream with `token` that asks for the changes, on a
 /// connection of its own whose HTTP/2 window is 1 KiB: a caller that stops
 /// reading it holds back its events after a few.
@@ -529,18 +545,7 @@ async fn carried_changes_are_read_once_and_cut_to_each_caller(backend: Backend) 
         a.admin_token.clone(),
         a.admin_token.clone(),
     ];
-    let mut streams = Vec::new();
-    let mut since = Vec::new();
-    for token in &callers {
-        let mut stream = open_follow_with_changes(&a, token, None).await;
-        since.push(
-            next_event(&mut stream)
-                .await
-                .checkpoint
-                .expect("checkpoint"),
-        );
-        streams.push(stream);
-    }
+    let (mut streams, mut since) = follow_with_changes_as(&a, &callers).await;
     assert!(since.iter().all(|c| *c == since[0]), "{since:?}");
 
     const COMMITS: usize = 3;
@@ -610,18 +615,12 @@ async fn carried_changes_chain_under_concurrent_commits(backend: Backend) {
     const SITES_EACH: usize = 10;
     // Four streams and a GetPeerData call on one token.
     let a = TestServer::start_with(backend, |c| c.streams_per_token = 8).await;
-    let mut streams = Vec::new();
-    let mut since = Vec::new();
-    for _ in 0..3 {
-        let mut stream = open_follow_with_changes(&a, &a.admin_token, None).await;
-        since.push(
-            next_event(&mut stream)
-                .await
-                .checkpoint
-                .expect("checkpoint"),
-        );
-        streams.push(stream);
-    }
+    let admins = [
+        a.admin_token.clone(),
+        a.admin_token.clone(),
+        a.admin_token.clone(),
+    ];
+    let (mut streams, mut since) = follow_with_changes_as(&a, &admins).await;
     // A fourth stream that is not read while the commits are made: its
     // events wait behind its 1 KiB window, and once read again it is behind
     // the shared changes and reads its own.

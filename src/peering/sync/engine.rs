@@ -70,6 +70,11 @@ impl Default for Settled {
 /// and neither are their memberships when their members are unchanged.
 pub(super) type Unchanged = PerClass<HashSet<i64>>;
 
+/// Whether every one of `ids` of `class` is unchanged.
+fn all_unchanged(unchanged: &Unchanged, class: Class, ids: &[i64]) -> bool {
+    ids.iter().all(|id| unchanged[class].contains(id))
+}
+
 /// The other objects of the refresh a peer's object depends on. Its
 /// translated columns depend on those it refers to (a node's site, a
 /// slice's site and creator): it is unchanged only when those are, since a
@@ -124,13 +129,8 @@ impl Referring for pb::ExportedPerson {
     }
 
     fn members_unchanged(&self, unchanged: &Unchanged, roles: &HashSet<i32>) -> bool {
-        self.key_ids
-            .iter()
-            .all(|k| unchanged[Class::Keys].contains(k))
-            && self
-                .site_ids
-                .iter()
-                .all(|s| unchanged[Class::Sites].contains(s))
+        all_unchanged(unchanged, Class::Keys, &self.key_ids)
+            && all_unchanged(unchanged, Class::Sites, &self.site_ids)
             && self.role_ids.iter().all(|r| roles.contains(r))
     }
 
@@ -154,13 +154,8 @@ impl Referring for pb::ExportedSlice {
     }
 
     fn members_unchanged(&self, unchanged: &Unchanged, _: &HashSet<i32>) -> bool {
-        self.node_ids
-            .iter()
-            .all(|n| unchanged[Class::Nodes].contains(n))
-            && self
-                .person_ids
-                .iter()
-                .all(|p| unchanged[Class::Persons].contains(p))
+        all_unchanged(unchanged, Class::Nodes, &self.node_ids)
+            && all_unchanged(unchanged, Class::Persons, &self.person_ids)
     }
 }
 

@@ -45,7 +45,9 @@ pub async fn run(args: &RefreshArgs) -> anyhow::Result<()> {
         steps.extend(figures.steps);
         follow.extend(figures.follow);
     }
-    let _ = std::fs::remove_dir_all(servers::work_dir());
+    if !args.keep_databases {
+        let _ = std::fs::remove_dir_all(servers::work_dir());
+    }
     let baseline = match args.follow_changes {
         0 => None,
         n => {
@@ -263,7 +265,11 @@ async fn refresh_step(
     Ok(StepFigures {
         peak_mib: Some(peak),
         rows_written: Some(writes(&report)),
-        phases: phases(&report),
+        // A small refresh's timers are in milliseconds, to a tenth.
+        phases: match report.total_seconds < 0.1 {
+            true => fine_phases(&report),
+            false => phases(&report),
+        },
         run_seconds: times.clone(),
         ..StepFigures::timed(
             b.shape,

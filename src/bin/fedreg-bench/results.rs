@@ -252,7 +252,7 @@ impl RefreshResults {
     /// The first table: every step of every backend.
     pub fn table(&self) -> String {
         let mut t = String::from(
-            "| size | backend | step | wall s (median) | objects/s | × floor | × floor, worst run | peak MiB | rows written | phases (s) |\n|---|---|---|---:|---:|---:|---:|---:|---:|---|\n",
+            "| size | backend | step | wall s (median) | objects/s | × floor | × floor, worst run | peak MiB | rows written | phases, last run (s; ms below 0.1 s) |\n|---|---|---|---:|---:|---:|---:|---:|---:|---|\n",
         );
         for m in &self.steps {
             let _ = writeln!(

@@ -21,20 +21,20 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- Arguments as before (kind, owner id column, owner table); the owner is
--- a person (kind 3) or a slice (kind 5).
+-- Arguments as before (kind, owner id column, owner table); the owner
+-- table is persons or slices, whose id column the statement names.
 CREATE OR REPLACE FUNCTION log_exported_owners() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_ARGV[2] = 'persons' THEN
         INSERT INTO export_log (kind, object_id, revision, changed_at)
-        SELECT 3, id, export_revision(), extract(epoch FROM now())::BIGINT
+        SELECT TG_ARGV[0]::INTEGER, id, export_revision(), extract(epoch FROM now())::BIGINT
         FROM (SELECT DISTINCT c.person_id AS id FROM changed c
               JOIN persons o ON o.person_id = c.person_id WHERE o.peer_id IS NULL) ids
         ON CONFLICT (kind, object_id) DO UPDATE
         SET revision = excluded.revision, changed_at = excluded.changed_at;
     ELSE
         INSERT INTO export_log (kind, object_id, revision, changed_at)
-        SELECT 5, id, export_revision(), extract(epoch FROM now())::BIGINT
+        SELECT TG_ARGV[0]::INTEGER, id, export_revision(), extract(epoch FROM now())::BIGINT
         FROM (SELECT DISTINCT c.slice_id AS id FROM changed c
               JOIN slices o ON o.slice_id = c.slice_id WHERE o.peer_id IS NULL) ids
         ON CONFLICT (kind, object_id) DO UPDATE

@@ -118,6 +118,7 @@ pub fn checked_split(index: usize, r: &pb::DigestRange) -> Result<Split> {
 /// range's buckets, or its objects when listed (the listed ranges in one
 /// query). INVALID_ARGUMENT when a listed range holds more than
 /// [`MAX_LISTED`] objects, or all of them more than [`MAX_LISTED_IN_ALL`].
+/// Runs in a transaction ([`digests::size_aggregates`]).
 pub async fn answer_ranges(
     conn: &mut crate::store::DbConn,
     class: Class,
@@ -125,22 +126,28 @@ pub async fn answer_ranges(
     ranges: &[pb::DigestRange],
     splits: &[Split],
 ) -> Result<Vec<pb::RangeDigest>> {
-    let mut out = Vec::with_capacity(ranges.len());
-    for (range, split) in ranges.iter().zip(splits) {
-        out.push(pb::RangeDigest {
-            buckets: match range.list {
-                true => Vec::new(),
-                false => digests::buckets(conn, class, side, *split).await?,
-            },
-            objects: Vec::new(),
-        });
+    digests::size_aggregates(conn).await?;
+    let mut out = vec![pb::RangeDigest::default(); ranges.len()];
+    let split: Vec<usize> = (0..ranges.len()).filter(|&i| !ranges[i].list).collect();
+    let split_ranges: Vec<Split> = split.iter().map(|&i| splits[i]).collect();
+    let buckets = digests::buckets(conn, class, side, &split_ranges).await?;
+    for (i, buckets) in split.into_iter().zip(buckets) {
+        out[i].buckets = buckets;
     }
     let listed: Vec<usize> = (0..ranges.len()).filter(|&i| ranges[i].list).collect();
     let bounds: Vec<(i64, i64)> = listed
         .iter()
         .map(|&i| (ranges[i].first_id, ranges[i].last_id))
         .collect();
-    let lists = digests::lists(conn, class, side, &bounds, MAX_LISTED_IN_ALL + 1).await?;
+    let lists = digests::lists(
+        conn,
+        class,
+        side,
+        &bounds,
+        MAX_LISTED + 1,
+        MAX_LISTED_IN_ALL + 1,
+    )
+    .await?;
     if lists.iter().map(Vec::len).sum::<usize>() > MAX_LISTED_IN_ALL {
         return Err(Error::invalid(
             "ranges",

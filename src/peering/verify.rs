@@ -229,7 +229,7 @@ impl Comparing<'_> {
     }
 }
 
-/// The cache's digests of `ranges`, in one read.
+/// The cache's digests of `ranges`, in one read-only transaction.
 async fn cached_digests(
     store: &Store,
     peer_id: i64,
@@ -242,7 +242,13 @@ async fn cached_digests(
         .map(|(i, range)| checked_split(i, range))
         .collect::<Result<Vec<_>>>()?;
     let mut conn = store.read().await?;
-    answer_ranges(&mut conn, class, Side::Cached(peer_id), ranges, &splits).await
+    let splits = &splits;
+    conn.snapshot(|c| {
+        Box::pin(
+            async move { answer_ranges(c, class, Side::Cached(peer_id), ranges, splits).await },
+        )
+    })
+    .await
 }
 
 /// The single bucket of a whole range, empty when it holds nothing.

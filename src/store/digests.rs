@@ -3,7 +3,8 @@
 //! in `export_digest_meta`), a peer's cached objects' in the `sync_digest`
 //! column of their rows. See the migration `digests`.
 //!
-//! The range queries are written once, in SQL both backends read alike,
+//! The range queries are written once, in SQL both backends read alike
+//! but for how a list of ranges meets a class's rows ([`per_range`]),
 //! from integers this module computes (no text from a caller reaches
 //! them). A cached row whose digest was cleared counts as digest -1, so
 //! that it differs from any digest a peer sends.
@@ -13,8 +14,8 @@ use diesel::sql_types::BigInt;
 use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
 
-use super::DbConn;
 use super::schema::{export_digest_meta, export_digests, person_key, persons, sync_applying};
+use super::{BackendKind, DbConn};
 use crate::class::Class;
 use crate::error::Result;
 use crate::proto::v1 as pb;
@@ -61,9 +62,24 @@ impl Source {
     }
 }
 
-/// One bucket as the range query reads it.
+impl Source {
+    /// The aggregates of one bucket: its count, the sum of its digests and
+    /// its first and last ids.
+    fn aggregates(&self) -> String {
+        format!(
+            "COUNT(*) AS count, CAST(COALESCE(SUM({digest}), 0) AS BIGINT) AS sum, \
+             MIN({id}) AS min_id, MAX({id}) AS max_id",
+            digest = self.digest,
+            id = self.id,
+        )
+    }
+}
+
+/// One bucket as the range query reads it, with the index of its range.
 #[derive(Debug, QueryableByName)]
 struct BucketRow {
+    #[diesel(sql_type = BigInt)]
+    range_index: i64,
     #[diesel(sql_type = BigInt)]
     bucket: i64,
     #[diesel(sql_type = BigInt)]
@@ -145,55 +161,148 @@ fn within(id: &str, first: i64, last: i64) -> String {
     condition
 }
 
-/// The non-empty buckets of `split` for `class` on `side`, by id.
+/// Sizes PostgreSQL's work for the digest queries of the transaction
+/// under way: the planner cannot tell that a range's buckets are few (it
+/// guesses one group per object), so with the default `work_mem` it sorts
+/// a whole class on disk to group it, where hashing in memory takes half
+/// the time; and a class's scan runs in one process, as the classes are
+/// compared at the same time already. Nothing on SQLite.
+pub async fn size_aggregates(conn: &mut DbConn) -> Result<()> {
+    if let crate::store::Db::Pg(c) = conn.db() {
+        diesel_async::SimpleAsyncConnection::batch_execute(
+            c,
+            "SET LOCAL work_mem = '32MB'; SET LOCAL max_parallel_workers_per_gather = 0",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The non-empty buckets of each of `splits` for `class` on `side`, by
+/// id: one range is read with its bounds in the statement (a scan the
+/// planner sizes from them), several in one statement over the list of
+/// ranges ([`per_range`]).
 pub async fn buckets(
     conn: &mut DbConn,
     class: Class,
     side: Side,
-    split: Split,
-) -> Result<Vec<pb::DigestBucket>> {
+    splits: &[Split],
+) -> Result<Vec<Vec<pb::DigestBucket>>> {
     let s = Source::of(class, side);
-    let bucket = match split.width {
-        0 => "CAST(0 AS BIGINT)".to_owned(),
-        width => format!("({} - {}) / {width}", s.id, split.first),
+    let sql = match splits {
+        [] => return Ok(Vec::new()),
+        [split] => {
+            let bucket = match split.width {
+                0 => "CAST(0 AS BIGINT)".to_owned(),
+                width => format!("({} - {}) / {width}", s.id, split.first),
+            };
+            format!(
+                "SELECT CAST(0 AS BIGINT) AS range_index, {bucket} AS bucket, {aggregates} \
+                 FROM {table} WHERE {filter}{within} GROUP BY 2 ORDER BY 2",
+                aggregates = s.aggregates(),
+                table = s.table,
+                filter = s.filter,
+                within = within(s.id, split.first, split.last),
+            )
+        }
+        splits => {
+            let values: Vec<String> = splits
+                .iter()
+                .enumerate()
+                .map(|(i, split)| {
+                    format!(
+                        "({i}, {}, {}, {}, {})",
+                        bigint(split.first),
+                        bigint(split.last),
+                        bigint(split.first),
+                        split.width
+                    )
+                })
+                .collect();
+            let bucket = format!(
+                "CASE WHEN r.width = 0 THEN CAST(0 AS BIGINT) ELSE ({} - r.base) / r.width END",
+                s.id
+            );
+            let rows = per_range(
+                conn,
+                &s,
+                &format!(
+                    "SELECT {bucket} AS bucket, {aggregates} FROM {table} \
+                     WHERE {filter} AND {id} BETWEEN r.lo AND r.hi GROUP BY 1",
+                    aggregates = s.aggregates(),
+                    table = s.table,
+                    filter = s.filter,
+                    id = s.id,
+                ),
+                &format!("{bucket} AS bucket, {}", s.aggregates()),
+                " GROUP BY 1, 2",
+            );
+            format!(
+                "WITH r (range_index, lo, hi, base, width) AS (VALUES {values}) \
+                 SELECT CAST(r.range_index AS BIGINT) AS range_index, {rows} ORDER BY 1, 2",
+                values = values.join(", "),
+            )
+        }
     };
-    let sql = format!(
-        "SELECT {bucket} AS bucket, COUNT(*) AS count, \
-         CAST(COALESCE(SUM({digest}), 0) AS BIGINT) AS sum, \
-         MIN({id}) AS min_id, MAX({id}) AS max_id \
-         FROM {table} WHERE {filter}{within} GROUP BY 1 ORDER BY 1",
-        digest = s.digest,
-        id = s.id,
-        table = s.table,
-        filter = s.filter,
-        within = within(s.id, split.first, split.last),
-    );
     let rows: Vec<BucketRow> = load_rows!(conn, diesel::sql_query(sql))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let (first_id, last_id) = split.range(r.bucket);
-            pb::DigestBucket {
-                first_id,
-                last_id,
-                count: r.count,
-                sum: r.sum,
-                min_id: r.min_id,
-                max_id: r.max_id,
-            }
-        })
-        .collect())
+    let mut out = vec![Vec::new(); splits.len()];
+    for r in rows {
+        let Some((split, list)) = usize::try_from(r.range_index)
+            .ok()
+            .and_then(|i| Some((splits.get(i)?, out.get_mut(i)?)))
+        else {
+            continue;
+        };
+        let (first_id, last_id) = split.range(r.bucket);
+        list.push(pb::DigestBucket {
+            first_id,
+            last_id,
+            count: r.count,
+            sum: r.sum,
+            min_id: r.min_id,
+            max_id: r.max_id,
+        });
+    }
+    Ok(out)
+}
+
+/// `value` as a 64-bit integer in SQL, whatever its size (PostgreSQL reads
+/// `-9223372036854775808` alone as a numeric).
+fn bigint(value: i64) -> String {
+    format!("CAST({value} AS BIGINT)")
+}
+
+/// The rest of a `SELECT` over a list `r` of ranges (`r.lo..=r.hi`) joined
+/// with the rows of each: on PostgreSQL, `lateral` (a query of one range,
+/// naming its columns for the outer select) run once per range, an index
+/// scan of that range whatever the planner estimates for the list (joined
+/// plainly, it may scan the whole class once per range); on SQLite, a
+/// join on the id that selects `columns`, which it plans as a range scan
+/// per listed range, then groups by `group_by` when `lateral` groups.
+/// Returns the text after `SELECT r.range_index, `.
+fn per_range(conn: &DbConn, s: &Source, lateral: &str, columns: &str, group_by: &str) -> String {
+    match conn.kind() {
+        BackendKind::Postgres => format!("d.* FROM r CROSS JOIN LATERAL ({lateral}) d"),
+        BackendKind::Sqlite => format!(
+            "{columns} FROM r JOIN {table} ON {filter} AND {id} BETWEEN r.lo AND r.hi{group_by}",
+            table = s.table,
+            filter = s.filter,
+            id = s.id,
+        ),
+    }
 }
 
 /// The digests of the objects of `class` on `side` in each of `ranges`
-/// (`first..=last`), by id, in one query; at most `limit` objects in all
-/// (one more tells the caller there are too many). Objects in no range
-/// are left out; an object in several ranges is listed in each.
+/// (`first..=last`), by id, in one query; at most `per_range` objects of a
+/// range on PostgreSQL (SQLite reads them all) and `limit` in all (one
+/// more of either tells the caller there are too many). Objects in no
+/// range are left out; an object in several ranges is listed in each.
 pub async fn lists(
     conn: &mut DbConn,
     class: Class,
     side: Side,
     ranges: &[(i64, i64)],
+    per_range: usize,
     limit: usize,
 ) -> Result<Vec<Vec<pb::ObjectDigest>>> {
     let mut out = vec![Vec::new(); ranges.len()];
@@ -204,18 +313,27 @@ pub async fn lists(
     let values: Vec<String> = ranges
         .iter()
         .enumerate()
-        .map(|(i, (first, last))| format!("({i}, {first}, {last})"))
+        .map(|(i, (first, last))| format!("({i}, {}, {})", bigint(*first), bigint(*last)))
         .collect();
+    let rows = self::per_range(
+        conn,
+        &s,
+        &format!(
+            "SELECT {id} AS id, {digest} AS digest FROM {table} \
+             WHERE {filter} AND {id} BETWEEN r.lo AND r.hi ORDER BY {id} LIMIT {per_range}",
+            digest = s.digest,
+            id = s.id,
+            table = s.table,
+            filter = s.filter,
+        ),
+        &format!("{} AS id, {} AS digest", s.id, s.digest),
+        "",
+    );
     let sql = format!(
         "WITH r (range_index, lo, hi) AS (VALUES {values}) \
-         SELECT CAST(r.range_index AS BIGINT) AS range_index, {id} AS id, {digest} AS digest \
-         FROM r JOIN {table} ON {filter} AND {id} BETWEEN r.lo AND r.hi \
+         SELECT CAST(r.range_index AS BIGINT) AS range_index, {rows} \
          ORDER BY 1, 2 LIMIT {limit}",
         values = values.join(", "),
-        digest = s.digest,
-        id = s.id,
-        table = s.table,
-        filter = s.filter,
     );
     let rows: Vec<ListedRow> = load_rows!(conn, diesel::sql_query(sql))?;
     for r in rows {

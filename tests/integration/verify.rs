@@ -35,6 +35,8 @@ backend_tests!(
     a_full_refresh_compares_only_objects_whose_digest_differs,
     a_scheduled_verification_repairs_the_cache,
     get_digest_and_listed_objects_answer_as_documented,
+    several_ranges_in_one_call_answer_as_each_alone,
+    a_class_too_large_to_list_is_compared_in_levels,
 );
 
 /// Two registries: `a` with sites, persons with keys, nodes and a slice
@@ -476,4 +478,99 @@ async fn get_digest_and_listed_objects_answer_as_documented(backend: Backend) {
     assert_eq!(kind, Some(pb::SnapshotKind::Delta));
     assert_eq!(nodes, vec![w.nodes[1]]);
     assert_eq!(deleted, vec![999_999]);
+}
+
+/// The digests of `ranges` of `class` at `on`, in one `GetDigest` call.
+async fn get_digest(
+    on: &TestServer,
+    class: &str,
+    ranges: Vec<pb::DigestRange>,
+) -> Vec<pb::RangeDigest> {
+    let token = on.admin_token.clone();
+    on.peering_as(Some(&token))
+        .await
+        .get_digest(pb::GetDigestRequest {
+            class: class.into(),
+            ranges,
+        })
+        .await
+        .expect("GetDigest")
+        .into_inner()
+        .ranges
+}
+
+async fn several_ranges_in_one_call_answer_as_each_alone(backend: Backend) {
+    let w = world(backend).await;
+    let (first, last) = (w.made.keys[0], *w.made.keys.last().unwrap());
+    let range = |first_id, last_id, buckets, list| pb::DigestRange {
+        first_id,
+        last_id,
+        buckets,
+        list,
+    };
+    // Split and listed ranges, overlapping, one of them the whole 64-bit
+    // range, one empty, and the last split into more buckets than ids.
+    let ranges = vec![
+        range(i64::MIN, i64::MAX, 1, false),
+        range(first, last, 2, false),
+        range(first + 1, last, 0, true),
+        range(i64::MIN, first, 0, true),
+        range(last + 1, last + 1000, 4, false),
+        range(first, last, 0, true),
+        range(first, first + 2, 16, false),
+    ];
+    let together = get_digest(&w.a, "keys", ranges.clone()).await;
+    assert_eq!(together.len(), ranges.len());
+    for (range, answer) in ranges.into_iter().zip(&together) {
+        let alone = get_digest(&w.a, "keys", vec![range]).await;
+        assert_eq!(alone, vec![answer.clone()], "{range:?}");
+    }
+    let listed: Vec<i64> = together[5].objects.iter().map(|o| o.id).collect();
+    assert_eq!(listed, w.made.keys);
+    let split = &together[1].buckets;
+    assert_eq!(split.len(), 2, "{split:?}");
+    assert_eq!(
+        split.iter().map(|b| b.count).sum::<i64>(),
+        w.made.keys.len() as i64
+    );
+    assert_eq!(
+        split.iter().map(|b| b.sum).sum::<i64>(),
+        together[5].objects.iter().map(|o| o.digest).sum::<i64>()
+    );
+    assert!(together[4].buckets.is_empty(), "{:?}", together[4]);
+}
+
+async fn a_class_too_large_to_list_is_compared_in_levels(backend: Backend) {
+    let a = TestServer::start_named(backend, "plca").await;
+    let b = TestServer::start_named(backend, "plcb").await;
+    let (a_on_b, _) = peer_both_ways(&b, "plcb", &a, "plca").await;
+    let made = Populate::new("many")
+        .persons(150)
+        .keys_per_person(4)
+        .on(&a)
+        .await;
+    refresh(&b, a_on_b).await;
+    let keys = &made.keys;
+    let edited = [keys[0], keys[keys.len() / 2], keys[keys.len() - 1]];
+    let rows = Rows::of(&b);
+    for key in edited {
+        rows.execute(&format!(
+            "UPDATE keys SET is_blacklisted = NOT is_blacklisted \
+             WHERE peer_id = {a_on_b} AND peer_key_id = {key}"
+        ))
+        .await;
+    }
+
+    let report = verify(&b, a_on_b).await;
+    assert_eq!(
+        differing(&report),
+        BTreeMap::from([("keys".to_owned(), edited.to_vec())]),
+        "{report:?}"
+    );
+    // The whole range, its buckets, then the differing buckets' objects:
+    // a call each for the keys, one for each other class.
+    let v = report.verify.as_ref().unwrap();
+    assert_eq!(v.digest_calls, 3 + 4, "{v:?}");
+    let again = verify(&b, a_on_b).await;
+    assert_eq!(differing(&again), BTreeMap::new(), "{again:?}");
 }

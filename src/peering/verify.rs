@@ -4,7 +4,11 @@
 //!
 //! Per class, one `GetDigest` call compares the whole id range: the number
 //! of objects and the sum of their digests, at the peer and here. Where
-//! they differ, the range is split into buckets of equal width, both sides
+//! they differ and the cache holds many objects, the range is split into
+//! ranges of the same number of the cache's objects, summed here from one
+//! read of the cache's digests and at the peer in one call (a split by
+//! rank stays fine-grained however unevenly the ids are spread). Where a
+//! range differs it is split into buckets of equal width, both sides
 //! digest the same buckets, and only the buckets that differ are split
 //! again, until a bucket holds few enough objects to list their digests
 //! one by one. Each level is one call for all the ranges of a class, with
@@ -23,7 +27,7 @@ use crate::class::{Class, PerClass};
 use crate::error::{Error, Result};
 use crate::proto::v1 as pb;
 use crate::store::Store;
-use crate::store::digests::Side;
+use crate::store::digests::{self, Side};
 
 /// A range holding at most this many objects (on the larger side) is
 /// listed rather than split.
@@ -155,7 +159,10 @@ impl Comparing<'_> {
         let mut differing = Vec::new();
         if (peer.count, peer.sum) != (cached.count, cached.sum) {
             let (first, last) = span(&peer, &cached);
-            let mut pending = vec![range_for(first, last, peer.count.max(cached.count))];
+            let mut pending = match cached.count > LEAF {
+                true => self.by_rank(class, first, last, cached.count).await?,
+                false => vec![range_for(first, last, peer.count.max(cached.count))],
+            };
             while !pending.is_empty() {
                 let mut next = Vec::new();
                 for ranges in pending.chunks(PER_CALL) {
@@ -179,6 +186,33 @@ impl Comparing<'_> {
         Ok((differing, report))
     }
 
+    /// Compares `first..=last` of `class`, which the cache holds `count`
+    /// objects of, in ranges of the same number of the cache's objects
+    /// (equal-width buckets would be as wide as a few outlying ids make
+    /// the span): reads the cache's digests there, sums them per range,
+    /// asks the peer for the same ranges, and returns the ranges that
+    /// differ, to look into next.
+    async fn by_rank(
+        &mut self,
+        class: Class,
+        first: i64,
+        last: i64,
+        count: i64,
+    ) -> Result<Vec<pb::DigestRange>> {
+        let limit = usize::try_from(count).unwrap_or(0) + 1;
+        let rows = cached_objects(self.store, self.peer_id, class, first, last, limit).await?;
+        let per = (PER_BUCKET as usize).max(rows.len().div_ceil(MAX_RANGES));
+        let (ranges, cached) = by_rank(first, last, &rows, per);
+        let mut peer = Vec::with_capacity(ranges.len());
+        for chunk in ranges.chunks(MAX_RANGES) {
+            let (answer, ()) = self.ask(class, chunk, async { Ok(()) }).await?;
+            peer.extend(answer.into_iter().flat_map(|r| r.buckets));
+        }
+        let mut next = Vec::new();
+        differing_buckets(&peer, &cached, &mut next);
+        Ok(next)
+    }
+
     /// The digests of `ranges` of `class` at the peer and in the cache,
     /// read at the same time.
     async fn level(
@@ -186,6 +220,18 @@ impl Comparing<'_> {
         class: Class,
         ranges: &[pb::DigestRange],
     ) -> Result<(Vec<pb::RangeDigest>, Vec<pb::RangeDigest>)> {
+        let local = cached_digests(self.store, self.peer_id, class, ranges);
+        self.ask(class, ranges, local).await
+    }
+
+    /// The peer's digests of `ranges` of `class`, asked while `local`
+    /// runs, and what `local` returned.
+    async fn ask<T>(
+        &mut self,
+        class: Class,
+        ranges: &[pb::DigestRange],
+        local: impl Future<Output = Result<T>>,
+    ) -> Result<(Vec<pb::RangeDigest>, T)> {
         let request = pb::GetDigestRequest {
             class: class.name().to_owned(),
             ranges: ranges.to_vec(),
@@ -204,7 +250,6 @@ impl Comparing<'_> {
                 .map(tonic::Response::into_inner)
                 .map_err(|s| Error::Unavailable(format!("GetDigest: {}", s.message())))
         };
-        let local = cached_digests(self.store, self.peer_id, class, ranges);
         let (remote, local) = tokio::join!(remote, local);
         let (remote, local) = (remote?, local?);
         self.report.digest_calls += 1;
@@ -249,6 +294,76 @@ async fn cached_digests(
         )
     })
     .await
+}
+
+/// The cache's digests of the objects of `class` in `first..=last`, by id,
+/// at most `limit`.
+async fn cached_objects(
+    store: &Store,
+    peer_id: i64,
+    class: Class,
+    first: i64,
+    last: i64,
+    limit: usize,
+) -> Result<Vec<pb::ObjectDigest>> {
+    let mut conn = store.read().await?;
+    let mut lists = digests::lists(
+        &mut conn,
+        class,
+        Side::Cached(peer_id),
+        &[(first, last)],
+        limit,
+        limit,
+    )
+    .await?;
+    Ok(lists.pop().unwrap_or_default())
+}
+
+/// Splits `first..=last` into contiguous ranges of `per` of the cache's
+/// objects `rows` (sorted by id) each, the last one up to `last`: the
+/// ranges to ask the peer for (one bucket each) and the cache's bucket of
+/// each, as the peer would answer them.
+fn by_rank(
+    first: i64,
+    last: i64,
+    rows: &[pb::ObjectDigest],
+    per: usize,
+) -> (Vec<pb::DigestRange>, Vec<pb::DigestBucket>) {
+    let mut ranges = Vec::new();
+    let mut buckets = Vec::new();
+    let mut lo = first;
+    let mut chunks = rows.chunks(per.max(1)).peekable();
+    while let Some(chunk) = chunks.next() {
+        let hi = match chunks.peek() {
+            Some(_) => chunk[chunk.len() - 1].id,
+            None => last,
+        };
+        ranges.push(pb::DigestRange {
+            first_id: lo,
+            last_id: hi,
+            buckets: 1,
+            list: false,
+        });
+        buckets.push(pb::DigestBucket {
+            first_id: lo,
+            last_id: hi,
+            count: chunk.len() as i64,
+            sum: chunk.iter().map(|o| o.digest).sum(),
+            min_id: chunk[0].id,
+            max_id: chunk[chunk.len() - 1].id,
+        });
+        // Ids are unique and sorted: the next range starts after this one.
+        lo = hi.saturating_add(1);
+    }
+    if ranges.is_empty() {
+        ranges.push(pb::DigestRange {
+            first_id: first,
+            last_id: last,
+            buckets: 1,
+            list: false,
+        });
+    }
+    (ranges, buckets)
 }
 
 /// The single bucket of a whole range, empty when it holds nothing.
@@ -363,5 +478,31 @@ mod tests {
         let firsts: Vec<i64> = next.iter().map(|r| r.first_id).collect();
         assert_eq!(firsts, vec![100, 200, 300]);
         assert!(next.iter().all(|r| r.list));
+    }
+
+    #[test]
+    fn ranks_cover_the_span_with_the_caches_sums() {
+        let rows: Vec<_> = [3, 5, 9, 10_000, 10_001, 20_000_000, 20_000_007]
+            .into_iter()
+            .map(|id| object(id, id % 97))
+            .collect();
+        let (ranges, buckets) = by_rank(1, 30_000_000, &rows, 3);
+        let bounds: Vec<(i64, i64)> = ranges.iter().map(|r| (r.first_id, r.last_id)).collect();
+        assert_eq!(
+            bounds,
+            vec![(1, 9), (10, 20_000_000), (20_000_001, 30_000_000)]
+        );
+        assert!(ranges.iter().all(|r| r.buckets == 1 && !r.list));
+        let counts: Vec<i64> = buckets.iter().map(|b| b.count).collect();
+        assert_eq!(counts, vec![3, 3, 1]);
+        assert_eq!(
+            buckets.iter().map(|b| b.sum).sum::<i64>(),
+            rows.iter().map(|o| o.digest).sum::<i64>()
+        );
+        assert_eq!((buckets[1].min_id, buckets[1].max_id), (10_000, 20_000_000));
+
+        let (ranges, buckets) = by_rank(1, 9, &[], 3);
+        assert_eq!((ranges.len(), buckets.len()), (1, 0));
+        assert_eq!((ranges[0].first_id, ranges[0].last_id), (1, 9));
     }
 }

@@ -4,7 +4,7 @@
 //! column of their rows. See the migration `digests`.
 //!
 //! The range queries are written once, in SQL both backends read alike
-//! but for how a list of ranges meets a class's rows ([`per_range`]),
+//! but for how a list of ranges meets a class's rows (`per_range`),
 //! from integers this module computes (no text from a caller reaches
 //! them). A cached row whose digest was cleared counts as digest -1, so
 //! that it differs from any digest a peer sends.
@@ -181,7 +181,7 @@ pub async fn size_aggregates(conn: &mut DbConn) -> Result<()> {
 /// The non-empty buckets of each of `splits` for `class` on `side`, by
 /// id: one range is read with its bounds in the statement (a scan the
 /// planner sizes from them), several in one statement over the list of
-/// ranges ([`per_range`]).
+/// ranges (`per_range`).
 pub async fn buckets(
     conn: &mut DbConn,
     class: Class,

@@ -60,9 +60,7 @@ impl Source {
             }),
         }
     }
-}
 
-impl Source {
     /// The aggregates of one bucket: its count, the sum of its digests and
     /// its first and last ids.
     fn aggregates(&self) -> String {
@@ -211,34 +209,25 @@ pub async fn buckets(
                 .enumerate()
                 .map(|(i, split)| {
                     format!(
-                        "({i}, {}, {}, {}, {})",
+                        "({i}, {}, {}, {})",
                         bigint(split.first),
                         bigint(split.last),
-                        bigint(split.first),
                         split.width
                     )
                 })
                 .collect();
             let bucket = format!(
-                "CASE WHEN r.width = 0 THEN CAST(0 AS BIGINT) ELSE ({} - r.base) / r.width END",
+                "CASE WHEN r.width = 0 THEN CAST(0 AS BIGINT) ELSE ({} - r.lo) / r.width END",
                 s.id
             );
             let rows = per_range(
                 conn,
                 &s,
-                &format!(
-                    "SELECT {bucket} AS bucket, {aggregates} FROM {table} \
-                     WHERE {filter} AND {id} BETWEEN r.lo AND r.hi GROUP BY 1",
-                    aggregates = s.aggregates(),
-                    table = s.table,
-                    filter = s.filter,
-                    id = s.id,
-                ),
                 &format!("{bucket} AS bucket, {}", s.aggregates()),
-                " GROUP BY 1, 2",
+                PerRange::Grouped,
             );
             format!(
-                "WITH r (range_index, lo, hi, base, width) AS (VALUES {values}) \
+                "WITH r (range_index, lo, hi, width) AS (VALUES {values}) \
                  SELECT CAST(r.range_index AS BIGINT) AS range_index, {rows} ORDER BY 1, 2",
                 values = values.join(", "),
             )
@@ -272,28 +261,48 @@ fn bigint(value: i64) -> String {
     format!("CAST({value} AS BIGINT)")
 }
 
-/// The rest of a `SELECT` over a list `r` of ranges (`r.lo..=r.hi`) joined
-/// with the rows of each: on PostgreSQL, `lateral` (a query of one range,
-/// naming its columns for the outer select) run once per range, an index
-/// scan of that range whatever the planner estimates for the list (joined
-/// plainly, it may scan the whole class once per range); on SQLite, a
-/// join on the id that selects `columns`, which it plans as a range scan
-/// per listed range, then groups by `group_by` when `lateral` groups.
-/// Returns the text after `SELECT r.range_index, `.
-fn per_range(conn: &DbConn, s: &Source, lateral: &str, columns: &str, group_by: &str) -> String {
+/// What a query over a list of ranges reads of each range.
+enum PerRange {
+    /// Its rows grouped by the first column selected.
+    Grouped,
+    /// Its first rows by id, at most this many on PostgreSQL.
+    First(usize),
+}
+
+/// The rest of a `SELECT` of `columns` over a list `r` of ranges
+/// (`r.lo..=r.hi`) joined with the rows of each, after `SELECT
+/// r.range_index, `. On PostgreSQL, a `LATERAL` query of one range run
+/// once per range: an index scan of that range whatever the planner
+/// estimates for the list (joined plainly, it may scan the whole class
+/// once per range). On SQLite, a join on the id, which it plans as a range
+/// scan per listed range.
+fn per_range(conn: &DbConn, s: &Source, columns: &str, per: PerRange) -> String {
+    let (table, filter, id) = (s.table, &s.filter, s.id);
     match conn.kind() {
-        BackendKind::Postgres => format!("d.* FROM r CROSS JOIN LATERAL ({lateral}) d"),
-        BackendKind::Sqlite => format!(
-            "{columns} FROM r JOIN {table} ON {filter} AND {id} BETWEEN r.lo AND r.hi{group_by}",
-            table = s.table,
-            filter = s.filter,
-            id = s.id,
-        ),
+        BackendKind::Postgres => {
+            let tail = match per {
+                PerRange::Grouped => " GROUP BY 1".to_owned(),
+                PerRange::First(limit) => format!(" ORDER BY {id} LIMIT {limit}"),
+            };
+            format!(
+                "d.* FROM r CROSS JOIN LATERAL (SELECT {columns} FROM {table} \
+                 WHERE {filter} AND {id} BETWEEN r.lo AND r.hi{tail}) d"
+            )
+        }
+        BackendKind::Sqlite => {
+            let tail = match per {
+                PerRange::Grouped => " GROUP BY 1, 2",
+                PerRange::First(_) => "",
+            };
+            format!(
+                "{columns} FROM r JOIN {table} ON {filter} AND {id} BETWEEN r.lo AND r.hi{tail}"
+            )
+        }
     }
 }
 
 /// The digests of the objects of `class` on `side` in each of `ranges`
-/// (`first..=last`), by id, in one query; at most `per_range` objects of a
+/// (`first..=last`), by id, in one query; at most `per_range_limit` of a
 /// range on PostgreSQL (SQLite reads them all) and `limit` in all (one
 /// more of either tells the caller there are too many). Objects in no
 /// range are left out; an object in several ranges is listed in each.
@@ -302,7 +311,7 @@ pub async fn lists(
     class: Class,
     side: Side,
     ranges: &[(i64, i64)],
-    per_range: usize,
+    per_range_limit: usize,
     limit: usize,
 ) -> Result<Vec<Vec<pb::ObjectDigest>>> {
     let mut out = vec![Vec::new(); ranges.len()];
@@ -315,19 +324,11 @@ pub async fn lists(
         .enumerate()
         .map(|(i, (first, last))| format!("({i}, {}, {})", bigint(*first), bigint(*last)))
         .collect();
-    let rows = self::per_range(
+    let rows = per_range(
         conn,
         &s,
-        &format!(
-            "SELECT {id} AS id, {digest} AS digest FROM {table} \
-             WHERE {filter} AND {id} BETWEEN r.lo AND r.hi ORDER BY {id} LIMIT {per_range}",
-            digest = s.digest,
-            id = s.id,
-            table = s.table,
-            filter = s.filter,
-        ),
         &format!("{} AS id, {} AS digest", s.id, s.digest),
-        "",
+        PerRange::First(per_range_limit),
     );
     let sql = format!(
         "WITH r (range_index, lo, hi) AS (VALUES {values}) \

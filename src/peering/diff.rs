@@ -1,7 +1,7 @@
 //! The pure part of a refresh: cleaning a peer's objects and diffing them
 //! against the cache. No database here; `sync` applies what this computes.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet, HashSetExt};
 use std::hash::Hash;
 
 use crate::proto::v1 as pb;
@@ -208,7 +208,8 @@ mod tests {
             (2, Row("b", None)),
             (3, Row("c", Some(3))),
         ]
-        .into();
+        .into_iter()
+        .collect();
         let incoming = vec![
             (1, Row("a", Some(1))),
             (2, Row("b", Some(2))),
@@ -230,7 +231,8 @@ mod tests {
             (2, Row("old", None)),
             (3, Row("gone", None)),
         ]
-        .into();
+        .into_iter()
+        .collect();
         let incoming = vec![
             (1, Row("same", None)),
             (2, Row("new", None)),
@@ -247,19 +249,23 @@ mod tests {
 
     #[test]
     fn unchanged_dump_plans_nothing() {
-        let cached: HashMap<i64, Row> = [(1, Row("7", Some(7))), (2, Row("8", None))].into();
+        let cached: HashMap<i64, Row> = [(1, Row("7", Some(7))), (2, Row("8", None))]
+            .into_iter()
+            .collect();
         let plan = diff(vec![(2, Row("8", None)), (1, Row("7", Some(7)))], &cached);
         assert!(plan.upserts.is_empty() && plan.deletes.is_empty());
     }
 
     #[test]
     fn set_and_membership_diffs() {
-        let desired: HashSet<(i64, i64)> = [(1, 1), (1, 2)].into();
-        let existing: HashSet<(i64, i64)> = [(1, 2), (2, 2)].into();
+        let desired: HashSet<(i64, i64)> = [(1, 1), (1, 2)].into_iter().collect();
+        let existing: HashSet<(i64, i64)> = [(1, 2), (2, 2)].into_iter().collect();
         assert_eq!(diff_sets(&desired, &existing), (vec![(1, 1)], vec![(2, 2)]));
 
-        let desired: HashMap<(i64, i64), bool> = [((1, 1), true), ((1, 2), false)].into();
-        let existing: HashMap<(i64, i64), bool> = [((1, 1), false), ((1, 2), false)].into();
+        let desired: HashMap<(i64, i64), bool> =
+            [((1, 1), true), ((1, 2), false)].into_iter().collect();
+        let existing: HashMap<(i64, i64), bool> =
+            [((1, 1), false), ((1, 2), false)].into_iter().collect();
         let (add, remove) = diff_memberships(&desired, &existing);
         assert_eq!(add, vec![(1, 1, true)]);
         assert_eq!(remove, vec![(1, 1)]);

@@ -12,8 +12,8 @@
 //! registry of what it exports ([`crate::store::digests`] keeps them), the
 //! refreshing one of what it received, stored with each cached row.
 
+use foldhash::HashSet;
 use std::cell::RefCell;
-use std::collections::HashSet;
 
 use prost::Message;
 use sha2::{Digest as _, Sha256};
@@ -163,10 +163,10 @@ mod tests {
             node_ids: vec![2, 40, 1],
             ..served.clone()
         };
-        let own = HashSet::from([40]);
+        let own = HashSet::from_iter([40]);
         assert_eq!(of_received_slice(&received, &own), served.digest());
         assert_ne!(
-            of_received_slice(&received, &HashSet::new()),
+            of_received_slice(&received, &HashSet::default()),
             served.digest()
         );
     }

@@ -18,7 +18,7 @@
 //! Records are a 4-byte little-endian length and the object's protobuf
 //! encoding.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
@@ -232,20 +232,27 @@ pub trait SpooledClass {
     /// does not hold; for a delta those sent as deleted, or dropped by
     /// cleaning, and not also sent as objects.
     fn doomed(&self, cached: &HashMap<i64, i64>, delta: bool) -> Vec<i64> {
-        let mut doomed: Vec<i64> = match delta {
-            false => cached
-                .keys()
-                .filter(|id| !self.contains(**id))
-                .copied()
-                .collect(),
-            true => self
+        if delta {
+            let mut doomed: Vec<i64> = self
                 .gone_ids()
                 .iter()
                 .filter(|id| cached.contains_key(id) && !self.contains(**id))
                 .copied()
-                .collect(),
-        };
+                .collect();
+            doomed.sort_unstable();
+            return doomed;
+        }
+        // The whole cache against the whole dump: both sorted, then merged
+        // (a search per cached id would cost more than the sort).
+        let mut doomed: Vec<i64> = cached.keys().copied().collect();
         doomed.sort_unstable();
+        let (sent, mut at) = (self.ids(), 0);
+        doomed.retain(|id| {
+            while sent.get(at).is_some_and(|s| s < id) {
+                at += 1;
+            }
+            sent.get(at) != Some(id)
+        });
         doomed
     }
 }
@@ -573,6 +580,34 @@ mod tests {
             matches!(spool.storage, Storage::Memory(_)),
             "small: in memory"
         );
+    }
+
+    #[test]
+    fn a_full_dump_dooms_the_cached_ids_it_does_not_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = ClassSpool::<pb::ExportedKey>::create(dir.path()).unwrap();
+        let keys = |ids: &[i64]| {
+            ids.iter()
+                .map(|&key_id| pb::ExportedKey {
+                    key_id,
+                    ..Default::default()
+                })
+                .collect::<Vec<_>>()
+        };
+        // Sent out of order, one id twice, one dropped by cleaning.
+        spool
+            .push(keys(&[9, 4, 7, 4, 12]), |k| k.key_id != 12)
+            .unwrap();
+        spool.seal().unwrap();
+        let cached: HashMap<i64, i64> = [1, 4, 5, 7, 9, 12, 40]
+            .into_iter()
+            .map(|id| (id, id + 100))
+            .collect();
+        assert_eq!(spool.doomed(&cached, false), [1, 5, 12, 40]);
+        // A delta dooms only what it sent as gone (or cleaning dropped).
+        assert_eq!(spool.doomed(&cached, true), [12]);
+        let nothing_cached = HashMap::default();
+        assert!(spool.doomed(&nothing_cached, false).is_empty());
     }
 
     #[test]

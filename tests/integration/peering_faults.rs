@@ -524,6 +524,61 @@ async fn keys_and_names_move_between_objects_across_rounds(backend: Backend) {
     assert_eq!(login_bases, ["alpha", "delta"]);
 }
 
+/// An object kept unchanged holds its natural key: a new object of the
+/// same peer that wants it later in the dump is skipped as a duplicate,
+/// whether it comes in the same round or a later one, and whatever the
+/// case of the key as sent (an e-mail is kept lowercased).
+async fn a_new_object_cannot_take_the_key_of_an_unchanged_one(backend: Backend) {
+    for chunk in [1, 100] {
+        let dump = |duplicates: bool| {
+            let mut batch = pb::PeerDataBatch {
+                sites: vec![site(1, "alpha")],
+                persons: vec![person(1, "Ada@Example.org")],
+                ..Default::default()
+            };
+            if duplicates {
+                batch.sites.push(site(2, "alpha"));
+                batch.persons.push(person(2, "ada@example.org"));
+            }
+            batch
+        };
+        let fake = FakePeer::start(dump(false)).await;
+        let (server, peer_id) = registry_peered_in_rounds(backend, &fake, chunk).await;
+        let first = try_refresh(&server, peer_id, false).await.unwrap();
+        assert!(first.warnings.is_empty(), "{:#?}", first.warnings);
+
+        fake.serve(dump(true));
+        let report = try_refresh(&server, peer_id, false).await.unwrap();
+        assert_eq!(report.outcome, pb::RefreshOutcome::Applied as i32);
+        for name in ["sites", "persons"] {
+            let c = class(&report, name);
+            assert_eq!(
+                (c.unchanged, c.added, c.skipped),
+                (1, 0, 1),
+                "chunk {chunk}, {name}: {report:#?}"
+            );
+            assert!(
+                report.warnings.iter().any(|w| w.class == name
+                    && w.peer_object_id == 2
+                    && w.reason.contains("appears twice")),
+                "chunk {chunk}, {name}: {:#?}",
+                report.warnings
+            );
+        }
+        let sites = list_all!(server, list_sites, sites, pb::Scope::Foreign);
+        let persons = list_all!(server, list_persons, persons, pb::Scope::Foreign);
+        assert_eq!(
+            (sites.len(), persons.len()),
+            (1, 1),
+            "chunk {chunk}: {sites:#?} {persons:#?}"
+        );
+        assert_eq!(
+            (sites[0].login_base.as_str(), persons[0].email.as_str()),
+            ("alpha", "ada@example.org")
+        );
+    }
+}
+
 /// Two fedreg servers on one PostgreSQL database, each with its own data
 /// directory (so their lock files differ): the advisory lock still lets only
 /// one of them refresh a peer at a time.
@@ -577,4 +632,5 @@ backend_tests!(
     bad_peer_data_is_skipped_the_same_one_object_per_round,
     keys_and_names_move_between_objects_across_rounds,
     a_member_accepted_later_joins_its_unchanged_owner,
+    a_new_object_cannot_take_the_key_of_an_unchanged_one,
 );

@@ -2,7 +2,7 @@
 //! local ids per class (all of them for a full dump, those a delta
 //! touches otherwise), and who holds the keys the refresh brings.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use crate::class::{Class, PerClass};
 use crate::error::Result;

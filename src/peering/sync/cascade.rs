@@ -2,7 +2,7 @@
 //! site's nodes and slices (the database's cascade), a person's keys (a
 //! key belongs to its person) and the creator of its slices.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use super::cached::KeyOwners;
 use crate::class::Class;

@@ -3,13 +3,14 @@
 //! validated, checked for natural-key conflicts ([`NaturalKeys`]), diffed
 //! against its cached rows and written with multi-row statements.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet, HashSetExt};
 use std::time::{Duration, Instant};
 
 use super::cascade::{Cascade, Cascaded, delete_noting};
 use crate::class::{Class, PerClass};
 use crate::error::Result;
-use crate::peering::diff::{Plan, Stamped, diff};
+use crate::peering::diff::{Plan, diff};
+use crate::peering::digest::{self, Digested};
 use crate::peering::report::ReportBuilder;
 use crate::peering::spool::{ClassSpool, PeerObject, SpooledClass};
 use crate::proto::v1 as pb;
@@ -36,6 +37,9 @@ pub(super) struct Rounds {
     pub(super) unchanged: Unchanged,
     /// Which classes' memberships are all as cached.
     pub(super) settled: Settled,
+    /// The peer's ids of the nodes it says are ours, left out of its
+    /// slices' digests (known once the nodes are done).
+    pub(super) own_nodes: HashSet<i64>,
 }
 
 /// Whether the memberships of a class (a person's keys, sites and roles;
@@ -80,7 +84,19 @@ fn all_unchanged(unchanged: &Unchanged, class: Class, ids: &[i64]) -> bool {
 /// slice's site and creator): it is unchanged only when those are, since a
 /// new local id or a newly accepted creator would change its row while its
 /// digest stays the same. Its memberships depend on its members likewise.
-pub(super) trait Referring {
+pub(super) trait Referring: Digested {
+    /// Whether a digest equal to the cached row's is enough to keep the
+    /// row without checking the object again: its checks depend only on
+    /// the object and on the objects it refers to (the check of a key
+    /// depends on which persons list it, so keys are checked first).
+    const VOUCHED_BY_DIGEST: bool = true;
+
+    /// The object's digest as received, given the peer's ids of the
+    /// nodes that are ours (`own_nodes`).
+    fn received_digest(&self, _own_nodes: &HashSet<i64>) -> i64 {
+        self.digest()
+    }
+
     /// Whether every object it refers to is unchanged.
     fn refers_to_unchanged(&self, unchanged: &Unchanged) -> bool;
 
@@ -121,7 +137,15 @@ macro_rules! refers_to_nothing {
     };
 }
 
-refers_to_nothing!(ExportedSite, ExportedKey);
+refers_to_nothing!(ExportedSite);
+
+impl Referring for pb::ExportedKey {
+    const VOUCHED_BY_DIGEST: bool = false;
+
+    fn refers_to_unchanged(&self, _: &Unchanged) -> bool {
+        true
+    }
+}
 
 impl Referring for pb::ExportedPerson {
     fn refers_to_unchanged(&self, _: &Unchanged) -> bool {
@@ -146,6 +170,10 @@ impl Referring for pb::ExportedNode {
 }
 
 impl Referring for pb::ExportedSlice {
+    fn received_digest(&self, own_nodes: &HashSet<i64>) -> i64 {
+        digest::of_received_slice(self, own_nodes)
+    }
+
     fn refers_to_unchanged(&self, unchanged: &Unchanged) -> bool {
         unchanged[Class::Sites].contains(&self.site_id)
             && self
@@ -177,7 +205,7 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
     (cascaded, cascade): (Cascaded, &mut Cascade),
     rounds: &mut Rounds,
     report: &mut ReportBuilder,
-    mut prepare: impl FnMut(T, &mut ReportBuilder) -> Option<(i64, K::Fields)> + Send,
+    mut prepare: impl FnMut(T, i64, &mut ReportBuilder) -> Option<(i64, K::Fields)> + Send,
 ) -> Result<HashMap<i64, i64>> {
     let started = Instant::now();
     let validated_before = rounds.validating;
@@ -231,17 +259,32 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
             }
             let references_unchanged = object.refers_to_unchanged(&rounds.unchanged);
             let members_settled = rounds.settled.members_settled(&object, &rounds.unchanged);
-            let Some((id, fields)) = prepare(object, report) else {
-                continue;
+            let digest = object.received_digest(&rounds.own_nodes);
+            // Checked before the comparison unless the digest vouches for
+            // the cached row.
+            let (object, prepared) = match T::VOUCHED_BY_DIGEST {
+                true => (Some(object), None),
+                false => match prepare(object, digest, report) {
+                    Some(prepared) => (None, Some(prepared)),
+                    None => continue,
+                },
             };
             if references_unchanged
                 && !removed.contains(&id)
-                && keys.keep_unchanged::<K>(id, &fields, &rounds.digests[K::CLASS])
+                && keys.keep_unchanged(id, digest, &rounds.digests[K::CLASS])
             {
                 unchanged_here.insert(id);
                 rounds.settled.classes[K::CLASS] = was_settled && members_settled;
                 continue;
             }
+            let prepared = match (prepared, object) {
+                (Some(prepared), _) => Some(prepared),
+                (None, Some(object)) => prepare(object, digest, report),
+                (None, None) => None,
+            };
+            let Some((id, fields)) = prepared else {
+                continue;
+            };
             candidates.push((id, fields));
         }
         rounds.validating += validation.elapsed();
@@ -362,34 +405,34 @@ pub(super) struct NaturalKeys {
     pub(super) claimed: HashSet<String>,
     /// Peer's ids of cached objects parked so far.
     pub(super) parked: HashSet<i64>,
+    /// Peer's ids of the objects kept unchanged so far, whose rows hold
+    /// their natural keys already.
+    kept: HashSet<i64>,
 }
 
 impl NaturalKeys {
-    /// Accepts an object without reading its cached row when what the peer
-    /// sent has the digest stored with that row (`digests`, the peer's ids
-    /// → stored digests): the row holds its columns and natural key
-    /// already. Not when its id or its natural key came earlier in the
-    /// dump, or its row was parked: then it goes the usual way.
-    pub(super) fn keep_unchanged<K: CachedClass>(
+    /// Keeps an object without checking it again or reading its cached
+    /// row when what the peer sent has the digest stored with that row
+    /// (`digests`, the peer's ids → stored digests): the row holds its
+    /// checked columns and its natural key already. Not when its id came
+    /// earlier in the dump, or its row was parked (another object took its
+    /// key): then it goes the usual way. Its key is not claimed here: a
+    /// later object that wants it finds this row holding it
+    /// ([`NaturalKeys::check`]).
+    pub(super) fn keep_unchanged(
         &mut self,
         id: i64,
-        fields: &K::Fields,
+        digest: i64,
         digests: &HashMap<i64, i64>,
     ) -> bool {
-        let Some(digest) = fields.digest() else {
-            return false;
-        };
         if digests.get(&id) != Some(&digest)
             || self.accepted.contains(&id)
             || self.parked.contains(&id)
         {
             return false;
         }
-        let key = K::natural_key(fields).unwrap_or_default();
-        if !key.is_empty() && !self.claimed.insert(key.to_owned()) {
-            return false;
-        }
         self.accepted.insert(id);
+        self.kept.insert(id);
         true
     }
 
@@ -434,7 +477,12 @@ impl NaturalKeys {
                 Some(format!(
                     "{field} {key:?} is already used here by another authority"
                 ))
-            } else if !key.is_empty() && self.claimed.contains(key) {
+            } else if !key.is_empty()
+                && (self.claimed.contains(key)
+                    || holder.is_some_and(|&(_, holder_id)| {
+                        holder_id.is_some_and(|h| h != id && self.kept.contains(&h))
+                    }))
+            {
                 Some(format!("{field} {key:?} appears twice in the peer's data"))
             } else {
                 None

@@ -38,7 +38,7 @@ mod engine;
 mod prepare;
 mod relations;
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::time::{Duration, Instant};
 
 use super::report::ReportBuilder;
@@ -65,9 +65,6 @@ struct IdMaps {
     classes: PerClass<HashMap<i64, i64>>,
     /// The peer's ids of our own local nodes → their ids here.
     local_nodes: HashMap<i64, i64>,
-    /// The peer's ids of every node it says is ours (kept or not), left
-    /// out of its slices' digests.
-    claimed_nodes: HashSet<i64>,
 }
 
 /// Applies the spooled dump of peer `peer_id`, whose cache held `cached`
@@ -93,6 +90,7 @@ pub async fn apply(
         digests: cached.digests,
         unchanged: Unchanged::default(),
         settled: Settled::default(),
+        own_nodes: HashSet::default(),
     };
     let mut cascade = Cascade::default();
 
@@ -124,12 +122,12 @@ pub async fn apply(
         (Cascaded::default(), &mut cascade),
         &mut rounds,
         report,
-        |key, report| prepare_key(key, &key_types, owners, report),
+        |key, digest, report| prepare_key(key, digest, &key_types, owners, report),
     )
     .await?;
 
     if !spool.persons.is_empty() {
-        rounds.settled.roles = cache::known_roles(conn).await?;
+        rounds.settled.roles = cache::known_roles(conn).await?.into_iter().collect();
     }
     ids.classes[Class::Persons] = sync_class::<CachedPersons, _>(
         conn,
@@ -174,12 +172,14 @@ pub async fn apply(
         (site_nodes, &mut cascade),
         &mut rounds,
         report,
-        |node, report| prepare_node(node, &ids.classes[Class::Sites], &known, report),
+        |node, digest, report| {
+            prepare_node(node, digest, &ids.classes[Class::Sites], &known, report)
+        },
     )
     .await?;
 
     let started = Instant::now();
-    (ids.local_nodes, ids.claimed_nodes) =
+    (ids.local_nodes, rounds.own_nodes) =
         map_local_nodes(conn, &mut spool.peer_nodes, report).await?;
     report.timer("local_nodes", started.elapsed());
 
@@ -204,7 +204,9 @@ pub async fn apply(
         (site_slices, &mut cascade),
         &mut rounds,
         report,
-        |slice, report| prepare_slice(slice, &ids, &login_bases, &instantiations, report),
+        |slice, digest, report| {
+            prepare_slice(slice, digest, &ids, &login_bases, &instantiations, report)
+        },
     )
     .await?;
     report.timer("validate", rounds.validating);
@@ -218,9 +220,9 @@ async fn known_values_for<T: PeerObject>(
     conn: &mut DbConn,
     enumeration: Enumeration,
     class: &ClassSpool<T>,
-) -> Result<HashSet<String>> {
+) -> Result<std::collections::HashSet<String>> {
     match class.is_empty() {
-        true => Ok(HashSet::new()),
+        true => Ok(std::collections::HashSet::new()),
         false => cache::known_values(conn, enumeration).await,
     }
 }

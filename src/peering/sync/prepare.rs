@@ -1,15 +1,16 @@
 //! A peer's objects → the fields cached of them: the peer's relation ids
 //! become local ids, then each class's module in [`crate::registry`]
 //! translates and checks the object as the admin API checks one. A bad
-//! object is skipped with a warning naming it.
+//! object is skipped with a warning naming it. Each function takes the
+//! object's digest as received (computed by the caller, which compares
+//! it first) and keeps it with the fields.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::HashMap;
 
 use super::IdMaps;
 use super::cached::KeyOwners;
 use crate::class::Class;
 use crate::error::Result;
-use crate::peering::digest::{self, Digested};
 use crate::peering::report::ReportBuilder;
 use crate::proto::v1 as pb;
 use crate::registry::nodes::NodeEnumerations;
@@ -60,9 +61,10 @@ digest_of_fields!(SiteFields, KeyFields, PersonFields, NodeFields, SliceFields);
 /// A site the peer sent, checked as the admin API checks one.
 pub(super) fn prepare_site(
     s: pb::ExportedSite,
+    digest: i64,
     report: &mut ReportBuilder,
 ) -> Option<(i64, SiteFields)> {
-    let (id, label, digest) = (s.site_id, crate::error::quoted(&s.login_base), s.digest());
+    let (id, label) = (s.site_id, crate::error::quoted(&s.login_base));
     let fields = checked(report, Class::Sites.name(), id, &label, sites::from_peer(s))?;
     Some((id, digested(fields, digest)))
 }
@@ -71,7 +73,8 @@ pub(super) fn prepare_site(
 /// only when a person of the peer holds it ([`KeyOwners`]).
 pub(super) fn prepare_key(
     k: pb::ExportedKey,
-    key_types: &HashSet<String>,
+    digest: i64,
+    key_types: &std::collections::HashSet<String>,
     owners: &KeyOwners,
     report: &mut ReportBuilder,
 ) -> Option<(i64, KeyFields)> {
@@ -94,7 +97,7 @@ pub(super) fn prepare_key(
         );
         return None;
     }
-    let (id, digest) = (k.key_id, k.digest());
+    let id = k.key_id;
     let fields = checked(report, class, id, &label, keys::from_peer(k))?;
     Some((id, digested(fields, digest)))
 }
@@ -110,9 +113,10 @@ pub(super) fn key_label(key: &str) -> String {
 /// A person the peer sent, checked as the admin API checks one.
 pub(super) fn prepare_person(
     p: pb::ExportedPerson,
+    digest: i64,
     report: &mut ReportBuilder,
 ) -> Option<(i64, PersonFields)> {
-    let (id, label, digest) = (p.person_id, crate::error::quoted(&p.email), p.digest());
+    let (id, label) = (p.person_id, crate::error::quoted(&p.email));
     let fields = checked(
         report,
         Class::Persons.name(),
@@ -127,6 +131,7 @@ pub(super) fn prepare_person(
 /// must be one of the peer's synced sites.
 pub(super) fn prepare_node(
     n: pb::ExportedNode,
+    digest: i64,
     sites: &HashMap<i64, i64>,
     known: &NodeEnumerations,
     report: &mut ReportBuilder,
@@ -145,7 +150,7 @@ pub(super) fn prepare_node(
         );
         return None;
     };
-    let (id, digest) = (n.node_id, n.digest());
+    let id = n.node_id;
     let fields = checked(
         report,
         class,
@@ -161,9 +166,10 @@ pub(super) fn prepare_node(
 /// that site's login_base.
 pub(super) fn prepare_slice(
     s: pb::ExportedSlice,
+    digest: i64,
     ids: &IdMaps,
     login_bases: &HashMap<i64, String>,
-    instantiations: &HashSet<String>,
+    instantiations: &std::collections::HashSet<String>,
     report: &mut ReportBuilder,
 ) -> Option<(i64, SliceFields)> {
     let class = Class::Slices.name();
@@ -181,7 +187,6 @@ pub(super) fn prepare_slice(
         return None;
     };
     let (id, peer_site_id) = (s.slice_id, s.site_id);
-    let digest = digest::of_received_slice(&s, &ids.claimed_nodes);
     let creator = s
         .creator_person_id
         .and_then(|p| ids.classes[Class::Persons].get(&p).copied());

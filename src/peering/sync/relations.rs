@@ -3,7 +3,7 @@
 //! persons and slices: each round loads the pairs its owners have, removes
 //! the stale ones and adds the missing ones.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::time::{Duration, Instant};
 
 use super::IdMaps;

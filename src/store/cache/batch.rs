@@ -2,7 +2,7 @@
 //! are dense and as lists of [`CHUNK`] otherwise ([`IdReads`]), and
 //! PostgreSQL's one-statement upserts through `UNNEST`.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use diesel::dsl::{Between, EqAny};
 use diesel::expression::array_comparison::AsInExpression;

@@ -6,7 +6,7 @@
 //! its columns and its natural key; the same declaration serves the local
 //! rows the export reads.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::future::Future;
 
 use diesel::dsl::SqlTypeOf;

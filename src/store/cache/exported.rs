@@ -10,7 +10,7 @@
 //! PostgreSQL turns the lookups into a hash join over all the members,
 //! which at 300,000 nodes took 30 ms a page instead of 8.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;

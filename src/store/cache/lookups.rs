@@ -2,7 +2,7 @@
 //! deleted sites and persons, ids at the peer of local rows, login_bases,
 //! natural keys moved aside ([`park`]) and the planner's statistics.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;

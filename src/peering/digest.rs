@@ -44,6 +44,16 @@ pub trait Digested: Message + Clone + Sized {
         canonical.normalize();
         of_message(&canonical)
     }
+
+    /// The object's digest, given its encoding (`encoded`, as
+    /// [`Message::encode`] writes it): a canonical object is not encoded
+    /// again.
+    fn digest_of_encoding(&self, encoded: &[u8]) -> i64 {
+        match self.is_canonical() {
+            true => of_bytes(encoded),
+            false => self.digest(),
+        }
+    }
 }
 
 thread_local! {
@@ -57,14 +67,20 @@ fn of_message(message: &impl Message) -> i64 {
         buffer.clear();
         // A Vec grows as needed: encoding into one cannot fail.
         let _ = message.encode(buffer);
-        let hash = Sha256::digest(buffer.as_slice());
-        i64::from(u32::from_be_bytes([hash[0], hash[1], hash[2], hash[3]]))
+        of_bytes(buffer)
     })
+}
+
+/// The digest of an encoding.
+fn of_bytes(encoded: &[u8]) -> i64 {
+    let hash = Sha256::digest(encoded);
+    i64::from(u32::from_be_bytes([hash[0], hash[1], hash[2], hash[3]]))
 }
 
 impl Digested for pb::ExportedSite {}
 impl Digested for pb::ExportedKey {}
 impl Digested for pb::ExportedNode {}
+impl Digested for pb::PeerNode {}
 
 impl Digested for pb::ExportedPerson {
     fn is_canonical(&self) -> bool {
@@ -92,9 +108,10 @@ impl Digested for pb::ExportedSlice {
 /// The digest of a slice a peer sent, leaving out of its nodes those that
 /// are the receiver's own (`own_nodes`, the peer's ids of them): the
 /// serving registry digests its slices without any caller's nodes.
-pub fn of_received_slice(slice: &pb::ExportedSlice, own_nodes: &HashSet<i64>) -> i64 {
+/// `digest` is the slice's digest as it came, all its nodes included.
+pub fn of_received_slice(slice: &pb::ExportedSlice, digest: i64, own_nodes: &HashSet<i64>) -> i64 {
     if own_nodes.is_empty() || !slice.node_ids.iter().any(|id| own_nodes.contains(id)) {
-        return slice.digest();
+        return digest;
     }
     let mut kept = slice.clone();
     kept.node_ids.retain(|id| !own_nodes.contains(id));
@@ -164,9 +181,10 @@ mod tests {
             ..served.clone()
         };
         let own = HashSet::from_iter([40]);
-        assert_eq!(of_received_slice(&received, &own), served.digest());
+        let as_sent = received.digest();
+        assert_eq!(of_received_slice(&received, as_sent, &own), served.digest());
         assert_ne!(
-            of_received_slice(&received, &HashSet::default()),
+            of_received_slice(&received, as_sent, &HashSet::default()),
             served.digest()
         );
     }

@@ -15,8 +15,10 @@
 //! deleted (and those that cleaning dropped, which a delta must remove
 //! too): [`SpooledClass::gone_ids`].
 //!
-//! Records are a 4-byte little-endian length and the object's protobuf
-//! encoding.
+//! Records are a 4-byte little-endian length, the object's digest
+//! ([`crate::peering::digest`], 4 bytes little-endian, taken from the
+//! encoding as it is spooled, while the peer is still sending) and the
+//! object's protobuf encoding.
 
 use foldhash::HashMap;
 use std::fs::File;
@@ -24,14 +26,13 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-use prost::Message;
-
 use crate::class::Class;
 use crate::error::{Error, Result};
+use crate::peering::digest::Digested;
 use crate::proto::v1 as pb;
 
 /// An object of a peer's dump.
-pub trait PeerObject: Message + Default {
+pub trait PeerObject: Digested + Default {
     /// The peer's id of the object.
     fn peer_object_id(&self) -> i64;
 }
@@ -116,9 +117,12 @@ impl<T: PeerObject> ClassSpool<T> {
                 .map_err(|e| Error::Internal(format!("spooling the peer's dump: {e}")))?;
             let length = u32::try_from(buffer.len())
                 .map_err(|_| Error::Internal("an object of over 4 GiB in a dump".into()))?;
+            // Digests are in 0..2^32.
+            let digest = object.digest_of_encoding(&buffer) as u32;
             self.write(&length.to_le_bytes())?;
+            self.write(&digest.to_le_bytes())?;
             self.write(&buffer)?;
-            self.bytes += 4 + buffer.len() as u64;
+            self.bytes += 8 + buffer.len() as u64;
             self.ids.push(object.peer_object_id());
         }
         Ok(())
@@ -287,21 +291,26 @@ pub struct Chunks<'a, T> {
     _objects: PhantomData<T>,
 }
 
-impl<T: PeerObject> Chunks<'_, T> {
-    fn next_object(&mut self) -> std::io::Result<T> {
-        let mut length = [0u8; 4];
-        self.reader.read_exact(&mut length)?;
-        self.buffer.resize(u32::from_le_bytes(length) as usize, 0);
-        self.reader.read_exact(&mut self.buffer)?;
-        T::decode(self.buffer.as_slice())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+impl<'a, T: PeerObject> Chunks<'a, T> {
+    /// The same chunks, each object with its digest.
+    pub fn with_digests(self) -> DigestedChunks<'a, T> {
+        DigestedChunks(self)
     }
-}
 
-impl<T: PeerObject> Iterator for Chunks<'_, T> {
-    type Item = Result<Vec<T>>;
+    fn next_object(&mut self) -> std::io::Result<(T, i64)> {
+        let mut head = [0u8; 8];
+        self.reader.read_exact(&mut head)?;
+        let [l0, l1, l2, l3, d0, d1, d2, d3] = head;
+        self.buffer
+            .resize(u32::from_le_bytes([l0, l1, l2, l3]) as usize, 0);
+        self.reader.read_exact(&mut self.buffer)?;
+        let object = T::decode(self.buffer.as_slice())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        Ok((object, i64::from(u32::from_le_bytes([d0, d1, d2, d3]))))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next chunk of objects with their digests.
+    fn next_chunk(&mut self) -> Option<Result<Vec<(T, i64)>>> {
         if self.left == 0 {
             return None;
         }
@@ -309,12 +318,34 @@ impl<T: PeerObject> Iterator for Chunks<'_, T> {
         self.left -= take;
         let chunk = (0..take)
             .map(|_| self.next_object())
-            .collect::<std::io::Result<Vec<T>>>()
+            .collect::<std::io::Result<Vec<(T, i64)>>>()
             .map_err(|e| Error::Internal(format!("reading the spooled dump: {e}")));
         if chunk.is_err() {
             self.left = 0;
         }
         Some(chunk)
+    }
+}
+
+impl<T: PeerObject> Iterator for Chunks<'_, T> {
+    type Item = Result<Vec<T>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_chunk().map(|chunk| {
+            chunk.map(|objects| objects.into_iter().map(|(object, _)| object).collect())
+        })
+    }
+}
+
+/// Reads a [`ClassSpool`] back, chunk by chunk, each object with the
+/// digest taken as it was spooled.
+pub struct DigestedChunks<'a, T>(Chunks<'a, T>);
+
+impl<T: PeerObject> Iterator for DigestedChunks<'_, T> {
+    type Item = Result<Vec<(T, i64)>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next_chunk()
     }
 }
 
@@ -554,6 +585,8 @@ mod tests {
                 person_id: id,
                 email: format!("p{id}@example.org"),
                 enabled: id % 10 != 0,
+                // Some lists out of order: digested sorted all the same.
+                key_ids: vec![id % 3, 1],
                 ..Default::default()
             })
             .collect::<Vec<_>>()
@@ -571,6 +604,16 @@ mod tests {
         let expected: Vec<i64> = (21..30).chain(1..20).filter(|id| id % 10 != 0).collect();
         assert_eq!(ids, expected);
         assert_eq!(chunks[0][0].email, "p21@example.org");
+
+        // Each object comes with its digest, taken as it was spooled.
+        let digested: Vec<(pb::ExportedPerson, i64)> = spool
+            .chunks(10)
+            .unwrap()
+            .with_digests()
+            .flat_map(|c| c.unwrap())
+            .collect();
+        assert_eq!(digested.len(), 27);
+        assert!(digested.iter().all(|(p, digest)| *digest == p.digest()));
 
         // A second read starts from the beginning again.
         let mut again = 0;

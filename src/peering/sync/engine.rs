@@ -91,10 +91,10 @@ pub(super) trait Referring: Digested {
     /// depends on which persons list it, so keys are checked first).
     const VOUCHED_BY_DIGEST: bool = true;
 
-    /// The object's digest as received, given the peer's ids of the
-    /// nodes that are ours (`own_nodes`).
-    fn received_digest(&self, _own_nodes: &HashSet<i64>) -> i64 {
-        self.digest()
+    /// The object's digest as received, given its digest as spooled and
+    /// the peer's ids of the nodes that are ours (`own_nodes`).
+    fn received_digest(&self, spooled: i64, _own_nodes: &HashSet<i64>) -> i64 {
+        spooled
     }
 
     /// Whether every object it refers to is unchanged.
@@ -170,8 +170,8 @@ impl Referring for pb::ExportedNode {
 }
 
 impl Referring for pb::ExportedSlice {
-    fn received_digest(&self, own_nodes: &HashSet<i64>) -> i64 {
-        digest::of_received_slice(self, own_nodes)
+    fn received_digest(&self, spooled: i64, own_nodes: &HashSet<i64>) -> i64 {
+        digest::of_received_slice(self, spooled, own_nodes)
     }
 
     fn refers_to_unchanged(&self, unchanged: &Unchanged) -> bool {
@@ -235,20 +235,20 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
     // statistics are refreshed each time the class doubles, once it is
     // past a small size.
     let (mut counted, mut added_since) = (cached_ids.len().max(STATISTICS_FLOOR), 0);
-    for chunk in spool.chunks(rounds.chunk)? {
+    for chunk in spool.chunks(rounds.chunk)?.with_digests() {
         let chunk = chunk?;
         // Only ids cached when the refresh began can have a row (a first
         // refresh reads none).
         let mut chunk_ids: Vec<i64> = chunk
             .iter()
-            .map(PeerObject::peer_object_id)
+            .map(|(object, _)| object.peer_object_id())
             .filter(|id| cached_ids.contains_key(id) && !removed.contains(id))
             .collect();
 
         let validation = Instant::now();
         let mut candidates: Vec<(i64, K::Fields)> = Vec::with_capacity(chunk.len());
         let mut unchanged_here = HashSet::new();
-        for object in chunk {
+        for (object, spooled_digest) in chunk {
             let id = object.peer_object_id();
             // Settled until shown otherwise below.
             let settled = &mut rounds.settled.classes[K::CLASS];
@@ -259,7 +259,7 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
             }
             let references_unchanged = object.refers_to_unchanged(&rounds.unchanged);
             let members_settled = rounds.settled.members_settled(&object, &rounds.unchanged);
-            let digest = object.received_digest(&rounds.own_nodes);
+            let digest = object.received_digest(spooled_digest, &rounds.own_nodes);
             // Checked before the comparison unless the digest vouches for
             // the cached row.
             let (object, prepared) = match T::VOUCHED_BY_DIGEST {

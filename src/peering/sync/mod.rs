@@ -13,12 +13,14 @@
 //! natural keys); then each chunk is translated (the peer's relation ids to
 //! local ids), validated object by object (a bad object is skipped with a
 //! warning, the rest goes on), checked for natural-key conflicts, diffed
-//! against its cached rows and written with multi-row statements. Then the
-//! memberships (person-keys, slice-nodes, slice-persons, site-persons,
-//! person-roles), again in rounds over the spooled persons and slices, each
-//! as remove-stale / add-missing for the round's owners. Everything is
-//! written in this one pass, so memberships of objects created by this
-//! refresh are complete at once.
+//! against its cached rows and written with multi-row statements; on a full
+//! dump, an object whose digest as received equals its cached row's (and
+//! whose site and creator are unchanged) is kept without being read or
+//! checked again. Then the memberships (person-keys, slice-nodes,
+//! slice-persons, site-persons, person-roles), again in rounds over the
+//! spooled persons and slices, each as remove-stale / add-missing for the
+//! round's owners. Everything is written in this one pass, so memberships
+//! of objects created by this refresh are complete at once.
 //!
 //! The modules, in the order a refresh goes through them:
 //! - `cached`: what is cached from the peer when the refresh begins

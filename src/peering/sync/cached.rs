@@ -178,6 +178,7 @@ impl CachedIds {
                         with_class!(class, K => K::all_ids_and_digests(conn, peer_id).await?);
                     let (ids, digests) = (&mut cached.ids[class], &mut cached.digests[class]);
                     ids.reserve(rows.len());
+                    digests.reserve(rows.len());
                     for (peer_object_id, local_id, digest) in rows {
                         ids.insert(peer_object_id, local_id);
                         if let Some(digest) = digest {

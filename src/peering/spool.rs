@@ -80,7 +80,8 @@ pub struct ClassSpool<T> {
     ids: Vec<i64>,
     /// Objects received, including those cleaning dropped.
     received: usize,
-    /// Bytes spooled.
+    /// Bytes of the objects spooled: each one's length and encoding (the
+    /// digest kept beside it is ours, not the peer's, and is not counted).
     bytes: u64,
     /// Ids the peer sent as deleted, and ids cleaning dropped; sorted once
     /// sealed.
@@ -122,7 +123,7 @@ impl<T: PeerObject> ClassSpool<T> {
             self.write(&length.to_le_bytes())?;
             self.write(&digest.to_le_bytes())?;
             self.write(&buffer)?;
-            self.bytes += 8 + buffer.len() as u64;
+            self.bytes += 4 + buffer.len() as u64;
             self.ids.push(object.peer_object_id());
         }
         Ok(())

@@ -247,7 +247,7 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
 
         let validation = Instant::now();
         let mut candidates: Vec<(i64, K::Fields)> = Vec::with_capacity(chunk.len());
-        let mut unchanged_here = HashSet::new();
+        let unchanged_before = rounds.unchanged[K::CLASS].len();
         for (object, spooled_digest) in chunk {
             let id = object.peer_object_id();
             // Settled until shown otherwise below.
@@ -271,9 +271,13 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
             };
             if references_unchanged
                 && !removed.contains(&id)
-                && keys.keep_unchanged(id, digest, &rounds.digests[K::CLASS])
+                && keys.keep_unchanged(
+                    id,
+                    digest,
+                    &rounds.digests[K::CLASS],
+                    &mut rounds.unchanged[K::CLASS],
+                )
             {
-                unchanged_here.insert(id);
                 rounds.settled.classes[K::CLASS] = was_settled && members_settled;
                 continue;
             }
@@ -288,14 +292,20 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
             candidates.push((id, fields));
         }
         rounds.validating += validation.elapsed();
-        if !unchanged_here.is_empty() {
-            chunk_ids.retain(|id| !unchanged_here.contains(id));
-            rounds.unchanged[K::CLASS].extend(unchanged_here);
+        if rounds.unchanged[K::CLASS].len() > unchanged_before {
+            let unchanged = &rounds.unchanged[K::CLASS];
+            chunk_ids.retain(|id| !unchanged.contains(id));
         }
         let cached = K::load(conn, peer_id, &chunk_ids).await?;
 
         let accepted = keys
-            .check::<K>(conn, peer_id, candidates, &cached, report)
+            .check::<K>(
+                conn,
+                peer_id,
+                candidates,
+                (&cached, &rounds.unchanged[K::CLASS]),
+                report,
+            )
             .await?;
         let plan: Plan<K::Fields> = diff(accepted, &cached);
         // Cached objects the peer still has but that failed their checks
@@ -405,9 +415,6 @@ pub(super) struct NaturalKeys {
     pub(super) claimed: HashSet<String>,
     /// Peer's ids of cached objects parked so far.
     pub(super) parked: HashSet<i64>,
-    /// Peer's ids of the objects kept unchanged so far, whose rows hold
-    /// their natural keys already.
-    kept: HashSet<i64>,
 }
 
 impl NaturalKeys {
@@ -418,12 +425,13 @@ impl NaturalKeys {
     /// earlier in the dump, or its row was parked (another object took its
     /// key): then it goes the usual way. Its key is not claimed here: a
     /// later object that wants it finds this row holding it
-    /// ([`NaturalKeys::check`]).
+    /// ([`NaturalKeys::check`]). A kept object's id goes to `kept`.
     pub(super) fn keep_unchanged(
         &mut self,
         id: i64,
         digest: i64,
         digests: &HashMap<i64, i64>,
+        kept: &mut HashSet<i64>,
     ) -> bool {
         if digests.get(&id) != Some(&digest)
             || self.accepted.contains(&id)
@@ -432,20 +440,22 @@ impl NaturalKeys {
             return false;
         }
         self.accepted.insert(id);
-        self.kept.insert(id);
+        kept.insert(id);
         true
     }
 
     /// Drops, with a warning, candidates whose id appeared before, whose
-    /// natural key another authority uses here, or an earlier candidate
-    /// claimed; parks the peer's other cached objects that hold the keys
-    /// of the candidates accepted.
+    /// natural key another authority uses here, or an earlier object
+    /// claimed (a candidate accepted, or one `kept` unchanged, whose row
+    /// holds its key); parks the peer's other cached objects that hold the
+    /// keys of the candidates accepted. `cached` holds the candidates'
+    /// cached rows.
     pub(super) async fn check<K: CachedClass>(
         &mut self,
         conn: &mut DbConn,
         peer_id: i64,
         candidates: Vec<(i64, K::Fields)>,
-        cached: &HashMap<i64, K::Fields>,
+        (cached, kept): (&HashMap<i64, K::Fields>, &HashSet<i64>),
         report: &mut ReportBuilder,
     ) -> Result<Vec<(i64, K::Fields)>> {
         // A key the object's own cached row already holds is unique here
@@ -480,7 +490,7 @@ impl NaturalKeys {
             } else if !key.is_empty()
                 && (self.claimed.contains(key)
                     || holder.is_some_and(|&(_, holder_id)| {
-                        holder_id.is_some_and(|h| h != id && self.kept.contains(&h))
+                        holder_id.is_some_and(|h| h != id && kept.contains(&h))
                     }))
             {
                 Some(format!("{field} {key:?} appears twice in the peer's data"))

@@ -262,13 +262,13 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
             let digest = object.received_digest(spooled_digest, &rounds.own_nodes);
             // Checked before the comparison unless the digest vouches for
             // the cached row.
-            let (object, prepared) = match T::VOUCHED_BY_DIGEST {
-                true => (Some(object), None),
-                false => match prepare(object, digest, report) {
-                    Some(prepared) => (None, Some(prepared)),
-                    None => continue,
-                },
-            };
+            let (mut unchecked, mut prepared) = (Some(object), None);
+            if !T::VOUCHED_BY_DIGEST {
+                prepared = unchecked.take().and_then(|o| prepare(o, digest, report));
+                if prepared.is_none() {
+                    continue;
+                }
+            }
             if references_unchanged
                 && !removed.contains(&id)
                 && keys.keep_unchanged(
@@ -281,12 +281,9 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
                 rounds.settled.classes[K::CLASS] = was_settled && members_settled;
                 continue;
             }
-            let prepared = match (prepared, object) {
-                (Some(prepared), _) => Some(prepared),
-                (None, Some(object)) => prepare(object, digest, report),
-                (None, None) => None,
-            };
-            let Some((id, fields)) = prepared else {
+            let Some((id, fields)) =
+                prepared.or_else(|| unchecked.and_then(|o| prepare(o, digest, report)))
+            else {
                 continue;
             };
             candidates.push((id, fields));
@@ -489,9 +486,7 @@ impl NaturalKeys {
                 ))
             } else if !key.is_empty()
                 && (self.claimed.contains(key)
-                    || holder.is_some_and(|&(_, holder_id)| {
-                        holder_id.is_some_and(|h| h != id && kept.contains(&h))
-                    }))
+                    || matches!(holder, Some(&(_, Some(h))) if h != id && kept.contains(&h)))
             {
                 Some(format!("{field} {key:?} appears twice in the peer's data"))
             } else {

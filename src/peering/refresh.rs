@@ -7,7 +7,8 @@
 //!    checkpoint stored on the peer record (and unless `full` is asked),
 //!    only the changes since it: a delta. Changes a follow event carried
 //!    ([`Refresher::refresh_carried`]) are spooled without a call when they
-//!    start at that checkpoint.
+//!    start at that checkpoint. A full dump is compared with the whole
+//!    cache, which is read meanwhile ([`WholeCache::read`]).
 //! 3. In one write transaction: the mass-delete guard, then every class and
 //!    relation ([`super::sync`]), then the report and the new checkpoint on
 //!    the peer record. Any error rolls everything back, checkpoint included,
@@ -31,13 +32,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use super::fetch;
 use super::report::ReportBuilder;
 use super::spool::Spool;
+use super::sync::WholeCache;
 use super::{lock, sync, verify};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::proto::v1 as pb;
 use crate::registry::peers::{self, PeerKey};
@@ -237,7 +240,7 @@ impl Refresher {
         report.timer("transport", transport);
         verified.repair_bytes = spool.bytes() as i64;
         report.verify(verified);
-        self.apply(peer, &mut spool, force, checkpoint, report, started)
+        self.apply(peer, &mut spool, None, force, checkpoint, report, started)
             .instrument(tracing::info_span!("apply"))
             .await
     }
@@ -297,6 +300,9 @@ impl Refresher {
                 .map(|(epoch, revision)| pb::Checkpoint { epoch, revision }),
         };
         let since_revision = since.as_ref().map_or(0, |c| c.revision);
+        // A full dump is compared with the whole cache: read it while the
+        // dump arrives.
+        let read_ahead = since.is_none().then(|| self.read_whole_cache(peer.peer_id));
         // Changes a follow event carried spare the call when they start
         // where the cache stands.
         let (mut spool, transport, source) = match changes
@@ -317,6 +323,12 @@ impl Refresher {
                 (spool, transport, "transport")
             }
         };
+        let read_ahead = match read_ahead {
+            Some(reading) => Some(reading.await.map_err(|e| {
+                Error::Internal(format!("reading the cache ahead of the refresh: {e}"))
+            })??),
+            None => None,
+        };
         report.snapshot(
             spool.kind,
             &spool.full_reason,
@@ -328,19 +340,41 @@ impl Refresher {
             "peer_db",
             Duration::from_secs_f64(spool.peer_db_seconds.max(0.0)),
         );
+        let read_ahead = read_ahead.map(|(whole, took)| {
+            report.timer("cache_read", took);
+            whole
+        });
 
         let checkpoint = spool.checkpoint.clone();
-        self.apply(peer, &mut spool, force, checkpoint, report, started)
-            .instrument(tracing::info_span!("apply"))
-            .await
+        self.apply(
+            peer, &mut spool, read_ahead, force, checkpoint, report, started,
+        )
+        .instrument(tracing::info_span!("apply"))
+        .await
+    }
+
+    /// Reads everything cached from the peer `peer_id` in a task of its
+    /// own, with the time it took (see [`WholeCache::read`]).
+    fn read_whole_cache(&self, peer_id: i64) -> AbortOnDropHandle<Result<(WholeCache, Duration)>> {
+        let store = self.store.clone();
+        AbortOnDropHandle::new(tokio::spawn(async move {
+            let reading = Instant::now();
+            let mut conn = store.read().await?;
+            let whole = WholeCache::read(&mut conn, peer_id).await?;
+            Ok((whole, reading.elapsed()))
+        }))
     }
 
     /// Applies a spool in one write transaction, behind the mass-delete
     /// guard (unless `force`), and records the report with `checkpoint`.
+    /// `read_ahead`, for a full dump, is the whole cache read under the
+    /// refresh lock.
+    #[allow(clippy::too_many_arguments)]
     async fn apply(
         &self,
         peer: &PeerRow,
         spool: &mut Spool,
+        read_ahead: Option<WholeCache>,
         force: bool,
         checkpoint: Option<pb::Checkpoint>,
         report: &mut ReportBuilder,
@@ -360,6 +394,7 @@ impl Refresher {
                     force,
                     fraction,
                     chunk_size,
+                    read_ahead,
                 };
                 let done = apply_in(c, peer_id, spool, how, checkpoint, report, started).await?;
                 digests::unmark_applying(c, peer_id).await?;
@@ -393,7 +428,7 @@ impl Refresher {
 }
 
 /// How one refresh applies its spool.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Applying {
     /// Apply whatever the refresh deletes.
     force: bool,
@@ -401,6 +436,9 @@ struct Applying {
     fraction: f64,
     /// Objects read back, checked and written per round.
     chunk_size: usize,
+    /// For a full dump, the whole cache, read under the refresh lock while
+    /// the dump arrived.
+    read_ahead: Option<WholeCache>,
 }
 
 /// The body of [`Refresher::apply`], inside its transaction.
@@ -412,6 +450,7 @@ async fn apply_in(
         force,
         fraction,
         chunk_size,
+        read_ahead,
     }: Applying,
     checkpoint: Option<&pb::Checkpoint>,
     report: &mut ReportBuilder,
@@ -422,7 +461,7 @@ async fn apply_in(
         return finish_applied(c, peer_id, checkpoint, report, started).await;
     }
     let guarding = Instant::now();
-    let cached = sync::CachedIds::load(c, peer_id, spool).await?;
+    let cached = sync::CachedIds::load(c, peer_id, spool, read_ahead).await?;
     let gone = cached.doomed(c, peer_id, spool).await?;
     // The ids loaded are all cached (for a full dump, the whole cache):
     // deletions within the limit of those are within the limit of the

@@ -164,35 +164,36 @@ impl CachedIds {
     }
 
     /// Loads them, inside the refresh's transaction: all of them for a full
-    /// dump, those of the ids it touches for a delta.
-    pub async fn load(conn: &mut DbConn, peer_id: i64, spool: &mut Spool) -> Result<CachedIds> {
-        let touched = match spool.is_delta() {
-            true => Some(touched_by(spool)?),
-            false => None,
-        };
-        let mut cached = CachedIds::default();
-        for class in Class::ALL {
-            match &touched {
-                None => {
-                    let rows =
-                        with_class!(class, K => K::all_ids_and_digests(conn, peer_id).await?);
-                    let (ids, digests) = (&mut cached.ids[class], &mut cached.digests[class]);
-                    ids.reserve(rows.len());
-                    digests.reserve(rows.len());
-                    for (peer_object_id, local_id, digest) in rows {
-                        ids.insert(peer_object_id, local_id);
-                        if let Some(digest) = digest {
-                            digests.insert(peer_object_id, digest);
-                        }
-                    }
+    /// dump (`read_ahead` when it was read while the dump arrived), those
+    /// of the ids it touches for a delta.
+    pub async fn load(
+        conn: &mut DbConn,
+        peer_id: i64,
+        spool: &mut Spool,
+        read_ahead: Option<WholeCache>,
+    ) -> Result<CachedIds> {
+        let mut cached = match spool.is_delta() {
+            true => {
+                let touched = touched_by(spool)?;
+                let mut cached = CachedIds::default();
+                for class in Class::ALL {
+                    cached.ids[class] = with_class!(class, K => K::ids_among(conn, peer_id, &touched[class]).await?);
                 }
-                Some(t) => {
-                    cached.ids[class] =
-                        with_class!(class, K => K::ids_among(conn, peer_id, &t[class]).await?);
+                cached.touched = Some(touched);
+                cached
+            }
+            false => {
+                let whole = match read_ahead {
+                    Some(whole) => whole,
+                    None => WholeCache::read(conn, peer_id).await?,
+                };
+                CachedIds {
+                    ids: whole.ids,
+                    digests: whole.digests,
+                    ..CachedIds::default()
                 }
             }
-        }
-        cached.touched = touched;
+        };
         cached.key_owners = KeyOwners::load(conn, peer_id, spool, &cached.ids[Class::Keys]).await?;
         Ok(cached)
     }
@@ -224,5 +225,42 @@ impl CachedIds {
         let cascaded = site_nodes.iter().filter(|id| !nodes.contains(id)).count()
             + site_slices.iter().filter(|id| !slices.contains(id)).count();
         Ok(sites.len() + keys.len() + persons + nodes.len() + slices.len() + cascaded)
+    }
+}
+
+/// Everything cached from a peer, per class: the peer's ids → local ids,
+/// and → the digests stored with the rows that have one. A full dump is
+/// compared with it.
+#[derive(Debug, Default)]
+pub struct WholeCache {
+    ids: PerClass<HashMap<i64, i64>>,
+    digests: PerClass<HashMap<i64, i64>>,
+}
+
+impl WholeCache {
+    /// Reads it.
+    ///
+    /// A full refresh reads it while the dump arrives, outside its write
+    /// transaction but under the peer's refresh lock: the rows' ids and
+    /// stored digests are written only by the refreshes of their peer (and
+    /// deleted with the peer), so they are the same when the transaction
+    /// opens. A hand edit in between clears the row's stored digest (see
+    /// the migration `digests`), as one just after the refresh would: the
+    /// next verification finds it.
+    pub async fn read(conn: &mut DbConn, peer_id: i64) -> Result<WholeCache> {
+        let mut whole = WholeCache::default();
+        for class in Class::ALL {
+            let rows = with_class!(class, K => K::all_ids_and_digests(conn, peer_id).await?);
+            let (ids, digests) = (&mut whole.ids[class], &mut whole.digests[class]);
+            ids.reserve(rows.len());
+            digests.reserve(rows.len());
+            for (peer_object_id, local_id, digest) in rows {
+                ids.insert(peer_object_id, local_id);
+                if let Some(digest) = digest {
+                    digests.insert(peer_object_id, digest);
+                }
+            }
+        }
+        Ok(whole)
     }
 }

@@ -54,7 +54,7 @@ use crate::store::cache::{
     self, CachedKeys, CachedNodes, CachedPersons, CachedSites, CachedSlices, Enumeration,
 };
 
-pub use cached::CachedIds;
+pub use cached::{CachedIds, WholeCache};
 use cascade::{Cascade, Cascaded, delete_keys_of_gone_persons};
 use engine::{Rounds, Settled, Unchanged, sync_class};
 use prepare::{prepare_key, prepare_node, prepare_person, prepare_site, prepare_slice};

@@ -218,8 +218,9 @@ async fn peer_data_passes_the_admin_validators(backend: Backend) {
 
 /// A key belongs to one person: a key no person of the peer lists is
 /// skipped with a warning, the key of a person cleaning drops (disabled)
-/// goes silently, and a person disabled at a real peer takes its key
-/// along, in a delta as in a full refresh.
+/// goes silently, a cached key no person lists any more goes though it is
+/// unchanged, and a person disabled at a real peer takes its key along, in
+/// a delta as in a full refresh.
 async fn keys_belong_to_a_person(backend: Backend) {
     let fake = FakePeer::start(pb::PeerDataBatch {
         keys: vec![
@@ -246,6 +247,19 @@ async fn keys_belong_to_a_person(backend: Backend) {
     assert!(warns(&report, "keys", 5, "no person"), "{report:#?}");
     assert!(!report.warnings.iter().any(|w| w.peer_object_id == 6));
     assert_eq!(class(&report, "keys").added, 1);
+
+    // A cached key sent again unchanged, but listed by no person any more,
+    // goes: its digest vouches for its checks, not for its owner.
+    fake.serve(pb::PeerDataBatch {
+        keys: vec![key(7, &ssh_key(7, "enabled"))],
+        persons: vec![person(2, "on@example.org")],
+        ..Default::default()
+    });
+    let report = refresh(&server, peer_id).await;
+    assert!(warns(&report, "keys", 7, "no person"), "{report:#?}");
+    assert_eq!(class(&report, "keys").deleted, 1, "{report:#?}");
+    let cached = list_all!(server, list_keys, keys, pb::Scope::Foreign);
+    assert!(cached.is_empty(), "{cached:?}");
 
     // Two real registries: a person disabled at the serving one.
     let a = TestServer::start_named(backend, "a").await;

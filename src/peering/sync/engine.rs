@@ -85,12 +85,6 @@ fn all_unchanged(unchanged: &Unchanged, class: Class, ids: &[i64]) -> bool {
 /// new local id or a newly accepted creator would change its row while its
 /// digest stays the same. Its memberships depend on its members likewise.
 pub(super) trait Referring: Digested {
-    /// Whether a digest equal to the cached row's is enough to keep the
-    /// row without checking the object again: its checks depend only on
-    /// the object and on the objects it refers to (the check of a key
-    /// depends on which persons list it, so keys are checked first).
-    const VOUCHED_BY_DIGEST: bool = true;
-
     /// The object's digest as received, given its digest as spooled and
     /// the peer's ids of the nodes that are ours (`own_nodes`).
     fn received_digest(&self, spooled: i64, _own_nodes: &HashSet<i64>) -> i64 {
@@ -140,8 +134,6 @@ macro_rules! refers_to_nothing {
 refers_to_nothing!(ExportedSite);
 
 impl Referring for pb::ExportedKey {
-    const VOUCHED_BY_DIGEST: bool = false;
-
     fn refers_to_unchanged(&self, _: &Unchanged) -> bool {
         true
     }
@@ -187,11 +179,40 @@ impl Referring for pb::ExportedSlice {
     }
 }
 
+/// How the objects of a class the peer sent are checked.
+///
+/// An object whose digest as received equals its cached row's (and whose
+/// references are unchanged) is kept without [`Checks::prepare`]: the row
+/// holds the checked fields already, and the checks depend only on the
+/// object and on what it refers to. [`Checks::admit`] runs on every object,
+/// for what depends on the rest of the refresh.
+pub(super) trait Checks<T, F> {
+    /// Whether the object may be cached at all, decided before its digest
+    /// is compared (a key: whether a person of the peer lists it); `false`
+    /// skips it (with a warning where it is an error).
+    fn admit(&mut self, _object: &T, _report: &mut ReportBuilder) -> bool {
+        true
+    }
+
+    /// The object's id and cached fields, checked as the admin API checks
+    /// them, with its digest as received; `None` skips it with a warning.
+    fn prepare(&mut self, object: T, digest: i64, report: &mut ReportBuilder) -> Option<(i64, F)>;
+}
+
+impl<T, F, P> Checks<T, F> for P
+where
+    P: FnMut(T, i64, &mut ReportBuilder) -> Option<(i64, F)>,
+{
+    fn prepare(&mut self, object: T, digest: i64, report: &mut ReportBuilder) -> Option<(i64, F)> {
+        self(object, digest, report)
+    }
+}
+
 /// Writes one class from its spool, given what was cached of it when the
 /// refresh began (`cached_ids`: the peer's ids → local ids, of the ids in
 /// `scope` only for a delta) less what went since with objects of an
 /// earlier class (`cascaded`, the peer's ids): deletes the cached objects
-/// the peer no longer has, then per chunk validates (`prepare` turns an
+/// the peer no longer has, then per chunk validates (`checks` turns an
 /// object into its cached fields, or skips it with a warning), checks
 /// natural keys (moving aside those of the peer's own objects that are
 /// renamed, see [`NaturalKeys`]), diffs against the cache and writes.
@@ -205,7 +226,7 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
     (cascaded, cascade): (Cascaded, &mut Cascade),
     rounds: &mut Rounds,
     report: &mut ReportBuilder,
-    mut prepare: impl FnMut(T, i64, &mut ReportBuilder) -> Option<(i64, K::Fields)> + Send,
+    mut checks: impl Checks<T, K::Fields> + Send,
 ) -> Result<HashMap<i64, i64>> {
     let started = Instant::now();
     let validated_before = rounds.validating;
@@ -260,14 +281,8 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
             let references_unchanged = object.refers_to_unchanged(&rounds.unchanged);
             let members_settled = rounds.settled.members_settled(&object, &rounds.unchanged);
             let digest = object.received_digest(spooled_digest, &rounds.own_nodes);
-            // Checked before the comparison unless the digest vouches for
-            // the cached row.
-            let (mut unchecked, mut prepared) = (Some(object), None);
-            if !T::VOUCHED_BY_DIGEST {
-                prepared = unchecked.take().and_then(|o| prepare(o, digest, report));
-                if prepared.is_none() {
-                    continue;
-                }
+            if !checks.admit(&object, report) {
+                continue;
             }
             if references_unchanged
                 && !removed.contains(&id)
@@ -281,9 +296,7 @@ pub(super) async fn sync_class<K: CachedClass, T: PeerObject + Referring>(
                 rounds.settled.classes[K::CLASS] = was_settled && members_settled;
                 continue;
             }
-            let Some((id, fields)) =
-                prepared.or_else(|| unchecked.and_then(|o| prepare(o, digest, report)))
-            else {
+            let Some((id, fields)) = checks.prepare(object, digest, report) else {
                 continue;
             };
             candidates.push((id, fields));

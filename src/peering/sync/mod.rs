@@ -16,7 +16,8 @@
 //! against its cached rows and written with multi-row statements; on a full
 //! dump, an object whose digest as received equals its cached row's (and
 //! whose site and creator are unchanged) is kept without being read or
-//! checked again. Then the memberships (person-keys, slice-nodes,
+//! checked again (a key's owner is still decided).
+//! Then the memberships (person-keys, slice-nodes,
 //! slice-persons, site-persons, person-roles), again in rounds over the
 //! spooled persons and slices, each as remove-stale / add-missing for the
 //! round's owners. Everything is written in this one pass, so memberships
@@ -57,7 +58,7 @@ use crate::store::cache::{
 pub use cached::{CachedIds, WholeCache};
 use cascade::{Cascade, Cascaded, delete_keys_of_gone_persons};
 use engine::{Rounds, Settled, Unchanged, sync_class};
-use prepare::{prepare_key, prepare_node, prepare_person, prepare_site, prepare_slice};
+use prepare::{KeyChecks, prepare_node, prepare_person, prepare_site, prepare_slice};
 use relations::sync_relations;
 
 /// The peer's ids → local ids, per class, as the refresh goes.
@@ -124,7 +125,10 @@ pub async fn apply(
         (Cascaded::default(), &mut cascade),
         &mut rounds,
         report,
-        |key, digest, report| prepare_key(key, digest, &key_types, owners, report),
+        KeyChecks {
+            key_types: &key_types,
+            owners,
+        },
     )
     .await?;
 
@@ -174,7 +178,7 @@ pub async fn apply(
         (site_nodes, &mut cascade),
         &mut rounds,
         report,
-        |node, digest, report| {
+        |node, digest, report: &mut ReportBuilder| {
             prepare_node(node, digest, &ids.classes[Class::Sites], &known, report)
         },
     )
@@ -206,7 +210,7 @@ pub async fn apply(
         (site_slices, &mut cascade),
         &mut rounds,
         report,
-        |slice, digest, report| {
+        |slice, digest, report: &mut ReportBuilder| {
             prepare_slice(slice, digest, &ids, &login_bases, &instantiations, report)
         },
     )

@@ -9,6 +9,7 @@ use foldhash::HashMap;
 
 use super::IdMaps;
 use super::cached::KeyOwners;
+use super::engine::Checks;
 use crate::class::Class;
 use crate::error::Result;
 use crate::peering::report::ReportBuilder;
@@ -69,37 +70,48 @@ pub(super) fn prepare_site(
     Some((id, digested(fields, digest)))
 }
 
-/// A key the peer sent, checked as the admin API checks one, and taken
-/// only when a person of the peer holds it ([`KeyOwners`]).
-pub(super) fn prepare_key(
-    k: pb::ExportedKey,
-    digest: i64,
-    key_types: &std::collections::HashSet<String>,
-    owners: &KeyOwners,
-    report: &mut ReportBuilder,
-) -> Option<(i64, KeyFields)> {
-    let class = Class::Keys.name();
-    let label = key_label(&k.key);
-    match owners.holds(k.key_id) {
-        Ok(true) => {}
-        Ok(false) => return None,
-        Err(reason) => {
-            report.warn(class, k.key_id, &label, reason);
-            return None;
+/// The checks of the keys the peer sent: each is taken only when a person
+/// of the peer holds it ([`KeyOwners`], decided for every key), and
+/// checked as the admin API checks one.
+pub(super) struct KeyChecks<'a> {
+    /// The key types this registry knows.
+    pub(super) key_types: &'a std::collections::HashSet<String>,
+    /// Who holds the keys of the refresh.
+    pub(super) owners: &'a KeyOwners,
+}
+
+impl Checks<pb::ExportedKey, KeyFields> for KeyChecks<'_> {
+    fn admit(&mut self, k: &pb::ExportedKey, report: &mut ReportBuilder) -> bool {
+        match self.owners.holds(k.key_id) {
+            Ok(held) => held,
+            Err(reason) => {
+                report.warn(Class::Keys.name(), k.key_id, &key_label(&k.key), reason);
+                false
+            }
         }
     }
-    if !key_types.contains(&k.key_type) {
-        report.warn(
-            class,
-            k.key_id,
-            &label,
-            format!("unknown key_type {:?}", crate::error::quoted(&k.key_type)),
-        );
-        return None;
+
+    fn prepare(
+        &mut self,
+        k: pb::ExportedKey,
+        digest: i64,
+        report: &mut ReportBuilder,
+    ) -> Option<(i64, KeyFields)> {
+        let class = Class::Keys.name();
+        let label = key_label(&k.key);
+        if !self.key_types.contains(&k.key_type) {
+            report.warn(
+                class,
+                k.key_id,
+                &label,
+                format!("unknown key_type {:?}", crate::error::quoted(&k.key_type)),
+            );
+            return None;
+        }
+        let id = k.key_id;
+        let fields = checked(report, class, id, &label, keys::from_peer(k))?;
+        Some((id, digested(fields, digest)))
     }
-    let id = k.key_id;
-    let fields = checked(report, class, id, &label, keys::from_peer(k))?;
-    Some((id, digested(fields, digest)))
 }
 
 /// A short name for a key in warnings: its comment, or its start.

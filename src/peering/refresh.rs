@@ -323,12 +323,6 @@ impl Refresher {
                 (spool, transport, "transport")
             }
         };
-        let read_ahead = match read_ahead {
-            Some(reading) => Some(reading.await.map_err(|e| {
-                Error::Internal(format!("reading the cache ahead of the refresh: {e}"))
-            })??),
-            None => None,
-        };
         report.snapshot(
             spool.kind,
             &spool.full_reason,
@@ -340,10 +334,16 @@ impl Refresher {
             "peer_db",
             Duration::from_secs_f64(spool.peer_db_seconds.max(0.0)),
         );
-        let read_ahead = read_ahead.map(|(whole, took)| {
-            report.timer("cache_read", took);
-            whole
-        });
+        let read_ahead = match read_ahead {
+            Some(reading) => {
+                let (whole, took) = reading.await.map_err(|e| {
+                    Error::Internal(format!("reading the cache ahead of the refresh: {e}"))
+                })??;
+                report.timer("cache_read", took);
+                Some(whole)
+            }
+            None => None,
+        };
 
         let checkpoint = spool.checkpoint.clone();
         self.apply(

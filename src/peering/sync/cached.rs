@@ -177,7 +177,9 @@ impl CachedIds {
                 let touched = touched_by(spool)?;
                 let mut cached = CachedIds::default();
                 for class in Class::ALL {
-                    cached.ids[class] = with_class!(class, K => K::ids_among(conn, peer_id, &touched[class]).await?);
+                    let wanted = &touched[class];
+                    cached.ids[class] =
+                        with_class!(class, K => K::ids_among(conn, peer_id, wanted).await?);
                 }
                 cached.touched = Some(touched);
                 cached

@@ -16,11 +16,10 @@
 //! against its cached rows and written with multi-row statements; on a full
 //! dump, an object whose digest as received equals its cached row's (and
 //! whose site and creator are unchanged) is kept without being read or
-//! checked again (a key's owner is still decided).
-//! Then the memberships (person-keys, slice-nodes,
-//! slice-persons, site-persons, person-roles), again in rounds over the
-//! spooled persons and slices, each as remove-stale / add-missing for the
-//! round's owners. Everything is written in this one pass, so memberships
+//! checked again (a key's owner is still decided). Then the memberships
+//! (person-keys, slice-nodes, slice-persons, site-persons, person-roles),
+//! again in rounds over the spooled persons and slices, each as
+//! remove-stale / add-missing for the round's owners. Everything is written in this one pass, so memberships
 //! of objects created by this refresh are complete at once.
 //!
 //! The modules, in the order a refresh goes through them:

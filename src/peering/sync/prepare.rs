@@ -1,9 +1,10 @@
 //! A peer's objects → the fields cached of them: the peer's relation ids
 //! become local ids, then each class's module in [`crate::registry`]
 //! translates and checks the object as the admin API checks one. A bad
-//! object is skipped with a warning naming it. Each function takes the
-//! object's digest as received (computed by the caller, which compares
-//! it first) and keeps it with the fields.
+//! object is skipped with a warning naming it. Each function (and
+//! [`KeyChecks`], which decides a key's owner first) takes the object's
+//! digest as received (computed by the caller, which compares it first)
+//! and keeps it with the fields.
 
 use foldhash::HashMap;
 

@@ -20,6 +20,7 @@ use crate::class::Class;
 use crate::error::Result;
 use crate::proto::v1 as pb;
 use crate::store::cache::CachedClass;
+use crate::store::prepared::in_list;
 use crate::{execute_batch, load_rows, with_class, with_db};
 
 /// Rows written per statement.
@@ -437,7 +438,7 @@ pub async fn remove_exported(conn: &mut DbConn, class: Class, ids: &[i64]) -> Re
             diesel::delete(
                 export_digests::table
                     .filter(export_digests::kind.eq(class.log_code()))
-                    .filter(export_digests::object_id.eq_any(chunk)),
+                    .filter(in_list(export_digests::object_id, chunk)),
             )
             .execute(c)
             .await
@@ -477,7 +478,7 @@ pub async fn keys_of_enabled_persons(conn: &mut DbConn, key_ids: &[i64]) -> Resu
     for chunk in key_ids.chunks(CHUNK) {
         let rows: Vec<(i64, i64)> = with_db!(conn, |c| {
             person_key::table
-                .filter(person_key::key_id.eq_any(chunk))
+                .filter(in_list(person_key::key_id, chunk))
                 .select((person_key::key_id, person_key::person_id))
                 .load(c)
                 .await
@@ -491,7 +492,7 @@ pub async fn keys_of_enabled_persons(conn: &mut DbConn, key_ids: &[i64]) -> Resu
     for chunk in persons_asked.chunks(CHUNK) {
         let rows: Vec<i64> = with_db!(conn, |c| {
             persons::table
-                .filter(persons::person_id.eq_any(chunk))
+                .filter(in_list(persons::person_id, chunk))
                 .filter(persons::enabled.eq(true))
                 .filter(persons::peer_id.is_null())
                 .select(persons::person_id)

@@ -14,6 +14,7 @@ use super::cache::{KeyFieldChanges, KeyFields};
 use super::listing::{Listed, Page};
 use super::schema::{keys, person_key};
 use crate::error::Result;
+use crate::store::prepared::in_list;
 use crate::{load_page, with_db};
 
 /// A key as stored: its synced columns ([`KeyFields`]) with its ids.
@@ -119,7 +120,7 @@ pub async fn delete(conn: &mut DbConn, key_id: i64) -> Result<usize> {
 pub async fn owners(conn: &mut DbConn, key_ids: &[i64]) -> Result<HashMap<i64, i64>> {
     let pairs: Vec<(i64, i64)> = with_db!(conn, |c| {
         person_key::table
-            .filter(person_key::key_id.eq_any(key_ids))
+            .filter(in_list(person_key::key_id, key_ids))
             .select((person_key::key_id, person_key::person_id))
             .load(c)
             .await

@@ -51,6 +51,7 @@ pub mod memberships;
 pub mod nodes;
 pub mod peers;
 pub mod persons;
+pub mod prepared;
 pub mod revisions;
 pub mod sites;
 pub mod slices;

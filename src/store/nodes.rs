@@ -14,6 +14,7 @@ use super::cache::{NodeFieldChanges, NodeFields};
 use super::listing::{Listed, Page};
 use super::schema::{node_slice_whitelist, nodes, slice_node};
 use crate::error::Result;
+use crate::store::prepared::in_list;
 use crate::{load_page, with_db};
 
 /// A node as stored, without its secrets: its synced columns
@@ -116,7 +117,7 @@ pub async fn by_hostname(conn: &mut DbConn, hostname: &str) -> Result<Option<Nod
 pub async fn existing_ids(conn: &mut DbConn, node_ids: &[i64]) -> Result<Vec<i64>> {
     Ok(with_db!(conn, |c| {
         nodes::table
-            .filter(nodes::node_id.eq_any(node_ids))
+            .filter(in_list(nodes::node_id, node_ids))
             .select(nodes::node_id)
             .order(nodes::node_id)
             .load(c)
@@ -166,7 +167,7 @@ pub async fn relations(conn: &mut DbConn, node_ids: &[i64]) -> Result<HashMap<i6
         .collect();
     let slivers: Vec<(i64, i64)> = with_db!(conn, |c| {
         slice_node::table
-            .filter(slice_node::node_id.eq_any(node_ids))
+            .filter(in_list(slice_node::node_id, node_ids))
             .select((slice_node::node_id, slice_node::slice_id))
             .order((slice_node::node_id, slice_node::slice_id))
             .load(c)
@@ -190,7 +191,7 @@ pub async fn relations(conn: &mut DbConn, node_ids: &[i64]) -> Result<HashMap<i6
 pub async fn whitelist_of(conn: &mut DbConn, node_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
     Ok(with_db!(conn, |c| {
         node_slice_whitelist::table
-            .filter(node_slice_whitelist::node_id.eq_any(node_ids))
+            .filter(in_list(node_slice_whitelist::node_id, node_ids))
             .select((
                 node_slice_whitelist::node_id,
                 node_slice_whitelist::slice_id,

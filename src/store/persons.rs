@@ -16,6 +16,7 @@ use super::cache::{
 use super::listing::{Listed, Page};
 use super::schema::{keys, person_key, persons, slice_person};
 use crate::error::Result;
+use crate::store::prepared::in_list;
 use crate::{load_page, with_db};
 
 /// A person as stored, secrets included: its synced columns
@@ -216,7 +217,7 @@ pub async fn relations(
     }
     let slices: Vec<(i64, i64)> = with_db!(conn, |c| {
         slice_person::table
-            .filter(slice_person::person_id.eq_any(person_ids))
+            .filter(in_list(slice_person::person_id, person_ids))
             .select((slice_person::person_id, slice_person::slice_id))
             .order((slice_person::person_id, slice_person::slice_id))
             .load(c)

@@ -10,6 +10,7 @@ use super::cache::{SiteFieldChanges, SiteFields};
 use super::listing::{Listed, Page};
 use super::schema::{nodes, person_site, sites, slices};
 use crate::error::Result;
+use crate::store::prepared::in_list;
 use crate::{load_page, with_db};
 
 /// A site as stored: its synced columns ([`SiteFields`]) with its ids and
@@ -133,7 +134,7 @@ pub async fn relations(conn: &mut DbConn, site_ids: &[i64]) -> Result<HashMap<i6
         .collect();
     let members: Vec<(i64, i64, bool)> = with_db!(conn, |c| {
         person_site::table
-            .filter(person_site::site_id.eq_any(site_ids))
+            .filter(in_list(person_site::site_id, site_ids))
             .select((
                 person_site::site_id,
                 person_site::person_id,
@@ -152,7 +153,7 @@ pub async fn relations(conn: &mut DbConn, site_ids: &[i64]) -> Result<HashMap<i6
     }
     let site_nodes: Vec<(i64, i64)> = with_db!(conn, |c| {
         nodes::table
-            .filter(nodes::site_id.eq_any(site_ids))
+            .filter(in_list(nodes::site_id, site_ids))
             .select((nodes::site_id, nodes::node_id))
             .order(nodes::node_id)
             .load(c)
@@ -163,7 +164,7 @@ pub async fn relations(conn: &mut DbConn, site_ids: &[i64]) -> Result<HashMap<i6
     }
     let site_slices: Vec<(i64, i64)> = with_db!(conn, |c| {
         slices::table
-            .filter(slices::site_id.eq_any(site_ids))
+            .filter(in_list(slices::site_id, site_ids))
             .select((slices::site_id, slices::slice_id))
             .order(slices::slice_id)
             .load(c)

@@ -17,6 +17,7 @@ use diesel::sql_types::BigInt;
 
 use super::schema::{nodes, slice_node, slice_person, slices};
 use crate::error::Result;
+use crate::store::prepared::in_list;
 use crate::{load_page, with_db};
 
 /// A slice as stored: its synced columns ([`SliceFields`]) with its ids
@@ -221,7 +222,7 @@ pub async fn add_nodes(conn: &mut DbConn, slice_id: i64, node_ids: &[i64]) -> Re
             .filter(slice_node::slice_id.eq(slice_id))
             .filter(slice_node::node_id.eq(nodes::node_id));
         let new_rows = nodes::table
-            .filter(nodes::node_id.eq_any(node_ids))
+            .filter(in_list(nodes::node_id, node_ids))
             .filter(diesel::dsl::not(diesel::dsl::exists(already)))
             .select((slice_id.into_sql::<BigInt>(), nodes::node_id));
         diesel::insert_into(slice_node::table)
@@ -240,7 +241,7 @@ pub async fn remove_nodes(conn: &mut DbConn, slice_id: i64, node_ids: &[i64]) ->
         diesel::delete(
             slice_node::table
                 .filter(slice_node::slice_id.eq(slice_id))
-                .filter(slice_node::node_id.eq_any(node_ids)),
+                .filter(in_list(slice_node::node_id, node_ids)),
         )
         .execute(c)
         .await

@@ -4,12 +4,13 @@
 
 use foldhash::HashSet;
 
-use diesel::dsl::{Between, EqAny};
-use diesel::expression::array_comparison::AsInExpression;
+use diesel::dsl::Between;
 use diesel::expression::{AsExpression, Expression};
 use diesel::prelude::*;
 use diesel::query_dsl::methods::FilterDsl;
 use diesel::sql_types::{SingleValue, SqlType};
+
+use crate::store::prepared::{InList, in_list};
 
 /// Rows per multi-row statement: well under SQLite's limit on bound
 /// parameters (32766) for the widest row.
@@ -33,12 +34,11 @@ where
     C: Expression,
     C::SqlType: SqlType + SingleValue,
     i64: AsExpression<C::SqlType>,
-    Vec<i64>: AsInExpression<C::SqlType>,
-    Q: FilterDsl<Between<C, i64, i64>, Output = Q> + FilterDsl<EqAny<C, Vec<i64>>, Output = Q>,
+    Q: FilterDsl<Between<C, i64, i64>, Output = Q> + FilterDsl<InList<C, i64>, Output = Q>,
 {
     match batch {
         IdBatch::Span(lo, hi) => FilterDsl::filter(query, column.between(lo, hi)),
-        IdBatch::List(ids) => FilterDsl::filter(query, column.eq_any(ids.to_vec())),
+        IdBatch::List(ids) => FilterDsl::filter(query, in_list(column, ids)),
     }
 }
 
@@ -78,6 +78,10 @@ impl<'a> IdReads<'a> {
         self.wanted.as_ref().is_none_or(|w| w.contains(&id))
     }
 }
+
+/// Rows up to which SQLite upserts a class's rows one statement per row,
+/// each kept prepared, rather than in one multi-row statement.
+pub(super) const ROW_BY_ROW: usize = 32;
 
 /// Rows from which PostgreSQL writes go through `UNNEST`. Its statement is
 /// raw SQL, prepared anew at each call (two round trips); a smaller batch

@@ -9,14 +9,18 @@
 use foldhash::{HashMap, HashMapExt};
 use std::future::Future;
 
+use diesel::backend::Backend;
 use diesel::dsl::SqlTypeOf;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt};
+use diesel::query_builder::{AstPass, QueryFragment};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{Array, BigInt, HasSqlType};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::batch::{CHUNK, IdBatch, IdReads, UNNEST_FROM, in_batch, unnest_upsert_sql};
+use super::batch::{CHUNK, IdBatch, IdReads, ROW_BY_ROW, UNNEST_FROM, in_batch, unnest_upsert_sql};
 use crate::class::{Class, PerClass};
 use crate::error::Result;
+use crate::store::prepared::{UpsertRow, in_list, upsert_each};
 use crate::store::schema::{keys, node_slice_whitelist, nodes, persons, sites, slices};
 use crate::store::{Db, DbConn};
 use crate::{execute_batch, load_rows, with_db};
@@ -344,6 +348,43 @@ macro_rules! cached_class {
             }
         }
 
+        impl<DB> QueryFragment<DB> for UpsertRow<'_, $cached, $fields>
+        where
+            DB: Backend + HasSqlType<BigInt> $( + HasSqlType<SqlTypeOf<$table::$col>> )*,
+            i64: ToSql<BigInt, DB>,
+            $( $ty: ToSql<SqlTypeOf<$table::$col>, DB>, )*
+        {
+            fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+                out.push_sql(concat!(
+                    "INSERT INTO ", stringify!($table), " (peer_id, ", stringify!($peer_col),
+                    $( ", ", stringify!($col), )*
+                    $( ", ", stringify!($insert_stamp), )*
+                    ") VALUES ("
+                ));
+                out.push_bind_param::<BigInt, i64>(&self.peer_id)?;
+                out.push_sql(", ");
+                out.push_bind_param::<BigInt, i64>(&self.peer_object_id)?;
+                $(
+                    out.push_sql(", ");
+                    out.push_bind_param::<SqlTypeOf<$table::$col>, $ty>(&self.fields.$col)?;
+                )*
+                $(
+                    out.push_sql(", ");
+                    out.push_bind_param::<SqlTypeOf<$table::$insert_stamp>, i64>(&self.now)?;
+                )*
+                out.push_sql(concat!(
+                    ") ON CONFLICT (peer_id, ", stringify!($peer_col), ") DO UPDATE SET "
+                ));
+                // The list without its leading ", ".
+                out.push_sql(&concat!($( ", ", stringify!($col), " = excluded.", stringify!($col), )*)[2..]);
+                $(
+                    out.push_sql(concat!(", ", stringify!($update_stamp), " = "));
+                    out.push_bind_param::<SqlTypeOf<$table::$update_stamp>, i64>(&self.now)?;
+                )*
+                Ok(())
+            }
+        }
+
         impl CachedClass for $cached {
             type Fields = $fields;
             const CLASS: Class = Class::$class;
@@ -418,6 +459,13 @@ macro_rules! cached_class {
                 use diesel::upsert::excluded;
                 // Classes without time stamps do not use `now`.
                 let _ = now;
+                let row_by_row = match conn.db() {
+                    Db::Sqlite(_) => rows.len() <= ROW_BY_ROW,
+                    Db::Pg(_) => rows.len() == 1,
+                };
+                if row_by_row {
+                    return upsert_each::<$cached, $fields>(conn, peer_id, rows, now).await;
+                }
                 let values: Vec<_> = rows
                     .iter()
                     .map(|(peer_object_id, fields)| {
@@ -473,7 +521,7 @@ macro_rules! cached_class {
                     diesel::delete(
                         $table::table
                             .filter($table::peer_id.eq(peer_id))
-                            .filter($table::$peer_col.eq_any(peer_object_ids)),
+                            .filter(in_list($table::$peer_col, peer_object_ids.to_vec())),
                     )
                     .execute(c)
                     .await
@@ -503,7 +551,7 @@ macro_rules! cached_class {
                     $table::table
                         .filter($table::peer_id.is_null())
                         $( .filter($export_filter) )*
-                        .filter($table::$id.eq_any(ids.to_vec()))
+                        .filter(in_list($table::$id, ids.to_vec()))
                         .order($table::$id)
                         .select(($table::$id, $fields::as_select()))
                 )?)
@@ -531,7 +579,7 @@ macro_rules! cached_class {
     (@holders $conn:ident, $keys:ident, $within:ident, $table:ident, $peer_col:ident, $col:ident) => {
         Ok(with_db!($conn, |c| {
             let mut query = $table::table
-                .filter($table::$col.eq_any($keys))
+                .filter(in_list($table::$col, $keys.to_vec()))
                 .select(($table::$col, $table::peer_id, $table::$peer_col))
                 .into_boxed();
             if let Some(peer_id) = $within {

@@ -18,6 +18,7 @@ use diesel_async::RunQueryDsl;
 use super::batch::{CHUNK, IdReads, in_batch};
 use crate::error::Result;
 use crate::store::DbConn;
+use crate::store::prepared::in_list;
 use crate::store::schema::{node_slice_whitelist, nodes, persons, slice_node, slice_person};
 use crate::{load_rows, with_db};
 
@@ -106,7 +107,7 @@ pub async fn shown_peer_nodes_among(
     for chunk in node_ids.chunks(CHUNK) {
         let rows: Vec<(i64, i64, i64)> = with_db!(conn, |c| {
             let query = nodes::table
-                .filter(nodes::node_id.eq_any(chunk))
+                .filter(in_list(nodes::node_id, chunk))
                 .select((
                     nodes::node_id,
                     nodes::peer_node_id.assume_not_null(),
@@ -160,7 +161,7 @@ pub async fn exported_node_ids(conn: &mut DbConn, node_ids: &[i64]) -> Result<Ha
     for chunk in node_ids.chunks(CHUNK) {
         let ids: Vec<i64> = with_db!(conn, |c| {
             nodes::table
-                .filter(nodes::node_id.eq_any(chunk))
+                .filter(in_list(nodes::node_id, chunk))
                 .filter(nodes::peer_id.is_null())
                 .filter(diesel::dsl::not(diesel::dsl::exists(
                     node_slice_whitelist::table

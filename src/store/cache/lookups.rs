@@ -11,6 +11,7 @@ use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use super::batch::CHUNK;
 use super::classes::CachedClass;
 use crate::error::Result;
+use crate::store::prepared::in_list;
 use crate::store::schema::{nodes, persons, sites, slices};
 use crate::store::{Db, DbConn};
 use crate::with_db;
@@ -54,7 +55,7 @@ pub async fn cached_at_sites(
         let found: Vec<i64> = with_db!(conn, |c| {
             nodes::table
                 .filter(nodes::peer_id.eq(peer_id))
-                .filter(nodes::site_id.eq_any(chunk))
+                .filter(in_list(nodes::site_id, chunk))
                 .select(nodes::peer_node_id.assume_not_null())
                 .load(c)
                 .await
@@ -63,7 +64,7 @@ pub async fn cached_at_sites(
         let found: Vec<i64> = with_db!(conn, |c| {
             slices::table
                 .filter(slices::peer_id.eq(peer_id))
-                .filter(slices::site_id.eq_any(chunk))
+                .filter(in_list(slices::site_id, chunk))
                 .select(slices::peer_slice_id.assume_not_null())
                 .load(c)
                 .await
@@ -85,7 +86,7 @@ pub async fn cached_slices_created_by(
         let found: Vec<i64> = with_db!(conn, |c| {
             slices::table
                 .filter(slices::peer_id.eq(peer_id))
-                .filter(slices::creator_person_id.eq_any(chunk))
+                .filter(in_list(slices::creator_person_id, chunk))
                 .select(slices::peer_slice_id.assume_not_null())
                 .load(c)
                 .await
@@ -161,7 +162,7 @@ pub async fn login_bases(
                 .select((sites::peer_site_id.assume_not_null(), sites::login_base))
                 .into_boxed();
             if let Some(ids) = chunk {
-                query = query.filter(sites::peer_site_id.eq_any(ids));
+                query = query.filter(in_list(sites::peer_site_id, ids));
             }
             query.load(c).await
         })?;
@@ -181,7 +182,7 @@ pub async fn persons_of_peer(
         let ids: Vec<i64> = with_db!(conn, |c| {
             persons::table
                 .filter(persons::peer_id.eq(peer_id))
-                .filter(persons::person_id.eq_any(chunk))
+                .filter(in_list(persons::person_id, chunk))
                 .select(persons::person_id)
                 .load(c)
                 .await

@@ -4,8 +4,10 @@
 //! writes only the difference. Every query here is set-based: the cached
 //! rows of a peer load in one query per class, changed and new rows go in
 //! multi-row upserts keyed on `(peer_id, peer_<class>_id)`, gone rows in
-//! multi-row deletes; relation rows likewise. Nothing issues a statement per
-//! object.
+//! multi-row deletes; relation rows likewise. The one exception is a few
+//! rows on SQLite (or one on PostgreSQL), upserted one statement per row
+//! that the connection keeps prepared ([`crate::store::prepared`]): there,
+//! preparing a multi-row statement would cost more than running it.
 //!
 //! The module holds, by job: [`classes`] (the classes as tables:
 //! [`CachedClass`], declared per class, also read for the local rows the

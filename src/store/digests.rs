@@ -320,23 +320,35 @@ pub async fn lists(
         return Ok(out);
     }
     let s = Source::of(class, side);
-    let values: Vec<String> = ranges
-        .iter()
-        .enumerate()
-        .map(|(i, (first, last))| format!("({i}, {}, {})", bigint(*first), bigint(*last)))
-        .collect();
-    let rows = per_range(
-        conn,
-        &s,
-        &format!("{} AS id, {} AS digest", s.id, s.digest),
-        PerRange::First(per_range_limit),
-    );
-    let sql = format!(
-        "WITH r (range_index, lo, hi) AS (VALUES {values}) \
-         SELECT CAST(r.range_index AS BIGINT) AS range_index, {rows} \
-         ORDER BY 1, 2 LIMIT {limit}",
-        values = values.join(", "),
-    );
+    let columns = format!("{} AS id, {} AS digest", s.id, s.digest);
+    let sql = match ranges {
+        // One range (a whole class, read to split it by rank): read in the
+        // index's order, where the list's form below sorts every row.
+        [(first, last)] => format!(
+            "SELECT CAST(0 AS BIGINT) AS range_index, {columns} FROM {table} \
+             WHERE {filter} AND {id} BETWEEN {first} AND {last} ORDER BY {id} LIMIT {limit}",
+            table = s.table,
+            filter = s.filter,
+            id = s.id,
+            first = bigint(*first),
+            last = bigint(*last),
+            limit = limit.min(per_range_limit),
+        ),
+        _ => {
+            let values: Vec<String> = ranges
+                .iter()
+                .enumerate()
+                .map(|(i, (first, last))| format!("({i}, {}, {})", bigint(*first), bigint(*last)))
+                .collect();
+            let rows = per_range(conn, &s, &columns, PerRange::First(per_range_limit));
+            format!(
+                "WITH r (range_index, lo, hi) AS (VALUES {values}) \
+                 SELECT CAST(r.range_index AS BIGINT) AS range_index, {rows} \
+                 ORDER BY 1, 2 LIMIT {limit}",
+                values = values.join(", "),
+            )
+        }
+    };
     let rows: Vec<ListedRow> = load_rows!(conn, diesel::sql_query(sql))?;
     for r in rows {
         if let Some(list) = usize::try_from(r.range_index)

@@ -10,7 +10,7 @@
 //! running them. The parts here say nothing of the kind: [`InList`] is
 //! `IN (…)` with its binds padded to a power of two (so a statement has few
 //! shapes, each kept by its SQL text), and a cached class's one-row upsert
-//! (`UpsertRow`, declared with the class) writes fixed SQL.
+//! ([`UpsertRow`], its SQL declared with the class) is fixed SQL.
 
 use std::marker::PhantomData;
 

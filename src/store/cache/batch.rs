@@ -80,13 +80,14 @@ impl<'a> IdReads<'a> {
 }
 
 /// Rows up to which SQLite upserts a class's rows one statement per row,
-/// each kept prepared, rather than in one multi-row statement.
+/// each kept prepared, rather than in one multi-row statement (PostgreSQL
+/// does so for a single row: each statement is a round trip there).
 pub(super) const ROW_BY_ROW: usize = 32;
 
 /// Rows from which PostgreSQL writes go through `UNNEST`. Its statement is
 /// raw SQL, prepared anew at each call (two round trips); a smaller batch
-/// goes through a multi-row statement that the connection keeps prepared
-/// (one round trip), which a followed change of one row can tell.
+/// goes through one multi-row statement (one round trip), which a small
+/// delta can tell.
 pub(super) const UNNEST_FROM: usize = 16;
 
 /// The PostgreSQL upsert of a cached class's rows as one statement whose

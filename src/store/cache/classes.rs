@@ -521,7 +521,7 @@ macro_rules! cached_class {
                     diesel::delete(
                         $table::table
                             .filter($table::peer_id.eq(peer_id))
-                            .filter(in_list($table::$peer_col, peer_object_ids.to_vec())),
+                            .filter(in_list($table::$peer_col, peer_object_ids)),
                     )
                     .execute(c)
                     .await
@@ -551,7 +551,7 @@ macro_rules! cached_class {
                     $table::table
                         .filter($table::peer_id.is_null())
                         $( .filter($export_filter) )*
-                        .filter(in_list($table::$id, ids.to_vec()))
+                        .filter(in_list($table::$id, ids))
                         .order($table::$id)
                         .select(($table::$id, $fields::as_select()))
                 )?)
@@ -579,7 +579,7 @@ macro_rules! cached_class {
     (@holders $conn:ident, $keys:ident, $within:ident, $table:ident, $peer_col:ident, $col:ident) => {
         Ok(with_db!($conn, |c| {
             let mut query = $table::table
-                .filter(in_list($table::$col, $keys.to_vec()))
+                .filter(in_list($table::$col, $keys))
                 .select(($table::$col, $table::peer_id, $table::$peer_col))
                 .into_boxed();
             if let Some(peer_id) = $within {
